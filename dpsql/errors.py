@@ -1,0 +1,121 @@
+"""Errors dpsql shows to analysts: each carries a PostgreSQL SQLSTATE, a message and a hint.
+
+The message of every error here is written by dpsql itself. Text produced by an execution
+engine (which can quote private values) is never placed in one of these errors.
+"""
+
+from __future__ import annotations
+
+
+class DPSQLError(Exception):
+    """Base class: an error with a SQLSTATE, a one-line message and an optional hint."""
+
+    sqlstate = "XX000"
+    severity = "ERROR"
+
+    def __init__(self, message: str, hint: str | None = None, *, sqlstate: str | None = None) -> None:
+        super().__init__(message)
+        self.message = message
+        self.hint = hint
+        if sqlstate is not None:
+            self.sqlstate = sqlstate
+
+    def __str__(self) -> str:
+        return self.message if not self.hint else f"{self.message} (hint: {self.hint})"
+
+
+class QuerySyntaxError(DPSQLError):
+    """The SQL does not parse (42601)."""
+
+    sqlstate = "42601"
+
+
+class PrivacyViolation(DPSQLError):
+    """The query would read private rows raw, or cannot be protected (42501)."""
+
+    sqlstate = "42501"
+
+
+class UnsupportedQuery(DPSQLError):
+    """The SQL is valid but outside the subset dpsql can rewrite (0A000)."""
+
+    sqlstate = "0A000"
+
+
+class UndefinedTable(DPSQLError):
+    """A table that the policy does not expose (42P01)."""
+
+    sqlstate = "42P01"
+
+
+class UndefinedColumn(DPSQLError):
+    """A column that the policy does not expose (42703)."""
+
+    sqlstate = "42703"
+
+
+class UndefinedFunction(DPSQLError):
+    """A function or operator that dpsql does not allow (42883)."""
+
+    sqlstate = "42883"
+
+
+class DatatypeMismatch(DPSQLError):
+    """Operands of incompatible types (42804)."""
+
+    sqlstate = "42804"
+
+
+class InvalidParameterValue(DPSQLError):
+    """A session setting or query parameter with a bad value (22023)."""
+
+    sqlstate = "22023"
+
+
+class BudgetExhausted(DPSQLError):
+    """A privacy filter refuses the query: its budget would be overspent (class 53)."""
+
+    sqlstate = "53400"
+
+
+class LimitExceeded(DPSQLError):
+    """A resource limit (statement size, AST size, released groups) was exceeded (54000)."""
+
+    sqlstate = "54000"
+
+
+class QueryCanceled(DPSQLError):
+    """Statement timeout or cancel request (57014). The query's charge stands."""
+
+    sqlstate = "57014"
+
+
+class ExecutionFailed(DPSQLError):
+    """The engine failed; the cause is not shown because engine text may quote private data (XX000)."""
+
+    sqlstate = "XX000"
+
+
+class LedgerUnavailable(DPSQLError):
+    """The budget ledger is missing, corrupt or unreachable; dpsql fails closed (58000)."""
+
+    sqlstate = "58000"
+
+
+class PolicyError(DPSQLError):
+    """The policy file is invalid; the message names the file, the key and the problem (F0000)."""
+
+    sqlstate = "F0000"
+
+    def __init__(self, file: str, key: str, problem: str) -> None:
+        self.file = file
+        self.key = key
+        self.problem = problem
+        where = f"{file}: {key}: " if key else f"{file}: "
+        super().__init__(where + problem, hint="fix the policy file and run `dpsql check --policy FILE`")
+
+
+class AuthenticationFailed(DPSQLError):
+    """Password or user refused (28P01)."""
+
+    sqlstate = "28P01"

@@ -1,0 +1,582 @@
+"""The policy file (DESIGN §2): loading, validation and the immutable model the rest of dpsql reads.
+
+Every validation error is a :class:`~dpsql.errors.PolicyError` naming the file, the dotted key
+and the problem, e.g. ``policy.toml: tables.visits.columns.age: lower (130) is above upper (120)``.
+Unknown keys are errors too, so a typo never silently weakens a policy.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import math
+import re
+import tomllib
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from pathlib import Path
+from typing import Any, Literal
+
+from dpsql.errors import PolicyError
+
+Accounting = Literal["zcdp", "basic"]
+ScalarValue = str | int | float | bool
+
+_IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
+_DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
+_DURATION_UNITS = {"ms": 0.001, "s": 1, "m": 60, "h": 3600, "d": 86400, "w": 604800}
+_SCRAM = re.compile(r"^SCRAM-SHA-256\$(\d+):([A-Za-z0-9+/=]+)\$([A-Za-z0-9+/=]+):([A-Za-z0-9+/=]+)$")
+_SIZE = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(B|KB|MB|GB|TB|KiB|MiB|GiB|TiB)\s*$", re.IGNORECASE)
+
+
+def parse_duration(text: str) -> float:
+    """Seconds in a duration such as ``"7d"``, ``"12h"``, ``"30s"`` or ``"250ms"``; ValueError otherwise."""
+    m = _DURATION.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a duration like '30s', '12h' or '7d'")
+    return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
+
+
+@dataclass(frozen=True)
+class ColumnPolicy:
+    """What the policy says about one column: clamping bounds and/or a public set of values."""
+
+    name: str
+    lower: Fraction | None = None
+    upper: Fraction | None = None
+    values: tuple[ScalarValue, ...] | None = None
+
+    @property
+    def bounded(self) -> bool:
+        """True when both bounds are declared, so the column may be summed."""
+        return self.lower is not None and self.upper is not None
+
+
+@dataclass(frozen=True)
+class TablePolicy:
+    """One table of the policy. Private tables have a privacy unit; public ones are queried as is."""
+
+    name: str  # as written in the policy, e.g. "visits" or "sales.orders"
+    schema: str  # logical schema shown to clients ("public" when unqualified)
+    table: str  # table name without schema
+    public: bool
+    privacy_unit: str | None
+    max_groups: int
+    max_rows: int
+    columns: Mapping[str, ColumnPolicy]
+    file: Path | None = None
+    columns_declared: bool = True  # False for a public table whose columns are all exposed
+
+    @property
+    def qualified(self) -> str:
+        """``schema.table`` as shown to clients."""
+        return f"{self.schema}.{self.table}"
+
+
+@dataclass(frozen=True)
+class Budget:
+    """An (ε, δ) budget; ``window_seconds`` replenishes it every window, None means lifetime."""
+
+    epsilon: Fraction
+    delta: Fraction
+    window_seconds: float | None = None
+
+
+@dataclass(frozen=True)
+class UserPolicy:
+    """A user allowed to connect, with an optional SCRAM verifier and per-user budget overrides."""
+
+    name: str
+    password: str | None
+    budget: Budget
+    session_epsilon: Fraction | None
+
+
+@dataclass(frozen=True)
+class PrivacySettings:
+    """The ``[privacy]`` section."""
+
+    accounting: Accounting = "zcdp"
+    default_epsilon: Fraction = Fraction(1)
+    default_delta: Fraction = Fraction(1, 10**7)
+    max_epsilon_per_query: Fraction = Fraction(2)
+    max_delta_per_query: Fraction = Fraction(1, 10**5)
+
+
+@dataclass(frozen=True)
+class ServerSettings:
+    """The ``[server]`` section."""
+
+    listen_host: str = "127.0.0.1"
+    listen_port: int = 6432
+    auth: Literal["scram-sha-256", "trust"] = "scram-sha-256"
+    tls_cert: Path | None = None
+    tls_key: Path | None = None
+
+    @property
+    def loopback(self) -> bool:
+        """True when the server listens on a loopback address only."""
+        return _is_loopback(self.listen_host)
+
+
+@dataclass(frozen=True)
+class Limits:
+    """The ``[limits]`` section: resource limits (all optional, with safe defaults)."""
+
+    statement_timeout: float = 30.0
+    max_connections: int = 64
+    max_statement_bytes: int = 64 * 1024
+    max_ast_nodes: int = 2000
+    max_joins: int = 3
+    max_released_groups: int = 10_000
+    memory_limit: str = "4GB"
+    threads: int = 2
+    queries_per_minute: int = 60
+
+
+@dataclass(frozen=True)
+class LedgerSettings:
+    """Where the budget ledger lives: a SQLite path (default) or a PostgreSQL URL."""
+
+    path: Path | None = None
+    url: str | None = None
+
+
+@dataclass(frozen=True)
+class Source:
+    """The data source: a DuckDB file (or in-memory with file-mapped tables) or an upstream PostgreSQL."""
+
+    duckdb: Path | None = None
+    postgres: str | None = None
+
+
+@dataclass(frozen=True)
+class Policy:
+    """A validated policy. Immutable; construct with :func:`load_policy` or :func:`policy_from_dict`."""
+
+    file: Path
+    source: Source
+    server: ServerSettings
+    privacy: PrivacySettings
+    budget: Budget
+    session_epsilon: Fraction | None
+    global_budget: Budget | None
+    users: Mapping[str, UserPolicy]
+    tables: Mapping[str, TablePolicy]  # keyed by qualified "schema.table"
+    ledger: LedgerSettings
+    limits: Limits = field(default_factory=Limits)
+
+    def table(self, name: str) -> TablePolicy | None:
+        """The table called ``name`` (``t`` or ``schema.t``, case-insensitive), or None."""
+        key = name.lower()
+        if "." not in key:
+            key = f"public.{key}"
+        return self.tables.get(key)
+
+    def user(self, name: str) -> UserPolicy | None:
+        """The user called ``name``, or None if the policy does not list them."""
+        return self.users.get(name)
+
+    @property
+    def ledger_path(self) -> Path:
+        """The SQLite ledger path: configured, or ``dpsql-ledger.sqlite`` beside the policy file."""
+        if self.ledger.path is not None:
+            return self.ledger.path
+        return self.file.parent / "dpsql-ledger.sqlite"
+
+
+# ---------------------------------------------------------------------------------------------
+# Loading and validation
+
+
+class _Reader:
+    """Reads one TOML table, turning every problem into a PolicyError naming file and key."""
+
+    def __init__(self, file: str, prefix: str, data: Any) -> None:
+        self.file = file
+        self.prefix = prefix
+        if not isinstance(data, dict):
+            raise PolicyError(file, prefix, f"must be a table, got {_tname(data)}")
+        self.data: dict[str, Any] = data
+        self.seen: set[str] = set()
+
+    def key(self, name: str) -> str:
+        return f"{self.prefix}.{name}" if self.prefix else name
+
+    def fail(self, name: str, problem: str) -> PolicyError:
+        return PolicyError(self.file, self.key(name), problem)
+
+    def get(self, name: str) -> Any:
+        self.seen.add(name)
+        return self.data.get(name)
+
+    def has(self, name: str) -> bool:
+        return name in self.data
+
+    def sub(self, name: str, *, required: bool = False) -> _Reader | None:
+        v = self.get(name)
+        if v is None:
+            if required:
+                raise self.fail(name, "is required")
+            return None
+        return _Reader(self.file, self.key(name), v)
+
+    def string(self, name: str, default: str | None = None, *, choices: tuple[str, ...] = ()) -> str | None:
+        v = self.get(name)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self.fail(name, f"must be a string, got {_tname(v)}")
+        if choices and v not in choices:
+            raise self.fail(name, f"must be one of {', '.join(repr(c) for c in choices)}, got {v!r}")
+        return v
+
+    def number(
+        self,
+        name: str,
+        default: Fraction | None = None,
+        *,
+        positive: bool = False,
+        at_most: Fraction | None = None,
+    ) -> Fraction | None:
+        v = self.get(name)
+        if v is None:
+            return default
+        f = _to_fraction(v)
+        if f is None:
+            raise self.fail(name, f"must be a finite number, got {v!r}")
+        if positive and f <= 0:
+            raise self.fail(name, f"must be greater than 0, got {v!r}")
+        if at_most is not None and f > at_most:
+            raise self.fail(name, f"must be at most {float(at_most):g}, got {v!r}")
+        return f
+
+    def integer(self, name: str, default: int, *, minimum: int = 1) -> int:
+        v = self.get(name)
+        if v is None:
+            return default
+        if isinstance(v, bool) or not isinstance(v, int):
+            raise self.fail(name, f"must be an integer, got {v!r}")
+        if v < minimum:
+            raise self.fail(name, f"must be at least {minimum}, got {v}")
+        return v
+
+    def duration(self, name: str, default: float | None = None) -> float | None:
+        v = self.get(name)
+        if v is None:
+            return default
+        if not isinstance(v, str):
+            raise self.fail(name, f"must be a duration string like '7d', got {v!r}")
+        try:
+            seconds = parse_duration(v)
+        except ValueError as e:
+            raise self.fail(name, str(e)) from None
+        if seconds <= 0:
+            raise self.fail(name, f"must be longer than zero, got {v!r}")
+        return seconds
+
+    def boolean(self, name: str, default: bool) -> bool:
+        v = self.get(name)
+        if v is None:
+            return default
+        if not isinstance(v, bool):
+            raise self.fail(name, f"must be true or false, got {v!r}")
+        return v
+
+    def finish(self, allowed_subtables: tuple[str, ...] = ()) -> None:
+        for k in self.data:
+            if k not in self.seen and k not in allowed_subtables:
+                raise self.fail(k, "unknown key (check the spelling against DESIGN §2)")
+
+
+def _tname(v: Any) -> str:
+    return {dict: "a table", list: "an array", str: "a string", bool: "a boolean"}.get(type(v), type(v).__name__)
+
+
+def _to_fraction(v: Any) -> Fraction | None:
+    if isinstance(v, bool) or not isinstance(v, int | float):
+        return None
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return Fraction(v) if isinstance(v, int) else Fraction(str(v))
+
+
+def _is_loopback(host: str) -> bool:
+    if host in ("localhost", ""):
+        return host == "localhost"
+    try:
+        return ipaddress.ip_address(host).is_loopback
+    except ValueError:
+        return False
+
+
+def _resolve(base: Path, value: str) -> Path:
+    p = Path(value).expanduser()
+    return p if p.is_absolute() else (base / p)
+
+
+def load_policy(path: str | Path) -> Policy:
+    """Read and validate a policy file; raises PolicyError naming the file, key and problem."""
+    p = Path(path)
+    try:
+        raw = p.read_bytes()
+    except OSError as e:
+        raise PolicyError(str(p), "", f"cannot read the file ({e.strerror or e})") from None
+    try:
+        data = tomllib.loads(raw.decode("utf-8"))
+    except UnicodeDecodeError:
+        raise PolicyError(str(p), "", "is not UTF-8 text") from None
+    except tomllib.TOMLDecodeError as e:
+        raise PolicyError(str(p), "", f"is not valid TOML: {e}") from None
+    return policy_from_dict(data, p.resolve())
+
+
+def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> Policy:
+    """Validate a parsed policy mapping; relative paths resolve against ``file``'s directory."""
+    fpath = Path(file)
+    fname = str(file)
+    base = fpath.parent if fpath.name else Path(".")
+    root = _Reader(fname, "", dict(data))
+
+    # [source]
+    source = Source()
+    if (s := root.sub("source")) is not None:
+        duck = s.string("duckdb")
+        pg = s.string("postgres")
+        if duck and pg:
+            raise s.fail("postgres", "set either duckdb or postgres, not both")
+        if pg is not None and not pg.startswith(("postgresql://", "postgres://")):
+            raise s.fail("postgres", "must be a postgresql:// URL")
+        source = Source(duckdb=_resolve(base, duck) if duck else None, postgres=pg)
+        s.finish()
+
+    # [server]
+    server = ServerSettings()
+    if (s := root.sub("server")) is not None:
+        listen = s.string("listen", "127.0.0.1:6432") or "127.0.0.1:6432"
+        host, port = _parse_listen(s, listen)
+        auth = s.string("auth", "scram-sha-256", choices=("scram-sha-256", "trust"))
+        cert = s.string("tls_cert")
+        key = s.string("tls_key")
+        if bool(cert) != bool(key):
+            raise s.fail("tls_key" if cert else "tls_cert", "tls_cert and tls_key must be set together")
+        server = ServerSettings(
+            listen_host=host,
+            listen_port=port,
+            auth=auth,  # type: ignore[arg-type]
+            tls_cert=_resolve(base, cert) if cert else None,
+            tls_key=_resolve(base, key) if key else None,
+        )
+        if auth == "trust" and not server.loopback:
+            raise s.fail("auth", f"'trust' is only allowed on a loopback address, not {host!r}")
+        if not server.loopback and server.tls_cert is None:
+            raise s.fail("listen", f"listening on {host!r} (beyond loopback) requires tls_cert and tls_key")
+        s.finish()
+
+    # [privacy]
+    privacy = PrivacySettings()
+    ledger = LedgerSettings()
+    if (s := root.sub("privacy")) is not None:
+        accounting = s.string("accounting", "zcdp", choices=("zcdp", "basic"))
+        dflt_eps = s.number("default_epsilon", Fraction(1), positive=True)
+        dflt_delta = s.number("default_delta", Fraction(1, 10**7), positive=True, at_most=Fraction(1, 10))
+        max_eps = s.number("max_epsilon_per_query", Fraction(2), positive=True)
+        max_delta = s.number("max_delta_per_query", None, positive=True, at_most=Fraction(1, 10))
+        assert dflt_eps is not None and dflt_delta is not None and max_eps is not None
+        if max_delta is None:
+            max_delta = max(dflt_delta, Fraction(1, 10**5))
+        if dflt_eps > max_eps:
+            raise s.fail("default_epsilon", f"({float(dflt_eps):g}) exceeds max_epsilon_per_query ({float(max_eps):g})")
+        if dflt_delta > max_delta:
+            raise s.fail("default_delta", f"({float(dflt_delta):g}) exceeds max_delta_per_query ({float(max_delta):g})")
+        privacy = PrivacySettings(accounting, dflt_eps, dflt_delta, max_eps, max_delta)  # type: ignore[arg-type]
+        if (lg := s.sub("ledger")) is not None:
+            lpath = lg.string("path")
+            url = lg.string("url")
+            if lpath and url:
+                raise lg.fail("url", "set either path or url, not both")
+            if url is not None and not url.startswith(("postgresql://", "postgres://")):
+                raise lg.fail("url", "must be a postgresql:// URL")
+            ledger = LedgerSettings(path=_resolve(base, lpath) if lpath else None, url=url)
+            lg.finish()
+        s.finish()
+
+    # [budget]
+    b = root.sub("budget", required=True)
+    assert b is not None
+    budget = _read_budget(b, None)
+    session_eps = b.number("session_epsilon", None, positive=True)
+    global_budget = None
+    if (g := b.sub("global")) is not None:
+        global_budget = _read_budget(g, None)
+        g.finish()
+    b.finish()
+
+    # [users.*]
+    users: dict[str, UserPolicy] = {}
+    if (u := root.sub("users")) is not None:
+        for name in list(u.data):
+            ur = u.sub(name)
+            assert ur is not None
+            if not name or len(name) > 63 or any(ord(c) < 32 for c in name):
+                raise u.fail(name, "is not a valid user name")
+            pw = ur.string("password")
+            if pw is not None and not _SCRAM.match(pw):
+                raise ur.fail("password", "must be a SCRAM-SHA-256 verifier (make one with `dpsql passwd`)")
+            if pw is not None and int(_SCRAM.match(pw).group(1)) < 4096:  # type: ignore[union-attr]
+                raise ur.fail("password", "SCRAM iteration count must be at least 4096")
+            ubudget = _read_budget(ur, budget)
+            usess = ur.number("session_epsilon", session_eps, positive=True)
+            ur.finish()
+            if server.auth == "scram-sha-256" and pw is None:
+                raise ur.fail("password", "is required when [server] auth is 'scram-sha-256'")
+            users[name] = UserPolicy(name=name, password=pw, budget=ubudget, session_epsilon=usess)
+    if not users:
+        raise root.fail("users", "list at least one user ([users.NAME]); only listed users may connect")
+
+    # [tables.*]
+    tables: dict[str, TablePolicy] = {}
+    t = root.sub("tables", required=True)
+    assert t is not None
+    for name in list(t.data):
+        tr = t.sub(name)
+        assert tr is not None
+        tp = _read_table(tr, name, base)
+        if tp.qualified in tables:
+            raise t.fail(name, f"declares {tp.qualified} a second time")
+        tables[tp.qualified] = tp
+    if not tables:
+        raise root.fail("tables", "declare at least one table")
+
+    # [limits]
+    limits = Limits()
+    if (lr := root.sub("limits")) is not None:
+        mem = lr.string("memory_limit", "4GB") or "4GB"
+        if not _SIZE.match(mem):
+            raise lr.fail("memory_limit", f"must be a size like '4GB', got {mem!r}")
+        limits = Limits(
+            statement_timeout=lr.duration("statement_timeout", 30.0) or 30.0,
+            max_connections=lr.integer("max_connections", 64),
+            max_statement_bytes=lr.integer("max_statement_bytes", 64 * 1024, minimum=64),
+            max_ast_nodes=lr.integer("max_ast_nodes", 2000, minimum=10),
+            max_joins=lr.integer("max_joins", 3, minimum=0),
+            max_released_groups=lr.integer("max_released_groups", 10_000),
+            memory_limit=mem,
+            threads=lr.integer("threads", 2),
+            queries_per_minute=lr.integer("queries_per_minute", 60),
+        )
+        lr.finish()
+
+    root.finish()
+    if privacy.accounting == "basic":
+        pass  # both modes accept any (ε, δ) budget
+    return Policy(
+        file=fpath,
+        source=source,
+        server=server,
+        privacy=privacy,
+        budget=budget,
+        session_epsilon=session_eps,
+        global_budget=global_budget,
+        users=users,
+        tables=tables,
+        ledger=ledger,
+        limits=limits,
+    )
+
+
+def _parse_listen(s: _Reader, listen: str) -> tuple[str, int]:
+    host, sep, port_s = listen.rpartition(":")
+    if not sep or not port_s.isdigit():
+        raise s.fail("listen", f"must be HOST:PORT, got {listen!r}")
+    host = host.strip("[]")
+    port = int(port_s)
+    if not 0 <= port <= 65535:
+        raise s.fail("listen", f"port {port} is out of range")
+    return host or "127.0.0.1", port
+
+
+def _read_budget(r: _Reader, inherit: Budget | None) -> Budget:
+    eps = r.number("epsilon", inherit.epsilon if inherit else None, positive=True)
+    delta = r.number("delta", inherit.delta if inherit else None, positive=True, at_most=Fraction(1, 10))
+    if eps is None:
+        raise r.fail("epsilon", "is required")
+    if delta is None:
+        raise r.fail("delta", "is required")
+    window = r.duration("window", inherit.window_seconds if inherit else None)
+    return Budget(epsilon=eps, delta=delta, window_seconds=window)
+
+
+def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
+    parts = name.split(".")
+    if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
+        raise PolicyError(tr.file, tr.prefix, "table names must be NAME or SCHEMA.NAME made of letters, digits and _")
+    schema, table = (parts[0].lower(), parts[1].lower()) if len(parts) == 2 else ("public", parts[0].lower())
+    public = tr.boolean("public", False)
+    unit = tr.string("privacy_unit")
+    file = tr.string("file")
+    fpath = _resolve(base, file) if file else None
+    if fpath is not None and fpath.suffix.lower() not in (".parquet", ".csv", ".tsv") and not str(fpath).endswith(
+        (".csv.gz", ".tsv.gz")
+    ):
+        raise tr.fail("file", f"must be a .parquet or .csv file, got {file!r}")
+    max_groups = tr.integer("max_groups", 1)
+    max_rows = tr.integer("max_rows", 1)
+    if public:
+        if unit is not None:
+            raise tr.fail("privacy_unit", "a public table has no privacy unit; remove one of the two")
+        for k in ("max_groups", "max_rows"):
+            if tr.has(k):
+                raise tr.fail(k, "applies only to private tables")
+    else:
+        if unit is None:
+            raise tr.fail("privacy_unit", "is required for a private table (or set public = true)")
+        if not _IDENT.match(unit):
+            raise tr.fail("privacy_unit", f"{unit!r} is not a column name")
+    columns: dict[str, ColumnPolicy] = {}
+    cols = tr.sub("columns")
+    if cols is not None:
+        for cname in list(cols.data):
+            if not _IDENT.match(cname):
+                raise cols.fail(cname, "is not a valid column name")
+            cr = cols.sub(cname)
+            assert cr is not None
+            lower = cr.number("lower")
+            upper = cr.number("upper")
+            if (lower is None) != (upper is None):
+                raise cr.fail("upper" if lower is not None else "lower", "lower and upper must be declared together")
+            if lower is not None and upper is not None and lower > upper:
+                raise cr.fail("lower", f"({float(lower):g}) is above upper ({float(upper):g})")
+            if lower is not None and upper is not None and max(abs(lower), abs(upper)) >= 2**62:
+                raise cr.fail("upper", "bounds must be below 2^62 in absolute value")
+            values = cr.get("values")
+            vals: tuple[ScalarValue, ...] | None = None
+            if values is not None:
+                if not isinstance(values, list) or not values:
+                    raise cr.fail("values", "must be a non-empty array of public values")
+                kinds = {type(v) for v in values}
+                if not kinds <= {str, int, float, bool} or len({k for k in kinds if k is not bool} - {int, float}) > 1:
+                    raise cr.fail("values", "must be strings or numbers, all of one kind")
+                if len(set(values)) != len(values):
+                    raise cr.fail("values", "lists a value twice")
+                vals = tuple(values)
+            cr.finish()
+            if unit is not None and cname.lower() == unit.lower() and (lower is not None or vals is not None):
+                raise cr.fail("values" if vals is not None else "lower", "the privacy unit cannot carry bounds or values")
+            columns[cname.lower()] = ColumnPolicy(cname.lower(), lower, upper, vals)
+        cols.finish()
+    if unit is not None and unit.lower() not in columns:
+        columns[unit.lower()] = ColumnPolicy(unit.lower())
+    tr.finish()
+    return TablePolicy(
+        name=name,
+        schema=schema,
+        table=table,
+        public=public,
+        privacy_unit=unit.lower() if unit else None,
+        max_groups=max_groups,
+        max_rows=max_rows,
+        columns=columns,
+        file=fpath,
+        columns_declared=cols is not None or not public,
+    )

@@ -1,0 +1,130 @@
+"""The visible schema: policy tables and columns with their PostgreSQL types.
+
+A backend reports the columns and types of each policy table (schema is public metadata; no
+row is read). :func:`build_catalog` intersects that with the policy: only the privacy unit and
+the columns the policy declares are visible for private tables (all columns for a public table
+that lists none), and it checks that the policy fits the data source.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from dpsql.errors import PolicyError
+from dpsql.policy import Policy, TablePolicy
+
+# PostgreSQL type names (pg_type.typname) that dpsql knows how to show and to bound.
+INTEGER_TYPES = frozenset({"int2", "int4", "int8"})
+FLOAT_TYPES = frozenset({"float4", "float8", "numeric"})
+NUMERIC_TYPES = INTEGER_TYPES | FLOAT_TYPES
+TEXT_TYPES = frozenset({"text", "varchar", "bpchar"})
+TEMPORAL_TYPES = frozenset({"date", "timestamp", "timestamptz", "time", "interval"})
+
+
+@dataclass(frozen=True)
+class ColumnInfo:
+    """A visible column: its name and PostgreSQL type name (``int8``, ``float8``, ``text`` …)."""
+
+    name: str
+    pg_type: str
+
+
+@dataclass(frozen=True)
+class TableInfo:
+    """A visible table: its policy and its visible columns in source order."""
+
+    policy: TablePolicy
+    columns: tuple[ColumnInfo, ...]
+
+    def column(self, name: str) -> ColumnInfo | None:
+        """The visible column called ``name`` (lower-case), or None."""
+        for c in self.columns:
+            if c.name == name:
+                return c
+        return None
+
+
+@dataclass(frozen=True)
+class Catalog:
+    """All visible tables, keyed by qualified ``schema.table`` (lower-case)."""
+
+    policy: Policy
+    tables: Mapping[str, TableInfo]
+
+    def table(self, name: str) -> TableInfo | None:
+        """The visible table called ``name`` (``t`` or ``schema.t``), or None."""
+        key = name.lower()
+        if "." not in key:
+            key = f"public.{key}"
+        return self.tables.get(key)
+
+    def sqlglot_schema(self) -> dict[str, dict[str, dict[str, str]]]:
+        """A nested mapping ``{schema: {table: {column: type}}}`` for sqlglot's MappingSchema."""
+        out: dict[str, dict[str, dict[str, str]]] = {}
+        for t in self.tables.values():
+            out.setdefault(t.policy.schema, {})[t.policy.table] = {c.name: _SQLGLOT_TYPE.get(c.pg_type, "TEXT") for c in t.columns}
+        return out
+
+
+_SQLGLOT_TYPE = {
+    "int2": "SMALLINT",
+    "int4": "INT",
+    "int8": "BIGINT",
+    "float4": "REAL",
+    "float8": "DOUBLE",
+    "numeric": "DECIMAL",
+    "text": "TEXT",
+    "varchar": "VARCHAR",
+    "bpchar": "CHAR",
+    "bool": "BOOLEAN",
+    "date": "DATE",
+    "timestamp": "TIMESTAMP",
+    "timestamptz": "TIMESTAMPTZ",
+    "time": "TIME",
+    "interval": "INTERVAL",
+    "bytea": "VARBINARY",
+    "uuid": "UUID",
+    "json": "JSON",
+    "jsonb": "JSONB",
+}
+
+
+def build_catalog(policy: Policy, described: Mapping[str, Sequence[tuple[str, str]]]) -> Catalog:
+    """Intersect the policy with the source's columns; PolicyError if the two don't fit.
+
+    ``described`` maps each policy table's qualified name to its ``(column, pg_type)`` list as
+    the data source reports it (names lower-case).
+    """
+    tables: dict[str, TableInfo] = {}
+    fname = str(policy.file)
+    for qname, tp in policy.tables.items():
+        cols = described.get(qname)
+        key = f"tables.{tp.name}"
+        if cols is None:
+            raise PolicyError(fname, key, f"table {qname} is not in the data source")
+        types = {n.lower(): t for n, t in cols}
+        for cname, cp in tp.columns.items():
+            if cname not in types:
+                what = "privacy_unit" if cname == tp.privacy_unit else f"columns.{cname}"
+                raise PolicyError(fname, f"{key}.{what}", f"column {cname!r} is not in table {qname}")
+            ptype = types[cname]
+            if cp.bounded and ptype not in NUMERIC_TYPES:
+                raise PolicyError(fname, f"{key}.columns.{cname}", f"has bounds but its type is {ptype}, not numeric")
+            if cp.values is not None:
+                want_text = ptype in TEXT_TYPES
+                have_text = all(isinstance(v, str) for v in cp.values)
+                if ptype == "bool":
+                    ok = all(isinstance(v, bool) for v in cp.values)
+                elif want_text or ptype in TEMPORAL_TYPES:
+                    ok = have_text
+                else:
+                    ok = ptype in NUMERIC_TYPES and all(isinstance(v, int | float) and not isinstance(v, bool) for v in cp.values)
+                if not ok:
+                    raise PolicyError(fname, f"{key}.columns.{cname}.values", f"do not match the column type {ptype}")
+        if tp.columns_declared:
+            visible = tuple(ColumnInfo(n.lower(), t) for n, t in cols if n.lower() in tp.columns)
+        else:
+            visible = tuple(ColumnInfo(n.lower(), t) for n, t in cols)
+        tables[qname] = TableInfo(policy=tp, columns=visible)
+    return Catalog(policy=policy, tables=tables)

@@ -1,0 +1,122 @@
+"""The release plan: what the bounded SQL returns and how its exact cells become a noisy answer.
+
+The rewriter produces a :class:`Rewrite` (bounded SQL + :class:`ReleasePlan`); the accountant turns
+the plan's statistics and sensitivities into mechanisms and a cost; the executor runs the SQL, adds
+the noise and calls :func:`dpsql.rewriter.postprocess.finalize`. Everything here is derived from the
+query and the policy only, never from data.
+
+Shape of the bounded SQL's result: one row per group, with the key columns (``KeyColumn.column``)
+followed by one exact integer column per :class:`Statistic` (``Statistic.column``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Literal
+
+StatKind = Literal["count", "sum", "units"]
+AggKind = Literal[
+    "count",
+    "count_units",
+    "sum",
+    "avg",
+    "var_pop",
+    "var_samp",
+    "stddev_pop",
+    "stddev_samp",
+]
+
+
+@dataclass(frozen=True)
+class Statistic:
+    """One exact integer per group that receives noise.
+
+    ``max_contribution`` (L∞) is the most one privacy unit can change this statistic in one group,
+    in integer units; a unit touches at most ``ReleasePlan.max_groups`` groups (L0). The released
+    value is ``noisy_integer * grid``.
+    """
+
+    column: str
+    kind: StatKind
+    description: str
+    max_contribution: int
+    grid: Fraction = Fraction(1)
+    weight: int = 1  # share of the query's budget relative to the other statistics
+
+    @property
+    def linf(self) -> int:
+        """Alias of ``max_contribution``: the per-group sensitivity in integer units."""
+        return self.max_contribution
+
+
+@dataclass(frozen=True)
+class KeyColumn:
+    """A GROUP BY key as the bounded SQL returns it."""
+
+    column: str  # column name in the bounded SQL result
+    label: str  # the group expression as the analyst wrote it (for EXPLAIN)
+    pg_type: str  # PostgreSQL type name of the key
+    public_values: tuple[object, ...] | None = None  # declared values, when public by `values = [...]`
+
+
+@dataclass(frozen=True)
+class AggregateRelease:
+    """How one SQL aggregate is computed from noisy statistics (post-processing)."""
+
+    kind: AggKind
+    label: str  # e.g. "AVG(visits.cost)"
+    stats: tuple[str, ...]  # Statistic.column names, in the order the kind needs (see postprocess)
+    lower: Fraction | None = None  # clamp range of the aggregated expression (sum/avg/var)
+    upper: Fraction | None = None
+    center: Fraction = Fraction(0)  # centred sums: value - center was summed
+    integer: bool = False  # release as an integer (count, or sum of an integer expression on grid 1)
+
+
+@dataclass(frozen=True)
+class OutputColumn:
+    """One column of the analyst's result."""
+
+    name: str  # as PostgreSQL would name it ("count", "avg", "?column?" or the alias)
+    pg_type: str  # PostgreSQL type name (int8, float8, text …)
+
+
+@dataclass(frozen=True)
+class PublicKeys:
+    """Group keys whose value set is public: declared values, or SQL over public tables only."""
+
+    values: tuple[tuple[object, ...], ...] | None = None  # the full key tuples, when known statically
+    sql: str | None = None  # otherwise a query over public tables returning the key tuples
+
+
+@dataclass(frozen=True)
+class ReleasePlan:
+    """Everything the accountant and the executor need besides the bounded SQL."""
+
+    max_groups: int  # L0: groups one unit may touch
+    keys: tuple[KeyColumn, ...]
+    stats: tuple[Statistic, ...]
+    aggregates: tuple[AggregateRelease, ...]
+    outputs: tuple[OutputColumn, ...]
+    public_keys: PublicKeys | None  # None with keys present means DP partition selection
+    units_column: str | None  # Statistic column of distinct units per group (partition selection)
+    post_sql: str | None  # DuckDB SQL over table __dp_noisy(k0.., a0..); None when outputs map 1:1
+    output_map: tuple[tuple[Literal["key", "agg"], int], ...] = ()  # used when post_sql is None
+    max_released_groups: int = 10_000
+    tables: tuple[str, ...] = ()  # private tables read (for audit)
+
+    @property
+    def partition_selection(self) -> bool:
+        """True when the group keys are released through DP partition selection."""
+        return bool(self.keys) and self.public_keys is None
+
+
+@dataclass(frozen=True)
+class Rewrite:
+    """The rewriter's result for one statement."""
+
+    sql: str  # bounded SQL in the target dialect (or the regenerated public-only query)
+    dialect: str
+    plan: ReleasePlan | None  # None for a query over public tables only: run as is, no noise, no cost
+    outputs: tuple[OutputColumn, ...] = field(default=())
+    public_only: bool = False
