@@ -82,14 +82,6 @@ class OutputColumn:
 
 
 @dataclass(frozen=True)
-class PublicKeys:
-    """Group keys whose value set is public: declared values, or SQL over public tables only."""
-
-    values: tuple[tuple[object, ...], ...] | None = None  # the full key tuples, when known statically
-    sql: str | None = None  # otherwise a query over public tables returning the key tuples
-
-
-@dataclass(frozen=True)
 class ReleasePlan:
     """Everything the accountant and the executor need besides the bounded SQL."""
 
@@ -98,17 +90,20 @@ class ReleasePlan:
     stats: tuple[Statistic, ...]
     aggregates: tuple[AggregateRelease, ...]
     outputs: tuple[OutputColumn, ...]
-    public_keys: PublicKeys | None  # None with keys present means DP partition selection
+    keys_public: bool  # True: every key tuple of public_keys_sql is released (absent ones get a noisy zero)
+    public_keys_sql: str | None  # when keys_public and keys exist: SQL over public data listing all key tuples
     units_column: str | None  # Statistic column of distinct units per group (partition selection)
-    post_sql: str | None  # DuckDB SQL over table __dp_noisy(k0.., a0..); None when outputs map 1:1
+    post_sql: str | None  # DuckDB SQL over table __dp_noisy(__dp_k.., __dp_a..); None when outputs map 1:1
+    post_types: tuple[tuple[str, str], ...] = ()  # (column, DuckDB type) of __dp_noisy, for post_sql
     output_map: tuple[tuple[Literal["key", "agg"], int], ...] = ()  # used when post_sql is None
     max_released_groups: int = 10_000
     tables: tuple[str, ...] = ()  # private tables read (for audit)
+    description: tuple[str, ...] = ()  # human-readable notes for EXPLAIN (bounds, grids, key handling)
 
     @property
     def partition_selection(self) -> bool:
         """True when the group keys are released through DP partition selection."""
-        return bool(self.keys) and self.public_keys is None
+        return bool(self.keys) and not self.keys_public
 
 
 @dataclass(frozen=True)

@@ -1,0 +1,254 @@
+"""Pass 2: default-deny allowlist of syntax node types and functions (security.md R12, R13).
+
+Every node of the parsed tree must be of an allowed type; a function must be in
+:data:`~dpsql.rewriter.functions.SCALAR_FUNCTIONS` or be a supported aggregate. Constructs that let
+one row see other rows (window functions, subqueries in expressions, EXISTS, recursive CTEs, set
+operations, sampling, table functions) are refused here, before anything else looks at the query.
+
+>>> from dpsql.rewriter.parse import parse_statement
+>>> check_allowed(parse_statement("SELECT COUNT(*) FROM visits WHERE age BETWEEN 20 AND 30")).sql()
+'SELECT COUNT(*) FROM visits WHERE age BETWEEN 20 AND 30'
+>>> check_allowed(parse_statement("SELECT SUM(cost) OVER () FROM visits"))
+Traceback (most recent call last):
+...
+dpsql.errors.UnsupportedQuery: window functions are not supported (hint: aggregate with GROUP BY instead)
+"""
+
+from __future__ import annotations
+
+from dpsql.rewriter.functions import RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
+from sqlglot import exp
+
+from dpsql.errors import PrivacyViolation, UndefinedFunction, UnsupportedQuery
+
+_STRUCTURE: tuple[type[exp.Expression], ...] = (
+    exp.Select,
+    exp.From,
+    exp.Join,
+    exp.Where,
+    exp.Group,
+    exp.Having,
+    exp.Order,
+    exp.Ordered,
+    exp.Limit,
+    exp.Offset,
+    exp.With,
+    exp.CTE,
+    exp.Subquery,
+    exp.Table,
+    exp.TableAlias,
+    exp.Alias,
+    exp.Column,
+    exp.Identifier,
+    exp.Star,
+    exp.Distinct,
+    exp.Filter,
+    exp.Paren,
+    exp.Literal,
+    exp.Boolean,
+    exp.Null,
+    exp.DataType,
+    exp.DataTypeParam,
+    exp.Var,
+    exp.Interval,
+    exp.IntervalSpan,
+    exp.Tuple,
+    exp.Placeholder,
+)
+
+_OPERATORS: tuple[type[exp.Expression], ...] = (
+    exp.Neg,
+    exp.Not,
+    exp.And,
+    exp.Or,
+    exp.EQ,
+    exp.NEQ,
+    exp.GT,
+    exp.GTE,
+    exp.LT,
+    exp.LTE,
+    exp.NullSafeEQ,
+    exp.NullSafeNEQ,
+    exp.Is,
+    exp.In,
+    exp.Between,
+    exp.Like,
+    exp.ILike,
+    exp.Add,
+    exp.Sub,
+    exp.Mul,
+    exp.Div,
+    exp.Mod,
+    exp.Case,
+    exp.If,
+    exp.Cast,
+    exp.TryCast,
+    exp.Escape,
+)
+
+_ALLOWED = _STRUCTURE + _OPERATORS + tuple(SCALAR_FUNCTIONS) + SUPPORTED_AGGREGATES
+
+_UNSUPPORTED: dict[type[exp.Expression], tuple[str, str]] = {
+    exp.Window: ("window functions are not supported", "aggregate with GROUP BY instead"),
+    exp.Exists: ("EXISTS is not supported", "join with a public table, or filter on row values"),
+    exp.Union: ("UNION is not supported", "run the queries separately"),
+    exp.Intersect: ("INTERSECT is not supported", "run the queries separately"),
+    exp.Except: ("EXCEPT is not supported", "run the queries separately"),
+    exp.Lateral: ("LATERAL is not supported", "rewrite without LATERAL"),
+    exp.Unnest: ("UNNEST is not supported", "rewrite without arrays"),
+    exp.Values: ("VALUES lists are not supported as tables", "use IN (...) with literals"),
+    exp.RegexpLike: ("regular expressions are not supported", "use LIKE with a literal pattern"),
+    exp.SimilarTo: ("SIMILAR TO is not supported", "use LIKE with a literal pattern"),
+    exp.Rand: ("random() is not supported", "remove random() from the query"),
+    exp.Cube: ("CUBE is not supported", "group by the columns and run one query per grouping"),
+    exp.Rollup: ("ROLLUP is not supported", "group by the columns and run one query per grouping"),
+    exp.GroupingSets: ("GROUPING SETS are not supported", "run one query per grouping"),
+    exp.Pivot: ("PIVOT is not supported", "group by the pivot column instead"),
+    exp.Array: ("arrays are not supported", "rewrite without arrays"),
+    exp.Bracket: ("array subscripts are not supported", "rewrite without arrays"),
+    exp.Lambda: ("lambdas are not supported", "rewrite without lambdas"),
+}
+
+_RAW_ACCESS: dict[type[exp.Expression], str] = {
+    exp.TableSample: "TABLESAMPLE samples private rows before aggregation",
+    exp.Into: "SELECT INTO writes data",
+    exp.Lock: "FOR UPDATE/SHARE locks rows",
+}
+
+
+def check_allowed(tree: exp.Expression, *, private: bool = True) -> exp.Expression:
+    """Return ``tree`` unchanged if every node is allowed; raise the matching SQLSTATE error otherwise.
+
+    Guarantees (``private=True``, any query reading a private table): no window, subquery-in-expression,
+    EXISTS, recursion, set operation, table function, sampling, unknown function or non-literal pattern
+    survives this pass. A query over public tables only (``private=False``) may use any aggregate,
+    window, subquery or set operation, but still no table function, unknown function or write.
+    """
+    with_ = tree.args.get("with_")
+    if isinstance(with_, exp.With) and with_.args.get("recursive"):
+        raise UnsupportedQuery("recursive CTEs are not supported", hint="rewrite the query without WITH RECURSIVE")
+    for node in tree.walk():
+        if private:
+            _check_node(node)
+        else:
+            _check_public_node(node)
+    return tree
+
+
+_PUBLIC_EXTRA: tuple[type[exp.Expression], ...] = (
+    exp.AggFunc,
+    exp.Window,
+    exp.WindowSpec,
+    exp.Exists,
+    exp.Union,
+    exp.Intersect,
+    exp.Except,
+    exp.RegexpLike,
+    exp.Array,
+    exp.Bracket,
+    exp.Cube,
+    exp.Rollup,
+    exp.GroupingSets,
+    exp.RowNumber,
+    exp.Values,
+)
+
+
+def _check_public_node(node: exp.Expression) -> None:
+    """Checks for a query that reads public tables only: no table functions, writes or unknown functions."""
+    cls = type(node)
+    if cls in _RAW_ACCESS and cls is not exp.TableSample:
+        raise PrivacyViolation(f"{_RAW_ACCESS[cls]}; dpsql is read-only", hint="remove it from the query")
+    if isinstance(node, exp.Table):
+        _check_table(node)
+        return
+    if isinstance(node, _PUBLIC_EXTRA) or cls in SCALAR_FUNCTIONS or cls in _ALLOWED:
+        return
+    if isinstance(node, exp.Func):
+        name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
+        raise UndefinedFunction(f"function {name.lower()}() is not allowed by dpsql", hint="see docs/sql.md")
+    raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+
+
+def _check_node(node: exp.Expression) -> None:
+    cls = type(node)
+    if cls in _RAW_ACCESS:
+        raise PrivacyViolation(f"{_RAW_ACCESS[cls]}; dpsql releases only noisy aggregates", hint="remove it from the query")
+    for bad, (msg, hint) in _UNSUPPORTED.items():
+        if isinstance(node, bad):
+            raise UnsupportedQuery(msg, hint=hint)
+    if isinstance(node, exp.Table):
+        _check_table(node)
+    elif isinstance(node, exp.In) and node.args.get("query") is not None:
+        raise UnsupportedQuery("IN (subquery) is not supported", hint="use IN with a list of literal values, or a JOIN")
+    elif isinstance(node, exp.Select | exp.Subquery) and not _in_from_position(node):
+        raise UnsupportedQuery(
+            "subqueries are only supported in FROM and WITH", hint="move the subquery into FROM (a derived table) or a CTE"
+        )
+    elif isinstance(node, exp.Like | exp.ILike):
+        pattern = node.expression
+        if isinstance(pattern, exp.Escape):
+            pattern = pattern.this
+        if not _is_literal(pattern):
+            raise UnsupportedQuery("LIKE needs a literal pattern", hint="write the pattern as a string literal")
+    elif isinstance(node, exp.Select) and node.args.get("distinct") is not None and node.args["distinct"].args.get("on"):
+        raise PrivacyViolation("DISTINCT ON picks individual rows", hint="use GROUP BY with aggregates")
+    for name, reason in RAW_VALUE_AGGREGATES.items():
+        if isinstance(node, name):
+            raise PrivacyViolation(
+                f"{reason} would release a value of one individual",
+                hint="use AVG, SUM or COUNT (with GROUP BY) for differentially private statistics",
+            )
+    if isinstance(node, exp.AggFunc) and not isinstance(node, SUPPORTED_AGGREGATES):
+        raise UnsupportedQuery(
+            f"aggregate {node.sql_name().upper()} is not supported",
+            hint="use COUNT, SUM, AVG, VAR_POP, VAR_SAMP, STDDEV_POP or STDDEV_SAMP",
+        )
+    rule = SCALAR_FUNCTIONS.get(cls)
+    if rule is not None:
+        for arg in rule.literal_args:
+            value = node.args.get(arg)
+            if value is not None and not _is_literal(value):
+                raise UnsupportedQuery(
+                    f"argument {arg!r} of {rule.name}() must be a literal", hint="write that argument as a constant"
+                )
+        return
+    if isinstance(node, exp.Func) and not isinstance(node, SUPPORTED_AGGREGATES) and cls not in _ALLOWED:
+        name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
+        raise UndefinedFunction(
+            f"function {name.lower()}() is not allowed by dpsql",
+            hint="see the list of supported functions in the documentation (docs/sql.md)",
+        )
+    if cls not in _ALLOWED:
+        raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+
+
+def _check_table(node: exp.Table) -> None:
+    inner = node.this
+    if isinstance(inner, exp.Func) or not isinstance(inner, exp.Identifier):
+        raise PrivacyViolation(
+            "table functions (read_csv, read_parquet, generate_series …) are not allowed",
+            hint="query the tables listed by \\dt",
+        )
+    if node.args.get("catalog") is not None:
+        raise PrivacyViolation("cross-database references are not allowed", hint="use schema.table or table")
+
+
+def _in_from_position(node: exp.Expression) -> bool:
+    """True for a SELECT that is the query itself, a CTE body or a derived table in FROM/JOIN."""
+    parent = node.parent
+    if parent is None:
+        return True
+    if isinstance(node, exp.Select) and isinstance(parent, exp.Subquery | exp.CTE):
+        return _in_from_position(parent) if isinstance(parent, exp.Subquery) else True
+    if isinstance(node, exp.Subquery):
+        return isinstance(parent, exp.From | exp.Join) or (isinstance(parent, exp.Subquery) and _in_from_position(parent))
+    return False
+
+
+def _is_literal(node: exp.Expression | None) -> bool:
+    while isinstance(node, exp.Paren | exp.Neg):
+        node = node.this
+    if isinstance(node, exp.Cast):
+        return _is_literal(node.this)
+    return isinstance(node, exp.Literal | exp.Null | exp.Boolean | exp.Var)

@@ -1,0 +1,214 @@
+"""Pass 5: read the flattened query's shape — the private relation, group keys and aggregates.
+
+After this pass the query is known to be: one private table (the *privacy unit* source) joined with
+public relations, a row-level WHERE, GROUP BY over row-level expressions, and a projection,
+HAVING and ORDER BY built only from group keys and supported aggregates. Any column of a private
+table used outside an aggregate or group key is refused (42501).
+
+>>> from sqlglot import parse_one
+>>> s = analyze_shape(parse_one('SELECT t.g AS g, COUNT(*) AS n FROM t AS t GROUP BY t.g'), private_alias="t")
+>>> [k.sql() for k in s.keys], [a.kind for a in s.aggregates]
+(['t.g'], ['count_star'])
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+from sqlglot import exp
+
+from dpsql.errors import PrivacyViolation, UnsupportedQuery
+
+KEY_PREFIX = "__dp_k"
+AGG_PREFIX = "__dp_a"
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One distinct aggregate of the query, classified."""
+
+    kind: str  # count_star, count_col, count_units, sum, avg, var_pop, var_samp, stddev_pop, stddev_samp
+    input: exp.Expression | None  # the row-level argument (None for COUNT(*) and COUNT(DISTINCT unit))
+    label: str  # SQL of the aggregate as written (qualified), for EXPLAIN
+    node: exp.Expression  # the aggregate node (for matching)
+
+
+@dataclass
+class QueryShape:
+    """The parts of a private aggregate query, with keys and aggregates replaced in the outer parts."""
+
+    select: exp.Select
+    private_alias: str
+    keys: list[exp.Expression]
+    aggregates: list[AggregateSpec]
+    projections: list[exp.Expression]  # over __dp_k{i} / __dp_a{j} columns
+    having: exp.Expression | None
+    order: exp.Order | None
+    limit: exp.Expression | None
+    offset: exp.Expression | None
+    distinct: bool
+    relation_aliases: set[str] = field(default_factory=set)
+
+
+_AGG_KINDS: dict[type[exp.Expression], str] = {
+    exp.Sum: "sum",
+    exp.Avg: "avg",
+    exp.Variance: "var_samp",
+    exp.VariancePop: "var_pop",
+    exp.Stddev: "stddev_samp",
+    exp.StddevSamp: "stddev_samp",
+    exp.StddevPop: "stddev_pop",
+}
+
+
+def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: str | None = None) -> QueryShape:
+    """Split a flattened, qualified SELECT into keys, aggregates and post-processing parts.
+
+    Raises PrivacyViolation for raw private columns outside aggregates or keys and for aggregates over
+    the privacy unit, and UnsupportedQuery for shapes outside the supported subset.
+    """
+    if not isinstance(select, exp.Select):
+        raise UnsupportedQuery("only a single SELECT is supported over private tables", hint="run the parts separately")
+    for arg in ("qualify", "windows", "laterals", "connect", "prewhere", "sample", "pivots", "into"):
+        if select.args.get(arg):
+            raise UnsupportedQuery(f"{arg.upper()} is not supported", hint="rewrite the query with plain SELECT syntax")
+    group = select.args.get("group")
+    keys: list[exp.Expression] = list(group.expressions) if group is not None else []
+    distinct = select.args.get("distinct") is not None
+    has_aggs = any(p.find(exp.AggFunc) is not None for p in select.expressions)
+    if distinct and not keys and not has_aggs:
+        # SELECT DISTINCT a, b FROM private … is GROUP BY a, b (the DISTINCT is then a no-op).
+        keys = [p.unalias() if isinstance(p, exp.Alias) else p for p in select.expressions]
+        distinct = False
+    for k in keys:
+        if k.find(exp.AggFunc) is not None:
+            raise UnsupportedQuery("aggregates are not allowed in GROUP BY", hint="group by row values")
+        if isinstance(k, exp.Literal):
+            raise UnsupportedQuery("GROUP BY a constant is not supported", hint="group by a column or expression")
+        if unit_column and _is_unit(k, private_alias, unit_column):
+            raise PrivacyViolation(
+                "grouping by the privacy unit would release one group per individual",
+                hint="group by a coarser, public attribute",
+            )
+
+    aggregates: list[AggregateSpec] = []
+    agg_index: dict[str, int] = {}
+
+    def agg_ref(node: exp.Expression) -> exp.Expression:
+        spec = _classify(node, private_alias, unit_column)
+        key = f"{spec.kind}:{spec.input.sql() if spec.input is not None else ''}"
+        if key not in agg_index:
+            agg_index[key] = len(aggregates)
+            aggregates.append(spec)
+        return exp.column(f"{AGG_PREFIX}{agg_index[key]}")
+
+    def outer(node: exp.Expression) -> exp.Expression:
+        return _replace(node.copy(), keys, agg_ref, private_alias)
+
+    projections = [outer(p) for p in select.expressions]
+    having = select.args.get("having")
+    having_expr = outer(having.this) if having is not None else None
+    order = select.args.get("order")
+    order_expr = outer(order) if order is not None else None
+    assert order_expr is None or isinstance(order_expr, exp.Order)
+    return QueryShape(
+        select=select,
+        private_alias=private_alias,
+        keys=keys,
+        aggregates=aggregates,
+        projections=projections,
+        having=having_expr,
+        order=order_expr,
+        limit=select.args.get("limit"),
+        offset=select.args.get("offset"),
+        distinct=distinct,
+    )
+
+
+def _is_unit(node: exp.Expression, alias: str, unit: str) -> bool:
+    return isinstance(node, exp.Column) and node.table == alias and node.name == unit
+
+
+def _classify(node: exp.Expression, alias: str, unit: str | None) -> AggregateSpec:
+    label = node.sql("postgres")
+    condition: exp.Expression | None = None
+    if isinstance(node, exp.Filter):
+        where = node.expression
+        condition = where.this if isinstance(where, exp.Where) else where
+        node = node.this
+    for inner in node.find_all(exp.AggFunc):
+        if inner is not node:
+            raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
+    if isinstance(node, exp.Count):
+        arg = node.this
+        if isinstance(arg, exp.Distinct):
+            exprs = arg.expressions
+            if condition is None and len(exprs) == 1 and unit and _is_unit(exprs[0], alias, unit):
+                return AggregateSpec("count_units", None, label, node)
+            raise UnsupportedQuery(
+                "COUNT(DISTINCT …) is supported only on the privacy unit, without FILTER",
+                hint=f"use COUNT(DISTINCT {unit})" if unit else None,
+            )
+        if arg is None or isinstance(arg, exp.Star) or _non_null_literal(arg) or (unit and _is_unit(arg, alias, unit)):
+            if condition is None:
+                return AggregateSpec("count_star", None, label, node)
+            return AggregateSpec("count_col", _when(condition, exp.Literal.number(1)), label, node)
+        _check_row_level(arg)
+        return AggregateSpec("count_col", _when(condition, arg) if condition is not None else arg, label, node)
+    kind = _AGG_KINDS.get(type(node))
+    if kind is None:
+        raise UnsupportedQuery(f"aggregate {node.sql_name()} is not supported")
+    arg = node.this
+    if isinstance(arg, exp.Distinct):
+        raise UnsupportedQuery(f"{node.sql_name()}(DISTINCT …) is not supported", hint="remove DISTINCT")
+    if arg is None:
+        raise UnsupportedQuery(f"{node.sql_name()} needs an argument")
+    _check_row_level(arg)
+    if unit and any(_is_unit(c, alias, unit) for c in arg.find_all(exp.Column)):
+        raise PrivacyViolation(
+            f"{node.sql_name()} over the privacy unit column is not allowed",
+            hint="the privacy unit identifies individuals; aggregate another column",
+        )
+    return AggregateSpec(kind, _when(condition, arg) if condition is not None else arg, label, node)
+
+
+def _when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
+    return exp.Case(ifs=[exp.If(this=condition.copy(), true=value.copy())])
+
+
+def _non_null_literal(node: exp.Expression) -> bool:
+    return isinstance(node, (exp.Literal, exp.Boolean))
+
+
+def _check_row_level(node: exp.Expression) -> None:
+    if node.find(exp.AggFunc) is not None:
+        raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
+
+
+def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str) -> exp.Expression:
+    """Replace group keys and aggregates by column references; refuse leftover private columns."""
+
+    def visit(n: exp.Expression) -> exp.Expression:
+        for i, k in enumerate(keys):
+            if n == k:
+                return exp.column(f"{KEY_PREFIX}{i}")
+        if (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)) or isinstance(n, exp.AggFunc):
+            return agg_ref(n)
+        return n
+
+    replaced = node.transform(visit, copy=False)
+    for col in replaced.find_all(exp.Column):
+        if col.name.startswith((KEY_PREFIX, AGG_PREFIX)) and not col.table:
+            continue
+        if not col.table:
+            continue  # an output alias (ORDER BY alias): resolved by the post-processing query
+        if col.table == alias:
+            raise PrivacyViolation(
+                f'column "{col.name}" of a private table must be inside an aggregate or in GROUP BY',
+                hint=f"aggregate it (e.g. AVG({col.name})) or group by it",
+            )
+        raise UnsupportedQuery(
+            f'column "{col.table}.{col.name}" must appear in the GROUP BY clause or be used in an aggregate function',
+            sqlstate="42803",
+        )
+    return replaced

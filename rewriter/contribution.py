@@ -1,0 +1,493 @@
+"""Pass 7: contribution bounding — the bounded SQL and the statistics it returns (DESIGN §1).
+
+The bounded query has three layers:
+
+1. ``__dp_rows``: the analyst's FROM/JOIN/WHERE (made total), one row per input row, with the
+   privacy unit, the group keys and each aggregate input (clamped to its public range and put on a
+   fixed-point grid: an exact integer);
+2. ``__dp_per_unit``: one row per (unit, group) with each partial clamped — counts to ``max_rows``,
+   sums to ``max_rows·[min(L,0), max(U,0)]``;
+3. at most ``max_groups`` groups per unit (a deterministic hash order over the unit's own keys),
+   then one row per group with exact integer totals (``HUGEINT`` in DuckDB, ``numeric`` in PostgreSQL).
+
+So one unit changes each statistic of each of at most ``max_groups`` groups by at most the
+statistic's ``max_contribution``, whatever the data — the sensitivities come from the policy alone.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import math
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+from dpsql.rewriter.analyze import AggregateSpec, QueryShape
+from dpsql.rewriter.bounds import Bounds, interval
+from dpsql.rewriter.plan import AggregateRelease, KeyColumn, Statistic
+from dpsql.rewriter.totalize import Families, totalize, type_family
+from sqlglot import exp
+
+from dpsql.errors import LimitExceeded, PrivacyViolation
+from dpsql.schema import TableInfo
+
+GRID_BITS = 24  # per-row values use at most 2^24 grid steps on each side of zero
+
+
+@dataclass(frozen=True)
+class KeySource:
+    """Where a group key's values come from when they are public."""
+
+    values: tuple[object, ...] | None = None  # declared in the policy (`values = [...]`)
+    table: TableInfo | None = None  # a public table's column
+    column: str | None = None
+
+
+@dataclass
+class BoundingContext:
+    """Everything the bounding pass needs besides the query shape."""
+
+    dialect: str
+    private: TableInfo
+    private_alias: str
+    families: Families
+    bounds: Bounds
+    key_sources: list[KeySource | None]  # per key; None = not public
+    salt: str
+    max_released_groups: int = 10_000
+    notes: list[str] = field(default_factory=list)
+
+
+@dataclass
+class Bounded:
+    """The result of the bounding pass."""
+
+    query: exp.Select
+    keys: tuple[KeyColumn, ...]
+    stats: tuple[Statistic, ...]
+    aggregates: tuple[AggregateRelease, ...]
+    units_column: str | None
+    keys_public: bool
+    public_keys_query: exp.Expression | None
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A fixed-point grid for one aggregate input: values clamped to [lower, upper], step 2^exponent."""
+
+    lower: Fraction
+    upper: Fraction
+    exponent: int
+    integer_input: bool
+
+    @property
+    def step(self) -> Fraction:
+        """The value of one integer unit."""
+        return Fraction(2) ** self.exponent
+
+    @property
+    def lo(self) -> int:
+        """Smallest per-row integer."""
+        return math.floor(self.lower / self.step)
+
+    @property
+    def hi(self) -> int:
+        """Largest per-row integer."""
+        return math.ceil(self.upper / self.step)
+
+    @property
+    def mid(self) -> int:
+        """The centre used by centred sums (AVG, VAR)."""
+        return (self.lo + self.hi) // 2
+
+
+def make_grid(lower: Fraction, upper: Fraction, *, integer_input: bool) -> Grid:
+    """The grid for a clamp range: about 2^24 steps for the largest magnitude; step 1 for small integers.
+
+    >>> g = make_grid(Fraction(0), Fraction(5000), integer_input=False)
+    >>> g.step, g.lo, g.hi
+    (Fraction(1, 2048), 0, 10240000)
+    >>> make_grid(Fraction(0), Fraction(100), integer_input=True).step
+    Fraction(1, 1)
+    """
+    m = max(abs(lower), abs(upper))
+    if m == 0:
+        return Grid(lower, upper, 0, integer_input)
+    e = m.numerator.bit_length() - m.denominator.bit_length()  # about log2(m)
+    while Fraction(2) ** e < m:
+        e += 1
+    while Fraction(2) ** (e - 1) >= m:
+        e -= 1
+    exponent = e - GRID_BITS
+    if integer_input:
+        exponent = max(exponent, 0)
+    return Grid(lower, upper, exponent, integer_input)
+
+
+def decimal_literal(value: Fraction) -> exp.Expression:
+    """An exact SQL numeric literal for a terminating decimal (negative values as unary minus)."""
+    d = _exact_decimal(abs(value))
+    text = format(d, "f")
+    lit = exp.Literal.number(text)
+    return exp.Neg(this=lit) if value < 0 else lit
+
+
+def _exact_decimal(v: Fraction) -> Decimal:
+    den = v.denominator
+    twos = fives = 0
+    while den % 2 == 0:
+        den //= 2
+        twos += 1
+    while den % 5 == 0:
+        den //= 5
+        fives += 1
+    if den != 1:
+        raise ValueError(f"{v} is not a terminating decimal")
+    digits = max(twos, fives)
+    return Decimal(v.numerator * (10**digits) // v.denominator) / Decimal(10**digits)
+
+
+def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
+    """Build the bounded query for ``shape``; see the module docstring for its guarantees."""
+    tp = ctx.private.policy
+    assert tp.privacy_unit is not None
+    max_rows, max_groups = tp.max_rows, tp.max_groups
+    alias = ctx.private_alias
+
+    row_cols: list[exp.Expression] = [exp.alias_(exp.column(tp.privacy_unit, table=alias, quoted=True), "__dp_uid")]
+    key_cols: list[KeyColumn] = []
+    filters: list[exp.Expression] = [exp.column(tp.privacy_unit, table=alias, quoted=True).is_(exp.null()).not_()]
+    for i, key in enumerate(shape.keys):
+        name = f"__dp_k{i}"
+        total = totalize(key, ctx.dialect, ctx.families)
+        row_cols.append(exp.alias_(total, name))
+        src = ctx.key_sources[i]
+        key_cols.append(
+            KeyColumn(
+                column=name,
+                label=pretty(key),
+                pg_type=_key_pg_type(key, ctx),
+                public_values=src.values if src is not None and src.values is not None else None,
+            )
+        )
+        if src is not None and src.values is not None:
+            filters.append(exp.In(this=total.copy(), expressions=[_value_literal(v, key, ctx) for v in src.values]))
+
+    partials: list[exp.Expression] = []
+    stats: list[Statistic] = []
+    stat_index: dict[str, str] = {}
+    input_cols: dict[str, str] = {}
+    grids: dict[str, Grid] = {}
+
+    def input_column(node: exp.Expression, *, grid: Grid | None) -> str:
+        key = ("g:" if grid else "x:") + node.sql()
+        if key not in input_cols:
+            name = f"__dp_{'g' if grid else 'x'}{len(input_cols)}"
+            total = totalize(node, ctx.dialect, ctx.families)
+            value = _grid_expr(total, grid) if grid else total
+            row_cols.append(exp.alias_(value, name))
+            input_cols[key] = name
+        return input_cols[key]
+
+    def stat(
+        key: str, kind: str, partial: exp.Expression, linf: int, description: str, *, grid: Fraction = Fraction(1), weight: int = 1
+    ) -> str:
+        if key not in stat_index:
+            name = f"__dp_s{len(stats)}"
+            partials.append(exp.alias_(partial, f"__dp_p{len(stats)}"))
+            stats.append(Statistic(name, kind, description, max(1, linf), grid, weight))  # type: ignore[arg-type]
+            stat_index[key] = name
+        return stat_index[key]
+
+    def count_stat(node: exp.Expression | None, label: str, col: str | None = None) -> str:
+        if node is None:
+            partial = exp.func("LEAST", exp.Count(this=exp.Star()), exp.Literal.number(max_rows))
+            return stat("count:*", "count", partial, max_rows, f"COUNT(*): ≤ {max_rows} rows per unit and group")
+        if f"count:{node.sql()}" in stat_index:
+            return stat_index[f"count:{node.sql()}"]
+        col = col or input_column(node, grid=None)
+        partial = exp.func("LEAST", exp.Count(this=exp.column(col)), exp.Literal.number(max_rows))
+        return stat(f"count:{node.sql()}", "count", partial, max_rows, f"COUNT({label}): ≤ {max_rows} rows per unit and group")
+
+    def grid_for(spec: AggregateSpec) -> Grid:
+        assert spec.input is not None
+        key = spec.input.sql()
+        if key not in grids:
+            rng = interval(spec.input, ctx.bounds)
+            if not rng.bounded:
+                cols = sorted({c.name for c in spec.input.find_all(exp.Column) if c.table == alias})
+                names = ", ".join(cols) or spec.input.sql("postgres")
+                raise PrivacyViolation(
+                    f"{spec.label} needs bounds: no lower/upper is declared for {names}",
+                    hint="declare lower and upper for the column in the policy, or clamp it in the query with "
+                    "LEAST(GREATEST(col, low), high)",
+                )
+            assert rng.lo is not None and rng.hi is not None
+            fam = type_family(spec.input, ctx.families)
+            grids[key] = make_grid(rng.lo, rng.hi, integer_input=(fam == "int" and rng.lo.denominator == 1 and rng.hi.denominator == 1))
+        return grids[key]
+
+    releases: list[AggregateRelease] = []
+    units_column: str | None = None
+    for spec in shape.aggregates:
+        if spec.kind == "count_star":
+            releases.append(AggregateRelease("count", spec.label, (count_stat(None, "*"),), integer=True))
+        elif spec.kind == "count_col":
+            assert spec.input is not None
+            s = count_stat(spec.input, pretty(spec.input))
+            releases.append(AggregateRelease("count", spec.label, (s,), integer=True))
+        elif spec.kind == "count_units":
+            units_column = units_column or "__dp_units"
+            releases.append(AggregateRelease("count_units", spec.label, ("__dp_units",), integer=True))
+        elif spec.kind == "sum":
+            g = grid_for(spec)
+            col = input_column(spec.input, grid=g)  # type: ignore[arg-type]
+            lo, hi = max_rows * min(g.lo, 0), max_rows * max(g.hi, 0)
+            partial = _clamp_int(exp.func("COALESCE", exp.Sum(this=exp.column(col)), exp.Literal.number(0)), lo, hi)
+            desc = f"SUM({pretty(spec.input)}) clamped to [{_fmt(g.lower)}, {_fmt(g.upper)}] per row, grid {_fmt(g.step)}"  # type: ignore[union-attr]
+            s = stat(f"sum:{col}", "sum", partial, max(abs(lo), abs(hi)), desc, grid=g.step)
+            releases.append(
+                AggregateRelease("sum", spec.label, (s,), g.lower, g.upper, integer=g.integer_input and g.exponent == 0)
+            )
+        else:  # avg, var_*, stddev_*
+            g = grid_for(spec)
+            col = input_column(spec.input, grid=g)  # type: ignore[arg-type]
+            n = count_stat(spec.input, pretty(spec.input), col)  # type: ignore[arg-type]
+            centred = exp.Sub(this=exp.column(col), expression=exp.Literal.number(g.mid))
+            c_lo, c_hi = g.lo - g.mid, g.hi - g.mid
+            lo, hi = max_rows * c_lo, max_rows * c_hi
+            partial = _clamp_int(exp.func("COALESCE", exp.Sum(this=centred), exp.Literal.number(0)), lo, hi)
+            label = pretty(spec.input)  # type: ignore[arg-type]
+            desc = f"SUM({label} - {_fmt(g.mid * g.step)}) clamped to [{_fmt(g.lower)}, {_fmt(g.upper)}] per row, grid {_fmt(g.step)}"
+            s = stat(f"csum:{col}", "sum", partial, max(abs(lo), abs(hi)), desc, grid=g.step, weight=3)
+            names = [n, s]
+            if spec.kind != "avg":
+                sq = exp.Mul(this=exp.paren(centred.copy()), expression=exp.paren(centred.copy()))
+                sq_hi = max_rows * max(c_lo * c_lo, c_hi * c_hi)
+                partial = exp.func("LEAST", exp.func("COALESCE", exp.Sum(this=sq), exp.Literal.number(0)), exp.Literal.number(sq_hi))
+                desc = f"SUM(({label} - centre)^2) per row, grid {_fmt(g.step * g.step)}"
+                names.append(stat(f"csumsq:{col}", "sum", partial, sq_hi, desc, grid=g.step * g.step, weight=3))
+            releases.append(
+                AggregateRelease(spec.kind, spec.label, tuple(names), g.lower, g.upper, center=g.mid * g.step)  # type: ignore[arg-type]
+            )
+
+    keys_public = all(src is not None for src in ctx.key_sources)
+    if not keys_public and shape.keys:
+        units_column = "__dp_units"
+
+    rows = exp.select(*row_cols)
+    source = shape.select
+    rows.set("from_", _total_from(source.args["from_"], ctx))
+    rows.set("joins", [_total_join(j, ctx) for j in source.args.get("joins") or []])
+    where = source.args.get("where")
+    if where is not None:
+        filters.insert(0, totalize(where.this, ctx.dialect, ctx.families))
+    rows.set("where", exp.Where(this=exp.and_(*filters)))
+
+    key_names = [k.column for k in key_cols]
+    per_unit = exp.select("__dp_uid", *key_names, *partials).from_("__dp_rows").group_by("__dp_uid", *key_names)
+
+    need_rank = bool(shape.keys) and not _few_public_keys(ctx, max_groups)
+    final_from = "__dp_per_unit"
+    ranked: exp.Select | None = None
+    if need_rank:
+        order = _hash_order(key_names, ctx)
+        rank = exp.Window(
+            this=exp.RowNumber(),
+            partition_by=[exp.column("__dp_uid")],
+            order=exp.Order(expressions=[exp.Ordered(this=order)]),
+        )
+        ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank")).from_("__dp_per_unit")
+        final_from = "__dp_ranked"
+        ctx.notes.append(f"each unit keeps at most {max_groups} group(s), chosen by a hash of its own keys")
+
+    finals: list[exp.Expression] = [exp.column(k) for k in key_names]
+    for i, st in enumerate(stats):
+        finals.append(exp.alias_(exp.func("COALESCE", exp.Sum(this=exp.column(f"__dp_p{i}")), exp.Literal.number(0)), st.column))
+    if units_column:
+        finals.append(exp.alias_(exp.Count(this=exp.Star()), units_column))
+    final = exp.select(*finals).from_(final_from)
+    if ranked is not None:
+        final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)))
+    if key_names:
+        final = final.group_by(*key_names)
+    final = final.with_("__dp_rows", as_=rows).with_("__dp_per_unit", as_=per_unit)
+    if ranked is not None:
+        final = final.with_("__dp_ranked", as_=ranked)
+
+    all_stats = list(stats)
+    if units_column:
+        all_stats.append(Statistic(units_column, "units", "distinct units per group", 1, Fraction(1), 1))
+    public_keys = _public_keys_query(shape, ctx, key_cols) if keys_public and shape.keys else None
+    return Bounded(final, tuple(key_cols), tuple(all_stats), tuple(releases), units_column, keys_public, public_keys)
+
+
+def _clamp_int(node: exp.Expression, lo: int, hi: int) -> exp.Expression:
+    return exp.func("LEAST", exp.func("GREATEST", node, _int_literal(lo)), _int_literal(hi))
+
+
+def _int_literal(v: int) -> exp.Expression:
+    return exp.Neg(this=exp.Literal.number(-v)) if v < 0 else exp.Literal.number(v)
+
+
+def _grid_expr(value: exp.Expression, g: Grid) -> exp.Expression:
+    """Clamp ``value`` to [lower, upper] (NULL stays NULL, NaN goes to upper) and map it to grid integers."""
+    lower, upper = decimal_literal(g.lower), decimal_literal(g.upper)
+    clamped = exp.Case(
+        ifs=[
+            exp.If(this=exp.LT(this=value.copy(), expression=lower.copy()), true=lower.copy()),
+            exp.If(this=exp.GT(this=value.copy(), expression=upper.copy()), true=upper.copy()),
+        ],
+        default=value.copy(),
+    )
+    if g.integer_input and g.exponent == 0:
+        return clamped
+    scale = decimal_literal(Fraction(2) ** -g.exponent)
+    scaled = exp.Mul(this=exp.paren(clamped), expression=scale)
+    return exp.Cast(this=exp.Round(this=scaled), to=exp.DataType.build("BIGINT"))
+
+
+def _total_from(from_: exp.From, ctx: BoundingContext) -> exp.From:
+    return from_.copy()
+
+
+def _total_join(join: exp.Join, ctx: BoundingContext) -> exp.Join:
+    j = join.copy()
+    on = j.args.get("on")
+    if on is not None:
+        j.set("on", totalize(on, ctx.dialect, ctx.families))
+    return j
+
+
+def _few_public_keys(ctx: BoundingContext, max_groups: int) -> bool:
+    """True when keys are declared values whose product is ≤ max_groups (no unit can exceed it)."""
+    total = 1
+    for src in ctx.key_sources:
+        if src is None or src.values is None:
+            return False
+        total *= len(src.values)
+    return total <= max_groups
+
+
+def _hash_order(key_names: list[str], ctx: BoundingContext) -> exp.Expression:
+    salt = exp.Literal.string(ctx.salt)
+    if ctx.dialect == "duckdb":
+        return exp.Anonymous(this="HASH", expressions=[*(exp.column(k) for k in key_names), salt])
+    parts = [exp.Cast(this=exp.column(k), to=exp.DataType.build("TEXT")) for k in key_names]
+    sep = exp.Literal.string("\x1f")
+    return exp.Anonymous(this="MD5", expressions=[exp.Anonymous(this="CONCAT_WS", expressions=[sep, *parts, salt])])
+
+
+def _key_pg_type(key: exp.Expression, ctx: BoundingContext) -> str:
+    if isinstance(key, exp.Column):
+        info = _column_type(key, ctx)
+        if info:
+            return info
+    fam = type_family(key, ctx.families)
+    return {
+        "int": "int8",
+        "float": "float8",
+        "numeric": "numeric",
+        "text": "text",
+        "bool": "bool",
+        "date": "date",
+        "timestamp": "timestamp",
+        "interval": "interval",
+    }.get(fam, "text")
+
+
+def _column_type(col: exp.Column, ctx: BoundingContext) -> str | None:
+    if col.table == ctx.private_alias:
+        c = ctx.private.column(col.name)
+        return c.pg_type if c else None
+    for src in ctx.key_sources:
+        if src is not None and src.table is not None and src.column == col.name:
+            c = src.table.column(col.name)
+            return c.pg_type if c else None
+    return None
+
+
+def _value_literal(v: object, key: exp.Expression, ctx: BoundingContext) -> exp.Expression:
+    if isinstance(v, bool):
+        return exp.Boolean(this=v)
+    if isinstance(v, int | float):
+        return decimal_literal(Fraction(str(v))) if isinstance(v, float) else _int_literal(v)
+    lit = exp.Literal.string(str(v))
+    pg_type = _key_pg_type(key, ctx)
+    if pg_type in ("date", "timestamp", "timestamptz"):
+        return exp.Cast(this=lit, to=exp.DataType.build(pg_type.upper().replace("TIMESTAMPTZ", "TIMESTAMPTZ")))
+    return lit
+
+
+def _public_keys_query(shape: QueryShape, ctx: BoundingContext, keys: list[KeyColumn]) -> exp.Expression:
+    parts: list[exp.Expression] = []
+    total_static = 1
+    for i, (key, src) in enumerate(zip(shape.keys, ctx.key_sources, strict=True)):
+        assert src is not None
+        name = f"__dp_k{i}"
+        if src.values is not None:
+            total_static *= len(src.values)
+            values = exp.Values(
+                expressions=[exp.Tuple(expressions=[_value_literal(v, key, ctx)]) for v in src.values],
+                alias=exp.TableAlias(this=exp.to_identifier(f"__dp_kv{i}"), columns=[exp.to_identifier(name)]),
+            )
+            parts.append(values)
+        else:
+            assert src.table is not None and src.column is not None
+            tp = src.table.policy
+            table = exp.Table(this=exp.to_identifier(tp.table, quoted=True), db=exp.to_identifier(tp.schema, quoted=True))
+            sub = (
+                exp.select(exp.alias_(exp.column(src.column, quoted=True), name))
+                .distinct()
+                .from_(table)
+                .subquery(f"__dp_kv{i}")
+            )
+            parts.append(sub)
+    if total_static > ctx.max_released_groups:
+        raise LimitExceeded(
+            f"the query would release {total_static} groups, more than the limit of {ctx.max_released_groups}",
+            hint="group by fewer columns or filter the groups",
+        )
+    q = exp.select(*[exp.column(k.column) for k in keys]).from_(parts[0])
+    for p in parts[1:]:
+        q = q.join(p, join_type="CROSS")
+    return q
+
+
+def pretty(node: exp.Expression) -> str:
+    """The expression as PostgreSQL SQL without identifier quotes (for EXPLAIN and error messages)."""
+    return node.sql("postgres", identify=False, normalize=False).replace('"', "")
+
+
+def make_salt(sql_text: str) -> str:
+    """A data-independent salt for the per-unit group selection order, derived from the query text."""
+    return hashlib.sha256(sql_text.encode()).hexdigest()[:16]
+
+
+def _fmt(v: Fraction) -> str:
+    if v.denominator == 1:
+        return str(v.numerator)
+    if v.numerator == 1 and v.denominator & (v.denominator - 1) == 0:
+        return f"2^-{v.denominator.bit_length() - 1}"
+    return f"{float(v):g}"
+
+
+def column_families(relations: Mapping[str, TableInfo]) -> dict[str, str]:
+    """``alias.column`` → type family for every column of the given relations."""
+    from dpsql.schema import FLOAT_TYPES, INTEGER_TYPES, TEXT_TYPES
+
+    out: dict[str, str] = {}
+    for alias, info in relations.items():
+        for c in info.columns:
+            t = c.pg_type
+            fam = (
+                "int" if t in INTEGER_TYPES else
+                "float" if t in ("float4", "float8") else
+                "numeric" if t in FLOAT_TYPES else
+                "text" if t in TEXT_TYPES else
+                "timestamp" if t in ("timestamp", "timestamptz") else
+                t if t in ("bool", "date", "interval") else "unknown"
+            )
+            out[f"{alias}.{c.name}"] = fam
+    return out

@@ -1,0 +1,334 @@
+"""Pass 6: make row-level expressions total, so that no error can depend on private data (R14).
+
+DuckDB has ``TRY(expr)`` (NULL instead of an error) and ``TRY_CAST``: every expression that can fail
+(integer/decimal arithmetic that can overflow, casts, functions that can raise) is wrapped, and
+division and modulo get ``NULLIF(divisor, 0)``. PostgreSQL has neither: arithmetic is done in
+``numeric`` (which cannot overflow at the sizes a bounded AST can build), division is guarded with
+NULLIF, functions with a domain (sqrt, ln, log, exp) get a CASE guard, and casts that could fail on
+some value are refused. Comparisons that would make the engine convert a text value to another
+type at run time (DuckDB: "Could not convert string 'abc' to INT32") are refused like PostgreSQL does.
+
+>>> from sqlglot import parse_one
+>>> totalize(parse_one("CAST(t.s AS INT) + t.a / t.b"), "duckdb", {"t.a": "int", "t.b": "int", "t.s": "text"}).sql("duckdb")
+'TRY(TRY_CAST(t.s AS INT) + t.a // NULLIF(t.b, 0))'
+>>> totalize(parse_one("t.a * 2"), "postgres", {"t.a": "int"}).sql("postgres")
+'CAST(t.a AS DECIMAL) * 2'
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+
+from dpsql.rewriter.functions import PG_TOTAL_CASTS, SCALAR_FUNCTIONS
+from sqlglot import exp
+
+from dpsql.errors import DatatypeMismatch, UnsupportedQuery
+
+Families = Mapping[str, str]  # "alias.column" -> family (int, float, numeric, text, bool, date, timestamp …)
+
+_ARITH = (exp.Add, exp.Sub, exp.Mul, exp.Neg)
+_ARITH_ALL = (*_ARITH, exp.Div, exp.Mod)
+_COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
+_NUMERIC_FAMILIES = {"int", "float", "numeric"}
+
+
+def type_family(node: exp.Expression, columns: Families) -> str:
+    """A coarse type family of an expression: int, float, numeric, text, bool, date, timestamp, interval or unknown."""
+    if isinstance(node, exp.Paren):
+        return type_family(node.this, columns)
+    if isinstance(node, exp.Column):
+        return columns.get(f"{node.table}.{node.name}", "unknown")
+    if isinstance(node, exp.Literal):
+        if node.is_string:
+            return "literal"
+        return "int" if node.is_int else "numeric"
+    if isinstance(node, exp.Null):
+        return "unknown"
+    if isinstance(node, exp.Boolean):
+        return "bool"
+    if isinstance(node, exp.Cast | exp.TryCast):
+        return _datatype_family(node.to)
+    if isinstance(node, exp.Neg):
+        return type_family(node.this, columns)
+    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
+        a, b = type_family(node.this, columns), type_family(node.expression, columns)
+        if a in {"date", "timestamp"} or b in {"date", "timestamp"}:
+            if isinstance(node, exp.Sub) and a == b == "date":
+                return "int"
+            if isinstance(node, exp.Sub) and a == b == "timestamp":
+                return "interval"
+            return "timestamp" if "timestamp" in (a, b) or "interval" in (a, b) else "date"
+        return _widen(a, b)
+    if isinstance(node, exp.Div):
+        a, b = type_family(node.this, columns), type_family(node.expression, columns)
+        return "int" if a == b == "int" else _widen(a, b) if {a, b} <= _NUMERIC_FAMILIES else "float"
+    if isinstance(node, exp.IntDiv):
+        return "int"
+    if isinstance(node, exp.Lower | exp.Upper | exp.Trim | exp.Concat | exp.DPipe | exp.Replace | exp.Left | exp.Right):
+        return "text"
+    if isinstance(node, exp.Substring | exp.SplitPart | exp.Reverse | exp.MD5):
+        return "text"
+    if isinstance(node, exp.Length | exp.StrPosition | exp.Sign):
+        return "int"
+    if isinstance(node, exp.Extract):
+        return "numeric"
+    if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
+        return "timestamp"
+    if isinstance(node, exp.CurrentDate):
+        return "date"
+    if isinstance(node, exp.CurrentTimestamp):
+        return "timestamp"
+    if isinstance(node, exp.Round | exp.Floor | exp.Ceil | exp.Trunc | exp.Abs):
+        return type_family(node.this, columns)
+    if isinstance(node, exp.Sqrt | exp.Ln | exp.Log | exp.Exp | exp.Pow):
+        return "float"
+    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least):
+        fams = {type_family(a, columns) for a in [node.this, *node.expressions]} - {"unknown", "literal"}
+        return _widen(*fams) if fams and fams <= _NUMERIC_FAMILIES else (fams.pop() if len(fams) == 1 else "unknown")
+    if isinstance(node, exp.Nullif):
+        return type_family(node.this, columns)
+    if isinstance(node, exp.Case):
+        fams = {type_family(i.args["true"], columns) for i in node.args.get("ifs") or []}
+        if node.args.get("default") is not None:
+            fams.add(type_family(node.args["default"], columns))
+        fams -= {"unknown"}
+        if fams == {"literal"}:
+            return "text"
+        fams -= {"literal"}
+        return _widen(*fams) if fams and fams <= _NUMERIC_FAMILIES else (fams.pop() if len(fams) == 1 else "unknown")
+    if isinstance(node, exp.Predicate | exp.Connector | exp.Not | exp.Is | exp.In | exp.Between | exp.StartsWith):
+        return "bool"
+    if isinstance(node, exp.Try):
+        return type_family(node.this, columns)
+    return "unknown"
+
+
+def _widen(*fams: str) -> str:
+    s = set(fams)
+    if s <= {"int"}:
+        return "int"
+    if "float" in s:
+        return "float"
+    if s <= _NUMERIC_FAMILIES | {"literal"}:
+        return "numeric"
+    return "unknown"
+
+
+def _datatype_family(dt: exp.DataType) -> str:
+    if dt.is_type(*exp.DataType.INTEGER_TYPES):
+        return "int"
+    if dt.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
+        return "float"
+    if dt.is_type(exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL):
+        return "numeric"
+    if dt.is_type(*exp.DataType.TEXT_TYPES):
+        return "text"
+    if dt.is_type(exp.DataType.Type.BOOLEAN):
+        return "bool"
+    if dt.is_type(exp.DataType.Type.DATE):
+        return "date"
+    if dt.is_type(exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.DATETIME):
+        return "timestamp"
+    if dt.is_type(exp.DataType.Type.INTERVAL):
+        return "interval"
+    return "unknown"
+
+
+def check_comparisons(tree: exp.Expression, columns: Families) -> None:
+    """Refuse comparisons between a text value and a non-text value (the engine would cast the data).
+
+    A string literal on one side is fine: the engine converts the literal, which depends only on the
+    query text.
+    """
+    for node in tree.walk():
+        pairs: list[tuple[exp.Expression, exp.Expression]] = []
+        if isinstance(node, _COMPARISONS):
+            pairs.append((node.this, node.expression))
+        elif isinstance(node, exp.In):
+            pairs.extend((node.this, e) for e in node.expressions)
+        elif isinstance(node, exp.Between):
+            pairs.extend([(node.this, node.args["low"]), (node.this, node.args["high"])])
+        for left, right in pairs:
+            a, b = type_family(left, columns), type_family(right, columns)
+            if "unknown" in (a, b) or "literal" in (a, b):
+                continue
+            if (a == "text") != (b == "text"):
+                raise DatatypeMismatch(
+                    f"operator does not exist: {_pg(a)} {_op(node)} {_pg(b)}",
+                    hint="compare values of the same type; quote literals compared with text columns",
+                    sqlstate="42883",
+                )
+
+
+def _pg(fam: str) -> str:
+    return {"int": "integer", "float": "double precision", "numeric": "numeric", "text": "text"}.get(fam, fam)
+
+
+def _op(node: exp.Expression) -> str:
+    return {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}.get(type(node), type(node).__name__.upper())
+
+
+def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expression:
+    """A copy of the row-level expression ``node`` that cannot raise an error on any row in ``dialect``."""
+    check_comparisons(node, columns)
+    if dialect == "duckdb":
+        return _duck(node.copy(), columns, inside_try=False)
+    if dialect == "postgres":
+        return _pg_total(node.copy(), columns)
+    raise ValueError(f"unknown dialect {dialect!r}")
+
+
+# --------------------------------------------------------------------------------------------- DuckDB
+
+
+def _duck(node: exp.Expression, cols: Families, *, inside_try: bool) -> exp.Expression:
+    risky = _duck_risky(node, cols)
+    child_inside = inside_try or risky
+    for key, value in list(node.args.items()):
+        if isinstance(value, exp.Expression):
+            node.set(key, _duck(value, cols, inside_try=child_inside))
+        elif isinstance(value, list):
+            node.set(key, [_duck(v, cols, inside_try=child_inside) if isinstance(v, exp.Expression) else v for v in value])
+    node = _duck_semantics(node, cols)
+    if risky and not inside_try:
+        return exp.Try(this=node)
+    return node
+
+
+def _duck_risky(node: exp.Expression, cols: Families) -> bool:
+    if isinstance(node, exp.Cast | exp.TryCast):
+        return False  # becomes TRY_CAST, which cannot fail
+    if isinstance(node, _ARITH_ALL):
+        fam = type_family(node, cols)
+        return fam != "float"
+    rule = SCALAR_FUNCTIONS.get(type(node))
+    return bool(rule and rule.duckdb_may_fail)
+
+
+def _duck_semantics(node: exp.Expression, cols: Families) -> exp.Expression:
+    if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
+        if _is_literal_cast(node):
+            return node
+        return exp.TryCast(this=node.this, to=node.to)
+    if isinstance(node, exp.Div):
+        a, b = type_family(node.this, cols), type_family(node.expression, cols)
+        divisor = exp.Nullif(this=node.expression, expression=exp.Literal.number(0))
+        if a == b == "int":
+            return exp.IntDiv(this=node.this, expression=divisor)
+        return exp.Div(this=node.this, expression=divisor, typed=False, safe=False)
+    if isinstance(node, exp.Mod):
+        return exp.Mod(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)))
+    return node
+
+
+def _is_literal_cast(node: exp.Expression) -> bool:
+    inner = node.this
+    while isinstance(inner, exp.Paren | exp.Neg):
+        inner = inner.this
+    return isinstance(inner, exp.Literal | exp.Null | exp.Boolean)
+
+
+# --------------------------------------------------------------------------------------------- PostgreSQL
+
+
+def _numeric(node: exp.Expression) -> exp.Expression:
+    if isinstance(node, exp.Literal) or (isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.DECIMAL)):
+        return node
+    return exp.Cast(this=node, to=exp.DataType.build("DECIMAL"))
+
+
+def _pg_total(node: exp.Expression, cols: Families) -> exp.Expression:
+    """Post-order rewrite: children first, with type families read from the original operands."""
+    operand_fams = {k: type_family(v, cols) for k, v in node.args.items() if isinstance(v, exp.Expression)}
+    fam = type_family(node, cols)
+    for key, value in list(node.args.items()):
+        if isinstance(value, exp.Expression):
+            node.set(key, _pg_total(value, cols))
+        elif isinstance(value, list):
+            node.set(key, [_pg_total(v, cols) if isinstance(v, exp.Expression) else v for v in value])
+    return _pg_node(node, fam, operand_fams)
+
+
+def _pg_node(n: exp.Expression, fam: str, opfam: Mapping[str, str]) -> exp.Expression:
+    if isinstance(n, exp.Cast | exp.TryCast):
+        if _is_literal_cast(n):
+            return exp.Cast(this=n.this, to=n.to)
+        src = opfam.get("this", "unknown")
+        target = n.to.sql("postgres").lower().split("(")[0]
+        target = _PG_TYPE_ALIASES.get(target, target)
+        if (src, target) not in PG_TOTAL_CASTS:
+            raise UnsupportedQuery(
+                f"CAST from {_pg(src)} to {target} can fail on some values, and PostgreSQL has no TRY_CAST",
+                hint="compare or group by the column without the cast, or use the DuckDB backend",
+            )
+        return exp.Cast(this=n.this, to=n.to)
+    if isinstance(n, _ARITH_ALL):
+        fams = [opfam.get("this", "unknown")]
+        if not isinstance(n, exp.Neg):
+            fams.append(opfam.get("expression", "unknown"))
+        if any(f in {"date", "timestamp", "interval"} for f in fams):
+            if isinstance(n, exp.Sub) and fams[0] == fams[1] and fams[0] in {"date", "timestamp"}:
+                return n
+            raise UnsupportedQuery(
+                "date/time arithmetic can overflow on some values on PostgreSQL",
+                hint="subtract two dates, or compare with date literals instead",
+            )
+        if isinstance(n, exp.Neg):
+            return exp.Neg(this=_numeric(n.this))
+        a, b = _numeric(n.this), _numeric(n.expression)
+        if isinstance(n, exp.Div):
+            guarded = exp.Nullif(this=b, expression=exp.Literal.number(0))
+            if fams[0] == fams[1] == "int":
+                return exp.IntDiv(this=a, expression=guarded)
+            return exp.Div(this=a, expression=guarded, typed=False, safe=False)
+        if isinstance(n, exp.Mod):
+            return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
+        return type(n)(this=a, expression=b)
+    rule = SCALAR_FUNCTIONS.get(type(n))
+    if rule is not None:
+        if rule.postgres == "refuse":
+            raise UnsupportedQuery(f"{rule.name}() can fail on some values on PostgreSQL", hint="use the DuckDB backend or rewrite it")
+        if isinstance(n, exp.Abs | exp.Round | exp.Floor | exp.Ceil | exp.Trunc) and opfam.get("this") in _NUMERIC_FAMILIES:
+            n.set("this", _numeric(n.this))
+        if rule.postgres == "guard":
+            return _pg_guard(n)
+    del fam
+    return n
+
+
+_PG_TYPE_ALIASES = {
+    "int": "int4",
+    "integer": "int4",
+    "smallint": "int2",
+    "bigint": "int8",
+    "double precision": "float8",
+    "decimal": "numeric",
+    "varchar": "text",
+    "char": "text",
+    "real": "float4",
+    "timestamp": "timestamp",
+    "timestamptz": "timestamptz",
+}
+
+
+def _pg_guard(n: exp.Expression) -> exp.Expression:
+    zero = exp.Literal.number(0)
+    if isinstance(n, exp.Log) and n.expression is not None:  # log(base, value)
+        base, value = _numeric(n.this), _numeric(n.expression)
+        cond: exp.Expression = exp.and_(
+            exp.GT(this=value.copy(), expression=zero),
+            exp.GT(this=base.copy(), expression=zero),
+            exp.NEQ(this=base.copy(), expression=exp.Literal.number(1)),
+        )
+        n.set("this", base)
+        n.set("expression", value)
+        return exp.Case(ifs=[exp.If(this=cond, true=n)])
+    x = _numeric(n.this)
+    if isinstance(n, exp.Sqrt):
+        cond = exp.GTE(this=x.copy(), expression=zero)
+    elif isinstance(n, exp.Exp):
+        cond = exp.LTE(this=x.copy(), expression=exp.Literal.number(100000))
+    else:
+        cond = exp.GT(this=x.copy(), expression=zero)
+    n.set("this", x)
+    return exp.Case(ifs=[exp.If(this=cond, true=n)])
