@@ -1,0 +1,221 @@
+"""The durable budget ledger: atomic check-and-charge against the session, user and global filters.
+
+:class:`Ledger` holds the storage-agnostic logic; a backend
+(:class:`~dpsql.accountant.sqlite_ledger.SqliteLedger`, later a PostgreSQL one) only provides a
+serialisable write transaction and a read snapshot with a handful of primitive operations
+(:class:`LedgerTx`).
+
+Guarantees of :meth:`Ledger.charge`:
+
+* **Atomic.** The spent sums of all three filters are read, checked and updated in ONE write
+  transaction that excludes every other writer (SQLite ``BEGIN IMMEDIATE``), so concurrent
+  queries from any number of threads and processes can never overspend a filter together.
+* **Durable before data is read.** It returns only after the commit is on disk; the engine
+  runs the query only after it returns. A crash after the commit leaves the charge in place.
+* **Exact.** All sums are integers (ρ/ε in 1e-12, δ in 1e-18 units); costs round up, limits down.
+* **Never refunds.** The ``charges`` table is append-only; a refused query writes nothing.
+* **Fails closed.** Any storage problem raises :class:`~dpsql.errors.LedgerUnavailable`, and so
+  does a ledger used with a different accounting mode than the policy's.
+"""
+
+from __future__ import annotations
+
+import datetime as _dt
+from abc import ABC, abstractmethod
+from contextlib import AbstractContextManager
+from dataclasses import dataclass
+from fractions import Fraction
+from pathlib import Path
+from typing import TYPE_CHECKING, Protocol
+
+from dpsql.accountant.calibration import cks20_epsilon
+from dpsql.accountant.costs import Accounting, Cost
+from dpsql.accountant.filters import BudgetStatus, FilterLimit, Scope, ScopeLimits, report
+from dpsql.accountant.units import from_atto, from_pico
+
+from dpsql.errors import BudgetExhausted, LedgerUnavailable
+
+if TYPE_CHECKING:
+    from dpsql.policy import Policy
+
+GLOBAL_KEY = "*"
+
+
+class LedgerTx(Protocol):
+    """The primitive operations a backend offers inside one transaction."""
+
+    def get_meta(self, key: str) -> str | None:
+        """The metadata value stored under ``key``, or None."""
+        ...
+
+    def set_meta(self, key: str, value: str) -> None:
+        """Store a metadata value (write transactions only)."""
+        ...
+
+    def spent(self, scope: Scope, key: str, window_start: int, window_len: int) -> tuple[int, int]:
+        """(main, delta) spent so far by one filter in one window, in integer units; (0, 0) if none."""
+        ...
+
+    def set_spent(
+        self, scope: Scope, key: str, window_start: int, window_len: int, main: int, delta: int
+    ) -> None:
+        """Overwrite the running sums of one filter window (write transactions only)."""
+        ...
+
+    def insert_charge(
+        self, at: float, user: str, session_id: str, query_hash: str, cost: Cost, main: int, delta: int
+    ) -> int:
+        """Append one row to the charge log and return its id (write transactions only)."""
+        ...
+
+
+@dataclass(frozen=True)
+class Receipt:
+    """Proof that a query's cost was durably charged: returned only after the commit."""
+
+    charge_id: int
+    user: str
+    session_id: str
+    query_hash: str
+    cost: Cost
+    at: float
+
+
+def _fmt(x: Fraction | float) -> str:
+    return f"{float(x):.6g}"
+
+
+def _when(t: float) -> str:
+    return _dt.datetime.fromtimestamp(t, _dt.UTC).strftime("%Y-%m-%d %H:%M:%S UTC")
+
+
+class Ledger(ABC):
+    """Storage-agnostic ledger logic. Subclasses implement :meth:`_write` and :meth:`_read`."""
+
+    @abstractmethod
+    def _write(self) -> AbstractContextManager[LedgerTx]:
+        """A write transaction that excludes all other writers; commits durably on normal exit."""
+
+    @abstractmethod
+    def _read(self) -> AbstractContextManager[LedgerTx]:
+        """A consistent read-only snapshot."""
+
+    @abstractmethod
+    def close(self) -> None:
+        """Release the backend's connections."""
+
+    @property
+    @abstractmethod
+    def location(self) -> str:
+        """Where the ledger lives (for messages and logs)."""
+
+    # -----------------------------------------------------------------------------------------
+
+    def charge(
+        self,
+        user: str,
+        session_id: str,
+        cost: Cost,
+        limits: ScopeLimits,
+        now: float,
+        query_hash: str,
+    ) -> Receipt:
+        """Check all filters and record ``cost`` atomically and durably, or refuse.
+
+        In one transaction: read the session, user (current window) and global (current window
+        or lifetime) sums; if any filter would exceed its limit raise BudgetExhausted (nothing
+        is written); else append the charge and update the sums, commit, and only then return
+        the receipt. Raises LedgerUnavailable on any storage failure.
+        """
+        if cost.accounting != limits.accounting:
+            raise ValueError("the cost and the limits use different accounting modes")
+        main, delta = cost.amount_pico, cost.delta_atto
+        keys = {"session": session_id, "user": user, "global": GLOBAL_KEY}
+        filters = limits.filters()
+        with self._write() as tx:
+            self._check_accounting(tx, limits.accounting)
+            windows = {f.scope: f.window(now) for f in filters}
+            windows.setdefault("global", (0, 0))  # recorded even without a global budget
+            spent = {scope: tx.spent(scope, keys[scope], *w) for scope, w in windows.items()}
+            for f in filters:
+                self._admit(f, cost, main, delta, spent[f.scope], now, user)
+            charge_id = tx.insert_charge(now, user, session_id, query_hash, cost, main, delta)
+            for scope, (ws, wl) in windows.items():
+                m, d = spent[scope]
+                tx.set_spent(scope, keys[scope], ws, wl, m + main, d + delta)
+        return Receipt(charge_id, user, session_id, query_hash, cost, now)
+
+    def status(self, user: str, session_id: str, limits: ScopeLimits, now: float) -> list[BudgetStatus]:
+        """Spent and remaining budget of each filter (session, user, global if configured) at ``now``."""
+        keys = {"session": session_id, "user": user, "global": GLOBAL_KEY}
+        rows: list[BudgetStatus] = []
+        with self._read() as tx:
+            self._check_accounting(tx, limits.accounting, write=False)
+            for f in limits.filters():
+                m, d = tx.spent(f.scope, keys[f.scope], *f.window(now))
+                rows.append(report(f, m, d, now))
+        return rows
+
+    # -----------------------------------------------------------------------------------------
+
+    def _check_accounting(self, tx: LedgerTx, accounting: Accounting, *, write: bool = True) -> None:
+        stored = tx.get_meta("accounting")
+        if stored is None:
+            if write:
+                tx.set_meta("accounting", accounting)
+            return
+        if stored != accounting:
+            raise LedgerUnavailable(
+                f"the budget ledger at {self.location} records {stored} accounting but the policy "
+                f"now uses {accounting}; spent budgets cannot be converted between modes",
+                hint="restore the policy's accounting mode, or point [privacy.ledger] at a new ledger file",
+            )
+
+    @staticmethod
+    def _admit(
+        f: FilterLimit, cost: Cost, main: int, delta: int, spent: tuple[int, int], now: float, user: str
+    ) -> None:
+        spent_main, spent_delta = spent
+        what = {"session": "session", "user": f"user {user!r}", "global": "global (all users)"}[f.scope]
+        wait = ""
+        if (t := f.next_replenish(now)) is not None:
+            wait = f", or wait until {_when(t)} when the {f.scope} budget replenishes"
+        elif f.scope == "session":
+            wait = ", or start a new session"
+        if f.main is not None and spent_main + main > f.main:
+            left = from_pico(max(0, f.main - spent_main))
+            sym = cost.symbol
+            detail = ""
+            if f.accounting == "zcdp" and f.conversion_delta is not None:
+                room = cks20_epsilon(left, f.conversion_delta)
+                detail = (
+                    f" (enough for one more query with dp.epsilon ≤ {_fmt(room)}"
+                    f" at dp.delta = {_fmt(f.conversion_delta)})"
+                )
+            raise BudgetExhausted(
+                f"privacy budget exhausted: this query costs {sym}={_fmt(from_pico(main))} but the "
+                f"{what} budget has {sym}={_fmt(left)} left{detail}",
+                hint=f"lower dp.epsilon{wait}",
+            )
+        if f.delta is not None and spent_delta + delta > f.delta:
+            left_d = from_atto(max(0, f.delta - spent_delta))
+            raise BudgetExhausted(
+                f"privacy budget exhausted: this query spends δ={_fmt(from_atto(delta))} on releasing "
+                f"group keys but the {what} budget has δ={_fmt(left_d)} left",
+                hint=f"lower dp.delta, or group by columns with declared values{wait}",
+            )
+
+
+def open_ledger(policy: Policy) -> Ledger:
+    """The ledger the policy configures: SQLite at ``policy.ledger_path``.
+
+    A PostgreSQL URL (``[privacy.ledger] url``) is not supported yet and fails closed.
+    """
+    if policy.ledger.url is not None:
+        raise LedgerUnavailable(
+            "a PostgreSQL budget ledger is not supported yet",
+            hint='set [privacy.ledger] path = "…" to use a SQLite ledger',
+        )
+    from dpsql.accountant.sqlite_ledger import SqliteLedger
+
+    return SqliteLedger(Path(policy.ledger_path))

@@ -1,0 +1,187 @@
+"""Noise mechanisms, each made by a ``make_…`` function and carrying its privacy map next to its sampler.
+
+All randomness comes from OpenDP's exact discrete samplers (CKS20), which draw from OpenSSL's
+CSPRNG in the PyPI wheel (security.md R1, R2). There is no seed and no deterministic mode.
+
+* :func:`make_discrete_gaussian` / :func:`make_discrete_laplace` — additive noise for one
+  statistic over all released groups. ``.sample(n)`` draws ``n`` i.i.d. integers in ONE OpenDP
+  vector call (``make_gaussian``/``make_laplace`` over ``vector_domain(atom_domain(T="i64"))``
+  applied to a zero vector); the caller adds them to exact Python integers, which cannot overflow.
+  ``.map(l0, linf)`` is the privacy loss when one privacy unit changes at most ``l0`` cells by at
+  most ``linf`` each.
+* :func:`make_gaussian_threshold` / :func:`make_laplace_threshold` — DP partition selection
+  (OpenDP ``make_gaussian_threshold``/``make_laplace_threshold``, Rogers 2023): a map from group
+  index to exact distinct-unit count goes in, the groups whose noisy count is ≥ the threshold come
+  out with their noisy counts.
+
+The d_in convention of OpenDP's threshold maps (verified against opendp 0.16 source,
+``measurements/noise_threshold/distribution/{gaussian,laplace}``): the input metric is
+``L0PInfDistance`` and d_in is a triple ``(l0, lp, linf)`` — at most ``l0`` keys change, the
+change in ℓp norm (ℓ2 for the Gaussian's ``l02inf_distance``, ℓ1 for the Laplace's
+``l01inf_distance``) is at most ``lp``, and each count changes by at most ``linf``. OpenDP
+tightens ``lp`` to ``min(lp, linf·√l0)`` (ℓ2) or ``min(lp, linf·l0)`` (ℓ1) and returns
+``(ρ or ε, δ)`` with δ = 1 − (1 − P[noise > threshold − linf])^l0. Distinct-unit counts change by
+1 in each of at most L0 groups, so we always pass ``(L0, L0, 1)``: L0 is an upper bound on both
+norms and OpenDP applies the tight one.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from fractions import Fraction
+from typing import Any, ClassVar
+
+import opendp.prelude as dp
+from dpsql.accountant.calibration import (
+    MAX_SCALE,
+    ScaleOutOfRange,
+    ceil_to_grid,
+    gaussian_rho,
+    laplace_epsilon,
+)
+
+dp.enable_features("contrib")
+
+_I64_MIN, _I64_MAX = -(2**63), 2**63 - 1
+
+
+class NoiseFailure(RuntimeError):
+    """The sampler returned something unusable (e.g. a saturated draw). Carries no values."""
+
+
+def _check_scale(scale: float) -> float:
+    s = float(scale)
+    if not s > 0:
+        raise ValueError("noise scale must be positive")
+    if not s <= MAX_SCALE:
+        raise ScaleOutOfRange("noise scale must be at most 2^52")
+    return s
+
+
+def _check_draws(draws: list[int], n: int) -> list[int]:
+    if len(draws) != n or any(d <= _I64_MIN or d >= _I64_MAX for d in draws):
+        raise NoiseFailure("the sampler returned an unusable draw")
+    return draws
+
+
+@dataclass(frozen=True)
+class DiscreteGaussian:
+    """Additive discrete Gaussian noise with parameter σ = ``scale`` (integer units); zCDP."""
+
+    scale: float
+    _meas: Any = field(repr=False, compare=False)
+    name: ClassVar[str] = "discrete_gaussian"
+
+    def map(self, l0: int, linf: int) -> Fraction:
+        """ρ = l0·linf²/(2σ²) (L2 sensitivity √l0·linf), exact and rounded up to the 1e-15 grid."""
+        return gaussian_rho(l0, linf, self.scale)
+
+    def sample(self, n: int) -> list[int]:
+        """``n`` independent draws from one OpenDP vector call (CSPRNG); never seeded."""
+        if n <= 0:
+            return []
+        return _check_draws(self._meas([0] * n), n)
+
+
+@dataclass(frozen=True)
+class DiscreteLaplace:
+    """Additive discrete Laplace noise with scale t = ``scale`` (integer units); pure ε-DP."""
+
+    scale: float
+    _meas: Any = field(repr=False, compare=False)
+    name: ClassVar[str] = "discrete_laplace"
+
+    def map(self, l0: int, linf: int) -> Fraction:
+        """ε = l0·linf/t (L1 sensitivity l0·linf), exact and rounded up to the 1e-15 grid."""
+        return laplace_epsilon(l0, linf, self.scale)
+
+    def sample(self, n: int) -> list[int]:
+        """``n`` independent draws from one OpenDP vector call (CSPRNG); never seeded."""
+        if n <= 0:
+            return []
+        return _check_draws(self._meas([0] * n), n)
+
+
+def make_discrete_gaussian(scale: float) -> DiscreteGaussian:
+    """A discrete Gaussian mechanism with parameter σ = ``scale`` (OpenDP ``make_gaussian``, i64 vectors)."""
+    s = _check_scale(scale)
+    space = dp.vector_domain(dp.atom_domain(T="i64")), dp.l2_distance(T="i64")
+    return DiscreteGaussian(s, dp.m.make_gaussian(*space, scale=s))
+
+
+def make_discrete_laplace(scale: float) -> DiscreteLaplace:
+    """A discrete Laplace mechanism with scale ``scale`` (OpenDP ``make_laplace``, i64 vectors)."""
+    s = _check_scale(scale)
+    space = dp.vector_domain(dp.atom_domain(T="i64")), dp.l1_distance(T="i64")
+    return DiscreteLaplace(s, dp.m.make_laplace(*space, scale=s))
+
+
+# ---------------------------------------------------------------------------------------------
+# Partition selection
+
+
+@dataclass(frozen=True)
+class _Threshold:
+    scale: float
+    threshold: int
+    _meas: Any = field(repr=False, compare=False)
+
+    def map(self, l0: int) -> tuple[Fraction, Fraction]:
+        """(ρ or ε, δ) from OpenDP's own map at d_in = (l0, l0, 1); ρ/ε rounded up to the grid, δ exact."""
+        if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
+            raise ValueError("l0 must be a positive integer")
+        loss, delta = self._meas.map((l0, l0, 1))
+        return ceil_to_grid(Fraction(loss)), Fraction(delta)
+
+    def release(self, counts: Mapping[int, int]) -> dict[int, int]:
+        """Noisy counts of the groups whose noisy count is ≥ ``threshold``; the others are dropped.
+
+        ``counts`` maps a group index to its exact number of distinct privacy units. One OpenDP
+        call samples every group's noise.
+        """
+        if not counts:
+            return {}
+        out = self._meas(dict(counts))
+        if any(k not in counts or v < self.threshold or v >= _I64_MAX for k, v in out.items()):
+            raise NoiseFailure("the threshold mechanism returned an unusable result")
+        return dict(out)
+
+
+@dataclass(frozen=True)
+class GaussianThreshold(_Threshold):
+    """Partition selection with discrete Gaussian noise σ = ``scale``; approximate zCDP (ρ, δ)."""
+
+    name: ClassVar[str] = "gaussian_threshold"
+
+
+@dataclass(frozen=True)
+class LaplaceThreshold(_Threshold):
+    """Partition selection with discrete Laplace noise of scale ``scale``; approximate DP (ε, δ)."""
+
+    name: ClassVar[str] = "laplace_threshold"
+
+
+ThresholdMechanism = GaussianThreshold | LaplaceThreshold
+
+
+def _check_threshold(threshold: int) -> int:
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
+        raise ValueError("threshold must be a positive integer")
+    return threshold
+
+
+def make_gaussian_threshold(scale: float, threshold: int) -> GaussianThreshold:
+    """Gaussian partition selection (OpenDP ``make_gaussian_threshold`` over i64→i64 maps, ``l02inf``)."""
+    s, t = _check_scale(scale), _check_threshold(threshold)
+    domain = dp.map_domain(dp.atom_domain(T="i64"), dp.atom_domain(T="i64"))
+    metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
+    return GaussianThreshold(s, t, dp.m.make_gaussian_threshold(domain, metric, scale=s, threshold=t))
+
+
+def make_laplace_threshold(scale: float, threshold: int) -> LaplaceThreshold:
+    """Laplace partition selection (OpenDP ``make_laplace_threshold`` over i64→i64 maps, ``l01inf``)."""
+    s, t = _check_scale(scale), _check_threshold(threshold)
+    domain = dp.map_domain(dp.atom_domain(T="i64"), dp.atom_domain(T="i64"))
+    metric = dp.l01inf_distance(dp.absolute_distance(T="i64"))
+    return LaplaceThreshold(s, t, dp.m.make_laplace_threshold(domain, metric, scale=s, threshold=t))

@@ -1,0 +1,134 @@
+"""The noise step: exact integers in, noisy integers out. The only place that sees both.
+
+Rules this module keeps (security.md R9, R10):
+
+* Pre-noise values and noise draws never leave :func:`release`: nothing is logged, cached or
+  returned besides the noisy values, and any failure is re-raised as a generic
+  :class:`~dpsql.errors.ExecutionFailed` whose message and traceback carry no values
+  (``from None``; the original exception is dropped).
+* All noise of one statistic comes from one vector call, and the selection from one threshold
+  call. The whole noise phase is padded to a deadline that is a multiple of ``PAD_QUANTUM``
+  (5 ms): the smallest multiple ≥ the elapsed time (at least one quantum), so its duration only
+  reveals which 5 ms slot the sampling fell into, not the noise values.
+* There is no seeded or deterministic mode.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass
+
+from dpsql.accountant.mechanisms import (
+    make_discrete_gaussian,
+    make_discrete_laplace,
+    make_gaussian_threshold,
+    make_laplace_threshold,
+)
+from dpsql.accountant.planner import NoisePlan
+
+from dpsql.errors import ExecutionFailed
+
+PAD_QUANTUM = 0.005  # seconds
+_SPIN = 0.0005  # the last half millisecond is busy-waited for a precise deadline
+
+
+@dataclass(frozen=True)
+class Released:
+    """The noisy result: which groups are released and each statistic's noisy integers for them.
+
+    ``kept`` lists the released group indexes (positions in the exact input) in ascending
+    order; ``values[column][j]`` is the noisy integer of group ``kept[j]``. Multiply by the
+    statistic's grid to get released units.
+    """
+
+    kept: tuple[int, ...]
+    values: Mapping[str, list[int]]
+
+
+def _pad_until(start: float, quantum: float) -> None:
+    elapsed = time.perf_counter() - start
+    deadline = start + max(1, math.ceil(elapsed / quantum)) * quantum
+    while True:
+        left = deadline - time.perf_counter()
+        if left <= 0:
+            return
+        if left > _SPIN:
+            time.sleep(left - _SPIN)
+
+
+def _noisy(
+    noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None
+) -> Released:
+    columns = [s.column for s in noise_plan.stats]
+    lengths = {len(exact[c]) for c in columns if c in exact}
+    if units is not None:
+        lengths.add(len(units))
+    if len(lengths) > 1 or any(c not in exact for c in columns if not _from_selection(noise_plan, c)):
+        raise ValueError("inconsistent exact input")
+    n = lengths.pop() if lengths else 0
+
+    selected: dict[int, int] | None = None
+    if noise_plan.selection is not None:
+        sel = noise_plan.selection
+        counts_src = units if units is not None else exact.get(noise_plan.units_column or "")
+        if counts_src is None:
+            raise ValueError("partition selection needs the distinct-unit counts")
+        make = make_gaussian_threshold if sel.mechanism == "gaussian_threshold" else make_laplace_threshold
+        counts = {i: int(c) for i, c in enumerate(counts_src)}
+        selected = make(sel.scale, sel.threshold).release(counts)
+        kept = tuple(sorted(selected))
+    else:
+        kept = tuple(range(n))
+
+    values: dict[str, list[int]] = {}
+    for s in noise_plan.stats:
+        if s.from_selection:
+            assert selected is not None
+            values[s.column] = [selected[i] for i in kept]
+            continue
+        if s.mechanism == "discrete_gaussian":
+            mech = make_discrete_gaussian(s.scale)
+        elif s.mechanism == "discrete_laplace":
+            mech = make_discrete_laplace(s.scale)
+        else:
+            raise ValueError("unknown mechanism")
+        draws = mech.sample(len(kept))
+        col = exact[s.column]
+        values[s.column] = [int(col[i]) + z for i, z in zip(kept, draws, strict=True)]
+    return Released(kept, values)
+
+
+def _from_selection(noise_plan: NoisePlan, column: str) -> bool:
+    return any(s.column == column and s.from_selection for s in noise_plan.stats)
+
+
+def release(
+    noise_plan: NoisePlan,
+    exact: Mapping[str, Sequence[int]],
+    units: Sequence[int] | None = None,
+    *,
+    pad_quantum: float = PAD_QUANTUM,
+) -> Released:
+    """Draw all noise for one query and return only the noisy values (R10), padded in time (R9).
+
+    ``exact[column]`` holds the exact integer of each statistic for every group, in the bounded
+    SQL's row order; ``units`` the exact distinct-unit count per group when the plan uses
+    partition selection (if omitted, ``exact[noise_plan.units_column]`` is used). Without
+    selection every group is kept. Call this only after the query's cost has been charged.
+    Any failure raises ExecutionFailed without values.
+    """
+    start = time.perf_counter()
+    failed = False
+    result: Released | None = None
+    try:
+        result = _noisy(noise_plan, exact, units)
+    except Exception:
+        failed = True
+    _pad_until(start, pad_quantum)
+    if failed or result is None:
+        raise ExecutionFailed(
+            "adding noise to the result failed", hint="retry the query; the charge for it stands"
+        ) from None
+    return result

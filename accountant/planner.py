@@ -1,0 +1,296 @@
+"""Calibration of a release plan: from the rewriter's sensitivities and the query's (ε, δ) to noise scales.
+
+:func:`calibrate` is pure and deterministic (no data, no randomness): EXPLAIN and the engine call it
+with the same inputs and get the same :class:`NoisePlan`. The query alone is (ε, δ)-DP (DESIGN §1):
+
+**zcdp.** With partition selection, δ_sel = δ/10 goes to the threshold mechanism and
+δ_conv = δ − δ_sel to the zCDP→DP conversion; otherwise δ_conv = δ. The query's zCDP budget is
+ρ_q = rho_for_epsilon(ε, δ_conv). It is split in proportion to ``Statistic.weight`` among the
+statistics that need their own noise, plus one share for partition selection (weight 1, or the
+weight of the units statistic it replaces — see below). Statistic i gets the discrete Gaussian
+σ_i = gaussian_sigma(L0, L∞_i, ρ_i), with L0 = ``plan.max_groups``. Selection gets the Gaussian
+threshold mechanism with σ_sel = gaussian_sigma(L0, 1, ρ_sel) and the smallest integer threshold
+whose OpenDP map has δ ≤ δ_sel. The cost charged is (Σ of each mechanism's own map, δ of the
+selection's map): ρ-zCDP composition gives Σρ ≤ ρ_q, hence (ε, δ_conv + δ_sel)-DP by CKS20.
+
+**basic.** ε is split by weight the same way; statistic i gets the discrete Laplace with scale
+laplace_scale(L0, L∞_i, ε_i), selection the Laplace threshold mechanism with δ_sel = δ. The cost is
+(Σ ε maps, δ of the selection's map); basic composition gives (Σε, δ_sel)-DP.
+
+**Units statistic.** Under partition selection the threshold mechanism already releases a noisy
+count of distinct units per kept group. A statistic of kind ``"units"`` named by
+``plan.units_column`` (COUNT(DISTINCT unit)) is therefore not noised again: its released value is
+the selection's noisy count (post-processing), and the selection's share takes that statistic's
+weight. Its reported scale and error are the selection's.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Callable
+from dataclasses import dataclass
+from fractions import Fraction
+
+from dpsql.accountant.calibration import (
+    ScaleOutOfRange,
+    cks20_epsilon,
+    discrete_gaussian_error,
+    discrete_laplace_error,
+    gaussian_sigma,
+    laplace_scale,
+    rho_for_epsilon,
+)
+from dpsql.accountant.costs import Accounting, Cost
+from dpsql.accountant.mechanisms import (
+    ThresholdMechanism,
+    make_discrete_gaussian,
+    make_discrete_laplace,
+    make_gaussian_threshold,
+    make_laplace_threshold,
+)
+from dpsql.rewriter.plan import ReleasePlan, Statistic
+
+from dpsql.errors import InvalidParameterValue, UnsupportedQuery
+
+SELECTION_DELTA_SHARE = Fraction(1, 10)  # zcdp: the part of the query's δ given to partition selection
+_MAX_THRESHOLD = 2**62
+
+
+@dataclass(frozen=True)
+class StatisticNoise:
+    """How one statistic column is noised.
+
+    ``scale`` and ``error95`` are in integer units (σ for the Gaussian, t for the Laplace);
+    ``released_scale`` and ``released_error95`` are the same in released units (× ``grid``).
+    ``error95`` is a b with P(|noise| ≤ b) ≥ 0.95. ``from_selection`` marks the units statistic
+    whose value is the selection's noisy count; its ``cost`` is 0 (it is the selection's).
+    """
+
+    column: str
+    mechanism: str
+    scale: float
+    error95: int
+    grid: Fraction
+    l0: int
+    linf: int
+    cost: Fraction
+    from_selection: bool = False
+
+    @property
+    def released_scale(self) -> Fraction:
+        """The noise scale in the statistic's released units (scale × grid)."""
+        return Fraction(self.scale) * self.grid
+
+    @property
+    def released_error95(self) -> Fraction:
+        """The 95% error half-width in released units (error95 × grid)."""
+        return self.error95 * self.grid
+
+
+@dataclass(frozen=True)
+class SelectionNoise:
+    """DP partition selection: the threshold mechanism over distinct-unit counts per group."""
+
+    mechanism: str
+    scale: float
+    threshold: int
+    l0: int
+    cost: Fraction  # ρ (zcdp) or ε (basic) of its map
+    delta: Fraction  # δ of its map
+    error95: int  # of the noisy unit counts
+
+
+@dataclass(frozen=True)
+class NoisePlan:
+    """Everything the noise step needs, derived from the plan and (ε, δ) only.
+
+    ``epsilon``/``delta`` are the query's stated guarantee; ``cost`` is what the ledger is
+    charged. Under zcdp, ``conversion_delta`` is the δ of the CKS20 conversion and
+    ``epsilon_bound`` = cks20_epsilon(cost.amount, conversion_delta) ≤ ``epsilon``.
+    """
+
+    accounting: Accounting
+    stats: tuple[StatisticNoise, ...]
+    selection: SelectionNoise | None
+    units_column: str | None
+    epsilon: Fraction
+    delta: Fraction
+    cost: Cost
+    conversion_delta: Fraction | None
+    epsilon_bound: float
+
+    def stat(self, column: str) -> StatisticNoise:
+        """The noise of the statistic called ``column`` (KeyError if none)."""
+        for s in self.stats:
+            if s.column == column:
+                return s
+        raise KeyError(column)
+
+
+def _check_request(epsilon: Fraction, delta: Fraction, accounting: str, selection: bool) -> None:
+    if accounting not in ("zcdp", "basic"):
+        raise ValueError(f"unknown accounting mode {accounting!r}")
+    if epsilon <= 0:
+        raise InvalidParameterValue("dp.epsilon must be greater than 0", hint="SET dp.epsilon = 0.5")
+    if not 0 <= delta < 1:
+        raise InvalidParameterValue("dp.delta must be in [0, 1)", hint="SET dp.delta = 1e-7")
+    if delta == 0 and (accounting == "zcdp" or selection):
+        why = "zCDP accounting" if accounting == "zcdp" else "grouping by keys without declared values"
+        raise InvalidParameterValue(f"dp.delta must be greater than 0 for {why}", hint="SET dp.delta = 1e-7")
+
+
+def _units_stat(plan: ReleasePlan) -> Statistic | None:
+    if not plan.partition_selection:
+        return None
+    if plan.units_column is None:
+        raise ValueError("a plan with partition selection must name its units column")
+    for s in plan.stats:
+        if s.column == plan.units_column:
+            if s.kind != "units" or s.max_contribution != 1:
+                raise ValueError("the units column must be a 'units' statistic with max_contribution 1")
+            return s
+    return None
+
+
+def _positive_weight(s: Statistic) -> int:
+    if isinstance(s.weight, bool) or not isinstance(s.weight, int) or s.weight < 1:
+        raise ValueError(f"statistic {s.column}: weight must be a positive integer")
+    return s.weight
+
+
+def _threshold_for(
+    make: Callable[[float, int], ThresholdMechanism], scale: float, l0: int, delta_target: Fraction
+) -> ThresholdMechanism:
+    """The mechanism with the smallest integer threshold whose map δ ≤ delta_target."""
+
+    def ok(t: int) -> bool:
+        return make(scale, t).map(l0)[1] <= delta_target
+
+    hi = 1
+    while not ok(hi):
+        hi *= 2
+        if hi > _MAX_THRESHOLD:
+            raise UnsupportedQuery("dp.delta is too small for partition selection", hint="raise dp.delta")
+    lo = hi // 2  # not ok (or 0)
+    while hi - lo > 1:
+        mid = (lo + hi) // 2
+        if ok(mid):
+            hi = mid
+        else:
+            lo = mid
+    return make(scale, hi)
+
+
+def _selection(accounting: Accounting, l0: int, share: Fraction, delta_sel: Fraction) -> SelectionNoise:
+    """Calibrate the threshold mechanism: scale from the ρ/ε share, threshold from δ_sel."""
+    make: Callable[[float, int], ThresholdMechanism] = (
+        make_gaussian_threshold if accounting == "zcdp" else make_laplace_threshold
+    )
+    scale = gaussian_sigma(l0, 1, share) if accounting == "zcdp" else laplace_scale(l0, 1, share)
+    for _ in range(64):
+        mech = _threshold_for(make, scale, l0, delta_sel)
+        cost, delta = mech.map(l0)
+        if cost <= share:
+            break
+        scale = math.nextafter(scale, math.inf) * (1 + 1e-12)  # OpenDP's float map rounds outward
+    else:  # pragma: no cover - OpenDP's map is within a few ulps of the exact one
+        raise RuntimeError("could not calibrate partition selection")
+    error = discrete_gaussian_error(scale) if accounting == "zcdp" else discrete_laplace_error(scale)
+    return SelectionNoise(mech.name, scale, mech.threshold, l0, cost, delta, error)
+
+
+def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting: Accounting) -> NoisePlan:
+    """Noise scales, thresholds and the exact cost that make this query alone (ε, δ)-DP.
+
+    Pure and deterministic. The cost is the sum of the mechanisms' own privacy maps applied to
+    the plan's sensitivities (never the target), and is guaranteed ≤ the target: Σρ ≤ ρ_q under
+    zcdp, Σε ≤ ε under basic, selection δ ≤ δ_sel. Raises InvalidParameterValue for a bad (ε, δ)
+    and UnsupportedQuery when the needed noise is beyond the samplers' range.
+    """
+    eps, dlt = Fraction(epsilon), Fraction(delta)
+    selection_needed = plan.partition_selection
+    _check_request(eps, dlt, accounting, selection_needed)
+    l0 = plan.max_groups
+    if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
+        raise ValueError("plan.max_groups must be a positive integer")
+    units = _units_stat(plan)
+    own = [s for s in plan.stats if units is None or s.column != units.column]
+    sel_weight = 0
+    if selection_needed:
+        sel_weight = _positive_weight(units) if units is not None else 1
+    total_weight = sum(_positive_weight(s) for s in own) + sel_weight
+
+    if accounting == "zcdp":
+        delta_sel = dlt * SELECTION_DELTA_SHARE if selection_needed else Fraction(0)
+        delta_conv: Fraction | None = dlt - delta_sel
+        budget = rho_for_epsilon(eps, delta_conv)
+    else:
+        delta_sel = dlt if selection_needed else Fraction(0)
+        delta_conv = None
+        budget = eps
+
+    if total_weight == 0:  # nothing to noise (should not happen)
+        return NoisePlan(accounting, (), None, None, eps, dlt, Cost.zero(accounting), delta_conv, 0.0)
+
+    try:
+        stats: list[StatisticNoise] = []
+        spent = Fraction(0)
+        for s in own:
+            share = budget * _positive_weight(s) / total_weight
+            if accounting == "zcdp":
+                mech = make_discrete_gaussian(gaussian_sigma(l0, s.max_contribution, share))
+                err = discrete_gaussian_error(mech.scale)
+            else:
+                mech = make_discrete_laplace(laplace_scale(l0, s.max_contribution, share))
+                err = discrete_laplace_error(mech.scale)
+            cost = mech.map(l0, s.max_contribution)
+            if cost > share:  # pragma: no cover - guaranteed by gaussian_sigma / laplace_scale
+                raise RuntimeError("calibration produced a map above its share")
+            spent += cost
+            stats.append(
+                StatisticNoise(s.column, mech.name, mech.scale, err, s.grid, l0, s.max_contribution, cost)
+            )
+
+        selection: SelectionNoise | None = None
+        sel_delta = Fraction(0)
+        if selection_needed:
+            share = budget * sel_weight / total_weight
+            selection = _selection(accounting, l0, share, delta_sel)
+            spent += selection.cost
+            sel_delta = selection.delta
+            if units is not None:
+                stats.append(
+                    StatisticNoise(
+                        units.column,
+                        selection.mechanism,
+                        selection.scale,
+                        selection.error95,
+                        units.grid,
+                        l0,
+                        1,
+                        Fraction(0),
+                        from_selection=True,
+                    )
+                )
+    except ScaleOutOfRange as e:
+        raise UnsupportedQuery(
+            "this query needs more noise than dpsql can sample",
+            hint="raise dp.epsilon, or query a column with narrower declared bounds",
+        ) from e
+
+    if spent > budget or sel_delta > delta_sel:  # pragma: no cover - defensive
+        raise RuntimeError("calibrated cost exceeds the query's budget")
+    order = {s.column: i for i, s in enumerate(plan.stats)}
+    stats.sort(key=lambda n: order[n.column])
+    bound = cks20_epsilon(spent, delta_conv) if delta_conv is not None else float(spent)
+    return NoisePlan(
+        accounting=accounting,
+        stats=tuple(stats),
+        selection=selection,
+        units_column=plan.units_column if selection_needed else None,
+        epsilon=eps,
+        delta=dlt,
+        cost=Cost(accounting, spent, sel_delta),
+        conversion_delta=delta_conv,
+        epsilon_bound=bound,
+    )
