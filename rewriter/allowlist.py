@@ -193,6 +193,8 @@ def _check_node(node: exp.Expression) -> None:
             raise UnsupportedQuery("LIKE needs a literal pattern", hint="write the pattern as a string literal")
     elif isinstance(node, exp.Select) and node.args.get("distinct") is not None and node.args["distinct"].args.get("on"):
         raise PrivacyViolation("DISTINCT ON picks individual rows", hint="use GROUP BY with aggregates")
+    elif isinstance(node, exp.Select) and node.parent is not None:
+        _check_inner_select(node)
     for name, reason in RAW_VALUE_AGGREGATES.items():
         if isinstance(node, name):
             raise PrivacyViolation(
@@ -221,6 +223,16 @@ def _check_node(node: exp.Expression) -> None:
         )
     if cls not in _ALLOWED:
         raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+
+
+def _check_inner_select(node: exp.Select) -> None:
+    """A subquery or CTE may not pick, order or deduplicate rows before the outer aggregation (R13)."""
+    for arg, what in (("limit", "LIMIT"), ("offset", "OFFSET"), ("order", "ORDER BY"), ("distinct", "DISTINCT")):
+        if node.args.get(arg) is not None:
+            raise PrivacyViolation(
+                f"{what} inside a subquery would act on individual rows before aggregation",
+                hint=f"apply {what} to the outer, aggregated query instead",
+            )
 
 
 def _check_table(node: exp.Table) -> None:

@@ -52,6 +52,13 @@ def resolve_tables(tree: exp.Expression, catalog: Catalog) -> TableRefs:
     cte_names = {cte.alias_or_name.lower() for cte in tree.find_all(exp.CTE)}
     found: list[TableInfo] = []
     for table in tree.find_all(exp.Table):
+        if not isinstance(table.this, exp.Identifier):
+            raise PrivacyViolation(
+                "table functions (read_csv, read_parquet, generate_series …) are not allowed",
+                hint="query the tables listed by \\dt",
+            )
+        if isinstance(table.parent, exp.Into):
+            raise PrivacyViolation("SELECT INTO writes data; dpsql is read-only", hint="remove INTO")
         name = _ident(table.this)
         db = _ident(table.args.get("db")) if table.args.get("db") is not None else None
         if db is None and name in cte_names:
