@@ -34,9 +34,7 @@ class ScramVerifier:
     server_key: bytes
 
     def __str__(self) -> str:
-        return (
-            f"{MECHANISM}${self.iterations}:{_b64(self.salt)}${_b64(self.stored_key)}:{_b64(self.server_key)}"
-        )
+        return f"{MECHANISM}${self.iterations}:{_b64(self.salt)}${_b64(self.stored_key)}:{_b64(self.server_key)}"
 
 
 def scram_verifier(password: str, iterations: int = MIN_ITERATIONS, *, salt: bytes | None = None) -> str:
@@ -78,9 +76,7 @@ def check_password(password: str, verifier: str) -> bool:
     for a wrong password (ValueError only for a malformed verifier)."""
     v = parse_verifier(verifier)
     try:
-        _, stored, server, _ = scramp.ScramMechanism(MECHANISM).make_auth_info(
-            password, iteration_count=v.iterations, salt=v.salt
-        )
+        _, stored, server, _ = scramp.ScramMechanism(MECHANISM).make_auth_info(password, iteration_count=v.iterations, salt=v.salt)
     except scramp.ScramException:
         return False
     return hmac.compare_digest(stored, v.stored_key) & hmac.compare_digest(server, v.server_key)

@@ -70,9 +70,7 @@ class BackendSession(ABC):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 
@@ -103,9 +101,7 @@ class Backend(ABC):
     def __enter__(self) -> Self:
         return self
 
-    def __exit__(
-        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
-    ) -> None:
+    def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None) -> None:
         self.close()
 
 
@@ -116,20 +112,14 @@ class Backend(ABC):
 def execution_failed() -> ExecutionFailed:
     """The error for any engine failure: a fixed message that says nothing about the data."""
     return ExecutionFailed(
-        "the query failed while executing; the cause is withheld because engine messages "
-        "can contain private data",
-        hint="queries that dpsql rewrites should not fail on data; "
-        "if this repeats, report the query to the operator",
+        "the query failed while executing; the cause is withheld because engine messages can contain private data",
+        hint="queries that dpsql rewrites should not fail on data; if this repeats, report the query to the operator",
     )
 
 
 def query_canceled(reason: CancelReason) -> QueryCanceled:
     """The error for a statement stopped by its timeout or by a cancel request (57014)."""
-    hint = (
-        "simplify the query, or ask the operator to raise [limits] statement_timeout"
-        if reason == "timeout"
-        else None
-    )
+    hint = "simplify the query, or ask the operator to raise [limits] statement_timeout" if reason == "timeout" else None
     return QueryCanceled(_CANCEL_MESSAGES[reason], hint=hint)
 
 
@@ -143,10 +133,7 @@ def out_of_memory() -> ResourceExhausted:
 
 def not_one_select(count: int) -> UnsupportedQuery:
     """The error for SQL that is not exactly one SELECT statement (a bug in the caller, 0A000)."""
-    if count == 1:
-        what = "a statement that is not a SELECT"
-    else:
-        what = "no statement" if count == 0 else f"{count} statements"
+    what = {0: "no statement", 1: "a statement that is not a SELECT"}.get(count, f"{count} statements")
     return UnsupportedQuery(
         f"the execution backend runs exactly one SELECT statement at a time, and was given {what}",
         hint="send one SELECT per query",

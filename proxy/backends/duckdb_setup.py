@@ -66,9 +66,7 @@ def open_locked(policy: Policy, database: Path | None = None) -> LockedDatabase:
     if path is not None and not Path(path).is_file():
         raise PolicyError(fname, "source.duckdb", f"the database file {path} does not exist")
     if path is None and policy.source.postgres is not None:
-        raise PolicyError(
-            fname, "source.postgres", "names a PostgreSQL source, which the DuckDB backend cannot serve"
-        )
+        raise PolicyError(fname, "source.postgres", "names a PostgreSQL source, which the DuckDB backend cannot serve")
     for tp in policy.tables.values():
         if tp.file is not None and not tp.file.is_file():
             raise PolicyError(fname, f"tables.{tp.name}.file", f"the file {tp.file} does not exist")

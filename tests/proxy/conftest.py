@@ -57,9 +57,7 @@ def source_db(tmp_path: Path) -> Path:
     )
     con.execute("CREATE TABLE Hidden AS SELECT 1 AS x")
     con.execute("CREATE SCHEMA sales")
-    con.execute(
-        'CREATE TABLE sales."Orders" AS SELECT range AS customer_id, range * 2.0 AS "Amount" FROM range(10)'
-    )
+    con.execute('CREATE TABLE sales."Orders" AS SELECT range AS customer_id, range * 2.0 AS "Amount" FROM range(10)')
     con.close()
     return path
 
@@ -70,13 +68,9 @@ def data_files(tmp_path: Path) -> dict[str, Path]:
     parquet = tmp_path / "departments.parquet"
     csv = tmp_path / "labs.csv"
     con = duckdb.connect()
+    con.execute(f"COPY (SELECT range::INTEGER AS department_id, 'dept' || range AS name FROM range(8)) TO '{parquet}' (FORMAT parquet)")
     con.execute(
-        f"COPY (SELECT range::INTEGER AS department_id, 'dept' || range AS name FROM range(8)) "
-        f"TO '{parquet}' (FORMAT parquet)"
-    )
-    con.execute(
-        f"COPY (SELECT range AS patient_id, range % 5 AS test, range * 0.5 AS value FROM range(50)) "
-        f"TO '{csv}' (FORMAT csv, HEADER)"
+        f"COPY (SELECT range AS patient_id, range % 5 AS test, range * 0.5 AS value FROM range(50)) TO '{csv}' (FORMAT csv, HEADER)"
     )
     con.close()
     return {"parquet": parquet, "csv": csv}

@@ -19,9 +19,7 @@ from dpsql.schema import build_catalog
 
 from .conftest import SECRET
 
-SLOW = (
-    "SELECT sum(a.range * b.range + length(a.range::VARCHAR)) FROM range(1000000000) a, range(1000000000) b"
-)
+SLOW = "SELECT sum(a.range * b.range + length(a.range::VARCHAR)) FROM range(1000000000) a, range(1000000000) b"
 
 
 def _chain_text(e: BaseException) -> str:
@@ -102,16 +100,11 @@ def test_parquet_and_csv_tables(backend: DuckDBBackend) -> None:
         r = s.execute("SELECT test, count(*) AS n, sum(value) FROM labs GROUP BY test ORDER BY test")
         assert r.columns == ("test", "n", 'sum("value")')
         assert [row[:2] for row in r.rows] == [(t, 10) for t in range(5)]
-        joined = s.execute(
-            "SELECT d.name, count(*) FROM labs l JOIN departments d ON l.test = d.department_id "
-            "GROUP BY 1 ORDER BY 1"
-        )
+        joined = s.execute("SELECT d.name, count(*) FROM labs l JOIN departments d ON l.test = d.department_id GROUP BY 1 ORDER BY 1")
         assert len(joined.rows) == 5
 
 
-def test_files_only_in_memory_database(
-    make_policy: Callable[..., Policy], data_files: dict[str, Path]
-) -> None:
+def test_files_only_in_memory_database(make_policy: Callable[..., Policy], data_files: dict[str, Path]) -> None:
     policy = make_policy(
         {
             "departments": {"public": True, "file": str(data_files["parquet"])},
@@ -330,9 +323,7 @@ def test_missing_database_is_not_created(make_policy: Callable[..., Policy], tmp
     assert not missing.exists()
 
 
-def test_database_argument_overrides_policy(
-    make_policy: Callable[..., Policy], source_db: Path, tmp_path: Path
-) -> None:
+def test_database_argument_overrides_policy(make_policy: Callable[..., Policy], source_db: Path, tmp_path: Path) -> None:
     elsewhere = {"duckdb": str(tmp_path / "x.duckdb")}
     policy = make_policy({"visits": {"privacy_unit": "patient_id"}}, source=elsewhere)
     with DuckDBBackend(policy, database=source_db) as b, b.session() as s:
