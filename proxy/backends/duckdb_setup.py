@@ -11,7 +11,8 @@ holds exactly one object per policy table:
 
 Because every session's cursor shares the in-memory catalog, ``visits`` and ``main.visits``
 resolve for every session without a per-cursor ``USE``. The policy's logical schema ``public``
-is DuckDB's ``main``. After the objects exist the connection is locked: no extension can be
+is DuckDB's ``main``; a ``public`` schema of views onto ``main`` makes ``public.visits`` (as
+SQL generated with PostgreSQL's schema names says) resolve too. After the objects exist the connection is locked: no extension can be
 installed, loaded or auto-loaded, no file other than the mapped Parquet files can be read,
 nothing can be written, and no setting can change. Spilled intermediate results go to a
 private temporary directory (mode 0700) that :meth:`LockedDatabase.close` removes.
@@ -119,9 +120,10 @@ def _create_objects(con: duckdb.DuckDBPyConnection, policy: Policy, path: Path |
     for tp in policy.tables.values():
         schema = duckdb_schema(tp.schema)
         key = f"tables.{tp.name}"
-        if (schema, tp.table) in made:
-            raise PolicyError(fname, key, f"is the same DuckDB table as tables.{made[schema, tp.table]}")
-        made[schema, tp.table] = tp.name
+        for alias in {schema, tp.schema}:  # a public table is also reachable as public.t
+            if (alias, tp.table) in made:
+                raise PolicyError(fname, key, f"is the same DuckDB table as tables.{made[alias, tp.table]}")
+            made[alias, tp.table] = tp.name
         if schema != "main":
             con.execute(f"CREATE SCHEMA IF NOT EXISTS {_ident(schema)}")
         target = f"{_ident(schema)}.{_ident(tp.table)}"
@@ -134,7 +136,17 @@ def _create_objects(con: duckdb.DuckDBPyConnection, policy: Policy, path: Path |
             raise PolicyError(fname, key, f"table {tp.qualified} is not in {where}")
         origin = f"{SOURCE_CATALOG}.{_ident(found[0])}.{_ident(found[1])}"
         con.execute(f"CREATE VIEW {target} AS SELECT * FROM {origin}")
+    _alias_public(con, [tp for tp in policy.tables.values() if tp.schema == "public"])
     return allowed
+
+
+def _alias_public(con: duckdb.DuckDBPyConnection, tables: list[TablePolicy]) -> None:
+    """Make ``public.t`` name the same object as ``main.t``, so SQL written for PostgreSQL's
+    schema names (``"public"."visits"``) runs unchanged."""
+    if tables:
+        con.execute("CREATE SCHEMA IF NOT EXISTS public")
+    for tp in tables:
+        con.execute(f"CREATE VIEW public.{_ident(tp.table)} AS SELECT * FROM main.{_ident(tp.table)}")
 
 
 def _map_file(con: duckdb.DuckDBPyConnection, tp: TablePolicy, target: str, fname: str) -> list[str]:

@@ -90,6 +90,8 @@ def test_queries_resolve_public_as_main(backend: DuckDBBackend) -> None:
     with backend.session() as s:
         assert s.execute("SELECT count(*) FROM visits").rows == [(100,)]
         assert s.execute("SELECT count(*) FROM main.visits").rows == [(100,)]
+        assert s.execute('SELECT count(*) FROM "public"."visits" AS "visits"').rows == [(100,)]  # as the rewriter emits
+        assert s.execute("SELECT count(*) FROM public.departments").rows == [(8,)]
         assert s.execute("SELECT count(*) AS n FROM sales.orders").columns == ("n",)
 
 
@@ -302,6 +304,16 @@ def test_a_slow_session_does_not_block_another(backend: DuckDBBackend) -> None:
 
 
 # --- startup checks ------------------------------------------------------------------------
+
+
+def test_public_and_main_collide(make_policy: Callable[..., Policy], source_db: Path) -> None:
+    policy = make_policy(
+        {"visits": {"privacy_unit": "patient_id"}, "main.visits": {"privacy_unit": "patient_id"}},
+        source={"duckdb": str(source_db)},
+    )
+    with pytest.raises(PolicyError) as info:
+        DuckDBBackend(policy)
+    assert info.value.key == "tables.main.visits"
 
 
 def test_missing_table_is_a_policy_error(make_policy: Callable[..., Policy], source_db: Path) -> None:
