@@ -35,7 +35,7 @@ from dpsql.proxy.backends.base import (
     query_canceled,
     session_closed,
 )
-from dpsql.proxy.backends.duckdb_setup import open_locked
+from dpsql.proxy.backends.duckdb_setup import LockedDatabase, open_locked
 from dpsql.proxy.backends.duckdb_types import pg_type_name
 from dpsql.proxy.backends.watchdog import Watchdog
 
@@ -51,6 +51,8 @@ class DuckDBBackend(Backend):
     ``database`` overrides ``[source] duckdb``; when both are None the database is in memory
     and holds only the policy's file-mapped (Parquet/CSV) tables. The source file is opened
     read-only and never created. Raises PolicyError when the policy does not fit the source.
+    A backend that is never closed is closed when it is garbage-collected (its sessions keep it
+    alive) or at interpreter exit, so its spill directory does not outlive the process.
     """
 
     dialect = "duckdb"
@@ -62,6 +64,7 @@ class DuckDBBackend(Backend):
         self._sessions: weakref.WeakSet[DuckDBSession] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
+        self._finalizer = weakref.finalize(self, _shutdown, self._sessions, self._watchdog, self._db)
 
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         """Columns and PostgreSQL types of every policy table, from metadata read at startup."""
@@ -72,7 +75,7 @@ class DuckDBBackend(Backend):
         with self._lock:
             if self._closed:
                 raise session_closed()
-            s = DuckDBSession(self._db.connection.cursor(), self._watchdog, self._timeout)
+            s = DuckDBSession(self._db.connection.cursor(), self._watchdog, self._timeout, owner=self)
             self._sessions.add(s)
         return s
 
@@ -82,17 +85,22 @@ class DuckDBBackend(Backend):
             if self._closed:
                 return
             self._closed = True
-            sessions = list(self._sessions)
-        for s in sessions:
-            s.close()
-        self._watchdog.close()
-        self._db.close()
+        self._finalizer()
+
+
+def _shutdown(sessions: weakref.WeakSet[DuckDBSession], watchdog: Watchdog, db: LockedDatabase) -> None:
+    """Close every session, the watchdog and the database (runs once, from close() or finalize)."""
+    for s in list(sessions):
+        s.close()
+    watchdog.close()
+    db.close()
 
 
 class DuckDBSession(BackendSession):
     """One DuckDB cursor with a statement timeout and a thread-safe cancel."""
 
-    def __init__(self, cursor: duckdb.DuckDBPyConnection, watchdog: Watchdog, default_timeout: float) -> None:
+    def __init__(self, cursor: duckdb.DuckDBPyConnection, watchdog: Watchdog, default_timeout: float, *, owner: object = None) -> None:
+        self._owner = owner  # keeps the backend (and so the database) alive while the session is
         self._cur = cursor
         self._watchdog = watchdog
         self._default_timeout = default_timeout

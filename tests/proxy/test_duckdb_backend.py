@@ -367,6 +367,28 @@ def test_not_a_duckdb_file(make_policy: Callable[..., Policy], tmp_path: Path) -
     assert info.value.key == "source.duckdb"
 
 
+def test_unclosed_backend_is_finalized(policy: Policy) -> None:
+    import gc
+
+    b = DuckDBBackend(policy)
+    s = b.session()
+    spill = b._db.spill_dir
+    del b
+    gc.collect()
+    assert spill.exists()  # the session keeps the backend alive
+    assert s.execute("SELECT count(*) FROM visits").rows == [(100,)]
+    del s
+    gc.collect()
+    assert not spill.exists()
+
+
+def test_timestamptz_results(backend: DuckDBBackend) -> None:
+    pytest.importorskip("pytz", reason="duckdb needs pytz to return TIMESTAMP WITH TIME ZONE values")
+    with backend.session() as s:
+        r = s.execute("SELECT min(tstz) AS t FROM visits")
+        assert r.types == ("timestamptz",) and r.rows[0][0].year == 2024
+
+
 def test_closed_backend(policy: Policy) -> None:
     b = DuckDBBackend(policy)
     s = b.session()
