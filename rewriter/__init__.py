@@ -65,7 +65,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     qualified = qualify_names(tree, catalog)
     if not refs.private:
         return Rewrite(
-            sql=emit(qualified, dialect),
+            sql=emit(physical_names(qualified.copy(), dialect), dialect),
             dialect=dialect,
             plan=None,
             outputs=_public_outputs(qualified, names, catalog),
@@ -127,7 +127,9 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         aggregates=bounded.aggregates,
         outputs=post.outputs,
         keys_public=bounded.keys_public,
-        public_keys_sql=emit(bounded.public_keys_query, dialect) if bounded.public_keys_query is not None else None,
+        public_keys_sql=(
+            emit(physical_names(bounded.public_keys_query, dialect), dialect) if bounded.public_keys_query is not None else None
+        ),
         units_column=bounded.units_column,
         post_sql=post.sql,
         post_types=post.types,
@@ -136,7 +138,18 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         tables=(info.policy.qualified,),
         description=tuple(notes),
     )
-    return Rewrite(sql=emit(bounded.query, dialect), dialect=dialect, plan=plan, outputs=post.outputs)
+    return Rewrite(sql=emit(physical_names(bounded.query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def physical_names(tree: exp.Expression, dialect: str) -> exp.Expression:
+    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema."""
+    if dialect != "duckdb":
+        return tree
+    for table in tree.find_all(exp.Table):
+        db = table.args.get("db")
+        if isinstance(db, exp.Identifier) and db.this == "public":
+            table.set("db", exp.to_identifier("main", quoted=db.quoted))
+    return tree
 
 
 def _relations(select: exp.Expression, catalog: Catalog) -> dict[str, TableInfo]:

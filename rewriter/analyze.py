@@ -130,7 +130,7 @@ def _is_unit(node: exp.Expression, alias: str, unit: str) -> bool:
 
 
 def _classify(node: exp.Expression, alias: str, unit: str | None) -> AggregateSpec:
-    label = node.sql("postgres")
+    label = node.sql("postgres", identify=False).replace('"', "")
     condition: exp.Expression | None = None
     if isinstance(node, exp.Filter):
         where = node.expression

@@ -1,0 +1,275 @@
+"""The query engine: policy + backend + ledger, and per-connection sessions that answer SQL.
+
+One :class:`Engine` serves a policy; each connection (or embedding caller) opens a
+:class:`Session` for one user. A private query goes: rewrite (pure) → calibrate (pure) →
+public key set (public data only) → **charge the ledger, durably** → run the bounded SQL →
+noise → post-processing. Nothing computed from private rows is returned, logged or put in an
+error before noise: engine errors are replaced by fixed messages, and the charge stands whatever
+happens after it (R22).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import threading
+import time
+import uuid
+from collections import OrderedDict
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from dpsql.accountant.costs import Cost
+from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
+from dpsql.accountant.ledger import Ledger, open_ledger
+from dpsql.accountant.noise import release
+from dpsql.accountant.planner import NoisePlan, calibrate
+from dpsql.proxy.backends.base import Backend, BackendSession
+from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.settings import DPSettings
+from dpsql.rewriter import rewrite
+from dpsql.rewriter.plan import ReleasePlan, Rewrite
+from dpsql.rewriter.post import NOISY_TABLE
+from dpsql.rewriter.postprocess import aggregate_values, output_rows
+
+from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
+from dpsql.policy import Policy
+from dpsql.schema import Catalog, build_catalog
+
+_REWRITE_CACHE_SIZE = 2048
+
+
+@dataclass
+class Result:
+    """What a statement returns: columns with PostgreSQL types, rows, notices and a command tag."""
+
+    columns: tuple[str, ...]
+    types: tuple[str, ...]
+    rows: list[tuple[Any, ...]]
+    command: str = "SELECT"
+    notices: list[str] = field(default_factory=list)
+    cost: Cost | None = None
+
+    @property
+    def tag(self) -> str:
+        """The PostgreSQL command tag, e.g. ``SELECT 3``."""
+        return f"SELECT {len(self.rows)}" if self.command == "SELECT" else self.command
+
+
+class Engine:
+    """A policy served over one backend and one ledger. Thread-safe; share it between sessions."""
+
+    def __init__(self, policy: Policy, backend: Backend, ledger: Ledger | None = None) -> None:
+        self.policy = policy
+        self.backend = backend
+        self.catalog: Catalog = build_catalog(policy, backend.describe())
+        self.ledger = ledger if ledger is not None else open_ledger(policy)
+        self.post = PostProcessor()
+        self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def session(self, user: str) -> Session:
+        """A new session for ``user``; PermissionError-style DPSQLError if the policy doesn't list them."""
+        if self.policy.user(user) is None:
+            raise DPSQLError(f'role "{user}" is not allowed to connect', hint="ask the operator to add the user to the policy",
+                             sqlstate="28000")
+        return Session(self, user)
+
+    def rewrite(self, sql: str) -> Rewrite:
+        """The (cached) rewrite of ``sql`` for this backend's dialect; pure, so safe to cache by text."""
+        key = (sql, self.backend.dialect)
+        with self._lock:
+            hit = self._rewrites.get(key)
+            if hit is not None:
+                self._rewrites.move_to_end(key)
+                return hit
+        result = rewrite(sql, self.catalog, dialect=self.backend.dialect)
+        with self._lock:
+            self._rewrites[key] = result
+            if len(self._rewrites) > _REWRITE_CACHE_SIZE:
+                self._rewrites.popitem(last=False)
+        return result
+
+    def close(self) -> None:
+        """Close the backend, the ledger and the post-processor."""
+        try:
+            self.backend.close()
+        finally:
+            self.ledger.close()
+            self.post.close()
+
+
+class Session:
+    """One user's connection: DP settings, a backend session and the query path. Not thread-safe."""
+
+    def __init__(self, engine: Engine, user: str) -> None:
+        self.engine = engine
+        self.user = user
+        self.id = uuid.uuid4().hex
+        self.settings = DPSettings(engine.policy, user)
+        self._backend: BackendSession | None = None
+
+    # ----------------------------------------------------------------------------------------- API
+
+    def execute(self, sql: str) -> Result:
+        """Answer one statement: a DP query, a query over public tables, EXPLAIN, a ``dp.*`` setting
+        or the ``dpsql.budget`` view. Raises DPSQLError (with SQLSTATE) on refusal or failure."""
+        from dpsql.proxy.commands import classify
+
+        command = classify(sql)
+        if command.kind == "set":
+            self.settings.set(command.name, command.value)
+            return Result((), (), [], command="SET")
+        if command.kind == "reset":
+            self.settings.reset(command.name)
+            return Result((), (), [], command="RESET")
+        if command.kind == "show":
+            name, value = self.settings.show(command.name)
+            return Result((name,), ("text",), [(value,)], command="SHOW")
+        if command.kind == "explain":
+            from dpsql.proxy.explain import explain_rows
+
+            rw, noise = self.plan(command.query)
+            lines = explain_rows(rw, noise, self.engine.policy)
+            return Result(("QUERY PLAN",), ("text",), [(line,) for line in lines], command="EXPLAIN")
+        if command.kind == "budget":
+            return self.budget_query(command.query)
+        return self.query(command.query)
+
+    def plan(self, sql: str) -> tuple[Rewrite, NoisePlan | None]:
+        """Rewrite and calibrate ``sql`` at the session's (ε, δ); reads no data, spends nothing."""
+        rw = self.engine.rewrite(sql)
+        if rw.plan is None:
+            return rw, None
+        eps, delta = self.settings.epsilon, self.settings.delta
+        return rw, calibrate(rw.plan, eps, delta, self.engine.policy.privacy.accounting)
+
+    def limits(self) -> ScopeLimits:
+        """The session, user and global filters that apply to this session's queries."""
+        return limits_for(self.engine.policy, self.user, self.settings.session_epsilon)
+
+    def budget(self) -> list[BudgetStatus]:
+        """Spent and remaining budget of each filter, now."""
+        return self.engine.ledger.status(self.user, self.id, self.limits(), time.time())
+
+    def close(self) -> None:
+        """Release the backend session (a running statement is canceled)."""
+        if self._backend is not None:
+            self._backend.close()
+            self._backend = None
+
+    def cancel(self) -> None:
+        """Cancel the running statement, if any (thread-safe). Its charge stands."""
+        backend = self._backend
+        if backend is not None:
+            backend.cancel()
+
+    # ---------------------------------------------------------------------------------- internals
+
+    @property
+    def backend(self) -> BackendSession:
+        if self._backend is None:
+            self._backend = self.engine.backend.session()
+        return self._backend
+
+    def query(self, sql: str) -> Result:
+        """Run a SELECT: over public tables as is, over private tables with DP."""
+        rw, noise = self.plan(sql)
+        if rw.plan is None:
+            rs = self.backend.execute(rw.sql, timeout=self.engine.policy.limits.statement_timeout)
+            names = tuple(o.name for o in rw.outputs) if len(rw.outputs) == len(rs.columns) else rs.columns
+            return Result(names, rs.types, rs.rows)
+        assert noise is not None
+        return self._private(sql, rw, rw.plan, noise)
+
+    def _private(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
+        limits = self.engine.policy.limits
+        public_keys: list[tuple[Any, ...]] | None = None
+        if plan.keys_public and plan.public_keys_sql is not None:
+            # Public data only: read before the charge, and refuse oversized key sets for free.
+            keys_rs = self.backend.execute(plan.public_keys_sql, timeout=limits.statement_timeout)
+            public_keys = list(dict.fromkeys(tuple(r) for r in keys_rs.rows))
+            if len(public_keys) > plan.max_released_groups:
+                raise LimitExceeded(
+                    f"the query would release {len(public_keys)} groups, more than the limit of {plan.max_released_groups}",
+                    hint="group by fewer columns or filter the groups",
+                )
+
+        query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
+        self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), time.time(), query_hash)
+        # ---- from here on, the charge stands whatever happens ----
+        rs = self.backend.execute(rw.sql, timeout=limits.statement_timeout)
+        nkeys = len(plan.keys)
+        stat_cols = [s.column for s in plan.stats]
+        index = {c: i for i, c in enumerate(rs.columns)}
+        try:
+            key_idx = [index[k.column] for k in plan.keys]
+            col_idx = [index[c] for c in stat_cols]
+        except KeyError:
+            raise ExecutionFailed("the bounded query returned an unexpected shape") from None
+
+        if public_keys is not None:
+            by_key = {tuple(r[i] for i in key_idx): r for r in rs.rows}
+            keys = public_keys
+            exact = {c: [int(by_key[k][j]) if k in by_key else 0 for k in keys] for c, j in zip(stat_cols, col_idx, strict=True)}
+        else:
+            keys = [tuple(r[i] for i in key_idx) for r in rs.rows] if nkeys else [()]
+            rows = rs.rows if nkeys or rs.rows else [tuple(0 for _ in rs.columns)]
+            exact = {c: [int(r[j] or 0) for r in rows] for c, j in zip(stat_cols, col_idx, strict=True)}
+        units = exact.get(plan.units_column) if plan.units_column else None
+        released = release(noise, exact, units)
+        kept_keys = [keys[i] for i in released.kept]
+        notices: list[str] = []
+        if len(kept_keys) > plan.max_released_groups:
+            order = sorted(range(len(kept_keys)), key=lambda j: -released.values[plan.units_column or stat_cols[0]][j])
+            keep = sorted(order[: plan.max_released_groups])
+            kept_keys = [kept_keys[j] for j in keep]
+            released_values = {c: [v[j] for j in keep] for c, v in released.values.items()}
+            notices.append(f"result truncated to the {plan.max_released_groups} largest groups (by noisy count)")
+        else:
+            released_values = dict(released.values)
+        values = aggregate_values(plan, released_values, len(kept_keys))
+        if plan.post_sql is None:
+            out_rows = output_rows(plan, kept_keys, values)
+        else:
+            data: list[Sequence[Any]] = [[k[i] for k in kept_keys] for i in range(nkeys)]
+            data += values
+            _, out_rows = self.engine.post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
+        notices.insert(0, self._cost_notice(noise))
+        return Result(
+            tuple(o.name for o in plan.outputs),
+            tuple(o.pg_type for o in plan.outputs),
+            out_rows,
+            notices=notices,
+            cost=noise.cost,
+        )
+
+    def _cost_notice(self, noise: NoisePlan) -> str:
+        try:
+            status = {s.scope: s for s in self.budget()}
+        except DPSQLError:
+            status = {}
+        user = status.get("user")
+        left = f"; remaining for {self.user}: ε={user.remaining_epsilon:.4g}" if user and user.remaining_epsilon is not None else ""
+        if user and user.remaining_delta is not None:
+            left += f", δ={float(user.remaining_delta):.3g}"
+        return f"dpsql: this query spent ε={float(noise.epsilon):g}, δ={float(noise.delta):.3g}{left}"
+
+    def budget_query(self, sql: str) -> Result:
+        """Answer a SELECT over the ``dpsql.budget`` view (no cost; reads only the ledger)."""
+        from dpsql.proxy.budget_view import BUDGET_COLUMNS, budget_rows, rewrite_budget_query
+
+        query = rewrite_budget_query(sql)
+        rows = budget_rows(self.budget())
+        data = [[r[i] for r in rows] for i in range(len(BUDGET_COLUMNS))]
+        names, out = self.engine.post.run("__dp_budget", BUDGET_COLUMNS, data, query)
+        types = tuple(_budget_type(n) for n in names)
+        return Result(tuple(names), types, out)
+
+
+def _budget_type(name: str) -> str:
+    if name == "scope" or name == "accounting":
+        return "text"
+    if name in ("window_start", "next_replenish"):
+        return "timestamptz"
+    return "float8"

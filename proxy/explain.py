@@ -1,0 +1,104 @@
+"""EXPLAIN: the rewritten SQL, the query's cost, and each output column's noise and 95% error bound.
+
+Computed from the rewrite and the calibration only: it reads no data and spends nothing.
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from dpsql.accountant.planner import NoisePlan
+from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite
+
+from dpsql.policy import Policy
+
+
+def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[str]:
+    """The lines of the ``QUERY PLAN`` column for EXPLAIN."""
+    if rw.plan is None or noise is None:
+        return [
+            "dpsql: public tables only — runs as is, no noise, no privacy cost",
+            f"{rw.dialect} SQL:",
+            f"  {rw.sql}",
+        ]
+    plan = rw.plan
+    lines = [f"dpsql differentially private query ({noise.accounting} accounting)"]
+    cost = noise.cost
+    if noise.accounting == "zcdp":
+        lines.append(
+            f"  cost: ε = {_g(noise.epsilon)}, δ = {_g(noise.delta)} for this query alone; "
+            f"charged ρ = {_g(cost.amount)} (zCDP) and δ = {_g(cost.delta)}"
+        )
+    else:
+        lines.append(f"  cost: ε = {_g(cost.amount)}, δ = {_g(cost.delta)} (pure ε summed by the budget)")
+    tp = policy.table(plan.tables[0]) if plan.tables else None
+    if tp is not None:
+        lines.append(
+            f"  contribution bounds: each {tp.privacy_unit} adds at most {tp.max_rows} row(s) to a group"
+            + (f" and touches at most {plan.max_groups} group(s)" if plan.keys else "")
+        )
+    if plan.keys:
+        labels = ", ".join(k.label for k in plan.keys)
+        if plan.keys_public:
+            lines.append(f"  groups: {labels} — public key set, every key released (absent keys get a noisy zero)")
+        else:
+            sel = noise.selection
+            assert sel is not None
+            lines.append(
+                f"  groups: {labels} — DP partition selection ({sel.mechanism}, scale {_g(sel.scale)}): a group is released "
+                f"only if its noisy count of distinct units reaches {sel.threshold}"
+            )
+    lines.append("  output columns:")
+    stats = {s.column: s for s in noise.stats}
+    agg_by_label = {i: a for i, a in enumerate(plan.aggregates)}
+    for out, src in zip(plan.outputs, _output_sources(plan), strict=False):
+        if src is None:
+            lines.append(f"    {out.name}: computed from noisy aggregates ({out.pg_type})")
+            continue
+        kind, idx = src
+        if kind == "key":
+            lines.append(f"    {out.name}: group key {plan.keys[idx].label}")
+            continue
+        agg = agg_by_label[idx]
+        lines.append(f"    {out.name}: {agg.label} — {_agg_noise(agg, stats, plan)}")
+    for d in plan.description:
+        lines.append(f"  note: {d}")
+    for s in plan.stats:
+        n = stats.get(s.column)
+        if n is None:
+            continue
+        lines.append(f"  statistic {s.column}: {s.description}; sensitivity {s.max_contribution} × {plan.max_groups} group(s)")
+    lines.append(f"  {rw.dialect} SQL:")
+    lines.append(f"    {rw.sql}")
+    if plan.post_sql:
+        lines.append("  post-processing (on noisy values):")
+        lines.append(f"    {plan.post_sql}")
+    return lines
+
+
+def _output_sources(plan: ReleasePlan) -> list[tuple[str, int] | None]:
+    if plan.output_map:
+        return list(plan.output_map)
+    return [None] * len(plan.outputs)
+
+
+def _agg_noise(agg: AggregateRelease, stats: dict, plan: ReleasePlan) -> str:
+    first = stats.get(agg.stats[0])
+    if agg.kind in ("count", "count_units", "sum") and first is not None:
+        scale = first.released_scale
+        err = first.released_error95
+        return f"{first.mechanism} noise, scale {_g(scale)}, 95% error ±{_g(err)}"
+    if agg.kind == "avg" and len(agg.stats) >= 2:
+        n, s = stats[agg.stats[0]], stats[agg.stats[1]]
+        return (
+            f"noisy centred SUM / noisy COUNT: 95% error about ±{_g(s.released_error95)}/n "
+            f"(+ count noise ±{_g(n.released_error95)}), clamped to [{_g(agg.lower)}, {_g(agg.upper)}]"
+        )
+    parts = ", ".join(f"{c}: 95% ±{_g(stats[c].released_error95)}" for c in agg.stats if c in stats)
+    return f"from noisy count, sum and sum of squares ({parts})"
+
+
+def _g(v: Fraction | float | int | None) -> str:
+    if v is None:
+        return "-"
+    return f"{float(v):.4g}"

@@ -1,0 +1,116 @@
+"""Per-session DP settings: ``dp.epsilon``, ``dp.delta``, ``dp.session_epsilon`` (DESIGN §3).
+
+``SET dp.epsilon = 0.5`` sets the (ε, δ) guarantee of each later query of the session, within the
+policy's per-query maximum. ``SET dp.session_epsilon`` can only lower the session's cap, never
+raise it. Values are kept exactly (as fractions of their decimal text).
+"""
+
+from __future__ import annotations
+
+from fractions import Fraction
+
+from dpsql.errors import DPSQLError, InvalidParameterValue
+from dpsql.policy import Policy
+
+NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting")
+
+
+def parse_number(name: str, text: str) -> Fraction:
+    """The exact value of a setting's text, or InvalidParameterValue (22023)."""
+    t = text.strip().strip("'\"").strip()
+    try:
+        value = Fraction(t)
+    except (ValueError, ZeroDivisionError):
+        raise InvalidParameterValue(f'invalid value for parameter "{name}": "{t}"', hint="give a positive number, e.g. 0.5") from None
+    return value
+
+
+class DPSettings:
+    """The DP settings of one session, validated against the policy."""
+
+    def __init__(self, policy: Policy, user: str) -> None:
+        self.policy = policy
+        self.user = policy.user(user)
+        self.epsilon: Fraction = policy.privacy.default_epsilon
+        self.delta: Fraction = policy.privacy.default_delta
+        self.session_epsilon: Fraction | None = None
+
+    def set(self, name: str, text: str) -> None:
+        """Apply ``SET name = text``; raises 22023 for a bad value, 42704 for an unknown dp.* name."""
+        name = name.lower()
+        pv = self.policy.privacy
+        if name == "dp.epsilon":
+            v = parse_number(name, text)
+            if v <= 0:
+                raise InvalidParameterValue("dp.epsilon must be greater than 0", hint="SET dp.epsilon = 0.5")
+            if v > pv.max_epsilon_per_query:
+                raise InvalidParameterValue(
+                    f"dp.epsilon {float(v):g} is above the policy's max_epsilon_per_query ({float(pv.max_epsilon_per_query):g})",
+                    hint=f"SET dp.epsilon to at most {float(pv.max_epsilon_per_query):g}",
+                )
+            self.epsilon = v
+        elif name == "dp.delta":
+            v = parse_number(name, text)
+            if v < 0 or (v == 0 and pv.accounting == "zcdp"):
+                raise InvalidParameterValue("dp.delta must be greater than 0", hint="SET dp.delta = 1e-7")
+            if v > pv.max_delta_per_query:
+                raise InvalidParameterValue(
+                    f"dp.delta {float(v):g} is above the policy's max_delta_per_query ({float(pv.max_delta_per_query):g})",
+                    hint=f"SET dp.delta to at most {float(pv.max_delta_per_query):g}",
+                )
+            self.delta = v
+        elif name == "dp.session_epsilon":
+            v = parse_number(name, text)
+            if v <= 0:
+                raise InvalidParameterValue("dp.session_epsilon must be greater than 0")
+            current = self.effective_session_cap()
+            if current is not None and v > current:
+                raise InvalidParameterValue(
+                    f"dp.session_epsilon can only be lowered (current cap {float(current):g})",
+                    hint=f"SET dp.session_epsilon to at most {float(current):g}",
+                )
+            self.session_epsilon = v
+        elif name == "dp.accounting":
+            raise InvalidParameterValue('parameter "dp.accounting" cannot be changed', hint="it is set by the policy", sqlstate="55P02")
+        else:
+            raise DPSQLError(f'unrecognized configuration parameter "{name}"', hint=f"dp settings: {', '.join(NAMES)}", sqlstate="42704")
+
+    def reset(self, name: str) -> None:
+        """``RESET name``: back to the policy default (the session cap cannot be raised by a reset)."""
+        name = name.lower()
+        if name == "dp.epsilon":
+            self.epsilon = self.policy.privacy.default_epsilon
+        elif name == "dp.delta":
+            self.delta = self.policy.privacy.default_delta
+        elif name in ("dp.session_epsilon", "dp.accounting"):
+            pass
+        else:
+            raise DPSQLError(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
+
+    def show(self, name: str) -> tuple[str, str]:
+        """(column name, text value) for ``SHOW name``."""
+        name = name.lower()
+        if name == "dp.epsilon":
+            return name, _fmt(self.epsilon)
+        if name == "dp.delta":
+            return name, _fmt(self.delta)
+        if name == "dp.session_epsilon":
+            cap = self.effective_session_cap()
+            return name, "unlimited" if cap is None else _fmt(cap)
+        if name == "dp.accounting":
+            return name, self.policy.privacy.accounting
+        raise DPSQLError(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
+
+    def effective_session_cap(self) -> Fraction | None:
+        """The session ε cap in force: the lower of the user's policy cap and the session's own."""
+        policy_cap = self.user.session_epsilon if self.user is not None else self.policy.session_epsilon
+        return _min(policy_cap, self.session_epsilon)
+
+
+def _min(a: Fraction | None, b: Fraction | None) -> Fraction | None:
+    vals = [v for v in (a, b) if v is not None]
+    return min(vals) if vals else None
+
+
+def _fmt(v: Fraction) -> str:
+    return f"{float(v):g}"
