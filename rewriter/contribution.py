@@ -257,7 +257,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             centred = exp.Sub(this=exp.column(col), expression=exp.Literal.number(g.mid))
             c_lo, c_hi = g.lo - g.mid, g.hi - g.mid
             lo, hi = max_rows * c_lo, max_rows * c_hi
-            partial = _clamp_int(exp.func("COALESCE", exp.Sum(this=centred), exp.Literal.number(0)), lo, hi)
+            partial = _clamp_int(_scaled_to_kept_rows(exp.Sum(this=centred), col, max_rows), lo, hi)
             label = pretty(spec.input)  # type: ignore[arg-type]
             desc = f"SUM({label} - {_fmt(g.mid * g.step)}) clamped to [{_fmt(g.lower)}, {_fmt(g.upper)}] per row, grid {_fmt(g.step)}"
             s = stat(f"csum:{col}", "sum", partial, max(abs(lo), abs(hi)), desc, grid=g.step, weight=3)
@@ -265,7 +265,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             if spec.kind != "avg":
                 sq = exp.Mul(this=exp.paren(centred.copy()), expression=exp.paren(centred.copy()))
                 sq_hi = max_rows * max(c_lo * c_lo, c_hi * c_hi)
-                partial = exp.func("LEAST", exp.func("COALESCE", exp.Sum(this=sq), exp.Literal.number(0)), exp.Literal.number(sq_hi))
+                partial = exp.func("LEAST", _scaled_to_kept_rows(exp.Sum(this=sq), col, max_rows), exp.Literal.number(sq_hi))
                 desc = f"SUM(({label} - centre)^2) per row, grid {_fmt(g.step * g.step)}"
                 names.append(stat(f"csumsq:{col}", "sum", partial, sq_hi, desc, grid=g.step * g.step, weight=3))
             releases.append(
@@ -321,6 +321,20 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         all_stats.append(Statistic(units_column, "units", "distinct units per group", 1, Fraction(1), 1))
     public_keys = _public_keys_query(shape, ctx, key_cols) if keys_public and shape.keys else None
     return Bounded(final, tuple(key_cols), tuple(all_stats), tuple(releases), units_column, keys_public, public_keys)
+
+
+def _scaled_to_kept_rows(total: exp.Expression, col: str, max_rows: int) -> exp.Expression:
+    """A unit's sum scaled to the rows its count keeps: ``SUM(v) * LEAST(n, R) // n`` (0 when n = 0).
+
+    For AVG and VAR the count partial is ``LEAST(n, R)``; scaling the centred sums by the same
+    ``min(n, R)/n`` makes a unit with more than R rows contribute R rows at its own mean, so the
+    ratio stays consistent. The result is a function of the unit's own rows, bounded by
+    R·max|value| like the clamp (which is still applied).
+    """
+    n = exp.Count(this=exp.column(col))
+    kept = exp.func("LEAST", n.copy(), exp.Literal.number(max_rows))
+    scaled = exp.IntDiv(this=exp.Mul(this=total, expression=kept), expression=exp.Nullif(this=n, expression=exp.Literal.number(0)))
+    return exp.func("COALESCE", scaled, exp.Literal.number(0))
 
 
 def _clamp_int(node: exp.Expression, lo: int, hi: int) -> exp.Expression:
