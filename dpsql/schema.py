@@ -10,6 +10,9 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from functools import cached_property
+
+from sqlglot.schema import MappingSchema
 
 from dpsql.errors import PolicyError
 from dpsql.policy import Policy, TablePolicy
@@ -58,6 +61,11 @@ class Catalog:
         if "." not in key:
             key = f"public.{key}"
         return self.tables.get(key)
+
+    @cached_property
+    def mapping_schema(self) -> MappingSchema:
+        """The visible schema as a sqlglot MappingSchema (PostgreSQL dialect), built once."""
+        return MappingSchema(self.sqlglot_schema(), dialect="postgres", normalize=True)
 
     def sqlglot_schema(self) -> dict[str, dict[str, dict[str, str]]]:
         """A nested mapping ``{schema: {table: {column: type}}}`` for sqlglot's MappingSchema."""

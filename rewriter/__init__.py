@@ -19,6 +19,11 @@ from __future__ import annotations
 
 from fractions import Fraction
 
+from sqlglot import exp
+from sqlglot.optimizer.annotate_types import annotate_types
+from sqlglot.schema import MappingSchema
+
+from dpsql.errors import UnsupportedQuery
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
@@ -28,11 +33,6 @@ from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import _pg_type, build_post
-from sqlglot import exp
-from sqlglot.optimizer.annotate_types import annotate_types
-from sqlglot.schema import MappingSchema
-
-from dpsql.errors import UnsupportedQuery
 from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["ReleasePlan", "Rewrite", "rewrite"]

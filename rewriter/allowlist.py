@@ -16,10 +16,10 @@ dpsql.errors.UnsupportedQuery: window functions are not supported (hint: aggrega
 
 from __future__ import annotations
 
-from dpsql.rewriter.functions import RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
 from sqlglot import exp
 
 from dpsql.errors import PrivacyViolation, UndefinedFunction, UnsupportedQuery
+from dpsql.rewriter.functions import RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,

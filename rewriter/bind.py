@@ -24,7 +24,6 @@ from dataclasses import dataclass
 from sqlglot import exp
 from sqlglot.errors import OptimizeError
 from sqlglot.optimizer.qualify import qualify
-from sqlglot.schema import MappingSchema
 
 from dpsql.errors import PrivacyViolation, UndefinedColumn, UndefinedTable
 from dpsql.schema import Catalog, TableInfo
@@ -97,7 +96,7 @@ def qualify_names(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     Raises UndefinedColumn (42703) for an unknown or hidden column and UndefinedTable (42P01) for an
     unknown table alias.
     """
-    schema = MappingSchema(catalog.sqlglot_schema(), dialect="postgres", normalize=True)
+    schema = catalog.mapping_schema
     try:
         return qualify(
             tree,

@@ -23,13 +23,13 @@ from dataclasses import dataclass, field
 from decimal import Decimal
 from fractions import Fraction
 
+from sqlglot import exp
+
+from dpsql.errors import LimitExceeded, PrivacyViolation
 from dpsql.rewriter.analyze import AggregateSpec, QueryShape
 from dpsql.rewriter.bounds import Bounds, interval
 from dpsql.rewriter.plan import AggregateRelease, KeyColumn, Statistic
 from dpsql.rewriter.totalize import Families, totalize, type_family
-from sqlglot import exp
-
-from dpsql.errors import LimitExceeded, PrivacyViolation
 from dpsql.schema import TableInfo
 
 GRID_BITS = 24  # per-row values use at most 2^24 grid steps on each side of zero
@@ -286,7 +286,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     rows.set("where", exp.Where(this=exp.and_(*filters)))
 
     key_names = [k.column for k in key_cols]
-    per_unit = exp.select("__dp_uid", *key_names, *partials).from_("__dp_rows").group_by("__dp_uid", *key_names)
+    per_unit = exp.select("__dp_uid", *key_names, *partials).from_("__dp_rows", copy=False).group_by("__dp_uid", *key_names, copy=False)
 
     need_rank = bool(shape.keys) and not _few_public_keys(ctx, max_groups)
     final_from = "__dp_per_unit"
@@ -298,7 +298,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             partition_by=[exp.column("__dp_uid")],
             order=exp.Order(expressions=[exp.Ordered(this=order)]),
         )
-        ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank")).from_("__dp_per_unit")
+        ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank")).from_("__dp_per_unit", copy=False)
         final_from = "__dp_ranked"
         ctx.notes.append(f"each unit keeps at most {max_groups} group(s), chosen by a hash of its own keys")
 
@@ -307,14 +307,14 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         finals.append(exp.alias_(exp.func("COALESCE", exp.Sum(this=exp.column(f"__dp_p{i}")), exp.Literal.number(0)), st.column))
     if units_column:
         finals.append(exp.alias_(exp.Count(this=exp.Star()), units_column))
-    final = exp.select(*finals).from_(final_from)
+    final = exp.select(*finals).from_(final_from, copy=False)
     if ranked is not None:
-        final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)))
+        final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)), copy=False)
     if key_names:
-        final = final.group_by(*key_names)
-    final = final.with_("__dp_rows", as_=rows).with_("__dp_per_unit", as_=per_unit)
+        final = final.group_by(*key_names, copy=False)
+    final = final.with_("__dp_rows", as_=rows, copy=False).with_("__dp_per_unit", as_=per_unit, copy=False)
     if ranked is not None:
-        final = final.with_("__dp_ranked", as_=ranked)
+        final = final.with_("__dp_ranked", as_=ranked, copy=False)
 
     all_stats = list(stats)
     if units_column:
@@ -453,9 +453,9 @@ def _public_keys_query(shape: QueryShape, ctx: BoundingContext, keys: list[KeyCo
             table = exp.Table(this=exp.to_identifier(tp.table, quoted=True), db=exp.to_identifier(tp.schema, quoted=True))
             sub = (
                 exp.select(exp.alias_(exp.column(src.column, quoted=True), name))
-                .distinct()
-                .from_(table)
-                .subquery(f"__dp_kv{i}")
+                .distinct(copy=False)
+                .from_(table, copy=False)
+                .subquery(f"__dp_kv{i}", copy=False)
             )
             parts.append(sub)
     if total_static > ctx.max_released_groups:
@@ -463,9 +463,9 @@ def _public_keys_query(shape: QueryShape, ctx: BoundingContext, keys: list[KeyCo
             f"the query would release {total_static} groups, more than the limit of {ctx.max_released_groups}",
             hint="group by fewer columns or filter the groups",
         )
-    q = exp.select(*[exp.column(k.column) for k in keys]).from_(parts[0])
+    q = exp.select(*[exp.column(k.column) for k in keys]).from_(parts[0], copy=False)
     for p in parts[1:]:
-        q = q.join(p, join_type="CROSS")
+        q = q.join(p, join_type="CROSS", copy=False)
     return q
 
 

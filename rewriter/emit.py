@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import sqlglot
 from sqlglot import exp
+from sqlglot.dialects.dialect import Dialect
 from sqlglot.errors import ParseError
 
 from dpsql.errors import DPSQLError
@@ -26,11 +27,12 @@ class RewriteInvariantError(DPSQLError):
 
 def emit(tree: exp.Expression, dialect: str) -> str:
     """SQL text for ``dialect``; guaranteed to re-parse into a tree that generates the same text."""
-    text = tree.sql(dialect=dialect, comments=False)
+    engine = Dialect.get_or_raise(dialect)
+    text = engine.generate(tree, copy=True, comments=False)
     try:
         again = sqlglot.parse_one(text, read=dialect)
     except ParseError:
         raise RewriteInvariantError("internal error: the rewritten SQL does not parse; the query was refused") from None
-    if again.sql(dialect=dialect, comments=False) != text:
+    if engine.generate(again, copy=False, comments=False) != text:
         raise RewriteInvariantError("internal error: the rewritten SQL is not a fixed point; the query was refused")
     return text

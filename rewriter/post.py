@@ -12,11 +12,12 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Literal
 
-from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX, QueryShape
-from dpsql.rewriter.plan import AggregateRelease, KeyColumn, OutputColumn
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
+
+from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX, QueryShape
+from dpsql.rewriter.plan import AggregateRelease, KeyColumn, OutputColumn
 
 NOISY_TABLE = "__dp_noisy"
 
@@ -92,15 +93,15 @@ def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[A
         exp.alias_(p.this if isinstance(p, exp.Alias) else p, name, quoted=True)
         for p, name in zip(shape.projections, names, strict=True)
     ]
-    q = exp.select(*projections).from_(NOISY_TABLE)
+    q = exp.select(*projections).from_(NOISY_TABLE, copy=False)
     if shape.distinct:
-        q = q.distinct()
+        q = q.distinct(copy=False)
     if shape.having is not None:
-        q = q.where(shape.having)
+        q = q.where(shape.having, copy=False)
     if shape.order is not None:
         q.set("order", shape.order)
     elif keys and not shape.distinct:
-        q = q.order_by(*[exp.column(k.column) for k in keys])
+        q = q.order_by(*[exp.column(k.column) for k in keys], copy=False)
     if shape.limit is not None:
         q.set("limit", shape.limit)
     if shape.offset is not None:

@@ -19,10 +19,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping
 
-from dpsql.rewriter.functions import PG_TOTAL_CASTS, SCALAR_FUNCTIONS
 from sqlglot import exp
 
 from dpsql.errors import DatatypeMismatch, UnsupportedQuery
+from dpsql.rewriter.functions import PG_TOTAL_CASTS, SCALAR_FUNCTIONS
 
 Families = Mapping[str, str]  # "alias.column" -> family (int, float, numeric, text, bool, date, timestamp …)
 
