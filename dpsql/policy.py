@@ -555,8 +555,9 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
                 if not isinstance(values, list) or not values:
                     raise cr.fail("values", "must be a non-empty array of public values")
                 kinds = {type(v) for v in values}
-                if not kinds <= {str, int, float, bool} or len({k for k in kinds if k is not bool} - {int, float}) > 1:
-                    raise cr.fail("values", "must be strings or numbers, all of one kind")
+                categories = {"number" if k in (int, float) else k.__name__ for k in kinds}
+                if not kinds <= {str, int, float, bool} or len(categories) > 1:
+                    raise cr.fail("values", "must be strings, numbers or booleans, all of one kind")
                 if len(set(values)) != len(values):
                     raise cr.fail("values", "lists a value twice")
                 vals = tuple(values)
