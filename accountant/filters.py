@@ -41,7 +41,6 @@ from typing import Literal
 from dpsql.accountant.calibration import cks20_epsilon, rho_for_epsilon
 from dpsql.accountant.costs import Accounting
 from dpsql.accountant.units import from_atto, from_pico, to_atto_down, to_pico_down
-
 from dpsql.policy import Budget, Policy
 
 Scope = Literal["session", "user", "global"]
@@ -119,9 +118,7 @@ class BudgetStatus:
     next_replenish: float | None
 
 
-def budget_filter(
-    scope: Scope, accounting: Accounting, budget: Budget, *, session_epsilon: Fraction | None = None
-) -> FilterLimit:
+def budget_filter(scope: Scope, accounting: Accounting, budget: Budget, *, session_epsilon: Fraction | None = None) -> FilterLimit:
     """The filter limit of a budget (see the module docstring for the formulas).
 
     For ``scope == "session"`` pass the user's budget (for δ_B) and the session ε cap; the

@@ -32,7 +32,6 @@ from dpsql.accountant.calibration import cks20_epsilon
 from dpsql.accountant.costs import Accounting, Cost
 from dpsql.accountant.filters import BudgetStatus, FilterLimit, Scope, ScopeLimits, report
 from dpsql.accountant.units import from_atto, from_pico
-
 from dpsql.errors import BudgetExhausted, LedgerUnavailable
 
 if TYPE_CHECKING:
@@ -56,15 +55,11 @@ class LedgerTx(Protocol):
         """(main, delta) spent so far by one filter in one window, in integer units; (0, 0) if none."""
         ...
 
-    def set_spent(
-        self, scope: Scope, key: str, window_start: int, window_len: int, main: int, delta: int
-    ) -> None:
+    def set_spent(self, scope: Scope, key: str, window_start: int, window_len: int, main: int, delta: int) -> None:
         """Overwrite the running sums of one filter window (write transactions only)."""
         ...
 
-    def insert_charge(
-        self, at: float, user: str, session_id: str, query_hash: str, cost: Cost, main: int, delta: int
-    ) -> int:
+    def insert_charge(self, at: float, user: str, session_id: str, query_hash: str, cost: Cost, main: int, delta: int) -> int:
         """Append one row to the charge log and return its id (write transactions only)."""
         ...
 
@@ -172,9 +167,7 @@ class Ledger(ABC):
             )
 
     @staticmethod
-    def _admit(
-        f: FilterLimit, cost: Cost, main: int, delta: int, spent: tuple[int, int], now: float, user: str
-    ) -> None:
+    def _admit(f: FilterLimit, cost: Cost, main: int, delta: int, spent: tuple[int, int], now: float, user: str) -> None:
         spent_main, spent_delta = spent
         what = {"session": "session", "user": f"user {user!r}", "global": "global (all users)"}[f.scope]
         wait = ""
@@ -188,10 +181,7 @@ class Ledger(ABC):
             detail = ""
             if f.accounting == "zcdp" and f.conversion_delta is not None:
                 room = cks20_epsilon(left, f.conversion_delta)
-                detail = (
-                    f" (enough for one more query with dp.epsilon ≤ {_fmt(room)}"
-                    f" at dp.delta = {_fmt(f.conversion_delta)})"
-                )
+                detail = f" (enough for one more query with dp.epsilon ≤ {_fmt(room)} at dp.delta = {_fmt(f.conversion_delta)})"
             raise BudgetExhausted(
                 f"privacy budget exhausted: this query costs {sym}={_fmt(from_pico(main))} but the "
                 f"{what} budget has {sym}={_fmt(left)} left{detail}",

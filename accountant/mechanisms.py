@@ -23,6 +23,16 @@ tightens ``lp`` to ``min(lp, linf·√l0)`` (ℓ2) or ``min(lp, linf·l0)`` (ℓ
 ``(ρ or ε, δ)`` with δ = 1 − (1 − P[noise > threshold − linf])^l0. Distinct-unit counts change by
 1 in each of at most L0 groups, so we always pass ``(L0, L0, 1)``: L0 is an upper bound on both
 norms and OpenDP applies the tight one.
+
+**OpenDP 0.16 off-by-one (opendp/opendp#2922, open).** The threshold mechanisms *keep* a key when
+its noisy count is ≥ the threshold τ, but their privacy map computes δ from P[Z > τ − linf]
+(strictly greater), i.e. as if keys were kept only when the noisy count is > τ. The true
+probability that a key held by one unit is released is P[Z ≥ τ − 1], which is larger (our T4 audit
+measured 1.4–2.4× the reported δ). We therefore run OpenDP's mechanism at threshold τ and charge the
+δ of OpenDP's map for the same scale at threshold τ − 1, which is exactly 1 − (1 − P[Z ≥ τ − 1])^L0
+(the correct δ, still computed by OpenDP's conservative tail bounds). This needs τ ≥ 2. If a later
+OpenDP fixes the map, this stays conservative by one threshold step; ``test_mechanisms`` has a test
+that notices the fix.
 """
 
 from __future__ import annotations
@@ -33,6 +43,7 @@ from fractions import Fraction
 from typing import Any, ClassVar
 
 import opendp.prelude as dp
+
 from dpsql.accountant.calibration import (
     MAX_SCALE,
     ScaleOutOfRange,
@@ -125,14 +136,20 @@ def make_discrete_laplace(scale: float) -> DiscreteLaplace:
 class _Threshold:
     scale: float
     threshold: int
-    _meas: Any = field(repr=False, compare=False)
+    _meas: Any = field(repr=False, compare=False)  # releases noisy counts ≥ threshold
+    _shadow: Any = field(repr=False, compare=False)  # same scale, threshold − 1: its map is our δ
 
     def map(self, l0: int) -> tuple[Fraction, Fraction]:
-        """(ρ or ε, δ) from OpenDP's own map at d_in = (l0, l0, 1); ρ/ε rounded up to the grid, δ exact."""
+        """(ρ or ε, δ) for one unit in ≤ l0 groups, from OpenDP's map at d_in = (l0, l0, 1).
+
+        ρ/ε is OpenDP's, rounded up to the 1e-15 grid. δ is OpenDP's map at threshold − 1, which
+        is the true δ of keeping noisy counts ≥ threshold (see the module docstring: #2922).
+        """
         if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
             raise ValueError("l0 must be a positive integer")
-        loss, delta = self._meas.map((l0, l0, 1))
-        return ceil_to_grid(Fraction(loss)), Fraction(delta)
+        loss, _ = self._meas.map((l0, l0, 1))
+        shadow_loss, delta = self._shadow.map((l0, l0, 1))
+        return ceil_to_grid(Fraction(max(loss, shadow_loss))), Fraction(delta)
 
     def release(self, counts: Mapping[int, int]) -> dict[int, int]:
         """Noisy counts of the groups whose noisy count is ≥ ``threshold``; the others are dropped.
@@ -166,8 +183,8 @@ ThresholdMechanism = GaussianThreshold | LaplaceThreshold
 
 
 def _check_threshold(threshold: int) -> int:
-    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 1:
-        raise ValueError("threshold must be a positive integer")
+    if isinstance(threshold, bool) or not isinstance(threshold, int) or threshold < 2:
+        raise ValueError("threshold must be an integer ≥ 2")
     return threshold
 
 
@@ -176,7 +193,12 @@ def make_gaussian_threshold(scale: float, threshold: int) -> GaussianThreshold:
     s, t = _check_scale(scale), _check_threshold(threshold)
     domain = dp.map_domain(dp.atom_domain(T="i64"), dp.atom_domain(T="i64"))
     metric = dp.l02inf_distance(dp.absolute_distance(T="i64"))
-    return GaussianThreshold(s, t, dp.m.make_gaussian_threshold(domain, metric, scale=s, threshold=t))
+    return GaussianThreshold(
+        s,
+        t,
+        dp.m.make_gaussian_threshold(domain, metric, scale=s, threshold=t),
+        dp.m.make_gaussian_threshold(domain, metric, scale=s, threshold=t - 1),
+    )
 
 
 def make_laplace_threshold(scale: float, threshold: int) -> LaplaceThreshold:
@@ -184,4 +206,9 @@ def make_laplace_threshold(scale: float, threshold: int) -> LaplaceThreshold:
     s, t = _check_scale(scale), _check_threshold(threshold)
     domain = dp.map_domain(dp.atom_domain(T="i64"), dp.atom_domain(T="i64"))
     metric = dp.l01inf_distance(dp.absolute_distance(T="i64"))
-    return LaplaceThreshold(s, t, dp.m.make_laplace_threshold(domain, metric, scale=s, threshold=t))
+    return LaplaceThreshold(
+        s,
+        t,
+        dp.m.make_laplace_threshold(domain, metric, scale=s, threshold=t),
+        dp.m.make_laplace_threshold(domain, metric, scale=s, threshold=t - 1),
+    )

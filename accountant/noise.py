@@ -27,7 +27,6 @@ from dpsql.accountant.mechanisms import (
     make_laplace_threshold,
 )
 from dpsql.accountant.planner import NoisePlan
-
 from dpsql.errors import ExecutionFailed
 
 PAD_QUANTUM = 0.005  # seconds
@@ -58,9 +57,7 @@ def _pad_until(start: float, quantum: float) -> None:
             time.sleep(left - _SPIN)
 
 
-def _noisy(
-    noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None
-) -> Released:
+def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None) -> Released:
     columns = [s.column for s in noise_plan.stats]
     lengths = {len(exact[c]) for c in columns if c in exact}
     if units is not None:
@@ -128,7 +125,5 @@ def release(
         failed = True
     _pad_until(start, pad_quantum)
     if failed or result is None:
-        raise ExecutionFailed(
-            "adding noise to the result failed", hint="retry the query; the charge for it stands"
-        ) from None
+        raise ExecutionFailed("adding noise to the result failed", hint="retry the query; the charge for it stands") from None
     return result

@@ -48,9 +48,8 @@ from dpsql.accountant.mechanisms import (
     make_gaussian_threshold,
     make_laplace_threshold,
 )
-from dpsql.rewriter.plan import ReleasePlan, Statistic
-
 from dpsql.errors import InvalidParameterValue, UnsupportedQuery
+from dpsql.rewriter.plan import ReleasePlan, Statistic
 
 SELECTION_DELTA_SHARE = Fraction(1, 10)  # zcdp: the part of the query's δ given to partition selection
 _MAX_THRESHOLD = 2**62
@@ -158,20 +157,17 @@ def _positive_weight(s: Statistic) -> int:
     return s.weight
 
 
-def _threshold_for(
-    make: Callable[[float, int], ThresholdMechanism], scale: float, l0: int, delta_target: Fraction
-) -> ThresholdMechanism:
+def _threshold_for(make: Callable[[float, int], ThresholdMechanism], scale: float, l0: int, delta_target: Fraction) -> ThresholdMechanism:
     """The mechanism with the smallest integer threshold whose map δ ≤ delta_target."""
 
     def ok(t: int) -> bool:
         return make(scale, t).map(l0)[1] <= delta_target
 
-    hi = 1
+    lo, hi = 1, 2  # thresholds start at 2 (see mechanisms: the map is evaluated at threshold − 1)
     while not ok(hi):
-        hi *= 2
+        lo, hi = hi, hi * 2
         if hi > _MAX_THRESHOLD:
             raise UnsupportedQuery("dp.delta is too small for partition selection", hint="raise dp.delta")
-    lo = hi // 2  # not ok (or 0)
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if ok(mid):
@@ -183,9 +179,7 @@ def _threshold_for(
 
 def _selection(accounting: Accounting, l0: int, share: Fraction, delta_sel: Fraction) -> SelectionNoise:
     """Calibrate the threshold mechanism: scale from the ρ/ε share, threshold from δ_sel."""
-    make: Callable[[float, int], ThresholdMechanism] = (
-        make_gaussian_threshold if accounting == "zcdp" else make_laplace_threshold
-    )
+    make: Callable[[float, int], ThresholdMechanism] = make_gaussian_threshold if accounting == "zcdp" else make_laplace_threshold
     scale = gaussian_sigma(l0, 1, share) if accounting == "zcdp" else laplace_scale(l0, 1, share)
     for _ in range(64):
         mech = _threshold_for(make, scale, l0, delta_sel)
@@ -247,9 +241,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
             if cost > share:  # pragma: no cover - guaranteed by gaussian_sigma / laplace_scale
                 raise RuntimeError("calibration produced a map above its share")
             spent += cost
-            stats.append(
-                StatisticNoise(s.column, mech.name, mech.scale, err, s.grid, l0, s.max_contribution, cost)
-            )
+            stats.append(StatisticNoise(s.column, mech.name, mech.scale, err, s.grid, l0, s.max_contribution, cost))
 
         selection: SelectionNoise | None = None
         sel_delta = Fraction(0)

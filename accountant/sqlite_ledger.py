@@ -37,7 +37,6 @@ from pathlib import Path
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import Scope
 from dpsql.accountant.ledger import Ledger, LedgerTx
-
 from dpsql.errors import LedgerUnavailable
 
 log = logging.getLogger("dpsql.accountant.ledger")
@@ -99,22 +98,17 @@ class _SqliteTx:
 
     def spent(self, scope: Scope, key: str, window_start: int, window_len: int) -> tuple[int, int]:
         row = self.conn.execute(
-            "SELECT main, delta FROM totals"
-            " WHERE scope = ? AND key = ? AND window_start = ? AND window_len = ?",
+            "SELECT main, delta FROM totals WHERE scope = ? AND key = ? AND window_start = ? AND window_len = ?",
             (scope, key, window_start, window_len),
         ).fetchone()
         if row is None:
             return 0, 0
         main, delta = row
         if type(main) is not int or type(delta) is not int or main < 0 or delta < 0:
-            raise LedgerUnavailable(
-                "the budget ledger holds an invalid total", hint="restore it from a backup"
-            )
+            raise LedgerUnavailable("the budget ledger holds an invalid total", hint="restore it from a backup")
         return main, delta
 
-    def set_spent(
-        self, scope: Scope, key: str, window_start: int, window_len: int, main: int, delta: int
-    ) -> None:
+    def set_spent(self, scope: Scope, key: str, window_start: int, window_len: int, main: int, delta: int) -> None:
         self.conn.execute(
             "INSERT INTO totals (scope, key, window_start, window_len, main, delta)"
             " VALUES (?, ?, ?, ?, ?, ?) "
@@ -123,9 +117,7 @@ class _SqliteTx:
             (scope, key, window_start, window_len, main, delta),
         )
 
-    def insert_charge(
-        self, at: float, user: str, session_id: str, query_hash: str, cost: Cost, main: int, delta: int
-    ) -> int:
+    def insert_charge(self, at: float, user: str, session_id: str, query_hash: str, cost: Cost, main: int, delta: int) -> int:
         cur = self.conn.execute(
             "INSERT INTO charges"
             " (at, user, session, query_hash, accounting, main, delta, amount, delta_exact) "
@@ -264,9 +256,7 @@ class SqliteLedger(Ledger):
             raise self._unavailable("the file is not a dpsql ledger")
         if version != SCHEMA_VERSION:
             raise self._unavailable(f"schema version {version}, this dpsql needs {SCHEMA_VERSION}")
-        rows = dict(
-            conn.execute("SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')")
-        )
+        rows = dict(conn.execute("SELECT key, value FROM meta WHERE key IN ('application', 'schema_version')"))
         if rows != {"application": "dpsql-ledger", "schema_version": str(SCHEMA_VERSION)}:
             raise self._unavailable("its metadata does not match a dpsql ledger")
 

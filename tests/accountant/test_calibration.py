@@ -7,10 +7,11 @@ from fractions import Fraction
 
 import opendp.prelude as dp
 import pytest
-from dpsql.accountant import calibration as cal
-from dpsql.accountant.units import GRID, from_atto, from_pico, to_atto_down, to_atto_up, to_pico_down, to_pico_up
 from hypothesis import given, settings
 from hypothesis import strategies as st
+
+from dpsql.accountant import calibration as cal
+from dpsql.accountant.units import GRID, from_atto, from_pico, to_atto_down, to_atto_up, to_pico_down, to_pico_up
 
 dp.enable_features("contrib")
 
