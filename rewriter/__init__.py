@@ -121,7 +121,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     if bounded.keys and not bounded.keys_public:
         notes.append("group keys are not declared public: released only through DP partition selection")
     plan = ReleasePlan(
-        max_groups=info.policy.max_groups if bounded.keys else 1,
+        max_groups=_groups_per_unit(info.policy.max_groups, key_sources) if bounded.keys else 1,
         keys=bounded.keys,
         stats=bounded.stats,
         aggregates=bounded.aggregates,
@@ -139,6 +139,16 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         description=tuple(notes),
     )
     return Rewrite(sql=emit(physical_names(bounded.query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> int:
+    """L0: ``max_groups``, or fewer when the keys are declared values with fewer combinations."""
+    combos = 1
+    for src in key_sources:
+        if src is None or src.values is None:
+            return max_groups
+        combos *= len(src.values)
+    return max(1, min(max_groups, combos))
 
 
 def physical_names(tree: exp.Expression, dialect: str) -> exp.Expression:

@@ -155,13 +155,13 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     max_rows, max_groups = tp.max_rows, tp.max_groups
     alias = ctx.private_alias
 
-    row_cols: list[exp.Expression] = [exp.alias_(exp.column(tp.privacy_unit, table=alias, quoted=True), "__dp_uid")]
+    row_cols: list[exp.Expression] = [exp.alias_(exp.column(tp.privacy_unit, table=alias, quoted=True), "__dp_uid", copy=False)]
     key_cols: list[KeyColumn] = []
     filters: list[exp.Expression] = [exp.column(tp.privacy_unit, table=alias, quoted=True).is_(exp.null()).not_()]
     for i, key in enumerate(shape.keys):
         name = f"__dp_k{i}"
         total = totalize(key, ctx.dialect, ctx.families)
-        row_cols.append(exp.alias_(total, name))
+        row_cols.append(exp.alias_(total, name, copy=False))
         src = ctx.key_sources[i]
         key_cols.append(
             KeyColumn(
@@ -186,7 +186,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             name = f"__dp_{'g' if grid else 'x'}{len(input_cols)}"
             total = totalize(node, ctx.dialect, ctx.families)
             value = _grid_expr(total, grid) if grid else total
-            row_cols.append(exp.alias_(value, name))
+            row_cols.append(exp.alias_(value, name, copy=False))
             input_cols[key] = name
         return input_cols[key]
 
@@ -195,19 +195,19 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     ) -> str:
         if key not in stat_index:
             name = f"__dp_s{len(stats)}"
-            partials.append(exp.alias_(partial, f"__dp_p{len(stats)}"))
+            partials.append(exp.alias_(partial, f"__dp_p{len(stats)}", copy=False))
             stats.append(Statistic(name, kind, description, max(1, linf), grid, weight))  # type: ignore[arg-type]
             stat_index[key] = name
         return stat_index[key]
 
     def count_stat(node: exp.Expression | None, label: str, col: str | None = None) -> str:
         if node is None:
-            partial = exp.func("LEAST", exp.Count(this=exp.Star()), exp.Literal.number(max_rows))
+            partial = _least(exp.Count(this=exp.Star()), exp.Literal.number(max_rows))
             return stat("count:*", "count", partial, max_rows, f"COUNT(*): ≤ {max_rows} rows per unit and group")
         if f"count:{node.sql()}" in stat_index:
             return stat_index[f"count:{node.sql()}"]
         col = col or input_column(node, grid=None)
-        partial = exp.func("LEAST", exp.Count(this=exp.column(col)), exp.Literal.number(max_rows))
+        partial = _least(exp.Count(this=exp.column(col)), exp.Literal.number(max_rows))
         return stat(f"count:{node.sql()}", "count", partial, max_rows, f"COUNT({label}): ≤ {max_rows} rows per unit and group")
 
     def grid_for(spec: AggregateSpec) -> Grid:
@@ -244,7 +244,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             g = grid_for(spec)
             col = input_column(spec.input, grid=g)  # type: ignore[arg-type]
             lo, hi = max_rows * min(g.lo, 0), max_rows * max(g.hi, 0)
-            partial = _clamp_int(exp.func("COALESCE", exp.Sum(this=exp.column(col)), exp.Literal.number(0)), lo, hi)
+            partial = _clamp_int(_coalesce0(exp.Sum(this=exp.column(col))), lo, hi)
             desc = f"SUM({pretty(spec.input)}) clamped to [{_fmt(g.lower)}, {_fmt(g.upper)}] per row, grid {_fmt(g.step)}"  # type: ignore[union-attr]
             s = stat(f"sum:{col}", "sum", partial, max(abs(lo), abs(hi)), desc, grid=g.step)
             releases.append(
@@ -265,7 +265,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             if spec.kind != "avg":
                 sq = exp.Mul(this=exp.paren(centred.copy()), expression=exp.paren(centred.copy()))
                 sq_hi = max_rows * max(c_lo * c_lo, c_hi * c_hi)
-                partial = exp.func("LEAST", _scaled_to_kept_rows(exp.Sum(this=sq), col, max_rows), exp.Literal.number(sq_hi))
+                partial = _least(_scaled_to_kept_rows(exp.Sum(this=sq), col, max_rows), exp.Literal.number(sq_hi))
                 desc = f"SUM(({label} - centre)^2) per row, grid {_fmt(g.step * g.step)}"
                 names.append(stat(f"csumsq:{col}", "sum", partial, sq_hi, desc, grid=g.step * g.step, weight=3))
             releases.append(
@@ -276,7 +276,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     if not keys_public and shape.keys:
         units_column = "__dp_units"
 
-    rows = exp.select(*row_cols)
+    rows = exp.select(*row_cols, copy=False)
     source = shape.select
     rows.set("from_", _total_from(source.args["from_"], ctx))
     rows.set("joins", [_total_join(j, ctx) for j in source.args.get("joins") or []])
@@ -286,7 +286,12 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     rows.set("where", exp.Where(this=exp.and_(*filters)))
 
     key_names = [k.column for k in key_cols]
-    per_unit = exp.select("__dp_uid", *key_names, *partials).from_("__dp_rows", copy=False).group_by("__dp_uid", *key_names, copy=False)
+    uid_keys = [exp.column("__dp_uid"), *(exp.column(k) for k in key_names)]
+    per_unit = (
+        exp.select(*uid_keys, *partials, copy=False)
+        .from_(exp.to_table("__dp_rows"), copy=False)
+        .group_by(*(c.copy() for c in uid_keys), copy=False)
+    )
 
     need_rank = bool(shape.keys) and not _few_public_keys(ctx, max_groups)
     final_from = "__dp_per_unit"
@@ -298,20 +303,22 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             partition_by=[exp.column("__dp_uid")],
             order=exp.Order(expressions=[exp.Ordered(this=order)]),
         )
-        ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank")).from_("__dp_per_unit", copy=False)
+        ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank", copy=False), copy=False).from_(
+            exp.to_table("__dp_per_unit"), copy=False
+        )
         final_from = "__dp_ranked"
         ctx.notes.append(f"each unit keeps at most {max_groups} group(s), chosen by a hash of its own keys")
 
     finals: list[exp.Expression] = [exp.column(k) for k in key_names]
     for i, st in enumerate(stats):
-        finals.append(exp.alias_(exp.func("COALESCE", exp.Sum(this=exp.column(f"__dp_p{i}")), exp.Literal.number(0)), st.column))
+        finals.append(exp.alias_(_coalesce0(exp.Sum(this=exp.column(f"__dp_p{i}"))), st.column, copy=False))
     if units_column:
-        finals.append(exp.alias_(exp.Count(this=exp.Star()), units_column))
-    final = exp.select(*finals).from_(final_from, copy=False)
+        finals.append(exp.alias_(exp.Count(this=exp.Star()), units_column, copy=False))
+    final = exp.select(*finals, copy=False).from_(exp.to_table(final_from), copy=False)
     if ranked is not None:
         final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)), copy=False)
     if key_names:
-        final = final.group_by(*key_names, copy=False)
+        final = final.group_by(*(exp.column(k) for k in key_names), copy=False)
     final = final.with_("__dp_rows", as_=rows, copy=False).with_("__dp_per_unit", as_=per_unit, copy=False)
     if ranked is not None:
         final = final.with_("__dp_ranked", as_=ranked, copy=False)
@@ -332,13 +339,21 @@ def _scaled_to_kept_rows(total: exp.Expression, col: str, max_rows: int) -> exp.
     R·max|value| like the clamp (which is still applied).
     """
     n = exp.Count(this=exp.column(col))
-    kept = exp.func("LEAST", n.copy(), exp.Literal.number(max_rows))
+    kept = _least(n.copy(), exp.Literal.number(max_rows))
     scaled = exp.IntDiv(this=exp.Mul(this=total, expression=kept), expression=exp.Nullif(this=n, expression=exp.Literal.number(0)))
-    return exp.func("COALESCE", scaled, exp.Literal.number(0))
+    return _coalesce0(scaled)
+
+
+def _least(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    return exp.Least(this=a, expressions=[b])
+
+
+def _coalesce0(a: exp.Expression) -> exp.Expression:
+    return exp.Coalesce(this=a, expressions=[exp.Literal.number(0)])
 
 
 def _clamp_int(node: exp.Expression, lo: int, hi: int) -> exp.Expression:
-    return exp.func("LEAST", exp.func("GREATEST", node, _int_literal(lo)), _int_literal(hi))
+    return _least(exp.Greatest(this=node, expressions=[_int_literal(lo)]), _int_literal(hi))
 
 
 def _int_literal(v: int) -> exp.Expression:
