@@ -345,7 +345,7 @@ def _scaled_to_kept_rows(total: exp.Expression, col: str, max_rows: int) -> exp.
 
 
 def _least(a: exp.Expression, b: exp.Expression) -> exp.Expression:
-    return exp.Least(this=a, expressions=[b])
+    return exp.Least(this=a, expressions=[b], ignore_nulls=True)
 
 
 def _coalesce0(a: exp.Expression) -> exp.Expression:
@@ -353,7 +353,7 @@ def _coalesce0(a: exp.Expression) -> exp.Expression:
 
 
 def _clamp_int(node: exp.Expression, lo: int, hi: int) -> exp.Expression:
-    return _least(exp.Greatest(this=node, expressions=[_int_literal(lo)]), _int_literal(hi))
+    return _least(exp.Greatest(this=node, expressions=[_int_literal(lo)], ignore_nulls=True), _int_literal(hi))
 
 
 def _int_literal(v: int) -> exp.Expression:

@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 import pytest
-from dpsql.rewriter import rewrite
 
 from dpsql.errors import DPSQLError
+from dpsql.rewriter import rewrite
 from dpsql.schema import Catalog
 
 REFUSALS = [
