@@ -26,7 +26,10 @@ POLICY = {
                 "note": {},
             },
         },
-        "patients": {"privacy_unit": "patient_id", "columns": {"region": {"values": ["north", "south"]}, "birth_year": {"lower": 1900, "upper": 2025}}},
+        "patients": {
+            "privacy_unit": "patient_id",
+            "columns": {"region": {"values": ["north", "south"]}, "birth_year": {"lower": 1900, "upper": 2025}},
+        },
         "departments": {"public": True},
     },
 }
