@@ -30,6 +30,7 @@ import os
 import secrets
 import sqlite3
 import threading
+import weakref
 from collections.abc import Iterator
 from contextlib import contextmanager, suppress
 from pathlib import Path
@@ -43,6 +44,15 @@ log = logging.getLogger("dpsql.accountant.ledger")
 
 _PATH_LOCKS: dict[str, threading.Lock] = {}
 _PATH_LOCKS_GUARD = threading.Lock()
+
+
+def _reset_locks_after_fork() -> None:  # a lock held by another thread at fork() would never be released
+    global _PATH_LOCKS_GUARD
+    _PATH_LOCKS_GUARD = threading.Lock()
+    _PATH_LOCKS.clear()
+
+
+os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 APPLICATION_ID = 0x64707371  # "dpsq"
 SCHEMA_VERSION = 1
@@ -147,7 +157,8 @@ class SqliteLedger(Ledger):
         self._local = threading.local()
         with _PATH_LOCKS_GUARD:  # one writer at a time per file within this process
             self._lock = _PATH_LOCKS.setdefault(str(self.path), threading.Lock())
-        self._conns: list[sqlite3.Connection] = []
+        # every connection this object opened, with its thread (to close those of finished threads)
+        self._conns: list[tuple[weakref.ref[threading.Thread], int, sqlite3.Connection]] = []
         self._conns_lock = threading.Lock()
         if not self.path.parent.is_dir():
             raise LedgerUnavailable(
@@ -167,11 +178,19 @@ class SqliteLedger(Ledger):
 
     # -- opening ----------------------------------------------------------------------------------
 
-    def _unavailable(self, what: str) -> LedgerUnavailable:
+    def _unavailable(self, what: str, hint: str | None = None) -> LedgerUnavailable:
         return LedgerUnavailable(
             f"the budget ledger {self.path} is unavailable: {what}",
-            hint="no query can run until an administrator restores the ledger file",
+            hint=hint or "no query can run until an administrator restores the ledger file",
         )
+
+    def _failed(self, doing: str, e: sqlite3.Error) -> LedgerUnavailable:
+        if isinstance(e, sqlite3.OperationalError) and "locked" in str(e):
+            return self._unavailable(
+                f"{doing}: it stayed locked for {self.busy_timeout:g} s",
+                hint="another process holds the ledger; retry the query (nothing was charged)",
+            )
+        return self._unavailable(f"{doing} ({e})")
 
     def _stat(self) -> tuple[int, int]:
         try:
@@ -245,8 +264,18 @@ class SqliteLedger(Ledger):
         except sqlite3.Error as e:
             conn.close()
             raise self._unavailable(f"it is not a readable dpsql ledger ({e})") from None
+        me = threading.current_thread()
         with self._conns_lock:
-            self._conns.append(conn)
+            live = []
+            for ref, pid, c in self._conns:
+                thread = ref()
+                if pid == os.getpid() and (thread is None or not thread.is_alive()):
+                    with suppress(sqlite3.Error):
+                        c.close()  # its thread has finished: nobody else uses it
+                else:
+                    live.append((ref, pid, c))
+            live.append((weakref.ref(me), os.getpid(), conn))
+            self._conns = live
         return conn
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
@@ -290,7 +319,7 @@ class SqliteLedger(Ledger):
         try:
             conn.execute(begin)
         except sqlite3.Error as e:
-            raise self._unavailable(f"cannot start a transaction ({e})") from None
+            raise self._failed("cannot start a transaction", e) from None
         try:
             self._check_identity()
             yield _SqliteTx(conn)
@@ -303,7 +332,7 @@ class SqliteLedger(Ledger):
             except sqlite3.Error:
                 pass
             if isinstance(exc, sqlite3.Error):
-                raise self._unavailable(f"a ledger operation failed ({exc})") from None
+                raise self._failed("a ledger operation failed", exc) from None
             if isinstance(exc, OverflowError):
                 raise self._unavailable("a budget total is out of range") from None
             raise
@@ -323,7 +352,7 @@ class SqliteLedger(Ledger):
         """Close every connection this object opened (in any thread)."""
         with self._conns_lock:
             conns, self._conns = self._conns, []
-        for c in conns:
+        for _, _, c in conns:
             with suppress(sqlite3.Error):
                 c.close()
         self._local = threading.local()

@@ -306,3 +306,26 @@ def test_open_ledger_from_policy(tmp_path: Path) -> None:
     led = open_ledger(pol)
     assert Path(led.location) == tmp_path / "dpsql-ledger.sqlite"
     led.close()
+
+
+def test_connections_of_finished_threads_are_closed(ledger: SqliteLedger) -> None:
+    for i in range(20):
+        t = threading.Thread(target=ledger.charge, args=("u", f"s{i}", rho(Fraction(1, 1000)), limits(), 0.0, "q"))
+        t.start()
+        t.join()
+    assert len(ledger._conns) <= 2  # the main thread's and the last one's
+    assert ledger.status("u", "s0", limits(), 0.0)[1].spent_rho == Fraction(20, 1000)
+
+
+def test_a_locked_ledger_fails_closed_and_charges_nothing(tmp_path: Path) -> None:
+    led = SqliteLedger(tmp_path / "l.sqlite", busy_timeout=0.2)
+    holder = sqlite3.connect(led.path, isolation_level=None)
+    holder.execute("BEGIN IMMEDIATE")  # another process holding the write lock
+    with pytest.raises(LedgerUnavailable) as info:
+        led.charge("u", "s", rho(), limits(), 0.0, "q")
+    assert "retry" in (info.value.hint or "")
+    holder.execute("ROLLBACK")
+    holder.close()
+    assert _count(led) == 0
+    led.charge("u", "s", rho(), limits(), 0.0, "q")
+    led.close()
