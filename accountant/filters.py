@@ -5,9 +5,10 @@ A query runs only if three filters admit it (DESIGN §1): the **session** (one c
 together, optional). Each filter limits two running sums kept by the ledger in integer units:
 the main cost (ρ under zcdp, ε under basic; units of 1e-12) and δ (units of 1e-18). A filter
 admits a query iff, for both sums, spent + cost ≤ limit; it stays valid when each query's ε is
-chosen adaptively (fully adaptive composition: Feldman–Zrnic 2021 for Rényi/zCDP filters,
-Rogers et al. 2016 for pure-DP basic composition), because the costs charged depend on the query
-and policy only, never on data.
+chosen adaptively (fully adaptive composition: Feldman–Zrnic 2021 and Whitehouse–Ramdas–Rogers–Wu
+2023 for zCDP filters, the latter also with approximate-zCDP δs; Rogers–Roth–Ullman–Vadhan 2016
+for pure-DP basic composition), because the costs charged depend on the query and policy only,
+never on data.
 
 Limits from a budget (ε_B, δ_B) — the formulas a privacy engineer should audit:
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import os
 import random
 import signal
@@ -12,6 +13,7 @@ import tempfile
 import textwrap
 import threading
 import time
+from collections.abc import Iterator
 from fractions import Fraction
 from pathlib import Path
 
@@ -19,10 +21,13 @@ import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
+from dpsql.accountant.calibration import rho_for_epsilon
 from dpsql.accountant.costs import Cost
-from dpsql.accountant.filters import FilterLimit, ScopeLimits
+from dpsql.accountant.filters import FilterLimit, ScopeLimits, budget_filter
+from dpsql.accountant.ledger import Ledger
 from dpsql.accountant.sqlite_ledger import SqliteLedger
 from dpsql.errors import BudgetExhausted
+from dpsql.policy import Budget
 
 PICO = 10**12
 CONV = Fraction(1, 10**7)
@@ -93,9 +98,12 @@ _RACER = textwrap.dedent(
     import sys, threading, time
     from fractions import Fraction
     from dpsql.accountant.costs import Cost
-    from dpsql.accountant.filters import FilterLimit, ScopeLimits
+    from dpsql.accountant.calibration import rho_for_epsilon
+from dpsql.accountant.filters import FilterLimit, ScopeLimits, budget_filter
+from dpsql.accountant.ledger import Ledger
     from dpsql.accountant.sqlite_ledger import SqliteLedger
     from dpsql.errors import BudgetExhausted
+from dpsql.policy import Budget
 
     path, start, name, n = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     f = lambda s, m: FilterLimit(s, "zcdp", m, None, None, None, None, Fraction(1, 10**7))
@@ -151,7 +159,9 @@ _CRASHER = textwrap.dedent(
     import os, signal, sys, time
     from fractions import Fraction
     from dpsql.accountant.costs import Cost
-    from dpsql.accountant.filters import FilterLimit, ScopeLimits
+    from dpsql.accountant.calibration import rho_for_epsilon
+from dpsql.accountant.filters import FilterLimit, ScopeLimits, budget_filter
+from dpsql.accountant.ledger import Ledger
     from dpsql.accountant.sqlite_ledger import SqliteLedger
 
     path, mode, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
@@ -280,3 +290,84 @@ def test_t5d_adaptive_costs_never_exceed_the_budget(data: st.DataObject) -> None
             assert rows[1].spent_rho == Fraction(model.get(keys[1], 0), PICO)
             remaining_hint = rows[1].remaining_rho or Fraction(0)
         led.close()
+
+
+# ---------------------------------------------------------------------------------------------
+# The same filter logic over an in-memory backend: 10^5 adaptive charges in exact arithmetic
+
+
+class _MemoryTx:
+    def __init__(self, meta: dict, totals: dict, charges: list) -> None:
+        self.meta, self.totals, self.charges = meta, totals, charges
+
+    def get_meta(self, key: str) -> str | None:
+        return self.meta.get(key)
+
+    def set_meta(self, key: str, value: str) -> None:
+        self.meta[key] = value
+
+    def spent(self, scope: str, key: str, window_start: int, window_len: int) -> tuple[int, int]:
+        return self.totals.get((scope, key, window_start, window_len), (0, 0))
+
+    def set_spent(self, scope: str, key: str, ws: int, wl: int, main: int, delta: int) -> None:
+        self.totals[(scope, key, ws, wl)] = (main, delta)
+
+    def insert_charge(self, at: float, user: str, session_id: str, query_hash: str, cost: Cost, main: int, delta: int) -> int:
+        self.charges.append(cost)
+        return len(self.charges)
+
+
+class MemoryLedger(Ledger):
+    """A toy backend: shows that all filter logic lives in the storage-agnostic base class."""
+
+    def __init__(self) -> None:
+        self.meta: dict = {}
+        self.totals: dict = {}
+        self.charges: list = []
+
+    @contextlib.contextmanager
+    def _write(self) -> Iterator[_MemoryTx]:
+        meta, totals, charges = dict(self.meta), dict(self.totals), list(self.charges)
+        yield _MemoryTx(meta, totals, charges)  # an exception discards the copies (rollback)
+        self.meta, self.totals, self.charges = meta, totals, charges
+
+    @contextlib.contextmanager
+    def _read(self) -> Iterator[_MemoryTx]:
+        yield _MemoryTx(self.meta, self.totals, self.charges)
+
+    def close(self) -> None:
+        pass
+
+    @property
+    def location(self) -> str:
+        return "memory"
+
+
+def test_t5d_hundred_thousand_adaptive_charges_in_exact_arithmetic() -> None:
+    """10^5 charges whose sizes adapt to the remaining budget (aiming at, just over and just under
+    it): the accepted costs, summed as exact Fractions, never exceed the exact ρ budget, and the
+    budget is nearly used up."""
+    budget = Budget(Fraction(10), Fraction(1, 10**6))
+    lim = ScopeLimits("zcdp", budget_filter("session", "zcdp", budget), budget_filter("user", "zcdp", budget), None)
+    rho_budget = rho_for_epsilon(budget.epsilon, budget.delta / 10)
+    led = MemoryLedger()
+    rng = random.Random()
+    spent = Fraction(0)
+    refused = 0
+    for i in range(100_000):
+        left = rho_budget - spent
+        r = rng.random()
+        if r < 0.3:
+            cost = Fraction(rng.randrange(1, 10**9), 10**15)  # tiny, odd denominators
+        elif r < 0.6:
+            cost = max(Fraction(0), left + Fraction(rng.randrange(-3, 4), 10**12))  # aim at the edge
+        else:
+            cost = Fraction(rng.randrange(1, 10**6), rng.randrange(10**6, 10**9))
+        try:
+            led.charge("u", "s", Cost("zcdp", cost), lim, float(i), "q")
+            spent += cost
+        except BudgetExhausted:
+            refused += 1
+        assert spent <= rho_budget
+    assert refused > 0 and rho_budget - spent < Fraction(1, 10**9)
+    assert len(led.charges) == 100_000 - refused
