@@ -98,12 +98,9 @@ _RACER = textwrap.dedent(
     import sys, threading, time
     from fractions import Fraction
     from dpsql.accountant.costs import Cost
-    from dpsql.accountant.calibration import rho_for_epsilon
-from dpsql.accountant.filters import FilterLimit, ScopeLimits, budget_filter
-from dpsql.accountant.ledger import Ledger
+    from dpsql.accountant.filters import FilterLimit, ScopeLimits
     from dpsql.accountant.sqlite_ledger import SqliteLedger
     from dpsql.errors import BudgetExhausted
-from dpsql.policy import Budget
 
     path, start, name, n = sys.argv[1], float(sys.argv[2]), sys.argv[3], int(sys.argv[4])
     f = lambda s, m: FilterLimit(s, "zcdp", m, None, None, None, None, Fraction(1, 10**7))
@@ -159,9 +156,7 @@ _CRASHER = textwrap.dedent(
     import os, signal, sys, time
     from fractions import Fraction
     from dpsql.accountant.costs import Cost
-    from dpsql.accountant.calibration import rho_for_epsilon
-from dpsql.accountant.filters import FilterLimit, ScopeLimits, budget_filter
-from dpsql.accountant.ledger import Ledger
+    from dpsql.accountant.filters import FilterLimit, ScopeLimits
     from dpsql.accountant.sqlite_ledger import SqliteLedger
 
     path, mode, k = sys.argv[1], sys.argv[2], int(sys.argv[3])
