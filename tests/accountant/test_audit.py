@@ -26,6 +26,8 @@ from dpsql.accountant.calibration import cks20_delta
 from dpsql.accountant.planner import calibrate
 from dpsql.rewriter.plan import Statistic
 
+pytestmark = pytest.mark.slow  # statistical audits: run in CI, ~25 s in all
+
 ALPHA = 1e-6  # false-failure probability allowed for each test as a whole
 N = 100_000  # draws per side (neighbouring database); half selects the event, half certifies it
 N_CONTROL = 200_000  # draws per side for the Gaussian negative control (power: see its test)

@@ -338,6 +338,7 @@ class MemoryLedger(Ledger):
         return "memory"
 
 
+@pytest.mark.slow
 def test_t5d_hundred_thousand_adaptive_charges_in_exact_arithmetic() -> None:
     """10^5 charges whose sizes adapt to the remaining budget (aiming at, just over and just under
     it): the accepted costs, summed as exact Fractions, never exceed the exact ρ budget, and the

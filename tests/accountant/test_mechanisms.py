@@ -124,3 +124,15 @@ def test_opendp_threshold_map_still_has_the_off_by_one(scale: float, tau: int) -
     """
     raw = mech.make_laplace_threshold(scale, tau)._meas
     assert raw.map((1, 1, 1))[1] < _exact_one_unit_release("laplace", scale, tau)
+
+
+def test_opendp_library_uses_openssl_randomness() -> None:
+    """R2: OpenDP samples from OpenSSL's CSPRNG only when built with ``use-openssl`` (the PyPI wheel
+    is). A build without it would fall back to ``thread_rng``; this checks the linked symbol."""
+    import mmap
+    from pathlib import Path
+
+    libs = list((Path(dp.__file__).parent / "lib").glob("opendp*"))
+    assert libs, "OpenDP's native library was not found"
+    with open(libs[0], "rb") as f, mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ) as m:
+        assert m.find(b"RAND_bytes") >= 0
