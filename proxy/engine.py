@@ -24,6 +24,8 @@ from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, open_ledger
 from dpsql.accountant.noise import release
 from dpsql.accountant.planner import NoisePlan, calibrate
+from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
+from dpsql.policy import Policy
 from dpsql.proxy.backends.base import Backend, BackendSession
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.proxy.settings import DPSettings
@@ -31,9 +33,6 @@ from dpsql.rewriter import rewrite
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post import NOISY_TABLE
 from dpsql.rewriter.postprocess import aggregate_values, output_rows
-
-from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
-from dpsql.policy import Policy
 from dpsql.schema import Catalog, build_catalog
 
 _REWRITE_CACHE_SIZE = 2048
@@ -218,16 +217,19 @@ class Session:
             exact = {c: [int(r[j] or 0) for r in rows] for c, j in zip(stat_cols, col_idx, strict=True)}
         units = exact.get(plan.units_column) if plan.units_column else None
         released = release(noise, exact, units)
-        kept_keys = [keys[i] for i in released.kept]
+        # Release groups in key order: the engine's row order can depend on groups never released.
+        order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys[released.kept[j]]))
+        kept_keys = [keys[released.kept[j]] for j in order]
+        released_sorted = {c: [v[j] for j in order] for c, v in released.values.items()}
         notices: list[str] = []
         if len(kept_keys) > plan.max_released_groups:
-            order = sorted(range(len(kept_keys)), key=lambda j: -released.values[plan.units_column or stat_cols[0]][j])
-            keep = sorted(order[: plan.max_released_groups])
+            by_size = sorted(range(len(kept_keys)), key=lambda j: -released_sorted[plan.units_column or stat_cols[0]][j])
+            keep = sorted(by_size[: plan.max_released_groups])
             kept_keys = [kept_keys[j] for j in keep]
-            released_values = {c: [v[j] for j in keep] for c, v in released.values.items()}
+            released_values = {c: [v[j] for j in keep] for c, v in released_sorted.items()}
             notices.append(f"result truncated to the {plan.max_released_groups} largest groups (by noisy count)")
         else:
-            released_values = dict(released.values)
+            released_values = released_sorted
         values = aggregate_values(plan, released_values, len(kept_keys))
         if plan.post_sql is None:
             out_rows = output_rows(plan, kept_keys, values)
@@ -265,6 +267,11 @@ class Session:
         names, out = self.engine.post.run("__dp_budget", BUDGET_COLUMNS, data, query)
         types = tuple(_budget_type(n) for n in names)
         return Result(tuple(names), types, out)
+
+
+def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
+    """Order for group keys: NULLs last, then by type name and value (mixed types never compare)."""
+    return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)
 
 
 def _budget_type(name: str) -> str:
