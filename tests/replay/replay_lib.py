@@ -299,6 +299,49 @@ def materialize(spec: DBSpec, name: str = "generated") -> DB:
     return DB(name, tuple(t), tuple(e))
 
 
+POISON_UID = 4242
+
+
+def poison_unit() -> tuple[tuple[TRow, ...], tuple[ERow, ...]]:
+    """Rows of one *poison* unit (T7): one poisoned column per row, then rows with every column
+    poisoned — 0, −1, ±2^63, NaN, ±inf, ±1e308, 'abc', '', '1e999', huge and infinite dates …"""
+    base: TRow = (POISON_UID, 5, 1.0, 3.0, "a", "h1", "2023-05-17", 1)
+    poison: dict[int, tuple[object, ...]] = {
+        1: (0, -1, INT64_MAX, INT64_MIN, INT64_MIN + 1, None),
+        2: (0.0, -0.0, math.nan, math.inf, -math.inf, 1e308, -1e308, 5e-324, None),
+        3: (0.0, math.nan, math.inf, -1e308, None),
+        4: ("abc", "", "d", None),
+        5: ("abc", "", "true", "1", "1e999", "2023-13-45", "x" * 300, "'", "\\", "%", "é", "a\\", None),
+        6: ("294247-01-10", "5881580-07-10", "5877642-06-25 (BC)", "infinity", "-infinity", "0001-01-01", None),
+        7: (0, INT32_MAX, INT32_MIN, -1, None),
+    }
+    rows: list[TRow] = []
+    for col, values in poison.items():
+        for v in values:
+            row = list(base)
+            row[col] = v
+            rows.append(tuple(row))
+    width = max(len(v) for v in poison.values())
+    for i in range(width):
+        rows.append((POISON_UID, *(poison[c][i % len(poison[c])] for c in range(1, 8))))
+    e_rows = tuple(
+        (POISON_UID, v, c, w) for v, c, w in zip((0, INT32_MAX, INT32_MIN, None), ("abc", "", None, "x"), (0, 4, None, 1), strict=True)
+    )
+    return tuple(rows), e_rows
+
+
+def poison_databases() -> dict[str, DB]:
+    """T7's databases: empty and ordinary, each with and without the poison unit."""
+    poison_t, poison_e = poison_unit()
+    ordinary = materialize(DBSpec(tuple([3, 5, 1, 8, 2] * 4), seed=7, p_special=0.0, h_pool=6, wide_uids=False, null_uid_rows=1))
+    return {
+        "empty": DB("empty", ()),
+        "poison": DB("poison", poison_t, poison_e),
+        "ordinary": ordinary,
+        "ordinary+poison": DB("ordinary+poison", ordinary.t + poison_t, ordinary.e + poison_e),
+    }
+
+
 def _pick(rng: random.Random, p: float, special: Sequence[Any], normal: Any) -> Any:
     return rng.choice(special) if rng.random() < p else normal
 
@@ -543,6 +586,20 @@ def build_stack(dbs: Sequence[DB], *, max_removals: int = 50, threads: int = 2) 
         )
     show(stack, stack.full[0] if dbs else -1)
     return stack
+
+
+def connect_db(db: DB, *, threads: int = 1) -> duckdb.DuckDBPyConnection:
+    """A fresh in-memory DuckDB holding ``db`` as the tables ``main.t``, ``main.e`` and ``main.p``."""
+    con = duckdb.connect(":memory:", config={"threads": threads})
+    _load(con, "t_base", T_COLUMNS, db.t, [0] * len(db.t))
+    _load(con, "e_base", E_COLUMNS, db.e, [0] * len(db.e))
+    con.execute("CREATE TABLE main.t AS SELECT * EXCLUDE (db) FROM t_base")
+    con.execute("CREATE TABLE main.e AS SELECT * EXCLUDE (db) FROM e_base")
+    con.execute("DROP TABLE t_base")
+    con.execute("DROP TABLE e_base")
+    con.execute("CREATE TABLE main.p (k INTEGER, name VARCHAR)")
+    con.executemany("INSERT INTO main.p VALUES (?, ?)", [list(r) for r in P_ROWS])
+    return con
 
 
 def show(stack: Stack, rep: int) -> None:
