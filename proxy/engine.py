@@ -17,6 +17,7 @@ import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from fractions import Fraction
 from typing import Any
 
 from dpsql.accountant.costs import Cost
@@ -65,6 +66,7 @@ class Engine:
         self.ledger = ledger if ledger is not None else open_ledger(policy)
         self.post = PostProcessor()
         self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
+        self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
         self._lock = threading.Lock()
 
     def session(self, user: str) -> Session:
@@ -87,6 +89,21 @@ class Engine:
             self._rewrites[key] = result
             if len(self._rewrites) > _REWRITE_CACHE_SIZE:
                 self._rewrites.popitem(last=False)
+        return result
+
+    def calibrate(self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction) -> NoisePlan:
+        """The (cached) noise plan of ``sql``'s release plan at (ε, δ); pure, so safe to cache."""
+        key = (sql, epsilon, delta)
+        with self._lock:
+            hit = self._noise.get(key)
+            if hit is not None:
+                self._noise.move_to_end(key)
+                return hit
+        result = calibrate(plan, epsilon, delta, self.policy.privacy.accounting)
+        with self._lock:
+            self._noise[key] = result
+            if len(self._noise) > _REWRITE_CACHE_SIZE:
+                self._noise.popitem(last=False)
         return result
 
     def close(self) -> None:
@@ -140,8 +157,7 @@ class Session:
         rw = self.engine.rewrite(sql)
         if rw.plan is None:
             return rw, None
-        eps, delta = self.settings.epsilon, self.settings.delta
-        return rw, calibrate(rw.plan, eps, delta, self.engine.policy.privacy.accounting)
+        return rw, self.engine.calibrate(sql, rw.plan, self.settings.epsilon, self.settings.delta)
 
     def limits(self) -> ScopeLimits:
         """The session, user and global filters that apply to this session's queries."""

@@ -26,9 +26,12 @@ class RewriteInvariantError(DPSQLError):
 
 
 def emit(tree: exp.Expression, dialect: str) -> str:
-    """SQL text for ``dialect``; guaranteed to re-parse into a tree that generates the same text."""
+    """SQL text for ``dialect``; guaranteed to re-parse into a tree that generates the same text.
+
+    ``tree`` is consumed (generation may transform it in place); pass a copy if you keep it.
+    """
     engine = Dialect.get_or_raise(dialect)
-    text = engine.generate(tree, copy=True, comments=False)
+    text = engine.generate(tree, copy=False, comments=False)
     try:
         again = sqlglot.parse_one(text, read=dialect)
     except ParseError:
