@@ -131,7 +131,7 @@ class Limits:
     max_released_groups: int = 10_000
     memory_limit: str = "4GB"
     threads: int = 2
-    queries_per_minute: int = 60
+    queries_per_minute: int = 600
 
 
 @dataclass(frozen=True)
@@ -463,7 +463,7 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
             max_released_groups=lr.integer("max_released_groups", 10_000),
             memory_limit=mem,
             threads=lr.integer("threads", 2),
-            queries_per_minute=lr.integer("queries_per_minute", 60),
+            queries_per_minute=lr.integer("queries_per_minute", 600),
         )
         lr.finish()
 

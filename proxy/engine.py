@@ -27,6 +27,7 @@ from dpsql.accountant.noise import release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
 from dpsql.policy import Policy
+from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.proxy.settings import DPSettings
@@ -65,6 +66,7 @@ class Engine:
         self.catalog: Catalog = build_catalog(policy, backend.describe())
         self.ledger = ledger if ledger is not None else open_ledger(policy)
         self.post = PostProcessor()
+        self.admission = Admission(policy.limits.queries_per_minute)
         self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
         self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
         self._lock = threading.Lock()
@@ -195,7 +197,8 @@ class Session:
             names = tuple(o.name for o in rw.outputs) if len(rw.outputs) == len(rs.columns) else rs.columns
             return Result(names, rs.types, rs.rows)
         assert noise is not None
-        return self._private(sql, rw, rw.plan, noise)
+        with self.engine.admission.admit(self.user):
+            return self._private(sql, rw, rw.plan, noise)
 
     def _private(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
         limits = self.engine.policy.limits

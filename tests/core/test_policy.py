@@ -117,7 +117,7 @@ BAD = [
 
 
 @pytest.mark.parametrize(("mutate", "key", "problem"), BAD)
-def test_bad_policy_names_file_key_problem(mutate, key: str, problem: str) -> None:  # noqa: ANN001
+def test_bad_policy_names_file_key_problem(mutate, key: str, problem: str) -> None:
     d = _base()
     mutate(d)
     with pytest.raises(PolicyError) as info:
