@@ -1,0 +1,58 @@
+"""Engine-level bugs found while writing tests/engine, one minimal case each (strict xfail: the
+test starts failing when the bug is fixed — then remove the marker)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import pytest
+from conftest import Harness
+
+from dpsql.errors import DPSQLError
+
+B10 = ("B10: ORDER BY an ordinal or an unaliased aggregate is post-processed as ORDER BY \"_col_N\", which the "
+       "post-processing query does not define: BinderException → XX000 after the charge")
+
+
+@pytest.mark.xfail(strict=True, reason=B10)
+@pytest.mark.parametrize("sql", [
+    "SELECT region, COUNT(*) FROM patients GROUP BY region ORDER BY 2 DESC",
+    "SELECT region, COUNT(*) FROM patients GROUP BY region ORDER BY COUNT(*) DESC LIMIT 3",
+    "SELECT department, AVG(cost) FROM visits GROUP BY department ORDER BY AVG(cost) DESC LIMIT 2",
+])
+def test_b10_order_by_unaliased_aggregate(make_harness: Callable[..., Harness], sql: str) -> None:
+    """rewriter/post.py emits e.g. `SELECT __dp_k0 AS "region", __dp_a0 AS "count" FROM __dp_noisy
+    ORDER BY "_col_1" DESC NULLS FIRST` (the name sqlglot's qualify gave the projection); the
+    analyst pays ε and gets "post-processing the noisy result failed (BinderException)"."""
+    h = make_harness()
+    session = h.engine.session("alice")
+    result = session.execute(sql)
+    values = [r[1] for r in result.rows]
+    assert values == sorted(values, reverse=True)
+
+
+@pytest.mark.xfail(strict=True, reason="B11: SET dp.epsilon = 1e999 raises OverflowError (float() in the error message) instead of 22023")
+@pytest.mark.parametrize("setting", ["dp.epsilon", "dp.delta"])
+def test_b11_huge_setting_value(make_harness: Callable[..., Harness], setting: str) -> None:
+    """proxy/settings.py parses the value exactly as a Fraction, then formats float(v) for the
+    message; for 1e999 that raises OverflowError, which is no DPSQLError (a crash for the client)."""
+    h = make_harness(session_epsilon=5.0)
+    session = h.engine.session("alice")
+    with pytest.raises(DPSQLError) as refused:
+        session.execute(f"SET {setting} = 1e999")
+    assert refused.value.sqlstate == "22023"
+
+
+@pytest.mark.xfail(strict=True, reason="B12: EXPLAIN shows no noise scale or 95% error for the columns of a query with HAVING/ORDER/LIMIT")
+def test_b12_explain_with_post_processing_shows_noise(make_harness: Callable[..., Harness]) -> None:
+    """DESIGN §3: EXPLAIN shows each output column's noise scale and 95% error bound. With a
+    post-processing query, proxy/explain.py prints "n: computed from noisy aggregates (int8)" for
+    what is the noisy COUNT(*) itself, and "region: computed from noisy aggregates" for a key."""
+    h = make_harness()
+    session = h.engine.session("alice")
+    sql = "SELECT region, COUNT(*) AS n FROM patients GROUP BY region HAVING COUNT(*) > 10 ORDER BY n DESC LIMIT 3"
+    text = "\n".join(r[0] for r in session.execute(f"EXPLAIN {sql}").rows)
+    _, noise = session.plan(sql)
+    assert noise is not None
+    (stat,) = noise.stats
+    assert f"scale {float(stat.released_scale):.4g}" in text and "95% error" in text
