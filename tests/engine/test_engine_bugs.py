@@ -4,10 +4,13 @@ test starts failing when the bug is fixed — then remove the marker)."""
 from __future__ import annotations
 
 from collections.abc import Callable
+from pathlib import Path
 
+import duckdb
 import pytest
-from conftest import Harness
+from conftest import Harness, policy_text
 
+from dpsql.api import open_engine
 from dpsql.errors import DPSQLError
 
 B10 = ("B10: ORDER BY an ordinal or an unaliased aggregate is post-processed as ORDER BY \"_col_N\", which the "
@@ -56,3 +59,34 @@ def test_b12_explain_with_post_processing_shows_noise(make_harness: Callable[...
     assert noise is not None
     (stat,) = noise.stats
     assert f"scale {float(stat.released_scale):.4g}" in text and "95% error" in text
+
+
+B13 = ("B13: GROUP BY a float column with declared values: the public key set comes back as Decimal (VALUES (0.1)) and "
+       "the bounded result as float, so the engine's key lookup misses and every group's exact value is taken as 0")
+
+
+@pytest.mark.xfail(strict=True, reason=B13)
+def test_b13_float_declared_values_are_matched(tmp_path: Path) -> None:
+    """proxy/engine.py matches bounded rows to the public key set with a dict keyed by Python
+    values; rewriter/contribution.py emits float declared values as DECIMAL literals, and
+    Decimal('0.1') != 0.1. The release is then noise around 0 for every group (utility, not
+    privacy). 1,000 units per group, σ ≈ 20: the released counts must be within 6σ of 1,000."""
+    db = tmp_path / "scores.duckdb"
+    con = duckdb.connect(str(db))
+    con.execute("CREATE TABLE m AS SELECT range AS uid, [0.1, 0.2, 0.3][range % 3 + 1]::DOUBLE AS score FROM range(3000)")
+    con.close()
+    tables = '[tables.m]\nprivacy_unit = "uid"\n[tables.m.columns]\nscore = { values = [0.1, 0.2, 0.3] }\n'
+    path = tmp_path / "policy.toml"
+    path.write_text(policy_text(db, tmp_path / "ledger.sqlite", epsilon=100.0, tables=tables))
+    engine = open_engine(path)
+    try:
+        session = engine.session("alice")
+        sql = "SELECT score, COUNT(*) FROM m GROUP BY score"
+        _, noise = session.plan(sql)
+        assert noise is not None
+        sigma = noise.stats[0].scale
+        rows = session.execute(sql).rows
+    finally:
+        engine.close()
+    assert [float(r[0]) for r in rows] == [0.1, 0.2, 0.3]
+    assert all(abs(r[1] - 1000) <= 6 * sigma for r in rows), (rows, sigma)
