@@ -1,14 +1,16 @@
 """The durable budget ledger: atomic check-and-charge against the session, user and global filters.
 
 :class:`Ledger` holds the storage-agnostic logic; a backend
-(:class:`~dpsql.accountant.sqlite_ledger.SqliteLedger`, later a PostgreSQL one) only provides a
+(:class:`~dpsql.accountant.sqlite_ledger.SqliteLedger`, or
+:class:`~dpsql.accountant.postgres_ledger.PostgresLedger` shared by several instances) only provides a
 serialisable write transaction and a read snapshot with a handful of primitive operations
 (:class:`LedgerTx`).
 
 Guarantees of :meth:`Ledger.charge`:
 
 * **Atomic.** The spent sums of all three filters are read, checked and updated in ONE write
-  transaction that excludes every other writer (SQLite ``BEGIN IMMEDIATE``), so concurrent
+  transaction that excludes every other writer (SQLite ``BEGIN IMMEDIATE``, PostgreSQL
+  ``SELECT … FOR UPDATE`` on a lock row), so concurrent
   queries from any number of threads and processes can never overspend a filter together.
 * **Durable before data is read.** It returns only after the commit is on disk; the engine
   runs the query only after it returns. A crash after the commit leaves the charge in place.
@@ -197,15 +199,13 @@ class Ledger(ABC):
 
 
 def open_ledger(policy: Policy) -> Ledger:
-    """The ledger the policy configures: SQLite at ``policy.ledger_path``.
-
-    A PostgreSQL URL (``[privacy.ledger] url``) is not supported yet and fails closed.
-    """
+    """The ledger the policy configures: PostgreSQL at ``[privacy.ledger] url`` (shared by several
+    dpsql instances), else SQLite at ``policy.ledger_path``. Raises LedgerUnavailable if it
+    cannot be opened."""
     if policy.ledger.url is not None:
-        raise LedgerUnavailable(
-            "a PostgreSQL budget ledger is not supported yet",
-            hint='set [privacy.ledger] path = "…" to use a SQLite ledger',
-        )
+        from dpsql.accountant.postgres_ledger import PostgresLedger
+
+        return PostgresLedger(policy.ledger.url)
     from dpsql.accountant.sqlite_ledger import SqliteLedger
 
     return SqliteLedger(Path(policy.ledger_path))
