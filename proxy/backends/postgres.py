@@ -7,7 +7,7 @@ connection and runs exactly one statement as::
 
     BEGIN READ ONLY; SET LOCAL statement_timeout = <ms>; SET LOCAL search_path = pg_catalog, public
     <the statement, through the extended protocol: one statement only>
-    COMMIT
+    COMMIT; RESET ALL
 
 on a connection opened with ``default_transaction_read_only = on`` (security.md R28). The role
 is checked at start-up (:mod:`~dpsql.proxy.backends.postgres_setup`): not a superuser, SELECT
@@ -71,7 +71,8 @@ _WRITE_TOKENS = {TokenType.INSERT, TokenType.DELETE, TokenType.MERGE, TokenType.
 class PostgresBackend(Backend):
     """The policy's tables on an upstream PostgreSQL, read through a SELECT-only role.
 
-    ``dsn`` is a ``postgresql://`` URL (libpq-style parameters such as ``sslmode`` are honoured).
+    ``dsn`` is a ``postgresql://`` URL (libpq-style parameters such as ``sslmode`` are honoured);
+    None means the policy's ``[source] postgres``.
     Raises PolicyError (naming the policy key) when the server cannot be reached, the role is
     not locked down or a policy table is missing; see :mod:`~dpsql.proxy.backends.postgres_setup`.
     ``pool_size`` defaults to the policy's ``[limits] max_connections``.
@@ -79,8 +80,11 @@ class PostgresBackend(Backend):
 
     dialect = "postgres"
 
-    def __init__(self, policy: Policy, dsn: str, *, pool_size: int | None = None, connect_timeout: float = 10.0) -> None:
+    def __init__(self, policy: Policy, dsn: str | None = None, *, pool_size: int | None = None, connect_timeout: float = 10.0) -> None:
         self._fname = str(policy.file)
+        dsn = dsn or policy.source.postgres
+        if not dsn:
+            raise PolicyError(self._fname, "source.postgres", "no PostgreSQL URL is configured (set it, or pass --postgres)")
         self._timeout = policy.limits.statement_timeout
         self._where = dsn_summary(dsn)
         self._sessions: weakref.WeakSet[PostgresSession] = weakref.WeakSet()
@@ -173,11 +177,11 @@ class PostgresBackend(Backend):
                     stmt = await conn.prepare(sql)
                     records = await stmt.fetch()
                     attrs = stmt.get_attributes()
-                    await conn.execute("COMMIT")
+                    await conn.execute("COMMIT; RESET ALL")  # RESET ALL: nothing a statement set outlives it
                 except BaseException:
                     if not conn.is_closed() and conn.is_in_transaction():
                         with contextlib.suppress(Exception):
-                            await conn.execute("ROLLBACK")
+                            await conn.execute("ROLLBACK; RESET ALL")
                     raise
                 return ResultSet(
                     columns=tuple(a.name for a in attrs),
