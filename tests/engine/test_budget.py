@@ -7,7 +7,7 @@ from __future__ import annotations
 from collections.abc import Callable
 
 import pytest
-from conftest import Harness
+from engine_lib import Harness
 
 from dpsql.accountant.filters import limits_for
 from dpsql.errors import DPSQLError

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from conftest import Harness, policy_text
+from engine_lib import Harness, policy_text
 
 from dpsql.api import open_engine
 from dpsql.errors import DPSQLError

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 import sqlglot
-from conftest import Harness
+from engine_lib import Harness
 from sqlglot import exp
 
 from dpsql.accountant.calibration import cks20_epsilon

@@ -11,8 +11,10 @@ The pieces:
   draws) by :func:`materialize`, or by hand for the fixed adversarial databases;
 * :func:`replay`: loads a batch of databases into one in-memory DuckDB, stacks every variant
   (D, D minus u, only u) of every database in one table with a ``__rep`` column, runs each
-  shape's bounded SQL once over the stack (see :func:`lift`), and returns every violation of the
-  plan's sensitivities as a readable string (an empty list means the plan held).
+  shape's bounded SQL once over the stack (see :func:`lift`), and returns a :class:`Report`
+  whose ``problems`` list every violation of the plan's sensitivities as a readable string (an
+  empty list means the plan held). Group keys are compared as DuckDB's text of the value (see
+  :func:`keyed`); a group absent from a result counts as all-zero statistics.
 
 **Lifting.** Planning a bounded query costs DuckDB 1–5 ms, so running it once per variant (200
 databases × 30 shapes × up to 101 variants) would take an hour. :func:`lift` only *adds* the
