@@ -110,8 +110,6 @@ class Cluster:
             "unix_socket_directories": str(self.socket_dir),
             "max_connections": "200",
             "shared_buffers": "256MB",
-            "fsync": "on",
-            "synchronous_commit": "on",
             "log_min_messages": "warning",
             **(settings or {}),
         }
