@@ -50,17 +50,19 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
             )
     lines.append("  output columns:")
     stats = {s.column: s for s in noise.stats}
-    agg_by_label = {i: a for i, a in enumerate(plan.aggregates)}
-    for out, src in zip(plan.outputs, _output_sources(plan), strict=False):
+    sources = _output_sources(plan)
+    for out, src in zip(plan.outputs, sources, strict=False):
         if src is None:
-            lines.append(f"    {out.name}: computed from noisy aggregates ({out.pg_type})")
-            continue
-        kind, idx = src
-        if kind == "key":
-            lines.append(f"    {out.name}: group key {plan.keys[idx].label}")
-            continue
-        agg = agg_by_label[idx]
-        lines.append(f"    {out.name}: {agg.label} — {_agg_noise(agg, stats, plan)}")
+            lines.append(f"    {out.name} ({out.pg_type}): computed after noise from the aggregates below")
+        elif src[0] == "key":
+            lines.append(f"    {out.name}: group key {plan.keys[src[1]].label}")
+        else:
+            agg = plan.aggregates[src[1]]
+            lines.append(f"    {out.name}: {agg.label} — {_agg_noise(agg, stats)}")
+    if any(src is None for src in sources):
+        lines.append("  aggregates (noisy; HAVING, ORDER BY, LIMIT and arithmetic are applied to these after noise):")
+        for agg in plan.aggregates:
+            lines.append(f"    {agg.label} — {_agg_noise(agg, stats)}")
     for d in plan.description:
         lines.append(f"  note: {d}")
     for s in plan.stats:
@@ -82,7 +84,7 @@ def _output_sources(plan: ReleasePlan) -> list[tuple[str, int] | None]:
     return [None] * len(plan.outputs)
 
 
-def _agg_noise(agg: AggregateRelease, stats: dict, plan: ReleasePlan) -> str:
+def _agg_noise(agg: AggregateRelease, stats: dict) -> str:
     first = stats.get(agg.stats[0])
     if agg.kind in ("count", "count_units", "sum") and first is not None:
         scale = first.released_scale

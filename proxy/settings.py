@@ -45,8 +45,8 @@ class DPSettings:
                 raise InvalidParameterValue("dp.epsilon must be greater than 0", hint="SET dp.epsilon = 0.5")
             if v > pv.max_epsilon_per_query:
                 raise InvalidParameterValue(
-                    f"dp.epsilon {float(v):g} is above the policy's max_epsilon_per_query ({float(pv.max_epsilon_per_query):g})",
-                    hint=f"SET dp.epsilon to at most {float(pv.max_epsilon_per_query):g}",
+                    f"dp.epsilon {_fmt(v)} is above the policy's max_epsilon_per_query ({_fmt(pv.max_epsilon_per_query)})",
+                    hint=f"SET dp.epsilon to at most {_fmt(pv.max_epsilon_per_query)}",
                 )
             self.epsilon = v
         elif name == "dp.delta":
@@ -55,8 +55,8 @@ class DPSettings:
                 raise InvalidParameterValue("dp.delta must be greater than 0", hint="SET dp.delta = 1e-7")
             if v > pv.max_delta_per_query:
                 raise InvalidParameterValue(
-                    f"dp.delta {float(v):g} is above the policy's max_delta_per_query ({float(pv.max_delta_per_query):g})",
-                    hint=f"SET dp.delta to at most {float(pv.max_delta_per_query):g}",
+                    f"dp.delta {_fmt(v)} is above the policy's max_delta_per_query ({_fmt(pv.max_delta_per_query)})",
+                    hint=f"SET dp.delta to at most {_fmt(pv.max_delta_per_query)}",
                 )
             self.delta = v
         elif name == "dp.session_epsilon":
@@ -66,8 +66,8 @@ class DPSettings:
             current = self.effective_session_cap()
             if current is not None and v > current:
                 raise InvalidParameterValue(
-                    f"dp.session_epsilon can only be lowered (current cap {float(current):g})",
-                    hint=f"SET dp.session_epsilon to at most {float(current):g}",
+                    f"dp.session_epsilon can only be lowered (current cap {_fmt(current)})",
+                    hint=f"SET dp.session_epsilon to at most {_fmt(current)}",
                 )
             self.session_epsilon = v
         elif name == "dp.accounting":
@@ -113,4 +113,7 @@ def _min(a: Fraction | None, b: Fraction | None) -> Fraction | None:
 
 
 def _fmt(v: Fraction) -> str:
-    return f"{float(v):g}"
+    try:
+        return f"{float(v):g}"
+    except OverflowError:
+        return "a number too large to show"

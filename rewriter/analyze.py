@@ -106,11 +106,27 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
         return _replace(node.copy(), keys, agg_ref, private_alias)
 
     projections = [outer(p) for p in select.expressions]
+    if not aggregates and not keys:
+        raise PrivacyViolation(
+            "a query over a private table must aggregate: one output row per private row would reveal the exact row count",
+            hint="use COUNT(*), SUM(col) or AVG(col), optionally with GROUP BY",
+        )
     having = select.args.get("having")
     having_expr = outer(having.this) if having is not None else None
     order = select.args.get("order")
     order_expr = outer(order) if order is not None else None
     assert order_expr is None or isinstance(order_expr, exp.Order)
+    if order_expr is not None:
+        # qualify names unaliased projections "_col_N" and ORDER BY refers to them by that alias;
+        # the post-processing query aliases outputs by PostgreSQL's names, so order by the expression.
+        by_alias = {p.alias: p.this for p in projections if isinstance(p, exp.Alias)}
+
+        def unalias(n: exp.Expression) -> exp.Expression:
+            if isinstance(n, exp.Column) and not n.table and n.name in by_alias:
+                return by_alias[n.name].copy()
+            return n
+
+        order_expr = order_expr.transform(unalias, copy=False)  # type: ignore[assignment]
     return QueryShape(
         select=select,
         private_alias=private_alias,

@@ -440,10 +440,13 @@ def _column_type(col: exp.Column, ctx: BoundingContext) -> str | None:
 def _value_literal(v: object, key: exp.Expression, ctx: BoundingContext) -> exp.Expression:
     if isinstance(v, bool):
         return exp.Boolean(this=v)
-    if isinstance(v, int | float):
-        return decimal_literal(Fraction(str(v))) if isinstance(v, float) else _int_literal(v)
-    lit = exp.Literal.string(str(v))
     pg_type = _key_pg_type(key, ctx)
+    if isinstance(v, int | float):
+        lit = decimal_literal(Fraction(str(v))) if isinstance(v, float) else _int_literal(v)
+        if pg_type in ("float4", "float8"):  # typed like the column, so keys compare equal in Python too
+            return exp.Cast(this=lit, to=exp.DataType.build("DOUBLE" if pg_type == "float8" else "REAL"))
+        return lit
+    lit = exp.Literal.string(str(v))
     if pg_type in ("date", "timestamp", "timestamptz"):
         return exp.Cast(this=lit, to=exp.DataType.build(pg_type.upper().replace("TIMESTAMPTZ", "TIMESTAMPTZ")))
     return lit

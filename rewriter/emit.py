@@ -26,16 +26,22 @@ class RewriteInvariantError(DPSQLError):
 
 
 def emit(tree: exp.Expression, dialect: str) -> str:
-    """SQL text for ``dialect``; guaranteed to re-parse into a tree that generates the same text.
+    """SQL text for ``dialect``; guaranteed to be a fixed point: it re-parses into a tree that
+    generates the same text. Only that text is ever executed.
 
-    ``tree`` is consumed (generation may transform it in place); pass a copy if you keep it.
+    sqlglot may normalise a construct on its first round trip (``x IS NOT NULL`` is generated from
+    one tree shape and re-parsed as ``NOT x IS NULL``), so up to two round trips are taken; if the
+    text still changes, the query is refused. ``tree`` is consumed (generation may transform it).
     """
     engine = Dialect.get_or_raise(dialect)
     text = engine.generate(tree, copy=False, comments=False)
-    try:
-        again = sqlglot.parse_one(text, read=dialect)
-    except ParseError:
-        raise RewriteInvariantError("internal error: the rewritten SQL does not parse; the query was refused") from None
-    if engine.generate(again, copy=False, comments=False) != text:
-        raise RewriteInvariantError("internal error: the rewritten SQL is not a fixed point; the query was refused")
-    return text
+    for _ in range(2):
+        try:
+            again = sqlglot.parse_one(text, read=dialect)
+        except ParseError:
+            raise RewriteInvariantError("internal error: the rewritten SQL does not parse; the query was refused") from None
+        regenerated = engine.generate(again, copy=False, comments=False)
+        if regenerated == text:
+            return text
+        text = regenerated
+    raise RewriteInvariantError("internal error: the rewritten SQL is not a fixed point; the query was refused")

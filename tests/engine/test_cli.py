@@ -176,7 +176,6 @@ def test_console_script(policy: Path) -> None:
     assert done.returncode == 0 and "policy OK" in done.stdout
 
 
-@pytest.mark.xfail(strict=True, reason="B8: the rewriter's SchemaError escapes the CLI as a traceback (exit 1, no SQLSTATE)")
 def test_b8_constant_projection_is_one_line_refusal(policy: Path) -> None:
     """`SELECT 1 FROM visits` must be refused like raw access (42501) on one line, not a traceback."""
     done = dpsql("query", "--policy", str(policy), "--user", "alice", "SELECT 1 FROM visits")
@@ -184,7 +183,6 @@ def test_b8_constant_projection_is_one_line_refusal(policy: Path) -> None:
     _one_error_line(done, "42501")
 
 
-@pytest.mark.xfail(strict=True, reason="B11: --epsilon 1e999 raises OverflowError in proxy/settings.py: traceback instead of 22023")
 def test_b11_huge_epsilon_is_one_line_refusal(policy: Path) -> None:
     """A huge --epsilon is refused (22023) on one line."""
     done = dpsql("query", "--policy", str(policy), "--user", "alice", "--epsilon", "1e999", "SELECT COUNT(*) FROM visits")

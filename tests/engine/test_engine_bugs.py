@@ -17,7 +17,6 @@ B10 = ("B10: ORDER BY an ordinal or an unaliased aggregate is post-processed as 
        "post-processing query does not define: BinderException → XX000 after the charge")
 
 
-@pytest.mark.xfail(strict=True, reason=B10)
 @pytest.mark.parametrize("sql", [
     "SELECT region, COUNT(*) FROM patients GROUP BY region ORDER BY 2 DESC",
     "SELECT region, COUNT(*) FROM patients GROUP BY region ORDER BY COUNT(*) DESC LIMIT 3",
@@ -34,7 +33,6 @@ def test_b10_order_by_unaliased_aggregate(make_harness: Callable[..., Harness], 
     assert values == sorted(values, reverse=True)
 
 
-@pytest.mark.xfail(strict=True, reason="B11: SET dp.epsilon = 1e999 raises OverflowError (float() in the error message) instead of 22023")
 @pytest.mark.parametrize("setting", ["dp.epsilon", "dp.delta"])
 def test_b11_huge_setting_value(make_harness: Callable[..., Harness], setting: str) -> None:
     """proxy/settings.py parses the value exactly as a Fraction, then formats float(v) for the
@@ -46,7 +44,6 @@ def test_b11_huge_setting_value(make_harness: Callable[..., Harness], setting: s
     assert refused.value.sqlstate == "22023"
 
 
-@pytest.mark.xfail(strict=True, reason="B12: EXPLAIN shows no noise scale or 95% error for the columns of a query with HAVING/ORDER/LIMIT")
 def test_b12_explain_with_post_processing_shows_noise(make_harness: Callable[..., Harness]) -> None:
     """DESIGN §3: EXPLAIN shows each output column's noise scale and 95% error bound. With a
     post-processing query, proxy/explain.py prints "n: computed from noisy aggregates (int8)" for
@@ -65,7 +62,6 @@ B13 = ("B13: GROUP BY a float column with declared values: the public key set co
        "the bounded result as float, so the engine's key lookup misses and every group's exact value is taken as 0")
 
 
-@pytest.mark.xfail(strict=True, reason=B13)
 def test_b13_float_declared_values_are_matched(tmp_path: Path) -> None:
     """proxy/engine.py matches bounded rows to the public key set with a dict keyed by Python
     values; rewriter/contribution.py emits float declared values as DECIMAL literals, and
