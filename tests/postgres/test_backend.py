@@ -13,7 +13,7 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from conftest import PgEnv, policy_text, source_line
+from pgenv import PgEnv, policy_text, source_line
 
 from dpsql.errors import DPSQLError, ExecutionFailed, PolicyError, QueryCanceled, UnsupportedQuery
 from dpsql.policy import Policy, load_policy

@@ -22,7 +22,7 @@ from typing import Any
 
 import pytest
 import sqlglot
-from conftest import PgEnv, policy_text, source_line
+from pgenv import PgEnv, policy_text, source_line
 from sqlglot import exp
 
 from dpsql.errors import DPSQLError

@@ -20,7 +20,7 @@ from pathlib import Path
 
 import asyncpg
 import pytest
-from conftest import PgEnv, policy_text, source_line
+from pgenv import PgEnv, policy_text, source_line
 
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import FilterLimit, ScopeLimits
