@@ -618,12 +618,13 @@ class Connection:
         self._check_aborted(stmt.route)
         n = len(stmt.param_oids)
         if len(msg.params) != n:
-            raise m.ProtocolViolation(
-                f'bind message supplies {len(msg.params)} parameters, but prepared statement "{msg.statement}" requires {n}'
+            raise DPSQLError(
+                f'bind message supplies {len(msg.params)} parameters, but prepared statement "{msg.statement}" requires {n}',
+                sqlstate="08P01",
             )
         fmts = msg.param_formats
         if len(fmts) not in (0, 1, n):
-            raise m.ProtocolViolation(f"bind message has {len(fmts)} parameter formats but {n} parameters")
+            raise DPSQLError(f"bind message has {len(fmts)} parameter formats but {n} parameters", sqlstate="08P01")
         values: list[Any] = []
         tz = self._output_ctx().timezone
         for i, (raw, oid) in enumerate(zip(msg.params, stmt.param_oids, strict=True)):
@@ -780,7 +781,7 @@ class Connection:
     def _fields(self, names: Sequence[str], types: Sequence[str], formats: Sequence[int]) -> list[m.FieldDescription]:
         n = len(names)
         if len(formats) not in (0, 1, n):
-            raise m.ProtocolViolation(f"bind message has {len(formats)} result formats but query has {n} columns")
+            raise DPSQLError(f"bind message has {len(formats)} result formats but query has {n} columns", sqlstate="08P01")
         out = []
         for i, (name, tname) in enumerate(zip(names, types, strict=True)):
             t = self._type(tname)

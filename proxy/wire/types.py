@@ -515,14 +515,19 @@ def decode_numeric_binary(data: bytes) -> Decimal:
     groups = struct.unpack_from(f"!{ndigits}h", data, 8)
     if any(g < 0 or g > 9999 for g in groups):
         raise _binary_error()
-    value = 0
-    for g in groups:
-        value = value * 10000 + g
+    digits = "".join(f"{g:04d}" for g in groups).lstrip("0") or "0"
     exp10 = 4 * (weight - ndigits + 1)
-    d = Decimal(value).scaleb(exp10)
-    if sign == NUMERIC_NEG:
-        d = -d
-    return d.quantize(Decimal(1).scaleb(-dscale)) if dscale <= 1000 else d
+    # Express the value with exactly ``dscale`` fractional digits (the display scale).
+    if -exp10 < dscale:
+        digits += "0" * (dscale + exp10)
+        exp10 = -dscale
+    elif -exp10 > dscale:
+        drop = -exp10 - dscale
+        if digits != "0" and any(c != "0" for c in digits[-drop:]):
+            raise _binary_error()
+        digits = digits[:-drop] or "0"
+        exp10 = -dscale
+    return Decimal((1 if sign == NUMERIC_NEG else 0, tuple(int(c) for c in digits), exp10))
 
 
 def _micros(td: dt.timedelta) -> int:
