@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import socket
 import ssl
 import struct
@@ -121,10 +122,8 @@ class RawClient:
         return self.read_until()
 
     def close(self) -> None:
-        try:
+        with contextlib.suppress(OSError):
             self.send(m.FRONTEND_TERMINATE)
-        except OSError:
-            pass
         self.sock.close()
 
 

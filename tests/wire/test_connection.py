@@ -101,7 +101,7 @@ def test_startup_reports_parameters_and_key_data(ctx: ServerContext) -> None:
     assert status["session_authorization"] == "alice"
     assert status["application_name"] == "psql"
     assert "IntervalStyle" in status
-    key = [body for t, body in out if t == b"K"][0]
+    key = next(body for t, body in out if t == b"K")
     assert len(key) == 8 and struct.unpack("!i", key[:4])[0] == harness.conn.pid > 0
     assert out[-1] == (b"Z", b"I")
     harness.conn.close()
@@ -474,7 +474,7 @@ def test_extended_query_with_parameters(h: Harness) -> None:
         m.FRONTEND_SYNC,
     )
     assert types_of(out) == "1tT2TNDCZ"
-    pd = [body for t, body in out if t == b"t"][0]
+    pd = next(body for t, body in out if t == b"t")
     assert struct.unpack("!hII", pd) == (2, 23, 25)
     assert row_description(out)[0] == ("n", 20, 8, 0)
     assert tag(out) == "SELECT 1"
