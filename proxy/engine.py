@@ -213,6 +213,7 @@ class Session:
                     hint="group by fewer columns or filter the groups",
                 )
 
+        self._validate(rw, plan)
         query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
         self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), time.time(), query_hash)
         # ---- from here on, the charge stands whatever happens ----
@@ -264,6 +265,23 @@ class Session:
             notices=notices,
             cost=noise.cost,
         )
+
+    def _validate(self, rw: Rewrite, plan: ReleasePlan) -> None:
+        """Checks that read no data, run before the charge so a query that could only fail is free:
+        the bounded SQL binds on the engine, the query's constants evaluate, and the
+        post-processing query binds over an empty noisy table."""
+        self.engine.backend.validate(rw.sql)
+        if plan.constants_sql is not None:
+            try:
+                self.backend.execute(plan.constants_sql, timeout=self.engine.policy.limits.statement_timeout)
+            except DPSQLError:
+                raise DPSQLError(
+                    "a constant in the query cannot be evaluated (for example an invalid date literal or an out-of-range cast)",
+                    hint="fix the literal; no budget was spent",
+                    sqlstate="22000",
+                ) from None
+        if plan.post_sql is not None:
+            self.engine.post.run(NOISY_TABLE, plan.post_types, [[] for _ in plan.post_types], plan.post_sql)
 
     def _cost_notice(self, noise: NoisePlan) -> str:
         try:

@@ -8,9 +8,8 @@ from __future__ import annotations
 from fractions import Fraction
 
 from dpsql.accountant.planner import NoisePlan
-from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite
-
 from dpsql.policy import Policy
+from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite
 
 
 def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[str]:

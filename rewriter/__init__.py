@@ -7,7 +7,8 @@ is the model):
 2. :mod:`~dpsql.rewriter.bind` (tables) — every table is in the policy;
 3. :mod:`~dpsql.rewriter.allowlist` — default-deny node types and functions;
 4. :mod:`~dpsql.rewriter.bind` (columns) — sqlglot ``qualify`` against the visible schema;
-5. :mod:`~dpsql.rewriter.flatten` — merge row-level subqueries/CTEs;
+5. :mod:`~dpsql.rewriter.flatten` — merge row-level subqueries/CTEs, then
+   :mod:`~dpsql.rewriter.typecheck` — no run-time casts of private text, explicit literal casts;
 6. :mod:`~dpsql.rewriter.analyze` — private relation, keys, aggregates, post-processing parts;
 7. :mod:`~dpsql.rewriter.contribution` (with :mod:`~dpsql.rewriter.totalize` and
    :mod:`~dpsql.rewriter.bounds`) — the bounded SQL and its statistics' sensitivities;
@@ -33,6 +34,7 @@ from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import _pg_type, build_post
+from dpsql.rewriter.typecheck import check_types, constant_casts
 from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["ReleasePlan", "Rewrite", "rewrite"]
@@ -85,6 +87,9 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     joins = flat.args.get("joins") or []
     if len(joins) > limits.max_joins:
         raise UnsupportedQuery(f"the query has {len(joins)} joins, more than the limit of {limits.max_joins}")
+    families = column_families(relations)
+    check_types(flat, families)
+    constants = [c.copy() for c in constant_casts(flat)]
     shape = analyze_shape(flat, private_alias=alias, unit_column=info.policy.privacy_unit)
 
     bounds: dict[tuple[str, str], tuple[Fraction, Fraction] | None] = {}
@@ -109,7 +114,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         dialect=dialect,
         private=info,
         private_alias=alias,
-        families=column_families(relations),
+        families=families,
         bounds=bounds,
         key_sources=key_sources,
         salt=make_salt(text),
@@ -137,6 +142,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         max_released_groups=limits.max_released_groups,
         tables=(info.policy.qualified,),
         description=tuple(notes),
+        constants_sql=emit(exp.select(*constants), dialect) if constants else None,
     )
     return Rewrite(sql=emit(physical_names(bounded.query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
 

@@ -99,6 +99,7 @@ class ReleasePlan:
     max_released_groups: int = 10_000
     tables: tuple[str, ...] = ()  # private tables read (for audit)
     description: tuple[str, ...] = ()  # human-readable notes for EXPLAIN (bounds, grids, key handling)
+    constants_sql: str | None = None  # SELECT of the query's constant casts: evaluated before the charge
 
     @property
     def partition_selection(self) -> bool:

@@ -10,7 +10,7 @@ type at run time (DuckDB: "Could not convert string 'abc' to INT32") are refused
 
 >>> from sqlglot import parse_one
 >>> totalize(parse_one("CAST(t.s AS INT) + t.a / t.b"), "duckdb", {"t.a": "int", "t.b": "int", "t.s": "text"}).sql("duckdb")
-'TRY(TRY_CAST(t.s AS INT) + t.a // NULLIF(t.b, 0))'
+'TRY(TRY_CAST(t.s AS INT) + TRY(t.a // NULLIF(t.b, 0)))'
 >>> totalize(parse_one("t.a * 2"), "postgres", {"t.a": "int"}).sql("postgres")
 'CAST(t.a AS DECIMAL) * 2'
 """
@@ -44,6 +44,8 @@ def type_family(node: exp.Expression, columns: Families) -> str:
         return "int" if node.is_int else "numeric"
     if isinstance(node, exp.Null):
         return "unknown"
+    if isinstance(node, exp.Interval):
+        return "interval"
     if isinstance(node, exp.Boolean):
         return "bool"
     if isinstance(node, exp.Cast | exp.TryCast):
@@ -182,15 +184,16 @@ def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expre
 
 
 def _duck(node: exp.Expression, cols: Families, *, inside_try: bool) -> exp.Expression:
+    """Post-order: every node that can raise is wrapped in its own TRY (DuckDB evaluates a repeated
+    subexpression once, possibly outside an enclosing TRY, so an outer TRY alone is not enough)."""
     risky = _duck_risky(node, cols)
-    child_inside = inside_try or risky
     for key, value in list(node.args.items()):
         if isinstance(value, exp.Expression):
-            node.set(key, _duck(value, cols, inside_try=child_inside))
+            node.set(key, _duck(value, cols, inside_try=inside_try or risky))
         elif isinstance(value, list):
-            node.set(key, [_duck(v, cols, inside_try=child_inside) if isinstance(v, exp.Expression) else v for v in value])
+            node.set(key, [_duck(v, cols, inside_try=inside_try or risky) if isinstance(v, exp.Expression) else v for v in value])
     node = _duck_semantics(node, cols)
-    if risky and not inside_try:
+    if risky:
         return exp.Try(this=node)
     return node
 
@@ -205,10 +208,16 @@ def _duck_risky(node: exp.Expression, cols: Families) -> bool:
     return bool(rule and rule.duckdb_may_fail)
 
 
+def _as_timestamp(node: exp.Expression, cols: Families) -> exp.Expression:
+    """A DATE operand next to a TIMESTAMP one, cast without failing (DuckDB would cast it anyway, and
+    fail for dates beyond the TIMESTAMP range)."""
+    if type_family(node, cols) == "date":
+        return exp.TryCast(this=node, to=exp.DataType.build("TIMESTAMP"))
+    return node
+
+
 def _duck_semantics(node: exp.Expression, cols: Families) -> exp.Expression:
     if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
-        if _is_literal_cast(node):
-            return node
         return exp.TryCast(this=node.this, to=node.to)
     if isinstance(node, exp.Div):
         a, b = type_family(node.this, cols), type_family(node.expression, cols)
@@ -218,6 +227,33 @@ def _duck_semantics(node: exp.Expression, cols: Families) -> exp.Expression:
         return exp.Div(this=node.this, expression=divisor, typed=False, safe=False)
     if isinstance(node, exp.Mod):
         return exp.Mod(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)))
+    if isinstance(node, (*_COMPARISONS, exp.Nullif)):
+        fams = {type_family(node.this, cols), type_family(node.expression, cols)}
+        if fams == {"date", "timestamp"}:
+            node.set("this", _as_timestamp(node.this, cols))
+            node.set("expression", _as_timestamp(node.expression, cols))
+    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least | exp.In):
+        args = [node.this, *node.expressions]
+        if {type_family(a, cols) for a in args} >= {"date", "timestamp"}:
+            node.set("this", _as_timestamp(node.this, cols))
+            node.set("expressions", [_as_timestamp(a, cols) for a in node.expressions])
+    if isinstance(node, exp.Between):
+        fams = {type_family(node.this, cols), type_family(node.args["low"], cols), type_family(node.args["high"], cols)}
+        if fams >= {"date", "timestamp"}:
+            for k in ("this", "low", "high"):
+                node.set(k, _as_timestamp(node.args[k], cols))
+    if isinstance(node, exp.Case):
+        branches = [i.args.get("true") for i in node.args.get("ifs") or []] + [node.args.get("default")]
+        if {type_family(b, cols) for b in branches if b is not None} >= {"date", "timestamp"}:
+            for i in node.args.get("ifs") or []:
+                i.set("true", _as_timestamp(i.args["true"], cols))
+            if node.args.get("default") is not None:
+                node.set("default", _as_timestamp(node.args["default"], cols))
+    if isinstance(node, exp.Like | exp.ILike) and not isinstance(node.parent, exp.Escape):
+        pattern = node.expression
+        if isinstance(pattern, exp.Literal) and "\\" in pattern.this:
+            # PostgreSQL's LIKE escapes with a backslash by default; DuckDB's has no default escape.
+            node.set("expression", exp.Escape(this=pattern, expression=exp.Literal.string("\\")))
     return node
 
 

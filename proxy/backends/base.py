@@ -94,6 +94,14 @@ class Backend(ABC):
     def session(self) -> BackendSession:
         """A new execution handle, independent of every other session (usable in another thread)."""
 
+    def validate(self, sql: str) -> None:
+        """Bind ``sql`` without reading any row; raise a DPSQLError if it cannot run on this engine.
+
+        Called before a query is charged, so a query that could only fail is refused for free.
+        Failures here must not depend on data. The default accepts everything.
+        """
+        del sql
+
     @abstractmethod
     def close(self) -> None:
         """Close every session and release the engine; idempotent."""

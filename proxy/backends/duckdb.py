@@ -24,6 +24,9 @@ from collections.abc import Callable
 from pathlib import Path
 
 import duckdb
+
+from dpsql.errors import DPSQLError, QuerySyntaxError
+from dpsql.policy import Policy
 from dpsql.proxy.backends.base import (
     Backend,
     BackendSession,
@@ -37,10 +40,8 @@ from dpsql.proxy.backends.base import (
 )
 from dpsql.proxy.backends.duckdb_setup import LockedDatabase, open_locked
 from dpsql.proxy.backends.duckdb_types import pg_type_name
+from dpsql.proxy.backends.shadow import EmptyShadow
 from dpsql.proxy.backends.watchdog import Watchdog
-
-from dpsql.errors import DPSQLError, QuerySyntaxError
-from dpsql.policy import Policy
 
 _log = logging.getLogger("dpsql.backend")
 
@@ -64,7 +65,12 @@ class DuckDBBackend(Backend):
         self._sessions: weakref.WeakSet[DuckDBSession] = weakref.WeakSet()
         self._lock = threading.Lock()
         self._closed = False
-        self._finalizer = weakref.finalize(self, _shutdown, self._sessions, self._watchdog, self._db)
+        self._shadow = EmptyShadow(self._db.described)
+        self._finalizer = weakref.finalize(self, _shutdown, self._sessions, self._watchdog, self._db, self._shadow)
+
+    def validate(self, sql: str) -> None:
+        """Bind ``sql`` on an empty copy of the schema (no rows: failures depend only on the query)."""
+        self._shadow.check(sql)
 
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         """Columns and PostgreSQL types of every policy table, from metadata read at startup."""
@@ -88,12 +94,13 @@ class DuckDBBackend(Backend):
         self._finalizer()
 
 
-def _shutdown(sessions: weakref.WeakSet[DuckDBSession], watchdog: Watchdog, db: LockedDatabase) -> None:
+def _shutdown(sessions: weakref.WeakSet[DuckDBSession], watchdog: Watchdog, db: LockedDatabase, shadow: EmptyShadow) -> None:
     """Close every session, the watchdog and the database (runs once, from close() or finalize)."""
     for s in list(sessions):
         s.close()
     watchdog.close()
     db.close()
+    shadow.close()
 
 
 class DuckDBSession(BackendSession):

@@ -26,10 +26,10 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import duckdb
-from dpsql.proxy.backends.duckdb_types import pg_type_name
 
 from dpsql.errors import PolicyError
 from dpsql.policy import Policy, TablePolicy
+from dpsql.proxy.backends.duckdb_types import pg_type_name
 
 SOURCE_CATALOG = "dpsql_source"
 
