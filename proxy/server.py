@@ -49,6 +49,7 @@ STARTUP_TIMEOUT = 60.0  # seconds to finish startup and authentication (PostgreS
 WRITE_HIGH_WATER = 512 * 1024
 WRITE_LOW_WATER = 128 * 1024
 MAX_PENDING_MESSAGES = 512
+FLUSH_AT = 64 * 1024  # pending output that is written before the next message is processed
 SHUTDOWN_GRACE = 5.0
 
 
@@ -158,6 +159,8 @@ class PgProtocol(asyncio.Protocol):
         while pending and not self.busy and not conn.closing and not self.write_paused:
             msg = pending.popleft()
             self._advance(conn.handle(msg), None, None)
+            if len(conn.out) > FLUSH_AT:
+                self._flush()  # may pause writing, which stops this loop
             if conn.phase == "ready" and self._startup_timer is not None:
                 self._startup_timer.cancel()
                 self._startup_timer = None

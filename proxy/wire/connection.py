@@ -475,6 +475,10 @@ class Connection:
         if t is m.Flush:
             yield Drain()
             return
+        if t is m.Oversized and msg.type == b"Q":  # type: ignore[union-attr]
+            self._error(self._oversized(msg))  # type: ignore[arg-type]
+            self._ready()
+            return
         if self.skip_to_sync and t in (m.Parse, m.Bind, m.Describe, m.Execute, m.Close, m.Oversized):
             return
         try:
@@ -489,7 +493,7 @@ class Connection:
             elif t is m.Close:
                 self._close(msg)  # type: ignore[arg-type]
             elif t is m.Oversized:
-                self._oversized(msg)  # type: ignore[arg-type]
+                raise self._oversized(msg)  # type: ignore[arg-type]
             elif t is m.Unsupported:
                 self._unsupported(msg)  # type: ignore[arg-type]
             elif t is m.PasswordData:
@@ -536,8 +540,9 @@ class Connection:
         self._error(DPSQLError("the function-call protocol message is not supported", sqlstate="0A000"))
         self._ready()
 
-    def _oversized(self, msg: m.Oversized) -> None:
-        raise DPSQLError(
+    @staticmethod
+    def _oversized(msg: m.Oversized) -> DPSQLError:
+        return DPSQLError(
             f"message of {msg.length} bytes exceeds the server's limit",
             hint="send a shorter statement or smaller parameter values",
             sqlstate="54000",
@@ -568,6 +573,8 @@ class Connection:
                     continue
                 binary = route.kind == "fetch" and result.command.startswith("FETCH") and getattr(result, "binary", False)
                 yield from self._send_result(result, (1,) if binary else (), describe=True)
+                if len(self.out) > OUT_HIGH_WATER:
+                    yield Drain()
             except Exception as e:
                 self._error(e)
                 break
