@@ -39,7 +39,7 @@ import asyncpg
 from sqlglot import tokenize
 from sqlglot.tokens import TokenType
 
-from dpsql.errors import DPSQLError, PolicyError, QuerySyntaxError
+from dpsql.errors import DatatypeMismatch, DPSQLError, PolicyError, QuerySyntaxError
 from dpsql.pgaio import LoopThread, dsn_summary
 from dpsql.policy import Policy
 from dpsql.proxy.backends.base import (
@@ -146,6 +146,47 @@ class PostgresBackend(Backend):
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         """Columns and PostgreSQL types of every policy table, read from the catalog at start-up."""
         return {k: list(v) for k, v in self._described.items()}
+
+    def validate(self, sql: str) -> None:
+        """Bind ``sql`` on PostgreSQL without reading any row (Parse/Describe of a prepared
+        statement in a read-only transaction); raise DatatypeMismatch (42804) if it does not bind.
+
+        Parse analysis reads only the catalog, so a failure depends on the query text alone and
+        the binder's message (types, names, the query's own literals) is safe to show. Any other
+        failure (connection, timeout) is the fixed XX000 error."""
+        _check_one_select(sql)
+        if self._loop.closed:
+            raise session_closed()
+        ms = max(1, math.ceil(self._timeout * 1000)) if math.isfinite(self._timeout) else 0
+        message: str | None = None
+        failed = False
+        try:
+            self._loop.run(self._bind(sql, ms), timeout=self._timeout + CLIENT_GRACE if math.isfinite(self._timeout) else None)
+        except asyncpg.PostgresError as e:
+            state = str(getattr(e, "sqlstate", "") or "")
+            if state[:2] in ("42", "22", "0A"):
+                message = (str(e).strip().splitlines() or [type(e).__name__])[0]
+            else:
+                failed = True
+        except Exception:
+            failed = True
+        if message is not None:
+            raise DatatypeMismatch(f"the query does not type-check: {message}",
+                                   hint="check the types of the values compared or combined (no budget was spent)")
+        if failed:
+            raise execution_failed()
+
+    async def _bind(self, sql: str, timeout_ms: int) -> None:
+        assert self._pool is not None
+        async with self._pool.acquire() as conn:
+            await conn.execute(
+                f"BEGIN READ ONLY; SET LOCAL statement_timeout = {timeout_ms}; SET LOCAL search_path = {', '.join(SEARCH_PATH)}"
+            )
+            try:
+                await conn.prepare(sql)
+            finally:
+                if not conn.is_closed() and conn.is_in_transaction():
+                    await conn.execute("ROLLBACK; RESET ALL")
 
     def session(self) -> PostgresSession:
         """A new session; it takes a pooled connection only while a statement runs."""

@@ -371,3 +371,23 @@ def test_result_types_are_pg_type_names(shared: PostgresBackend) -> None:
         )
     assert rs.types == ("int2", "int4", "int8", "float8", "numeric", "text", "varchar", "bool", "date", "timestamp", "timestamptz")
     assert rs.rows == [] and len(rs) == 0
+
+
+# --- validate (bind before the charge) ------------------------------------------------------------------
+
+
+def test_validate_binds_without_reading_rows(shared: PostgresBackend, pg: PgEnv) -> None:
+    """validate() accepts SQL that binds and refuses SQL that does not with 42804, reading no row:
+    a query that can only fail is refused before it is charged."""
+    from dpsql.errors import DatatypeMismatch
+
+    shared.validate("SELECT count(*) FROM public.visits WHERE age > 3")
+    with pytest.raises(DatatypeMismatch) as e:
+        shared.validate("SELECT count(*) FROM public.visits WHERE diagnosis > 3")
+    assert e.value.sqlstate == "42804" and "operator does not exist" in str(e.value)
+    with pytest.raises(DatatypeMismatch):
+        shared.validate("SELECT count(*) FROM public.visits WHERE visit_date = DATE '2023-13-45'")
+    with pytest.raises(UnsupportedQuery):
+        shared.validate("DELETE FROM public.visits")
+    # binding never evaluates a data-dependent failure
+    shared.validate("SELECT sum(CAST(diagnosis AS integer)) FROM public.visits")
