@@ -367,6 +367,10 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        catalog = self.ctx.catalog
+        if catalog is not None and hasattr(catalog, "close"):
+            with contextlib.suppress(Exception):
+                catalog.close()
 
 
 def new_event_loop() -> asyncio.AbstractEventLoop:
@@ -400,8 +404,8 @@ def _ssl_context(cert: Path, key: Path) -> ssl.SSLContext:
 def _make_catalog(engine: Any, database: str) -> Any:
     try:
         from dpsql.proxy.catalog import SyntheticCatalog  # type: ignore[attr-defined]
-    except ImportError:
-        log.warning("the synthetic catalog is not available; catalog queries go to the engine")
+    except ImportError as e:
+        log.warning("the synthetic catalog is not available (%s); catalog queries go to the engine", e)
         return None
     return SyntheticCatalog(engine.catalog, database=database, users=list(engine.policy.users))
 

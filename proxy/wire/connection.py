@@ -37,6 +37,7 @@ from dpsql.proxy.commands import classify
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
 from dpsql.proxy.wire import messages as m
+from dpsql.proxy.wire import params as params_mod
 from dpsql.proxy.wire import types as pgt
 from dpsql.proxy.wire.auth import AuthError, ChannelBinding, LoginThrottle, ScramExchange, Verifiers, parse_sasl_initial
 from dpsql.proxy.wire.gucs import Gucs, duration_ms, parse_set
@@ -611,10 +612,25 @@ class Connection:
         if lex(msg.sql).placeholders or msg.param_oids:
             schema = self.ctx.engine.catalog if route.kind == "query" else None
             oids = infer_param_types(sql, msg.param_oids, schema)
+            if route.kind == "catalog":
+                oids = self._catalog_param_types(sql, msg.param_oids, oids)
         else:
             oids = ()
         self.statements[msg.name] = PreparedStatement(sql, route, oids)
         self.out += m.PARSE_COMPLETE
+
+    def _catalog_param_types(self, sql: str, given: Sequence[int], inferred: tuple[int, ...]) -> tuple[int, ...]:
+        """Parameter types of a catalog statement: the client's, else explicit casts, else the catalog's view."""
+        try:
+            names = self.ctx.catalog.parameter_types(sql)
+        except Exception:
+            return inferred
+        casts = {i for i, oid in enumerate(inferred) if oid != params_mod.TEXT_OID}
+        out = list(inferred)
+        for i, name in enumerate(names[: len(out)]):
+            if (i >= len(given) or not given[i]) and i not in casts:
+                out[i] = pgt.type_by_name(name).oid
+        return tuple(out)
 
     def _bind(self, msg: m.Bind) -> None:
         stmt = self.statements.get(msg.statement)

@@ -57,7 +57,7 @@ READ_ONLY = frozenset(
         "max_function_args",
     }
 )
-_UTF8 = frozenset({"utf8", "utf-8", "unicode"})
+_UTF8 = frozenset({"utf8", "unicode"})
 _DATE_STYLES = {"iso": "ISO", "sql": "SQL", "postgres": "Postgres", "german": "German"}
 _DATE_ORDERS = {"mdy": "MDY", "us": "MDY", "noneuropean": "MDY", "noneuro": "MDY", "dmy": "DMY", "european": "DMY",
                 "euro": "DMY", "ymd": "YMD"}
@@ -189,10 +189,10 @@ class Gucs:
         if name in READ_ONLY:
             raise DPSQLError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
         if name == "client_encoding":
-            low = value.lower()
+            low = re.sub(r"[^a-z0-9]", "", value.lower())  # PostgreSQL's clean_encoding_name: 'utf-8' is utf8
             if low in _UTF8:
                 return "UTF8"
-            if low == "sql_ascii":
+            if low == "sqlascii":
                 return "SQL_ASCII"
             raise DPSQLError(
                 f'client encoding "{value}" is not supported by dpsql', hint="use client_encoding UTF8", sqlstate="0A000"
