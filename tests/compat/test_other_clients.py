@@ -17,7 +17,7 @@ from dpsql.proxy.server import Running
 
 HERE = Path(__file__).parent
 JDBC_JAR = Path(os.environ.get("DPSQL_JDBC_JAR", "/usr/share/java/postgresql.jar"))
-PGBENCH = "/usr/lib/postgresql/15/bin/pgbench"
+PGBENCH = next(iter(sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)), Path("/nonexistent"))
 
 
 @pytest.fixture(scope="module")
@@ -72,7 +72,7 @@ def test_node_postgres(compat_server: Running) -> None:
 
 @pytest.mark.parametrize("mode", ["simple", "extended"])
 def test_pgbench_smoke(compat_server: Running, tmp_path: Path, mode: str) -> None:
-    pgbench = need_tool("pgbench", PGBENCH)
+    pgbench = need_tool("pgbench", str(PGBENCH))
     script = tmp_path / "sel1.sql"
     script.write_text("SELECT 1;\n")
     env = {**os.environ, "PGPASSWORD": PASSWORDS["alice"]}

@@ -135,10 +135,14 @@ def test_cancel_during_a_running_query_keeps_the_charge(wire_policy: Path, tmp_p
 
 
 def _readable(sock: socket.socket) -> bool:
+    timeout = sock.gettimeout()
+    sock.setblocking(False)
     try:
-        return bool(sock.recv(1, socket.MSG_PEEK | socket.MSG_DONTWAIT))
-    except (BlockingIOError, TimeoutError):
+        return bool(sock.recv(1, socket.MSG_PEEK))
+    except BlockingIOError:
         return False
+    finally:
+        sock.settimeout(timeout)
 
 
 def test_client_statement_timeout(wire_policy: Path) -> None:
