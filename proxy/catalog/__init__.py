@@ -32,7 +32,7 @@ from dpsql.proxy.catalog.coltypes import result_types
 from dpsql.proxy.catalog.errors import translate
 from dpsql.proxy.catalog.objects import Objects, build_objects
 from dpsql.proxy.catalog.pgtypes import type_oid as _type_oid
-from dpsql.proxy.catalog.probes import PROBES, normalize
+from dpsql.proxy.catalog.probes import probe as find_probe
 from dpsql.proxy.catalog.render import VERSION, Renderer
 from dpsql.proxy.catalog.rewrite import Template, rewrite
 from dpsql.proxy.catalog.routing import Router
@@ -89,7 +89,7 @@ class SyntheticCatalog:
 
     def handles(self, sql: str) -> bool:
         """True if this one statement must be answered by the catalog (catalog relations or a probe without FROM)."""
-        if normalize(sql) in PROBES:
+        if find_probe(sql) is not None:
             return True
         if not self._router.maybe(sql.lower()):
             return False
@@ -103,7 +103,7 @@ class SyntheticCatalog:
 
     def execute(self, sql: str, info: SessionInfo, params: Sequence[object] | None = None) -> Result:
         """Answer one catalog statement on the shadow; DPSQLError (with SQLSTATE) if it can't be answered."""
-        probe = PROBES.get(normalize(sql)) if not params else None
+        probe = find_probe(sql) if not params else None
         if probe is not None:
             return Result(probe.columns, probe.types, probe.rows(info, self.objects))
         columns, types, rows = self._run(sql, info, list(params) if params is not None else [], dry_run=False)
@@ -111,7 +111,7 @@ class SyntheticCatalog:
 
     def describe(self, sql: str, info: SessionInfo) -> tuple[tuple[str, ...], tuple[str, ...]]:
         """Column names and PostgreSQL types of a catalog statement's result, without its parameters."""
-        probe = PROBES.get(normalize(sql))
+        probe = find_probe(sql)
         if probe is not None:
             return probe.columns, probe.types
         columns, types, _ = self._run(sql, info, None, dry_run=True)

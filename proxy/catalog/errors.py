@@ -22,6 +22,7 @@ _PATTERNS: tuple[tuple[re.Pattern[str], type[DPSQLError], str], ...] = (
     (re.compile(r"(?:Scalar|Table|Aggregate|Macro) Function with name (\S+?) does not exist"), UndefinedFunction,
      "function {0}() does not exist"),
     (re.compile(r'Referenced column "([^"]+)" not found'), UndefinedColumn, 'column "{0}" does not exist'),
+    (re.compile(r'Column "([^"]+)" referenced that exists in the SELECT clause'), UndefinedColumn, 'column "{0}" does not exist'),
     (re.compile(r'Referenced table "([^"]+)" not found'), UndefinedTable, 'missing FROM-clause entry for table "{0}"'),
     (re.compile(r"No function matches the given name and argument types '([^(']+)\("), UndefinedFunction,
      "function {0}() does not exist with these argument types"),

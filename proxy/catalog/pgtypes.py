@@ -109,15 +109,45 @@ def sql_name(oid: int) -> str | None:
     return _SQL_NAMES.get(t.name, t.name)
 
 
-def modifier_kind(oid: int) -> str:
-    """How ``format_type`` prints a type modifier for this type (or its element, for arrays)."""
+_TIME_NAMES = {"timestamp": ("timestamp", " without time zone"), "timestamptz": ("timestamp", " with time zone"),
+               "time": ("time", " without time zone"), "timetz": ("time", " with time zone")}
+
+
+def format_type(oid: int | None, typmod: int | None) -> str | None:
+    """PostgreSQL's ``format_type(oid, typmod)`` for builtin types (``'???'`` for unknown OIDs, ``'-'`` for 0).
+
+    >>> format_type(1043, 36), format_type(1700, 655366), format_type(1114, 3), format_type(1015, 36), format_type(1042, -1)
+    ('character varying(32)', 'numeric(10,2)', 'timestamp(3) without time zone', 'character varying(32)[]', 'bpchar')
+    """
+    if oid is None:
+        return None
+    if oid == 0:
+        return "-"
     t = BY_OID.get(oid)
     if t is None:
-        return ""
+        return "???"
+    suffix = ""
     if t.category == "A" and t.elem and t.length == -1:
-        t = BY_OID.get(t.elem, t)
-    return t.name if t.name in {"bpchar", "varchar", "numeric", "timestamp", "timestamptz", "time", "timetz", "interval", "bit",
-                                "varbit"} else ""
+        t, suffix = BY_OID.get(t.elem, t), "[]"
+    mod = typmod is not None and typmod >= 0
+    name = t.name
+    if name == "bpchar":
+        text = f"character({typmod - 4})" if mod else ("bpchar" if typmod is not None else "character")  # type: ignore[operator]
+    elif name == "varchar":
+        text = f"character varying({typmod - 4})" if mod else "character varying"  # type: ignore[operator]
+    elif name == "numeric":
+        text = f"numeric({(typmod - 4) >> 16},{(typmod - 4) & 0xFFFF})" if mod else "numeric"  # type: ignore[operator]
+    elif name in _TIME_NAMES:
+        base, zone = _TIME_NAMES[name]
+        text = f"{base}({typmod}){zone}" if mod else f"{base}{zone}"
+    elif name == "interval":
+        text = f"interval({typmod & 0xFFFF})" if mod and (typmod & 0xFFFF) != 0xFFFF else "interval"  # type: ignore[operator]
+    elif name in ("bit", "varbit"):
+        base = "bit" if name == "bit" else "bit varying"
+        text = f"{base}({typmod})" if mod else base
+    else:
+        text = _SQL_NAMES.get(name, name)
+    return text + suffix
 
 
 # PostgreSQL type name → DuckDB storage type in the shadow. Anything not listed is stored as text.

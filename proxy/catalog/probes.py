@@ -38,6 +38,11 @@ def normalize(sql: str) -> str:
     return " ".join(sql.lower().split()).rstrip("; ").strip()
 
 
+def probe(sql: str) -> Probe | None:
+    """The canned answer for ``sql``, if it is one of the probes (cheap for long statements)."""
+    return PROBES.get(normalize(sql)) if len(sql) <= MAX_PROBE_LENGTH else None
+
+
 def _version_num(info: SessionInfo, _: Objects) -> list[tuple[Any, ...]]:
     return [(int(sv.setting(info, "server_version_num") or "0") // 100,)]
 
@@ -71,3 +76,4 @@ PROBES: dict[str, Probe] = {
     "select datname from pg_database where datistemplate = false": Probe(("datname",), ("name",),
                                                                         lambda info, ob: [(ob.database,)]),
 }
+MAX_PROBE_LENGTH = 2 * max(len(k) for k in PROBES)  # room for extra whitespace

@@ -18,7 +18,7 @@ text can be cached by statement.
 >>> t = rewrite("SELECT c.relname FROM pg_catalog.pg_class c WHERE c.relname OPERATOR(pg_catalog.~) '^(t)$' "
 ...             "COLLATE pg_catalog.default", ob, "tok")
 >>> t.sql
-'SELECT c.relname AS relname FROM dpsql_pg.pg_class AS c WHERE REGEXP_MATCHES(c.relname, \\'^(t)$\\')'
+'SELECT c.relname AS "relname" FROM dpsql_pg."pg_class" AS c WHERE REGEXP_MATCHES(c.relname, \\'^(t)$\\')'
 """
 
 from __future__ import annotations

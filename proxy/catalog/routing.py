@@ -25,6 +25,8 @@ HINT = re.compile(
     r"|::\s*\"?(?:pg_catalog\s*\.\s*)?reg|\bregclass\b|quote_ident|parse_ident|txid_|inet_(?:client|server)"
 )
 SELECT_NO_FROM = re.compile(r"^\s*(?:\(\s*)*select\b(?!.*\bfrom\b)", re.S)
+_KEYS = ("pg_", "information_schema", "version", "current_", "session_user", "user", "set_config", "privilege", "to_reg",
+         "format_type", "reg", "quote_ident", "parse_ident", "txid_", "inet_")
 
 
 class Router:
@@ -36,7 +38,9 @@ class Router:
     @staticmethod
     def maybe(low: str) -> bool:
         """The lexical pre-check on lower-cased text: False means certainly not a catalog statement."""
-        return HINT.search(low) is not None or SELECT_NO_FROM.match(low) is not None
+        if any(k in low for k in _KEYS) and HINT.search(low) is not None:
+            return True
+        return "select" in low[:64] and SELECT_NO_FROM.match(low) is not None
 
     def classify(self, sql: str) -> bool:
         """True if the statement reads only the catalog (or nothing): parse and inspect its relations."""

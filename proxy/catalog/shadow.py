@@ -13,6 +13,7 @@ After it is filled the connection is locked: no external access, no extensions, 
 from __future__ import annotations
 
 import threading
+import weakref
 from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
@@ -24,15 +25,13 @@ from dpsql.proxy.catalog.objects import OWNER, Objects
 from dpsql.proxy.catalog.oids import BOOTSTRAP_ROLE_OID
 from dpsql.proxy.catalog.pgtypes import (
     BY_NAME,
-    BY_OID,
     DEFAULT_COLLATION_OID,
     PG_CATALOG_OID,
     duckdb_type,
     information_schema_data_type,
-    modifier_kind,
     numeric_facts,
-    sql_name,
 )
+from dpsql.proxy.catalog.udfs import register_udfs
 
 PG_SCHEMA = "dpsql_pg"
 IS_SCHEMA = "dpsql_is"
@@ -67,6 +66,7 @@ class Shadow:
         try:
             _create(self._con)
             _fill(self._con, objects)
+            register_udfs(self._con, objects)
             for sql in MACROS:
                 self._con.execute(sql)
             self._con.execute("SET enable_external_access = false")
@@ -76,6 +76,8 @@ class Shadow:
             raise
         self._local = threading.local()
         self._lock = threading.Lock()
+        # Close at exit even if nobody calls close(): DuckDB's Python UDFs otherwise report "leaks".
+        self._finalizer = weakref.finalize(self, self._con.close)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
@@ -100,7 +102,7 @@ class Shadow:
 
     def close(self) -> None:
         """Close the shadow database."""
-        self._con.close()
+        self._finalizer()
 
 
 # ------------------------------------------------------------------------------------------- DDL
@@ -114,7 +116,6 @@ def _create(con: duckdb.DuckDBPyConnection) -> None:
         ddl.append(f"CREATE TABLE {shadow_name(qualified)} ({body})")
     ddl += [
         f"CREATE TABLE {PG_SCHEMA}.dpsql_regclass (oid BIGINT, nspname VARCHAR, relname VARCHAR)",
-        f"CREATE TABLE {PG_SCHEMA}.dpsql_typefmt (oid BIGINT, base VARCHAR, kind VARCHAR, arr VARCHAR)",
         f"CREATE TABLE {PG_SCHEMA}.dpsql_keywords (word VARCHAR, catcode VARCHAR, barelabel BOOLEAN, catdesc VARCHAR, baredesc VARCHAR)",
         f"CREATE TABLE {PG_SCHEMA}.dpsql_settings_meta (name VARCHAR, unit VARCHAR, category VARCHAR, short_desc VARCHAR, "
         "extra_desc VARCHAR, context VARCHAR, vartype VARCHAR, min_val VARCHAR, max_val VARCHAR, enumvals VARCHAR[], boot_val VARCHAR)",
@@ -157,12 +158,6 @@ def _fill_types(con: duckdb.DuckDBPyConnection) -> None:
         "typnotnull": False, "typbasetype": 0, "typtypmod": -1, "typndims": 0,
     } for r in snap.PG_TYPE_ROWS]
     _insert_dicts(con, "pg_catalog.pg_type", full)
-    fmt = []
-    for t in BY_OID.values():
-        name = sql_name(t.oid) or t.name
-        is_array = name.endswith("[]") and t.category == "A"
-        fmt.append((t.oid, name[:-2] if is_array else name, modifier_kind(t.oid), "[]" if is_array else ""))
-    _insert(con, f"{PG_SCHEMA}.dpsql_typefmt", ("oid", "base", "kind", "arr"), fmt)
     rng_cols = ("rngtypid", "rngsubtype", "rngmultitypid", "rngcollation", "rngsubopc", "rngcanonical", "rngsubdiff")
     _insert(con, shadow_name("pg_catalog.pg_range"), rng_cols, snap.PG_RANGE_ROWS)
 
