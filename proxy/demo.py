@@ -50,15 +50,18 @@ def run_demo(directory: Path, *, serve: bool = True, listen: str | None = None) 
             serve_policy = None
         if serve_policy is not None:
             user = "alice"
-            print(f"connect with:  PGPASSWORD={DEMO_PASSWORDS[user]} psql 'host=127.0.0.1 port=6432 user={user} dbname=hospital'")
-            return serve_policy(policy_path, listen=listen)
+
+            def announce(host: str, port: int, database: str) -> None:
+                print(f'connect with:  PGPASSWORD={DEMO_PASSWORDS[user]} psql "host={host} port={port} user={user} dbname={database}"')
+                print("  (the other demo login is bob / bob-demo; try SELECT * FROM dpsql.budget; and \\d visits)", flush=True)
+
+            return serve_policy(policy_path, listen=listen, on_listen=announce)
     return _run_queries(policy_path)
 
 
 def _run_queries(policy_path: Path) -> int:
-    from dpsql.proxy.cli import print_result
-
     from dpsql.api import connect
+    from dpsql.proxy.cli import print_result
 
     print(f"policy: {policy_path}\n")
     with connect(policy_path, "alice") as conn:

@@ -509,8 +509,12 @@ def serve(
     postgres: str | None = None,
     listen: str | None = None,
     out: Callable[[str], None] | None = None,
+    on_listen: Callable[[str, int, str], None] | None = None,
 ) -> int:
-    """Serve ``policy_path`` until SIGINT/SIGTERM; print the listening address; return an exit status."""
+    """Serve ``policy_path`` until SIGINT/SIGTERM; print the listening address; return an exit status.
+
+    ``on_listen(host, port, database)`` is called once the socket listens (the demo prints its
+    ``psql`` command there)."""
     logging.basicConfig(level=logging.INFO, format="%(asctime)s dpsql %(levelname)s %(message)s", stream=sys.stderr)
     say = out or (lambda s: print(s, flush=True))
     loop = new_event_loop()
@@ -529,6 +533,8 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     tls = "TLS available" if server.ssl_context is not None else "no TLS"
     say(f'dpsql: listening on {shown}:{port} (database "{server.ctx.database}", auth {server.ctx.auth_method}, {tls})')
+    if on_listen is not None:
+        on_listen(host, port, server.ctx.database)
     gc.collect()
     gc.freeze()
     try:
