@@ -161,6 +161,8 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     for i, key in enumerate(shape.keys):
         name = f"__dp_k{i}"
         total = totalize(key, ctx.dialect, ctx.families)
+        if ctx.dialect == "duckdb" and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
+            total = exp.TryCast(this=total, to=exp.DataType.build("BIGINT"))  # integer arithmetic ran in DOUBLE
         row_cols.append(exp.alias_(total, name, copy=False))
         src = ctx.key_sources[i]
         key_cols.append(
@@ -371,7 +373,10 @@ def _grid_expr(value: exp.Expression, g: Grid) -> exp.Expression:
         default=value.copy(),
     )
     if g.integer_input and g.exponent == 0:
-        return clamped
+        if isinstance(value, exp.Column):
+            return clamped
+        # integer arithmetic may run in DOUBLE (see totalize); the clamped value is an exact integer
+        return exp.Cast(this=clamped, to=exp.DataType.build("BIGINT"))
     scale = decimal_literal(Fraction(2) ** -g.exponent)
     scaled = exp.Mul(this=exp.paren(clamped), expression=scale)
     return exp.Cast(this=exp.Round(this=scaled), to=exp.DataType.build("BIGINT"))

@@ -10,7 +10,7 @@ type at run time (DuckDB: "Could not convert string 'abc' to INT32") are refused
 
 >>> from sqlglot import parse_one
 >>> totalize(parse_one("CAST(t.s AS INT) + t.a / t.b"), "duckdb", {"t.a": "int", "t.b": "int", "t.s": "text"}).sql("duckdb")
-'TRY(TRY_CAST(t.s AS INT) + TRY(t.a // NULLIF(t.b, 0)))'
+'CAST(TRY_CAST(t.s AS INT) AS DOUBLE) + TRUNC(CAST(t.a AS DOUBLE) / NULLIF(CAST(t.b AS DOUBLE), 0))'
 >>> totalize(parse_one("t.a * 2"), "postgres", {"t.a": "int"}).sql("postgres")
 'CAST(t.a AS DECIMAL) * 2'
 """
@@ -184,28 +184,49 @@ def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expre
 
 
 def _duck(node: exp.Expression, cols: Families, *, inside_try: bool) -> exp.Expression:
-    """Post-order: every node that can raise is wrapped in its own TRY (DuckDB evaluates a repeated
-    subexpression once, possibly outside an enclosing TRY, so an outer TRY alone is not enough)."""
-    risky = _duck_risky(node, cols)
+    """Post-order. Integer and decimal arithmetic is done in DOUBLE, which cannot overflow, so it
+    raises nothing (and takes no slow path: DuckDB re-evaluates row by row after an error inside
+    TRY, which would make one row's presence visible in the query's timing). What can still raise
+    is wrapped in its own TRY (an outer TRY alone misses repeated subexpressions)."""
+    fam = type_family(node, cols)
+    opfam = {k: type_family(v, cols) for k, v in node.args.items() if isinstance(v, exp.Expression)}
+    risky = _duck_risky(node, fam, opfam)
     for key, value in list(node.args.items()):
         if isinstance(value, exp.Expression):
             node.set(key, _duck(value, cols, inside_try=inside_try or risky))
         elif isinstance(value, list):
             node.set(key, [_duck(v, cols, inside_try=inside_try or risky) if isinstance(v, exp.Expression) else v for v in value])
-    node = _duck_semantics(node, cols)
+    node = _duck_semantics(node, cols, opfam)
     if risky:
         return exp.Try(this=node)
     return node
 
 
-def _duck_risky(node: exp.Expression, cols: Families) -> bool:
+_EXACT = {"int", "numeric"}
+_TEMPORAL_FAMILIES = {"date", "timestamp", "interval"}
+
+
+def _duck_risky(node: exp.Expression, fam: str, opfam: Mapping[str, str]) -> bool:
     if isinstance(node, exp.Cast | exp.TryCast):
         return False  # becomes TRY_CAST, which cannot fail
     if isinstance(node, _ARITH_ALL):
-        fam = type_family(node, cols)
-        return fam != "float"
+        return any(f in _TEMPORAL_FAMILIES or f == "unknown" for f in opfam.values()) or fam == "unknown"
+    if isinstance(node, exp.Abs) and opfam.get("this") in _EXACT | {"float"}:
+        return False  # computed in DOUBLE
     rule = SCALAR_FUNCTIONS.get(type(node))
     return bool(rule and rule.duckdb_may_fail)
+
+
+def _double(node: exp.Expression) -> exp.Expression:
+    """``node`` as DOUBLE; literals and already-DOUBLE arithmetic are left as they are."""
+    inner = node
+    while isinstance(inner, exp.Paren):
+        inner = inner.this
+    if isinstance(inner, exp.Literal | exp.Trunc | exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod | exp.Neg):
+        return node
+    if isinstance(inner, exp.Cast | exp.TryCast) and inner.to.is_type(exp.DataType.Type.DOUBLE):
+        return node
+    return exp.Cast(this=node, to=exp.DataType.build("DOUBLE"))
 
 
 def _as_timestamp(node: exp.Expression, cols: Families) -> exp.Expression:
@@ -216,17 +237,31 @@ def _as_timestamp(node: exp.Expression, cols: Families) -> exp.Expression:
     return node
 
 
-def _duck_semantics(node: exp.Expression, cols: Families) -> exp.Expression:
+def _duck_semantics(node: exp.Expression, cols: Families, opfam: Mapping[str, str] | None = None) -> exp.Expression:
+    opfam = opfam or {}
     if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
         return exp.TryCast(this=node.this, to=node.to)
+    if isinstance(node, _ARITH_ALL) and not any(f in _TEMPORAL_FAMILIES or f == "unknown" for f in opfam.values()):
+        exact = [f in _EXACT for f in opfam.values()]
+        if isinstance(node, exp.Neg):
+            return exp.Neg(this=exp.Cast(this=node.this, to=exp.DataType.build("DOUBLE"))) if any(exact) else node
+        a, b = (_double(node.this), _double(node.expression)) if any(exact) else (node.this, node.expression)
+        if any(exact) and isinstance(a, exp.Literal) and isinstance(b, exp.Literal):
+            a = exp.Cast(this=a, to=exp.DataType.build("DOUBLE"))  # constant folding must not overflow either
+        if isinstance(node, exp.Div):
+            quotient = exp.Div(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)), typed=False, safe=False)
+            if opfam.get("this") == opfam.get("expression") == "int":
+                return exp.Trunc(this=quotient)  # PostgreSQL's integer division truncates toward zero
+            return quotient
+        if isinstance(node, exp.Mod):
+            return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
+        return type(node)(this=a, expression=b)
     if isinstance(node, exp.Div):
-        a, b = type_family(node.this, cols), type_family(node.expression, cols)
-        divisor = exp.Nullif(this=node.expression, expression=exp.Literal.number(0))
-        if a == b == "int":
-            return exp.IntDiv(this=node.this, expression=divisor)
-        return exp.Div(this=node.this, expression=divisor, typed=False, safe=False)
+        return exp.Div(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)), typed=False, safe=False)
     if isinstance(node, exp.Mod):
         return exp.Mod(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)))
+    if isinstance(node, exp.Abs) and opfam.get("this") in _EXACT:
+        node.set("this", _double(node.this))
     if isinstance(node, (*_COMPARISONS, exp.Nullif)):
         fams = {type_family(node.this, cols), type_family(node.expression, cols)}
         if fams == {"date", "timestamp"}:

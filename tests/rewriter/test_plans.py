@@ -127,8 +127,13 @@ def test_emitted_sql_is_a_fixed_point(catalog: Catalog, sql: str, dialect: str) 
 
 
 def test_duckdb_row_expressions_are_total(catalog: Catalog) -> None:
-    rw = rewrite("SELECT COUNT(*) FROM visits WHERE age / 0 > 1 AND CAST(note AS INT) = 3 AND age * 1000000 > 5", catalog)
-    assert "NULLIF(0, 0)" in rw.sql and "TRY_CAST(" in rw.sql and "TRY(" in rw.sql
+    rw = rewrite(
+        "SELECT COUNT(*) FROM visits WHERE age / 0 > 1 AND CAST(note AS INT) = 3 AND age * 1000000 > 5 AND visit_date + 7 > visit_date",
+        catalog,
+    )
+    assert "NULLIF(0, 0)" in rw.sql and "TRY_CAST(" in rw.sql
+    assert 'CAST("visits"."age" AS DOUBLE) * 1000000' in rw.sql  # integer arithmetic in DOUBLE: cannot overflow
+    assert 'TRY("visits"."visit_date" + 7)' in rw.sql  # date arithmetic can still overflow: TRY
 
 
 def test_plan_is_deterministic(catalog: Catalog) -> None:
