@@ -257,7 +257,8 @@ def _duck_semantics(node: exp.Expression, cols: Families, opfam: Mapping[str, st
             return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
         return type(node)(this=a, expression=b)
     if isinstance(node, exp.Div):
-        return exp.Div(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)), typed=False, safe=False)
+        divisor = exp.Nullif(this=node.expression, expression=exp.Literal.number(0))
+        return exp.Div(this=node.this, expression=divisor, typed=False, safe=False)
     if isinstance(node, exp.Mod):
         return exp.Mod(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)))
     if isinstance(node, exp.Abs) and opfam.get("this") in _EXACT:
