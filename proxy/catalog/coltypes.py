@@ -5,8 +5,8 @@ DuckDB reports storage types (``BIGINT``, ``VARCHAR``); PostgreSQL reports ``oid
 PostgreSQL type everywhere (``oid``, ``relname``, ``relkind``…) and whose DuckDB type matches that
 type's storage gets the PostgreSQL type; any other column gets the plain mapping of its DuckDB type.
 
->>> result_types(("oid", "relname", "relkind", "n"), ("BIGINT", "VARCHAR", "VARCHAR", "BIGINT"))
-('oid', 'name', 'char', 'int8')
+>>> result_types(("oid", "relname", "relkind", "n", "x"), ("UINTEGER", "VARCHAR", "ENUM('r', 'v')", "BIGINT", "UINTEGER"))
+('oid', 'name', 'char', 'int8', 'oid')
 """
 
 from __future__ import annotations
@@ -15,7 +15,7 @@ from collections.abc import Sequence
 
 from dpsql.proxy.backends.duckdb_types import pg_type_name
 from dpsql.proxy.catalog import pg_snapshot as snap
-from dpsql.proxy.catalog.pgtypes import duckdb_type
+from dpsql.proxy.catalog.pgtypes import CHAR_TYPE, duckdb_type
 
 # Names PostgreSQL gives function results used as probes, with their types.
 _FUNCTION_COLUMNS = {
@@ -38,13 +38,22 @@ def _build() -> dict[str, str]:
 _BY_COLUMN = _build()
 
 
+def plain_type(duck: str) -> str:
+    """The PostgreSQL type of a DuckDB result type; the shadow's UINTEGER is ``oid`` and its ENUM ``"char"``."""
+    if duck.startswith(("ENUM(", CHAR_TYPE)):
+        return "_char" if duck.endswith("[]") else "char"
+    if duck.startswith("UINTEGER"):
+        return "_oid" if duck.endswith("[]") else "oid"
+    return pg_type_name(duck)
+
+
 def result_types(columns: Sequence[str], duck_types: Sequence[str], sources: Sequence[str] | None = None) -> tuple[str, ...]:
     """PostgreSQL type names for result columns given their names (or ``sources``: the column or function each
     output shows, from the rewrite) and DuckDB types."""
     names = sources if sources is not None and len(sources) == len(columns) else columns
     out = []
     for name, duck in zip(names, duck_types, strict=True):
-        plain = pg_type_name(duck)
+        plain = plain_type(duck)
         pg = _BY_COLUMN.get(name)
-        out.append(pg if pg is not None and pg_type_name(duckdb_type(pg)) == plain else plain)
+        out.append(pg if pg is not None and plain_type(duckdb_type(pg)) == plain else plain)
     return tuple(out)

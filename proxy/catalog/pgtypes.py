@@ -6,8 +6,8 @@ All data comes from :mod:`dpsql.proxy.catalog.pg_snapshot` (a snapshot of a real
 (23, 23, 1043, 1009, 1009)
 >>> sql_name(1043), sql_name(1009), sql_name(1114)
 ('character varying', 'text[]', 'timestamp without time zone')
->>> duckdb_type("oid"), duckdb_type("_name"), duckdb_type("int2vector")
-('BIGINT', 'VARCHAR[]', 'SMALLINT[]')
+>>> duckdb_type("oid"), duckdb_type("_name"), duckdb_type("int2vector"), duckdb_type("char")
+('UINTEGER', 'VARCHAR[]', 'SMALLINT[]', 'pg_char')
 """
 
 from __future__ import annotations
@@ -150,18 +150,26 @@ def format_type(oid: int | None, typmod: int | None) -> str | None:
     return text + suffix
 
 
+CHAR_TYPE = "pg_char"  # an ENUM of the single ASCII characters and '' (PostgreSQL's one-byte "char")
+CHAR_VALUES = ("", *(chr(i) for i in range(32, 127)))
+
 # PostgreSQL type name → DuckDB storage type in the shadow. Anything not listed is stored as text.
 _DUCK = {
-    "oid": "BIGINT", "xid": "BIGINT", "xid8": "BIGINT", "cid": "BIGINT", "int8": "BIGINT", "int4": "INTEGER", "int2": "SMALLINT",
+    "oid": "UINTEGER", "xid": "UINTEGER", "cid": "UINTEGER", "xid8": "UBIGINT", "int8": "BIGINT", "int4": "INTEGER",
+    "int2": "SMALLINT", "char": CHAR_TYPE,
     "bool": "BOOLEAN", "float4": "FLOAT", "float8": "DOUBLE", "numeric": "DOUBLE", "timestamptz": "TIMESTAMPTZ",
     "timestamp": "TIMESTAMP", "date": "DATE", "interval": "INTERVAL", "bytea": "BLOB", "int2vector": "SMALLINT[]",
-    "oidvector": "BIGINT[]",
+    "oidvector": "UINTEGER[]",
 }
 
 
 @cache
 def duckdb_type(pg_type: str) -> str:
-    """The DuckDB type that stores a PostgreSQL catalog column of type ``pg_type`` (``_oid`` → ``BIGINT[]``)."""
+    """The DuckDB type that stores a PostgreSQL catalog column of type ``pg_type`` (``_oid`` → ``UINTEGER[]``).
+
+    ``oid`` is DuckDB's UINTEGER and ``"char"`` the ENUM :data:`CHAR_TYPE`: both keep their identity through
+    joins, CTEs and unions, so a result column of either type is reported as PostgreSQL reports it.
+    """
     if pg_type.startswith("_"):
         return duckdb_type(pg_type[1:]).removesuffix("[]") + "[]"
     return _DUCK.get(pg_type, "VARCHAR")

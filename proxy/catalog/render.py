@@ -82,7 +82,7 @@ class Renderer:
         if kind == "search_path_list":
             return _text_list(["pg_catalog", *sv.search_path(info, ob)])
         if kind == "visible_tables":
-            return f"CAST({sql_literal(sv.visible_tables(info, ob))} AS BIGINT[])"
+            return f"CAST({sql_literal(sv.visible_tables(info, ob))} AS UINTEGER[])"
         if kind in ("setting", "setting_ok"):
             v = sv.setting(info, arg)
             if v is None and kind == "setting":
@@ -104,7 +104,7 @@ class Renderer:
             oid = sv.resolve_regclass(arg, info, ob)
             if oid is None and kind == "regclass":
                 raise UndefinedTable(f'relation "{arg}" does not exist')
-            return str(oid) if oid is not None else "CAST(NULL AS BIGINT)"
+            return f"CAST({oid if oid is not None else 'NULL'} AS UINTEGER)"
         if kind in ("param", "param_array"):
             return self._param(int(arg), kind == "param_array", params)
         if kind == "relation":
@@ -143,16 +143,16 @@ class Renderer:
         ob = self.objects
         role = ob.roles.get(info.user)
         cols = [
-            (ob.database_oid, "BIGINT", "datid"), (info.database, "VARCHAR", "datname"), (info.backend_pid, "INTEGER", "pid"),
-            (None, "INTEGER", "leader_pid"), (role, "BIGINT", "usesysid"), (info.user, "VARCHAR", "usename"),
+            (ob.database_oid, "UINTEGER", "datid"), (info.database, "VARCHAR", "datname"), (info.backend_pid, "INTEGER", "pid"),
+            (None, "INTEGER", "leader_pid"), (role, "UINTEGER", "usesysid"), (info.user, "VARCHAR", "usename"),
             (info.settings.get("application_name", ""), "VARCHAR", "application_name"), (None, "VARCHAR", "client_addr"),
             (None, "VARCHAR", "client_hostname"), (None, "INTEGER", "client_port"),
         ]
         sql = ", ".join(f"CAST({sql_literal(v)} AS {t}) AS {n}" for v, t, n in cols)
         sql += (", CAST(NULL AS TIMESTAMPTZ) AS backend_start, CAST(NULL AS TIMESTAMPTZ) AS xact_start, "
                 "current_timestamp AS query_start, current_timestamp AS state_change, CAST(NULL AS VARCHAR) AS wait_event_type, "
-                "CAST(NULL AS VARCHAR) AS wait_event, 'active' AS state, CAST(NULL AS BIGINT) AS backend_xid, "
-                "CAST(NULL AS BIGINT) AS backend_xmin, CAST(NULL AS BIGINT) AS query_id, "
+                "CAST(NULL AS VARCHAR) AS wait_event, 'active' AS state, CAST(NULL AS UINTEGER) AS backend_xid, "
+                "CAST(NULL AS UINTEGER) AS backend_xmin, CAST(NULL AS BIGINT) AS query_id, "
                 f"{sql_literal(statement)} AS query, 'client backend' AS backend_type")
         return f"(SELECT {sql})"
 

@@ -222,6 +222,13 @@ def _fn(name: str, *args: exp.Expression) -> exp.Anonymous:
     return exp.Anonymous(this=name, expressions=list(args))
 
 
+OID = "UINTEGER"  # how the shadow stores PostgreSQL's oid (see pgtypes.duckdb_type)
+
+
+def _oid(value: int) -> exp.Cast:
+    return _cast(exp.Literal.number(value), OID)
+
+
 def _cast(e: exp.Expression, to: str) -> exp.Cast:
     return exp.Cast(this=e, to=exp.DataType.build(to, dialect="duckdb"))
 
@@ -365,9 +372,9 @@ class _Rewriter:
             return _retarget(node, exp.to_identifier("dpsql_keywords"), PG_SCHEMA, "pg_get_keywords")
         args = list(fn.expressions) if isinstance(fn, exp.Anonymous) else []
         if name in ("pg_partition_ancestors", "pg_partition_tree") and args:
-            cols = [_cast(args[0], "BIGINT").as_("relid")]
+            cols = [_cast(args[0], OID).as_("relid")]
             if name == "pg_partition_tree":
-                cols += [exp.cast(exp.null(), "BIGINT").as_("parentrelid"), exp.true().as_("isleaf"), exp.Literal.number(0).as_("level")]
+                cols += [_cast(exp.null(), OID).as_("parentrelid"), exp.true().as_("isleaf"), exp.Literal.number(0).as_("level")]
             if node.args.get("ordinality"):
                 cols.append(exp.Literal.number(1).as_("ordinality"))
             return _keep_joins(node, exp.Subquery(this=exp.select(*cols), alias=alias or _alias(name)))
@@ -397,14 +404,14 @@ class _Rewriter:
         this = node.this
         if key in _REG_TYPES:
             return self.reg_cast(key, this, ctx)
-        if key in ("oid", "xid", "cid", "xid8", "regtype[]"):
-            return _cast(this, "BIGINT")
+        if key in ("oid", "xid", "cid"):
+            return _cast(this, OID)
         if key in ("name", '"char"', "char", "pg_node_tree", "text", "aclitem", "pg_lsn", "inet", "cidr"):
             return _cast(this, "VARCHAR")
         if key in ("int2vector",):
             return _cast(this, "SMALLINT[]")
         if key in ("oidvector",):
-            return _cast(this, "BIGINT[]")
+            return _cast(this, OID + "[]")
         if isinstance(node.to, exp.DataType) and node.to.this == exp.DataType.Type.ARRAY and self.is_token(this):
             i = int(this.this[len(self.marker) + 1:])
             if self.tokens[i].kind == "param":
@@ -436,43 +443,43 @@ class _Rewriter:
             return this
         if kind == "regclass":
             if literal is not None and literal.strip().isdigit():
-                oid: exp.Expression = exp.Literal.number(int(literal))
+                oid: exp.Expression = _oid(int(literal))
             elif literal is not None:
                 oid = self.token("regclass", literal)
             elif self._texty(this):
                 oid = _fn("dpsql_to_regclass", this)
             else:
-                oid = _cast(this, "BIGINT")
+                oid = _cast(this, OID)
             return _fn("dpsql_regclass_out", oid, self.token("search_path_list")) if as_text else oid
         if kind == "regtype":
             if literal is not None:
                 resolved = canonical_name(literal)
                 if resolved is None:
                     raise DPSQLError(f'type "{literal}" does not exist', sqlstate="42704")
-                oid = exp.Literal.number(BY_NAME[resolved].oid)
+                oid = _oid(BY_NAME[resolved].oid)
             elif self._texty(this):
                 oid = _fn("dpsql_to_regtype", this)
             else:
-                oid = _cast(this, "BIGINT")
+                oid = _cast(this, OID)
             return _fn("dpsql_format_type", oid, exp.null()) if as_text else oid
         if kind == "regnamespace":
             if literal is not None:
                 n = literal[1:-1] if literal.startswith('"') else literal.lower()
                 if n not in self.objects.schemas:
                     raise DPSQLError(f'schema "{n}" does not exist', sqlstate="3F000")
-                oid = exp.Literal.number(self.objects.schemas[n])
+                oid = _oid(self.objects.schemas[n])
             elif self._texty(this):
                 oid = _fn("dpsql_to_regnamespace", this)
             else:
-                oid = _cast(this, "BIGINT")
+                oid = _cast(this, OID)
             return _fn("dpsql_nspname", oid) if as_text else oid
         # regrole
         if literal is not None:
             if literal not in self.objects.roles:
                 raise DPSQLError(f'role "{literal}" does not exist', sqlstate="42704")
-            oid = exp.Literal.number(self.objects.roles[literal])
+            oid = _oid(self.objects.roles[literal])
         else:
-            oid = _cast(this, "BIGINT")
+            oid = _cast(this, OID)
         return _fn("dpsql_rolname", oid) if as_text else oid
 
     def _texty(self, e: exp.Expression) -> bool:
@@ -573,7 +580,7 @@ class _Rewriter:
             lit = _str_literal(args[0], self)
             if lit is not None:
                 resolved = canonical_name(lit)
-                oid = exp.Literal.number(BY_NAME[resolved].oid) if resolved else exp.cast(exp.null(), "BIGINT")
+                oid = _oid(BY_NAME[resolved].oid) if resolved else _cast(exp.null(), OID)
             else:
                 oid = _fn("dpsql_to_regtype", args[0])
             return _fn("dpsql_format_type", oid, exp.null()) if ctx in ("text", "proj") else oid
@@ -586,7 +593,7 @@ class _Rewriter:
         if name == "parse_ident" and args:
             return _fn("dpsql_parse_ident", args[0])
         if name in ("pg_partition_ancestors", "pg_partition_root") and args:
-            return _cast(args[0], "BIGINT")
+            return _cast(args[0], OID)
         if name == "pg_tablespace_location":
             return exp.Literal.string("")
         if name == "pg_get_keywords":

@@ -25,6 +25,8 @@ from dpsql.proxy.catalog.objects import OWNER, Objects
 from dpsql.proxy.catalog.oids import BOOTSTRAP_ROLE_OID
 from dpsql.proxy.catalog.pgtypes import (
     BY_NAME,
+    CHAR_TYPE,
+    CHAR_VALUES,
     DEFAULT_COLLATION_OID,
     PG_CATALOG_OID,
     duckdb_type,
@@ -110,13 +112,16 @@ class Shadow:
 
 def _create(con: duckdb.DuckDBPyConnection) -> None:
     con.execute(f"CREATE SCHEMA {PG_SCHEMA}; CREATE SCHEMA {IS_SCHEMA}")
+    chars = ", ".join("'" + c.replace("'", "''") + "'" for c in CHAR_VALUES)
+    con.execute(f"CREATE TYPE {CHAR_TYPE} AS ENUM ({chars})")
     ddl = []
     for qualified, cols in snap.RELATION_COLUMNS.items():
         body = ", ".join(f'"{c}" {duckdb_type(t)}' for c, t in cols)
         ddl.append(f"CREATE TABLE {shadow_name(qualified)} ({body})")
     ddl += [
-        f"CREATE TABLE {PG_SCHEMA}.dpsql_regclass (oid BIGINT, nspname VARCHAR, relname VARCHAR)",
-        f"CREATE TABLE {PG_SCHEMA}.dpsql_keywords (word VARCHAR, catcode VARCHAR, barelabel BOOLEAN, catdesc VARCHAR, baredesc VARCHAR)",
+        f"CREATE TABLE {PG_SCHEMA}.dpsql_regclass (oid UINTEGER, nspname VARCHAR, relname VARCHAR)",
+        f"CREATE TABLE {PG_SCHEMA}.dpsql_keywords (word VARCHAR, catcode {CHAR_TYPE}, barelabel BOOLEAN, catdesc VARCHAR, "
+        "baredesc VARCHAR)",
         f"CREATE TABLE {PG_SCHEMA}.dpsql_settings_meta (name VARCHAR, unit VARCHAR, category VARCHAR, short_desc VARCHAR, "
         "extra_desc VARCHAR, context VARCHAR, vartype VARCHAR, min_val VARCHAR, max_val VARCHAR, enumvals VARCHAR[], boot_val VARCHAR)",
     ]

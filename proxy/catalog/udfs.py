@@ -13,7 +13,7 @@ from collections.abc import Callable
 from typing import Any
 
 import duckdb
-from duckdb.sqltypes import BIGINT, INTEGER, VARCHAR
+from duckdb.sqltypes import INTEGER, UINTEGER, VARCHAR
 
 from dpsql.proxy.catalog import pg_snapshot as snap
 from dpsql.proxy.catalog.objects import Objects
@@ -68,15 +68,15 @@ def _functions(ob: Objects) -> list[tuple[str, Callable[..., Any], list[Any], An
         return None if name is None else ob.schemas.get(name.strip())
 
     return [
-        ("dpsql_format_type", format_type, [BIGINT, INTEGER], VARCHAR),
-        ("dpsql_get_userbyid", get_userbyid, [BIGINT], VARCHAR),
+        ("dpsql_format_type", format_type, [UINTEGER, INTEGER], VARCHAR),
+        ("dpsql_get_userbyid", get_userbyid, [UINTEGER], VARCHAR),
         ("dpsql_quote_ident", quote_ident, [VARCHAR], VARCHAR),
-        ("dpsql_regclass_out", regclass_out, [BIGINT, duckdb.list_type(VARCHAR)], VARCHAR),
-        ("dpsql_nspname", lambda oid: None if oid is None else schemas.get(oid, str(oid)), [BIGINT], VARCHAR),
-        ("dpsql_rolname", lambda oid: None if oid is None else roles.get(oid, str(oid)), [BIGINT], VARCHAR),
-        ("dpsql_to_regclass", to_regclass, [VARCHAR], BIGINT),
-        ("dpsql_to_regtype", to_regtype, [VARCHAR], BIGINT),
-        ("dpsql_to_regnamespace", to_regnamespace, [VARCHAR], BIGINT),
+        ("dpsql_regclass_out", regclass_out, [UINTEGER, duckdb.list_type(VARCHAR)], VARCHAR),
+        ("dpsql_nspname", lambda oid: None if oid is None else schemas.get(oid, str(oid)), [UINTEGER], VARCHAR),
+        ("dpsql_rolname", lambda oid: None if oid is None else roles.get(oid, str(oid)), [UINTEGER], VARCHAR),
+        ("dpsql_to_regclass", to_regclass, [VARCHAR], UINTEGER),
+        ("dpsql_to_regtype", to_regtype, [VARCHAR], UINTEGER),
+        ("dpsql_to_regnamespace", to_regnamespace, [VARCHAR], UINTEGER),
     ]
 
 
