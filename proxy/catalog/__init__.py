@@ -56,6 +56,7 @@ class _LRU:
         self._lock = threading.Lock()
 
     def get(self, key: Any) -> Any:
+        """The value for ``key`` (marked most recently used), or None."""
         with self._lock:
             value = self._data.get(key)
             if value is not None:
@@ -63,6 +64,7 @@ class _LRU:
             return value
 
     def put(self, key: Any, value: Any) -> None:
+        """Store ``value``; evict the least recently used entry beyond the size."""
         with self._lock:
             self._data[key] = value
             self._data.move_to_end(key)

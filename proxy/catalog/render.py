@@ -49,6 +49,7 @@ class Renderer:
             return tpl.sql
 
         def value(m: re.Match[str]) -> str:
+            """The SQL text of the token a marker stands for."""
             marker = m.group(1) or m.group(2)
             token = tpl.tokens[int(marker[self._marker_len:])]
             if dry_run:

@@ -248,6 +248,7 @@ class _Rewriter:
         return exp.Literal.string(f"{self.marker}_{len(self.tokens) - 1}")
 
     def relation_token(self, kind: str, arg: Any = None) -> exp.Identifier:
+        """A marker identifier that :mod:`.render` replaces with a relation (a subquery)."""
         self.tokens.append(Token(kind, arg))
         return exp.to_identifier(f"{self.marker}_{len(self.tokens) - 1}", quoted=True)
 
@@ -265,6 +266,7 @@ class _Rewriter:
         return int(e.this[len(self.marker) + 1:])
 
     def is_token(self, e: exp.Expression) -> bool:
+        """True if ``e`` is one of this rewrite's value markers."""
         return isinstance(e, exp.Literal) and e.is_string and e.this.startswith(f"{self.marker}_")
 
     def walk(self, node: exp.Expression, ctx: str) -> exp.Expression:
@@ -306,6 +308,7 @@ class _Rewriter:
         return ""
 
     def node(self, node: exp.Expression, ctx: str) -> exp.Expression:
+        """Rewrite one node whose children are already rewritten."""
         if isinstance(node, exp.Table):
             return self.table(node)
         if isinstance(node, exp.Column):
@@ -335,6 +338,7 @@ class _Rewriter:
     # ---------------------------------------------------------------------------------- relations
 
     def table(self, node: exp.Table) -> exp.Expression:
+        """Map a relation to its shadow table (or a session relation); refuse anything else."""
         schema = node.db.lower() if node.db else ""
         if node.args.get("catalog"):
             node.set("catalog", None)  # database.schema.table: one database only
@@ -355,6 +359,7 @@ class _Rewriter:
         raise UndefinedTable(f'relation "{shown}" does not exist')
 
     def table_function(self, node: exp.Table, schema: str) -> exp.Expression:
+        """Map a function in FROM: set-returning functions DuckDB has, catalog ones, or a one-row scalar."""
         fn = node.this
         name = _func_name(fn)
         alias = node.args.get("alias")
@@ -389,6 +394,7 @@ class _Rewriter:
                                               alias=exp.TableAlias(this=exp.to_identifier(alias.name if alias else name))))
 
     def column(self, node: exp.Column) -> exp.Expression:
+        """Drop ``pg_catalog.``/``information_schema.`` qualifiers; ``user`` and ``current_role`` are the session user."""
         db = node.args.get("db")
         if db is not None and db.name.lower() in SYSTEM_SCHEMAS:
             node.set("db", None)
@@ -400,6 +406,7 @@ class _Rewriter:
     # ---------------------------------------------------------------------------------- casts
 
     def cast(self, node: exp.Cast, ctx: str) -> exp.Expression:
+        """Map PostgreSQL-only cast targets (reg*, oid, name, "char", vectors, array literals) to DuckDB."""
         key = _type_key(node.to)
         this = node.this
         if key in _REG_TYPES:
@@ -434,6 +441,7 @@ class _Rewriter:
         return node
 
     def reg_cast(self, kind: str, this: exp.Expression, ctx: str) -> exp.Expression:
+        """``x::regclass`` and friends: an OID (lookup for names), or the name where PostgreSQL would print it."""
         literal = this.this if isinstance(this, exp.Literal) and this.is_string and not self.is_token(this) else None
         as_text = ctx in ("text", "proj")
         if kind in ("regproc", "regprocedure", "regoper", "regoperator", "regconfig", "regdictionary", "regcollation"):
@@ -494,6 +502,7 @@ class _Rewriter:
     # ---------------------------------------------------------------------------------- values
 
     def param(self, node: exp.Expression) -> exp.Expression:
+        """``$n`` → a parameter token."""
         name = node.name if isinstance(node, exp.Placeholder) else node.this.name if isinstance(node.this, exp.Expression) else ""
         if not str(name).isdigit():
             raise UnsupportedQuery("only $1, $2 … parameters are supported in catalog queries")
@@ -501,6 +510,7 @@ class _Rewriter:
 
     @staticmethod
     def div(node: exp.Div) -> exp.Expression:
+        """Integer division when both operands are integers, as in PostgreSQL."""
         if _is_int(node.this) and _is_int(node.expression):
             return exp.IntDiv(this=node.this, expression=node.expression)
         return node
@@ -508,6 +518,7 @@ class _Rewriter:
     # ---------------------------------------------------------------------------------- functions
 
     def func(self, node: exp.Func, ctx: str = "") -> exp.Expression:
+        """Map a PostgreSQL function to a macro, a UDF, a constant, a session token, or leave DuckDB's own."""
         if isinstance(node, exp.CurrentVersion):
             return self.token("version")
         if isinstance(node, exp.CurrentSchema):

@@ -46,9 +46,11 @@ def _functions(ob: Objects) -> list[tuple[str, Callable[..., Any], list[Any], An
     roles = {oid: name for name, oid in ob.roles.items()}
 
     def get_userbyid(oid: int | None) -> str | None:
+        """``pg_get_userbyid``."""
         return None if oid is None else roles.get(oid, f"unknown (OID={oid})")
 
     def regclass_out(oid: int | None, path: list[str] | None) -> str | None:
+        """A relation name as ``regclass`` prints it: qualified unless its schema is on ``path``."""
         if oid is None:
             return None
         rel = relations.get(oid)
@@ -58,13 +60,16 @@ def _functions(ob: Objects) -> list[tuple[str, Callable[..., Any], list[Any], An
         return quote_ident(name) if path is not None and nsp in path else f"{quote_ident(nsp)}.{quote_ident(name)}"
 
     def to_regclass(name: str | None) -> int | None:
+        """``to_regclass`` (qualified name, or the first relation of that name)."""
         return None if name is None else by_name.get(name.strip().lower())
 
     def to_regtype(name: str | None) -> int | None:
+        """``to_regtype``."""
         n = canonical_name(name) if name is not None else None
         return BY_NAME[n].oid if n is not None else None
 
     def to_regnamespace(name: str | None) -> int | None:
+        """``to_regnamespace``."""
         return None if name is None else ob.schemas.get(name.strip())
 
     return [
