@@ -141,6 +141,8 @@ class ServerContext:
         self.lock = threading.Lock()
         self.routes: OrderedDict[str, Route] = OrderedDict()
         self.slow_catalog: OrderedDict[str, None] = OrderedDict()
+        self.row_descriptions: dict[tuple[Any, ...], bytes] = {}
+        self.types: dict[str, pgt.PgType] = {}
         self.shutting_down = False
 
     def new_backend_id(self) -> int:
@@ -288,6 +290,7 @@ class Connection:
         self._startup_params: dict[str, str] = {}
         self._running: Offload | None = None
         self._ctx_cache: tuple[str, str, pgt.OutputContext] | None = None
+        self._encoders: dict[tuple[Any, ...], list[Callable[[Any], bytes]]] = {}
 
     # ------------------------------------------------------------------------------ entry points
 
@@ -690,7 +693,18 @@ class Connection:
         if described is None:
             self.out += m.NO_DATA
         else:
-            self.out += m.encode_row_description(self._fields(described.names, described.types, formats))
+            self.out += self._row_description(described.names, described.types, formats)
+
+    def _row_description(self, names: Sequence[str], types: Sequence[str], formats: Sequence[int]) -> bytes:
+        key = (tuple(names), tuple(types), tuple(formats))
+        cache = self.ctx.row_descriptions
+        hit = cache.get(key)
+        if hit is None:
+            hit = m.encode_row_description(self._fields(names, types, formats))
+            if len(cache) >= 4096:
+                cache.clear()
+            cache[key] = hit
+        return hit
 
     def _describe_route(self, route: Route, params: tuple[Any, ...], oids: Sequence[int]) -> Generator[Request, Any, Described | None]:
         """Names and types of ``route``'s result without running a DP query or charging."""
@@ -791,6 +805,16 @@ class Connection:
         return ctx
 
     def _type(self, name: str) -> pgt.PgType:
+        cache = self.ctx.types
+        hit = cache.get(name)
+        if hit is not None:
+            return hit
+        t = self._resolve_type(name)
+        if len(cache) < 4096:
+            cache[name] = t
+        return t
+
+    def _resolve_type(self, name: str) -> pgt.PgType:
         t = pgt.type_by_name(name)
         if t is pgt.TEXT and name not in ("text", "pg_catalog.text") and self.ctx.catalog is not None:
             try:
@@ -816,7 +840,7 @@ class Connection:
         self._send_notices(result)
         if _returns_rows(result):
             if describe:
-                self.out += m.encode_row_description(self._fields(result.columns, result.types, formats))
+                self.out += self._row_description(result.columns, result.types, formats)
             yield from self._send_rows(result.rows, 0, len(result.rows), result.types, formats, len(result.columns))
         self.out += m.encode_command_complete(result.tag)
 
@@ -830,11 +854,17 @@ class Connection:
         if start >= end:
             return
         ctx = self._output_ctx()
-        encs: list[Callable[[Any], bytes]] = []
-        for i in range(ncols):
-            t = self._type(types[i]) if i < len(types) else pgt.TEXT
-            fmt = formats[0] if len(formats) == 1 else (formats[i] if i < len(formats) else 0)
-            encs.append(pgt.binary_encoder(t) if fmt == 1 else pgt.text_encoder(t, ctx))
+        key = (ctx, tuple(types), tuple(formats), ncols)
+        encs = self._encoders.get(key)
+        if encs is None:
+            encs = []
+            for i in range(ncols):
+                t = self._type(types[i]) if i < len(types) else pgt.TEXT
+                fmt = formats[0] if len(formats) == 1 else (formats[i] if i < len(formats) else 0)
+                encs.append(pgt.binary_encoder(t) if fmt == 1 else pgt.text_encoder(t, ctx))
+            if len(self._encoders) >= 256:
+                self._encoders.clear()
+            self._encoders[key] = encs
         data_row = m.encode_data_row
         i = start
         while i < end:

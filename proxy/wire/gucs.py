@@ -37,6 +37,7 @@ REPORTED = (
     "standard_conforming_strings",
     "TimeZone",
 )
+_REPORTED_KEYS = tuple(name.lower() for name in REPORTED)
 DISPLAY = {"datestyle": "DateStyle", "timezone": "TimeZone", "intervalstyle": "IntervalStyle"}
 READ_ONLY = frozenset(
     {
@@ -181,6 +182,7 @@ class Gucs:
         self._snapshot: dict[str, str] | None = None
         self._local_prior: dict[str, str | None] = {}
         self._reported: dict[str, str] = {}
+        self._last: tuple[str, ...] = ()
 
     # ------------------------------------------------------------------ values and validation
 
@@ -318,8 +320,12 @@ class Gucs:
 
     def reports(self) -> list[tuple[str, str]]:
         """The (name, value) ParameterStatus pairs whose value changed since the last call."""
-        out: list[tuple[str, str]] = []
         settings = self.info.settings
+        current = tuple(settings.get(k, "") for k in _REPORTED_KEYS)
+        if current == self._last:
+            return []
+        self._last = current
+        out: list[tuple[str, str]] = []
         for shown in REPORTED:
             value = settings.get(shown.lower(), "")
             if self._reported.get(shown) != value:

@@ -352,8 +352,31 @@ _DECODERS = {
 _UNSUPPORTED_TYPES = frozenset((b"F", b"d", b"c", b"f"))
 
 
+_DECODED: dict[bytes, FrontendMessage] = {}
+_DECODED_MAX = 512
+_CACHEABLE = frozenset((b"P", b"B", b"D", b"E", b"C", b"Q"))
+
+
 def decode_message(type_: bytes, body: bytes) -> FrontendMessage:
-    """Decode one regular (post-startup) message; ProtocolViolation for unknown types or bad bodies."""
+    """Decode one regular (post-startup) message; ProtocolViolation for unknown types or bad bodies.
+
+    Small Parse/Bind/Describe/Execute/Close/Query messages are memoised by their bytes (clients
+    repeat them verbatim in loops); the message objects are immutable, so sharing them is safe.
+    """
+    if type_ in _CACHEABLE and len(body) <= 256:
+        key = type_ + body
+        hit = _DECODED.get(key)
+        if hit is not None:
+            return hit
+        msg = _decode_uncached(type_, body)
+        if len(_DECODED) >= _DECODED_MAX:
+            _DECODED.clear()
+        _DECODED[key] = msg
+        return msg
+    return _decode_uncached(type_, body)
+
+
+def _decode_uncached(type_: bytes, body: bytes) -> FrontendMessage:
     dec = _DECODERS.get(type_)
     if dec is not None:
         return dec(body)  # type: ignore[operator,no-any-return]
