@@ -75,6 +75,7 @@ def write_policy(
         f"epsilon = {epsilon}",
         "delta = 1e-3",
     ]
+    limits = {"queries_per_minute": 100_000, **(limits or {})}
     if limits:
         lines.append("[limits]")
         for k, v in limits.items():
