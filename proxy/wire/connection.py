@@ -23,6 +23,7 @@ from __future__ import annotations
 import datetime
 import hmac
 import logging
+import re
 import secrets
 import threading
 import time
@@ -179,6 +180,7 @@ class Route:
 
 
 _TXN_EXIT = frozenset({"commit", "rollback", "rollback_to"})
+_SET_DP_DEFAULT = re.compile(r"^\s*set\s+(?:session\s+|local\s+)?(dp\.[a-z_]+)\s*(?:=|\bto\b)\s*default\s*;?\s*$", re.I)
 
 
 def route_statement(sql: str, catalog: Any) -> Route:
@@ -773,7 +775,9 @@ class Connection:
         start = portal.position
         rows = result.rows
         end = len(rows) if limit <= 0 else min(len(rows), start + limit)
-        types = portal.described.types if portal.described is not None else result.types
+        # Encode with the types the client was told (Describe of the portal or statement) when it asked.
+        described = portal.described or portal.statement.described
+        types = described.types if described is not None and len(described.types) == len(result.columns) else result.types
         yield from self._send_rows(rows, start, end, types, formats, len(result.columns))
         portal.position = end
         if end < len(rows):
@@ -891,6 +895,10 @@ class Connection:
         session = self.session
         assert session is not None and self.info is not None
         if kind == "engine_fast":
+            m_default = _SET_DP_DEFAULT.match(route.sql)
+            if m_default is not None:  # SET dp.x TO DEFAULT means RESET dp.x
+                session.execute(f"RESET {m_default.group(1)}")
+                return _tag_only("SET")
             return session.execute(route.sql)
         if kind == "catalog":
             return (yield from self._run_catalog(route.sql, params))

@@ -567,3 +567,18 @@ def test_cancel_matches_the_secret(h: Harness, ctx: ServerContext) -> None:
     assert not ctx.cancel(h.conn.pid, b"\0\0\0\0" if h.conn.secret != b"\0\0\0\0" else b"\1\1\1\1")
     assert ctx.cancel(h.conn.pid, h.conn.secret)
     assert not ctx.cancel(h.conn.pid + 1 if h.conn.pid + 1 not in ctx.backends else 0, h.conn.secret)
+
+
+def test_set_dp_to_default_resets(h: Harness) -> None:
+    h.q("SET dp.epsilon = 0.7")
+    assert tag(h.q("SET dp.epsilon TO DEFAULT")) == "SET"
+    assert data_rows(h.q("SHOW dp.epsilon")) == [[b"0.1"]]
+
+
+def test_execute_encodes_with_the_described_types(h: Harness) -> None:
+    # asyncpg: Describe(statement) first, then Bind with binary results and Execute without Describe(portal)
+    out = h.send(m.frontend_parse("a1", "SELECT floor FROM departments WHERE department_id = $1"), m.frontend_describe("S", "a1"),
+                 m.FRONTEND_SYNC)
+    assert row_description(out)[0][:2] == ("floor", 23)
+    out = h.send(m.frontend_bind("", "a1", [struct.pack("!i", 3)], [1], [1]), m.frontend_execute(""), m.FRONTEND_SYNC)
+    assert data_rows(out) == [[struct.pack("!i", 3)]]
