@@ -351,3 +351,22 @@ def test_dpsql_serve_prints_the_address_and_stops_on_sigterm(tmp_path: Path, hos
     finally:
         if proc.poll() is None:
             proc.kill()
+
+
+def test_tls_is_required_beyond_loopback(tmp_path: Path, hospital_db: Path) -> None:
+    """In a private network namespace (no packet leaves it), a client at a non-loopback address is
+    refused in plaintext and served over TLS."""
+    import json
+    import shutil
+
+    unshare, ip = shutil.which("unshare"), shutil.which("ip")
+    if unshare is None or ip is None or subprocess.run([unshare, "--net", "true"], capture_output=True).returncode != 0:
+        pytest.skip("cannot create a private network namespace here (needs unshare --net and iproute2)")
+    setup = (f"{ip} link set lo up && {ip} addr add 192.0.2.1/32 dev lo && "
+             f"exec {sys.executable} {HERE / 'netns_tls.py'} {tmp_path} {hospital_db}")
+    r = subprocess.run([unshare, "--net", "sh", "-c", setup], capture_output=True, text=True, timeout=120)
+    assert r.returncode == 0, r.stderr[-3000:]
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out["host"] == "192.0.2.1"
+    assert out["plaintext"]["S"] == "FATAL" and out["plaintext"]["C"] == "28000" and "TLS" in out["plaintext"]["M"]
+    assert out["tls"] == 1 and out["tls_in_use"] is True

@@ -53,6 +53,7 @@ def write_policy(
     default_epsilon: float = 0.1,
     limits: dict[str, Any] | None = None,
     server_extra: str = "",
+    listen: str = "127.0.0.1:0",
 ) -> Path:
     """A policy over the hospital data with users alice and bob and its own ledger; returns its path."""
     directory.mkdir(parents=True, exist_ok=True)
@@ -61,7 +62,7 @@ def write_policy(
         "[source]",
         f'duckdb = "{database}"',
         "[server]",
-        'listen = "127.0.0.1:0"',
+        f'listen = "{listen}"',
         f'auth = "{auth}"',
         server_extra,
         "[privacy]",
