@@ -29,6 +29,7 @@ from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
 from dpsql.policy import Policy
 from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession
+from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.proxy.settings import DPSettings
 from dpsql.rewriter import rewrite
@@ -236,6 +237,8 @@ class Session:
             rows = rs.rows if nkeys or rs.rows else [tuple(0 for _ in rs.columns)]
             exact = {c: [int(r[j] or 0) for r in rows] for c, j in zip(stat_cols, col_idx, strict=True)}
         units = exact.get(plan.units_column) if plan.units_column else None
+        key_types = [k.pg_type for k in plan.keys]
+        keys = [tuple(coerce(v, t) for v, t in zip(k, key_types, strict=True)) for k in keys]
         released = release(noise, exact, units)
         # Release groups in key order: the engine's row order can depend on groups never released.
         order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys[released.kept[j]]))

@@ -33,6 +33,7 @@ from dpsql.rewriter.totalize import Families, totalize, type_family
 from dpsql.schema import TableInfo
 
 GRID_BITS = 24  # per-row values use at most 2^24 grid steps on each side of zero
+SQUARE_BITS = 12  # squared deviations (VAR, STDDEV) use at most 2^12 steps each side, so ≤ 2^24 squared
 
 
 @dataclass(frozen=True)
@@ -265,11 +266,19 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
             s = stat(f"csum:{col}", "sum", partial, max(abs(lo), abs(hi)), desc, grid=g.step, weight=3)
             names = [n, s]
             if spec.kind != "avg":
-                sq = exp.Mul(this=exp.paren(centred.copy()), expression=exp.paren(centred.copy()))
-                sq_hi = max_rows * max(c_lo * c_lo, c_hi * c_hi)
+                # Squares on a coarser grid (at most 2^SQUARE_BITS steps each side), so the sum of
+                # squares and its noise stay far inside the sampler's integer range.
+                shift = max(0, max(abs(c_lo), abs(c_hi)).bit_length() - SQUARE_BITS)
+                coarse: exp.Expression = exp.paren(centred.copy())
+                if shift:
+                    coarse = exp.paren(exp.IntDiv(this=coarse, expression=exp.Literal.number(2**shift)))
+                c_max = -(-max(abs(c_lo), abs(c_hi)) // 2**shift)
+                sq = exp.Mul(this=coarse, expression=coarse.copy())
+                sq_hi = max_rows * c_max * c_max
+                sq_grid = (g.step * 2**shift) ** 2
                 partial = _least(_scaled_to_kept_rows(exp.Sum(this=sq), col, max_rows), exp.Literal.number(sq_hi))
-                desc = f"SUM(({label} - centre)^2) per row, grid {_fmt(g.step * g.step)}"
-                names.append(stat(f"csumsq:{col}", "sum", partial, sq_hi, desc, grid=g.step * g.step, weight=3))
+                desc = f"SUM(({label} - centre)^2) per row, grid {_fmt(sq_grid)}"
+                names.append(stat(f"csumsq:{col}", "sum", partial, sq_hi, desc, grid=sq_grid, weight=3))
             releases.append(
                 AggregateRelease(spec.kind, spec.label, tuple(names), g.lower, g.upper, center=g.mid * g.step)  # type: ignore[arg-type]
             )
