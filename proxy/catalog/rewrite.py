@@ -323,6 +323,8 @@ class _Rewriter:
             return build(node.this, node.expression)
         if isinstance(node, exp.Collate):
             return node.this
+        if isinstance(node, exp.Like | exp.ILike) and not isinstance(node.parent, exp.Escape):
+            return exp.Escape(this=node, expression=exp.Literal.string("\\"))  # PostgreSQL's default LIKE escape
         if isinstance(node, exp.ByteString):
             return exp.Literal.string(node.this)
         if isinstance(node, exp.Placeholder | exp.Parameter):

@@ -18,7 +18,7 @@ CORPUS = load_corpus()
 def test_corpus_covers_every_client() -> None:
     clients = {s.client for s in CORPUS}
     assert clients >= {"psql15", "sqlalchemy2_psycopg2", "sqlalchemy2_psycopg3", "sqlalchemy14", "pgjdbc", "dbeaver", "metabase",
-                       "grafana", "tableau_psqlodbc", "asyncpg", "superset", "probes"}
+                       "grafana", "tableau_psqlodbc", "asyncpg", "superset", "probes", "psql15_tab_complete"}
     assert len(CORPUS) >= 250
 
 

@@ -99,3 +99,12 @@ def test_roles_database_and_no_passwords(catalog: SyntheticCatalog, info: Sessio
     assert set(roles.values()) == {"********"}
     assert _q(catalog, info, "SELECT datname, encoding, datistemplate, datallowconn FROM pg_database") == [(DATABASE, 6, False, True)]
     assert _q(catalog, info, "SELECT usename, pid FROM pg_stat_activity") == [("alice", 4242)]
+
+
+def test_psql_tab_completion(catalog: SyntheticCatalog, info: SessionInfo) -> None:
+    """psql's completion queries (captured through a pty) complete the policy's names; LIKE escapes with backslash."""
+    corpus = {s.name: s for s in load_corpus() if s.client == "psql15_tab_complete"}
+    assert [r[0] for r in catalog.execute(corpus["psql_tab #1"].sql, info).rows] == ["visits"]
+    assert catalog.execute(corpus["psql_tab #2"].sql, info).rows == [("orders", "sales")]
+    assert [r[0] for r in catalog.execute(corpus["psql_tab #3"].sql, info).rows] == [c for c, _ in VISIBLE["public.visits"]]
+    assert catalog.execute(corpus["psql_tab #6"].sql, info).rows == [("search_path",)]

@@ -6,7 +6,8 @@ with psycopg2 2.9 / psycopg 3.3, pgjdbc 42.5.5, asyncpg 0.32):
 1. a scratch cluster with ``log_statement = 'all'`` and ``log_line_prefix = '%m [%p] %a: '``; database ``dpdb`` holds
    ``visits(patient_id int8, age int4, cost float8, department text, visit_date date)``, ``departments``,
    ``sales.orders``; database ``fulldb`` holds ``fullt``/``dep`` with keys, indexes, checks, comments, statistics.
-2. each client runs with its own ``application_name`` (psql commands, SQLAlchemy inspector, pgjdbc DatabaseMetaData…).
+2. each client runs with its own ``application_name`` (psql commands, psql tab completion through a pty, SQLAlchemy
+   inspector, pgjdbc DatabaseMetaData…).
 3. ``python build_corpus.py LOG DSN_DPDB DSN_FULLDB OUTDIR`` extracts the catalog statements per client, adds the
    statements of clients that can't run here (Metabase, Grafana, DBeaver, Tableau/psqlODBC, Superset: taken from their
    public sources and issue threads), replaces the OIDs and names of the capture tables by ``{{oid:schema.table}}``
@@ -32,6 +33,7 @@ SKIP = re.compile(r"^\s*(begin|commit|rollback|show|set|savepoint|release|select
 
 CLIENT_FILES = {  # application_name prefix -> corpus file and description
     "psql": ("psql15.sql", "psql 15.18 backslash commands (server_version 15 branches, same as 16)"),
+    "psql_tab": ("psql15_tab_complete.sql", "psql 15.18 tab completion (driven through a pty: tables, schemas, columns, settings)"),
     "sa2_psycopg2": ("sqlalchemy2_psycopg2.sql", "SQLAlchemy 2.1.9 inspector + psycopg2 (client-side literals)"),
     "sa2_psycopg": ("sqlalchemy2_psycopg3.sql", "SQLAlchemy 2.1.9 inspector + psycopg 3 (server-side $n parameters)"),
     "sa14_psycopg2": ("sqlalchemy14.sql", "SQLAlchemy 1.4.54 inspector + psycopg2 (Superset's stack)"),
