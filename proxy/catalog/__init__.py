@@ -78,9 +78,9 @@ class SyntheticCatalog:
     Thread-safe: ``execute`` may be called from several threads (each gets its own shadow cursor).
     """
 
-    def __init__(self, catalog: Catalog, *, database: str, users: Sequence[str]) -> None:
+    def __init__(self, catalog: Catalog, *, database: str, users: Sequence[str], statement_timeout: float = 10.0) -> None:
         self.objects: Objects = build_objects(catalog, database, users)
-        self._shadow = Shadow(self.objects)
+        self._shadow = Shadow(self.objects, timeout=statement_timeout)
         self._marker = "dpsqltok" + secrets.token_hex(8)
         self._renderer = Renderer(self.objects, self._marker, dt.datetime.now(dt.UTC).replace(microsecond=0))
         self._router = Router(self.objects.tables)

@@ -15,7 +15,7 @@ import re
 
 import duckdb
 
-from dpsql.errors import DPSQLError, QuerySyntaxError, UndefinedColumn, UndefinedFunction, UndefinedTable, UnsupportedQuery
+from dpsql.errors import DPSQLError, QueryCanceled, QuerySyntaxError, UndefinedColumn, UndefinedFunction, UndefinedTable, UnsupportedQuery
 
 _PATTERNS: tuple[tuple[re.Pattern[str], type[DPSQLError], str], ...] = (
     (re.compile(r"Table with name (\S+?) does not exist"), UndefinedTable, 'relation "{0}" does not exist'),
@@ -48,7 +48,9 @@ def translate(e: duckdb.Error) -> DPSQLError:
     if isinstance(e, duckdb.OutOfRangeException):
         return DPSQLError(f"value out of range: {line}", sqlstate="22003")
     if isinstance(e, duckdb.InterruptException):
-        return DPSQLError("canceling statement due to user request", sqlstate="57014")
+        return QueryCanceled("canceling statement due to statement timeout")
+    if isinstance(e, duckdb.OutOfMemoryException):
+        return DPSQLError("out of memory answering a catalog query", sqlstate="53200")
     if isinstance(e, duckdb.BinderException | duckdb.CatalogException | duckdb.NotImplementedException):
         return UnsupportedQuery(f"catalog query not supported: {line}")
     return DPSQLError(f"catalog query failed: {line}", sqlstate="XX000")

@@ -19,6 +19,7 @@ from typing import Any
 
 import duckdb
 
+from dpsql.proxy.backends.watchdog import Watchdog
 from dpsql.proxy.catalog import pg_snapshot as snap
 from dpsql.proxy.catalog.macros import MACROS
 from dpsql.proxy.catalog.objects import OWNER, Objects
@@ -52,8 +53,9 @@ def shadow_name(qualified: str) -> str:
 class Shadow:
     """The shadow database of one catalog. ``query`` is thread-safe (one DuckDB cursor per thread)."""
 
-    def __init__(self, objects: Objects) -> None:
+    def __init__(self, objects: Objects, *, timeout: float = 10.0) -> None:
         self.objects = objects
+        self.timeout = timeout
         self._con = duckdb.connect(
             ":memory:",
             config={
@@ -79,7 +81,8 @@ class Shadow:
         self._local = threading.local()
         self._lock = threading.Lock()
         # Close at exit even if nobody calls close(): DuckDB's Python UDFs otherwise report "leaks".
-        self._finalizer = weakref.finalize(self, self._con.close)
+        self._watchdog = Watchdog("dpsql-catalog-watchdog")
+        self._finalizer = weakref.finalize(self, _shutdown, self._con, self._watchdog)
 
     def _cursor(self) -> duckdb.DuckDBPyConnection:
         cur = getattr(self._local, "cursor", None)
@@ -95,16 +98,26 @@ class Shadow:
         return [(c, str(t)) for c, t in zip(rel.columns, rel.types, strict=True)]
 
     def query(self, sql: str) -> tuple[list[tuple[str, str]], list[tuple[Any, ...]]]:
-        """Run one SELECT; return ``[(column, duckdb type)]`` and the rows. DuckDB errors propagate."""
+        """Run one SELECT; return ``[(column, duckdb type)]`` and the rows. DuckDB errors propagate; a statement
+        running longer than ``timeout`` seconds is interrupted (``duckdb.InterruptException``)."""
         cur = self._cursor()
-        cur.execute(sql)
-        desc = cur.description or []
-        rows = cur.fetchall()
+        disarm = self._watchdog.schedule(self.timeout, cur.interrupt)
+        try:
+            cur.execute(sql)
+            desc = cur.description or []
+            rows = cur.fetchall()
+        finally:
+            disarm()
         return [(d[0], str(d[1])) for d in desc], rows
 
     def close(self) -> None:
         """Close the shadow database."""
         self._finalizer()
+
+
+def _shutdown(con: duckdb.DuckDBPyConnection, watchdog: Watchdog) -> None:
+    watchdog.close()
+    con.close()
 
 
 # ------------------------------------------------------------------------------------------- DDL

@@ -2,11 +2,15 @@
 
 from __future__ import annotations
 
+import time
+
 import pytest
+from conftest import DATABASE, USERS
 
 from dpsql.errors import DPSQLError
 from dpsql.proxy.catalog import SyntheticCatalog
 from dpsql.proxy.session_info import SessionInfo
+from dpsql.schema import Catalog
 
 CASES = [
     ("SELECT * FROM pg_catalog.pg_nope", "42P01", 'relation "pg_catalog.pg_nope" does not exist'),
@@ -55,3 +59,17 @@ def test_catalog_survives_errors(catalog: SyntheticCatalog, info: SessionInfo) -
         with pytest.raises(DPSQLError):
             catalog.execute(sql, info)
     assert catalog.execute("SELECT count(*) FROM pg_class", info).rows == [(4,)]
+
+
+def test_runaway_catalog_query_is_interrupted(schema: Catalog) -> None:
+    cat = SyntheticCatalog(schema, database=DATABASE, users=USERS, statement_timeout=0.3)
+    try:
+        info = SessionInfo(user="alice", database=DATABASE, backend_pid=1)
+        t0 = time.perf_counter()
+        with pytest.raises(DPSQLError) as e:
+            cat.execute("SELECT count(*) FROM generate_series(1, 100000000000) s, pg_namespace", info)
+        assert e.value.sqlstate == "57014"
+        assert time.perf_counter() - t0 < 5
+        assert cat.execute("SELECT count(*) FROM pg_class", info).rows == [(4,)]
+    finally:
+        cat.close()
