@@ -8,7 +8,7 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("dpsql", "dpsql.rewriter", "dpsql.accountant", "dpsql.proxy", "dpsql.proxy.backends")
+PACKAGES = ("dpsql", "dpsql.rewriter", "dpsql.accountant", "dpsql.proxy", "dpsql.proxy.backends", "dpsql.proxy.catalog", "dpsql.proxy.wire")
 
 
 def _modules() -> list[str]:
