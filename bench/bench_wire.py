@@ -60,6 +60,53 @@ def serve(tag: str) -> None:
     bl.remove_ledger(policy)
 
 
+_MINIMAL_SERVER = r"""
+import asyncio, struct, sys
+import uvloop
+def msg(t, b): return t + struct.pack("!i", len(b) + 4) + b
+READY = msg(b"Z", b"I")
+ANSWER = (msg(b"T", struct.pack("!h", 1) + b"?column?\0" + struct.pack("!IhIhih", 0, 0, 23, 4, -1, 0))
+          + msg(b"D", struct.pack("!hi", 1, 1) + b"1") + msg(b"C", b"SELECT 1\0") + READY)
+class P(asyncio.Protocol):
+    def connection_made(self, t): self.t, self.buf, self.started = t, b"", False
+    def data_received(self, d):
+        self.buf += d; out = []
+        while True:
+            if not self.started:
+                if len(self.buf) < 8 or len(self.buf) < struct.unpack("!i", self.buf[:4])[0]: break
+                n, code = struct.unpack("!ii", self.buf[:8]); self.buf = self.buf[n:]
+                if code == 80877103: out.append(b"N"); continue
+                self.started = True
+                out.append(msg(b"R", struct.pack("!i", 0)) + msg(b"S", b"server_version\x0016.4\0") + msg(b"K", b"\0" * 8) + READY)
+                continue
+            if len(self.buf) < 5: break
+            t, n = struct.unpack("!ci", self.buf[:5])
+            if len(self.buf) < n + 1: break
+            self.buf = self.buf[n + 1:]
+            if t == b"Q": out.append(ANSWER)
+            elif t == b"X": self.t.close(); return
+        if out: self.t.write(b"".join(out))
+async def main():
+    s = await asyncio.get_running_loop().create_server(P, "127.0.0.1", 0)
+    print(s.sockets[0].getsockname()[1], flush=True)
+    await asyncio.get_running_loop().run_in_executor(None, sys.stdin.read)
+uvloop.install(); asyncio.run(main())
+"""
+
+
+def minimal_server_rate(pgb: str, seconds: float) -> float:
+    """pgbench SELECT 1 (simple) against a 30-line fixed-reply asyncio+uvloop server: this machine's
+    ceiling for a Python server right now (docs/wire measured 27.5k on a quiet 2-core VM)."""
+    proc = subprocess.Popen([sys.executable, "-c", _MINIMAL_SERVER], stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+    assert proc.stdout is not None and proc.stdin is not None
+    try:
+        port = int(proc.stdout.readline())
+        return pgbench(pgb, port, "x", "SELECT 1;", seconds=seconds)["tps"]
+    finally:
+        proc.stdin.close()
+        proc.wait(10)
+
+
 def _pgbench() -> str | None:
     found = sorted(Path("/usr/lib/postgresql").glob("*/bin/pgbench"), reverse=True)
     return str(found[0]) if found else None
@@ -186,7 +233,11 @@ def main() -> int:
                 res = pgbench(pgb, port, db, sql, mode=mode, seconds=args.seconds)
                 results[(label, mode)] = res
                 rows.append([label, mode, f"{res['tps']:,.0f}", f"{res['latency_ms']:.3f}", f"{res['failed']:.0f}"])
+        ceiling = minimal_server_rate(pgb, args.seconds)
+        rows.append(["SELECT 1 — minimal fixed-reply uvloop server", "simple", f"{ceiling:,.0f}", "", ""])
         bl.table("pgbench over one connection (-c 1)", ["statement", "protocol", "queries/s", "latency ms", "failed"], rows, left=2)
+        print(f"dpsql SELECT 1 (simple) at {results[('SELECT 1', 'simple')]['tps'] / ceiling:.0%} of the minimal server's rate "
+              f"on this machine now")
 
         inproc_qps, inproc_p50 = in_process_rate(args.seconds)
         dp_simple = pgbench(pgb, port, db, DP_QUERY + ";", mode="simple", seconds=args.seconds)
