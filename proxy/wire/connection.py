@@ -402,6 +402,7 @@ class Connection:
         self.user = user
         self._startup_params = dict(msg.params)
         if ctx.throttle.locked(user, self.address):
+            log.warning("login refused for user %r from %s: too many failed attempts", user, self.address)
             raise Fatal("28000", f'too many failed login attempts for user "{user}"; try again in a minute')
         if ctx.auth_method == "trust":
             self._authenticated()
@@ -429,6 +430,7 @@ class Connection:
             final = exchange.final(msg.data)
         except AuthError:
             self.ctx.throttle.failure(self.user, self.address)
+            log.warning("password authentication failed for user %r from %s", self.user, self.address)
             raise Fatal("28P01", f'password authentication failed for user "{self.user}"') from None
         self.out += m.encode_auth_sasl_final(final)
         self.ctx.throttle.success(self.user, self.address)
@@ -450,7 +452,8 @@ class Connection:
         info.settings["session_authorization"] = self.user
         gucs = Gucs(info)
         try:
-            gucs.apply_startup(params)
+            for name, value in gucs.apply_startup(params).items():  # e.g. PGOPTIONS="-c dp.epsilon=0.5"
+                session.settings.set(name, value)
         except DPSQLError as e:
             session.close()
             raise Fatal(e.sqlstate, e.message, e.hint) from None

@@ -239,16 +239,22 @@ class Gucs:
 
     # ------------------------------------------------------------------------------ commands
 
-    def apply_startup(self, params: Mapping[str, str]) -> None:
-        """Apply startup-packet settings (and ``options`` ``-c name=value``); they become the RESET values."""
-        for key, value in params.items():
-            name = key.lower()
+    def apply_startup(self, params: Mapping[str, str]) -> dict[str, str]:
+        """Apply startup-packet settings (and ``options`` ``-c name=value``); they become the RESET values.
+
+        Returns the ``dp.*`` settings among them, which are the engine session's to apply.
+        """
+        engine: dict[str, str] = {}
+        items = [(k.lower(), v) for k, v in params.items()] + list(parse_options(params.get("options", "")).items())
+        for name, value in items:
             if name in ("user", "database", "replication", "options") or name.startswith("_pq_."):
                 continue
-            self.set(name, value)
-        for name, value in parse_options(params.get("options", "")).items():
+            if name.startswith("dp."):
+                engine[name] = value
+                continue
             self.set(name, value)
         self.session_defaults = dict(self.info.settings)
+        return engine
 
     def set(self, name: str, value: str | None, *, local: bool = False, in_transaction: bool = False) -> None:
         """``SET name = value`` (None: DEFAULT)."""

@@ -582,3 +582,15 @@ def test_execute_encodes_with_the_described_types(h: Harness) -> None:
     assert row_description(out)[0][:2] == ("floor", 23)
     out = h.send(m.frontend_bind("", "a1", [struct.pack("!i", 3)], [1], [1]), m.frontend_execute(""), m.FRONTEND_SYNC)
     assert data_rows(out) == [[struct.pack("!i", 3)]]
+
+
+def test_dp_settings_in_startup_options_go_to_the_engine(ctx: ServerContext) -> None:
+    harness = Harness(ctx)
+    assert types_of(harness.start(options="-c dp.epsilon=0.5 -c application_name=x")).endswith("Z")
+    assert data_rows(harness.q("SHOW dp.epsilon")) == [[b"0.5"]]
+    assert data_rows(harness.q("SHOW application_name")) == [[b"x"]]
+    harness.conn.close()
+    harness = Harness(ctx)
+    err = errors(harness.start(options="-c dp.epsilon=50"))
+    assert err[0]["C"] == "22023" and err[0]["S"] == "FATAL"
+    harness.conn.close()
