@@ -21,6 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
+import threading
 import uuid
 from collections import OrderedDict
 from collections.abc import Sequence
@@ -65,20 +66,25 @@ def _cast_types(sql: str) -> dict[int, int]:
 
 _TREES: OrderedDict[str, exp.Expression | None] = OrderedDict()
 _TREE_CACHE = 512
+_TREES_LOCK = threading.Lock()
+_MISSING = object()
 
 
 def _parse(sql: str) -> exp.Expression | None:
-    """The (cached) sqlglot tree of one statement, or None if sqlglot cannot parse it."""
-    if sql in _TREES:
-        _TREES.move_to_end(sql)
-        return _TREES[sql]
+    """The (cached, never mutated) sqlglot tree of one statement, or None if sqlglot cannot parse it."""
+    with _TREES_LOCK:
+        hit = _TREES.get(sql, _MISSING)
+        if hit is not _MISSING:
+            _TREES.move_to_end(sql)
+            return hit  # type: ignore[return-value]
     try:
         tree: exp.Expression | None = sqlglot.parse_one(_spaced(sql), read="postgres")
     except (ParseError, TokenError, ValueError, RecursionError):
         tree = None
-    _TREES[sql] = tree
-    if len(_TREES) > _TREE_CACHE:
-        _TREES.popitem(last=False)
+    with _TREES_LOCK:
+        _TREES[sql] = tree
+        if len(_TREES) > _TREE_CACHE:
+            _TREES.popitem(last=False)
     return tree
 
 

@@ -16,7 +16,6 @@ identifiers, dollar quoting (``$tag$ … $tag$``), ``--`` comments and nested ``
 from __future__ import annotations
 
 import re
-from collections import OrderedDict
 from dataclasses import dataclass
 
 from dpsql.errors import DPSQLError, QuerySyntaxError
@@ -144,7 +143,7 @@ def _is_blank(s: str) -> bool:
     return not s or _BLANK.fullmatch(s) is not None
 
 
-_CACHE: OrderedDict[str, Lexed] = OrderedDict()
+_CACHE: dict[str, Lexed] = {}
 _CACHE_SIZE = 1024
 
 
@@ -155,9 +154,9 @@ def lex(sql: str) -> Lexed:
         return hit
     lexed = _scan(sql)
     if len(sql) <= 8192:
+        if len(_CACHE) >= _CACHE_SIZE:
+            _CACHE.clear()  # atomic under the GIL; callers in several threads stay safe
         _CACHE[sql] = lexed
-        if len(_CACHE) > _CACHE_SIZE:
-            _CACHE.popitem(last=False)
     return lexed
 
 
