@@ -293,6 +293,7 @@ class Connection:
         self._running: Offload | None = None
         self._ctx_cache: tuple[str, str, pgt.OutputContext] | None = None
         self._encoders: dict[tuple[Any, ...], list[Callable[[Any], bytes]]] = {}
+        self._error_context: tuple[str, int] | None = None  # statement text and its offset, for syntax error positions
 
     # ------------------------------------------------------------------------------ entry points
 
@@ -525,7 +526,12 @@ class Connection:
     def _error(self, e: BaseException) -> None:
         """Send ``e`` as an ErrorResponse and mark an open transaction failed."""
         if isinstance(e, DPSQLError):
-            fields = m.error_fields(e.sqlstate, e.message, hint=e.hint, position=getattr(e, "position", None))
+            position = getattr(e, "position", None)
+            context, self._error_context = self._error_context, None
+            if position is None and e.sqlstate == "42601" and context is not None:
+                at = params_mod.syntax_position(context[0])
+                position = None if at is None else at + context[1]
+            fields = m.error_fields(e.sqlstate, e.message, hint=e.hint, position=position)
         else:
             log.error("internal error (%s) in connection %s:\n%s", type(e).__name__, self.pid,
                       "".join(traceback.format_tb(e.__traceback__)))
@@ -573,7 +579,11 @@ class Connection:
             self.out += m.EMPTY_QUERY
             self._ready()
             return
+        search_from = 0
         for stmt in stmts:
+            offset = sql.find(stmt, search_from)
+            search_from = max(offset, 0) + len(stmt)
+            self._error_context = (stmt, max(offset, 0))
             try:
                 route = self._route(stmt)
                 result = yield from self._run(route, ())
@@ -753,6 +763,7 @@ class Connection:
         if portal is None:
             raise DPSQLError(f'portal "{msg.portal}" does not exist', sqlstate="34000")
         route = portal.statement.route
+        self._error_context = (route.sql, 0) if not portal.params else None
         if portal.result is None:
             if portal.done:
                 self.out += m.encode_command_complete("SELECT 0")

@@ -300,6 +300,24 @@ def bind_sql(sql: str, values: Sequence[Any], oids: Sequence[int] = ()) -> str:
     return copy.sql(dialect="postgres")
 
 
+def syntax_position(sql: str) -> int | None:
+    """The 1-based character position of the first syntax error in ``sql`` (for ErrorResponse's P
+    field, which psql turns into ``LINE 1: … ^``), or None when sqlglot finds none or cannot say."""
+    try:
+        sqlglot.parse_one(sql, read="postgres")
+    except ParseError as e:
+        err = e.errors[0] if e.errors else {}
+        line, col, highlight = err.get("line"), err.get("col"), err.get("highlight") or ""
+        if not isinstance(line, int) or not isinstance(col, int) or line < 1:
+            return None
+        lines = sql.split("\n")
+        start = sum(len(text) + 1 for text in lines[: line - 1]) + col - len(highlight)
+        return start + 1 if 0 <= start < len(sql) else None
+    except (TokenError, ValueError, RecursionError):
+        return None
+    return None
+
+
 def dummy_value(oid: int) -> Any:
     """A harmless value of type ``oid``, used to plan a statement for Describe before Bind."""
     t = pgt.type_by_oid(oid)

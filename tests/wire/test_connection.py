@@ -594,3 +594,10 @@ def test_dp_settings_in_startup_options_go_to_the_engine(ctx: ServerContext) -> 
     err = errors(harness.start(options="-c dp.epsilon=50"))
     assert err[0]["C"] == "22023" and err[0]["S"] == "FATAL"
     harness.conn.close()
+
+
+def test_syntax_errors_carry_a_position(h: Harness) -> None:
+    err = errors(h.q("SELECT 1; SELECT COUNT(* FROM visits"))[0]
+    assert err["C"] == "42601" and err["P"] == str(len("SELECT 1; SELECT COUNT(* ") + 1)
+    out = h.send(m.frontend_parse("", "SELECT FROM WHERE x"), m.frontend_bind("", ""), m.frontend_execute(""), m.FRONTEND_SYNC)
+    assert errors(out)[0]["P"] == "13"
