@@ -54,6 +54,8 @@ log = logging.getLogger("dpsql.wire")
 
 ROW_CHUNK = 256  # rows encoded between flow-control checks
 OUT_HIGH_WATER = 256 * 1024  # bytes of pending output that trigger a Drain while sending rows
+MAX_STATEMENTS = 10_000  # named prepared statements (and portals) per connection
+MAX_CURSORS = 100  # open cursors per connection (each holds its materialised rows)
 SLOW_CATALOG_SECONDS = 0.002  # catalog statements slower than this run off the event loop next time
 
 
@@ -620,6 +622,9 @@ class Connection:
     def _parse(self, msg: m.Parse) -> None:
         if msg.name and msg.name in self.statements:
             raise DPSQLError(f'prepared statement "{msg.name}" already exists', sqlstate="42P05")
+        if msg.name and len(self.statements) >= MAX_STATEMENTS:
+            raise DPSQLError(f"too many prepared statements (at most {MAX_STATEMENTS} per connection)",
+                             hint="DEALLOCATE or Close statements you no longer use", sqlstate="54000")
         check_length(msg.sql, self.ctx.max_statement_bytes)
         stmts = lex(msg.sql).statements
         if len(stmts) > 1:
@@ -656,6 +661,8 @@ class Connection:
             raise DPSQLError(f'prepared statement "{msg.statement}" does not exist', sqlstate="26000")
         if msg.portal and msg.portal in self.portals:
             raise DPSQLError(f'portal "{msg.portal}" already exists', sqlstate="42P03")
+        if msg.portal and len(self.portals) >= MAX_STATEMENTS:
+            raise DPSQLError(f"too many open portals (at most {MAX_STATEMENTS} per connection)", hint="Close portals", sqlstate="54000")
         self._check_aborted(stmt.route)
         n = len(stmt.param_oids)
         if len(msg.params) != n:
@@ -1110,6 +1117,9 @@ class Connection:
             raise DPSQLError("DECLARE CURSOR can only be used in transaction blocks", sqlstate="25P01")
         if cmd.name in self.cursors:
             raise DPSQLError(f'cursor "{cmd.name}" already exists', sqlstate="42P03")
+        if len(self.cursors) >= MAX_CURSORS:
+            raise DPSQLError(f"too many open cursors (at most {MAX_CURSORS} per connection)", hint="CLOSE cursors you no longer use",
+                             sqlstate="54000")
         inner = self._route(cmd.query)
         if inner.kind not in ("query", "catalog", "engine_cmd", "show"):
             raise DPSQLError("DECLARE CURSOR must be followed by a query", sqlstate="42601")
