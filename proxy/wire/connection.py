@@ -143,7 +143,7 @@ class ServerContext:
         self.active = 0  # connections past the startup packet (authenticating or ready)
         self.lock = threading.Lock()
         self.routes: OrderedDict[str, Route] = OrderedDict()
-        self.slow_catalog: OrderedDict[str, None] = OrderedDict()
+        self.slow_catalog: dict[str, int] = {}  # catalog statement → consecutive slow runs
         self.row_descriptions: dict[tuple[Any, ...], bytes] = {}
         self.types: dict[str, pgt.PgType] = {}
         self.shutting_down = False
@@ -948,19 +948,29 @@ class Connection:
         return ms / 1000.0 if ms else None
 
     def _run_catalog(self, sql: str, params: tuple[Any, ...]) -> Generator[Request, Any, Result]:
+        """Answer a catalog statement: inline on the event loop while it is fast (canned probes take
+        microseconds), in a worker thread once it was slow (> 2 ms) twice in a row."""
         catalog = self.ctx.catalog
         info = self.info
         slow = self.ctx.slow_catalog
         p = list(params) if params else None
-        if sql in slow:
-            return (yield Offload(lambda: catalog.execute(sql, info, p)))
-        t0 = time.perf_counter()
-        result = catalog.execute(sql, info, p)
-        if time.perf_counter() - t0 > SLOW_CATALOG_SECONDS:
-            slow[sql] = None
-            if len(slow) > 1024:
-                slow.popitem(last=False)
-        return result  # type: ignore[no-any-return]
+
+        def timed() -> tuple[Result, float]:
+            t0 = time.perf_counter()
+            r = catalog.execute(sql, info, p)
+            return r, time.perf_counter() - t0
+
+        if slow.get(sql, 0) >= 2:
+            result, took = yield Offload(timed)
+        else:
+            result, took = timed()
+        if took > SLOW_CATALOG_SECONDS:
+            if len(slow) >= 4096 and sql not in slow:
+                slow.clear()
+            slow[sql] = slow.get(sql, 0) + 1
+        elif sql in slow:
+            del slow[sql]
+        return result
 
     # transaction control
 
