@@ -19,6 +19,7 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import duckdb
+
 from dpsql.examples.hospital_data import create_tables
 from dpsql.examples.hospital_policy import DATABASE_FILE, TABLES, Format, policy_toml
 from dpsql.proxy.passwords import scram_verifier

@@ -11,10 +11,10 @@ from collections.abc import Sequence
 from typing import Any
 
 import sqlglot
-from dpsql.accountant.filters import BudgetStatus
 from sqlglot import exp
 from sqlglot.errors import ParseError
 
+from dpsql.accountant.filters import BudgetStatus
 from dpsql.errors import QuerySyntaxError, UndefinedTable, UnsupportedQuery
 
 BUDGET_COLUMNS: tuple[tuple[str, str], ...] = (

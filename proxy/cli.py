@@ -118,10 +118,9 @@ def cmd_query(args: argparse.Namespace) -> int:
 
 def cmd_explain(args: argparse.Namespace) -> int:
     """``dpsql explain``: the plan, cost and noise of a query; reads no rows, spends nothing."""
-    from dpsql.proxy.explain import explain_rows
-
     from dpsql.api import open_engine
     from dpsql.policy import load_policy
+    from dpsql.proxy.explain import explain_rows
 
     policy = load_policy(args.policy)
     user = args.user or next(iter(policy.users))
@@ -150,9 +149,8 @@ def cmd_budget(args: argparse.Namespace) -> int:
 
     from dpsql.accountant.filters import limits_for
     from dpsql.accountant.ledger import open_ledger
-    from dpsql.proxy.budget_view import BUDGET_COLUMNS, budget_rows
-
     from dpsql.policy import load_policy
+    from dpsql.proxy.budget_view import BUDGET_COLUMNS, budget_rows
 
     policy = load_policy(args.policy)
     users = [args.user] if args.user else list(policy.users)
@@ -175,7 +173,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
                 rows.append((u if r[0] == "user" else "(all users)", *r))
     finally:
         ledger.close()
-    cols = ("user",) + tuple(c for c, _ in BUDGET_COLUMNS)
+    cols = ("user", *tuple(c for c, _ in BUDGET_COLUMNS))
     print_result(cols, rows, "table")
     return EXIT_OK
 
@@ -190,7 +188,8 @@ def cmd_check(args: argparse.Namespace) -> int:
     private = [t for t in policy.tables.values() if not t.public]
     print(f"{args.policy}: policy OK — {len(policy.tables)} table(s), {len(private)} private, {len(policy.users)} user(s), "
           f"{policy.privacy.accounting} accounting")
-    has_source = args.duckdb or args.postgres or policy.source.duckdb or policy.source.postgres or any(t.file for t in policy.tables.values())
+    mapped_files = any(t.file for t in policy.tables.values())
+    has_source = args.duckdb or args.postgres or policy.source.duckdb or policy.source.postgres or mapped_files
     if has_source:
         backend = open_backend(policy, duckdb=args.duckdb, postgres=args.postgres)
         try:
@@ -269,7 +268,8 @@ def print_result(columns: Sequence[str], rows: Sequence[Sequence[Any]], fmt: str
     """Print rows as an aligned table, CSV or JSON lines."""
     if fmt == "json":
         for r in rows:
-            print(json.dumps({c: (v if isinstance(v, int | float | str | bool) or v is None else str(v)) for c, v in zip(columns, r, strict=True)}))
+            plain = {c: (v if isinstance(v, int | float | str | bool) or v is None else str(v)) for c, v in zip(columns, r, strict=True)}
+            print(json.dumps(plain))
         return
     if fmt == "csv":
         import csv

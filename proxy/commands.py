@@ -23,7 +23,9 @@ from dpsql.errors import UnsupportedQuery
 _SET = re.compile(r"^set\s+(?:session\s+|local\s+)?(dp\.[a-z_]+)\s*(?:=|\bto\b)\s*(.+?)\s*$", re.I | re.S)
 _RESET = re.compile(r"^reset\s+(dp\.[a-z_]+)\s*$", re.I)
 _SHOW = re.compile(r"^show\s+(dp\.[a-z_]+)\s*$", re.I)
-_EXPLAIN = re.compile(r"^explain\b\s*(\((?P<opts>[^)]*)\))?\s*(?P<flags>(?:(?:analy[sz]e|verbose|costs|buffers)\s+)*)(?P<query>.*)$", re.I | re.S)
+_EXPLAIN = re.compile(
+    r"^explain\b\s*(\((?P<opts>[^)]*)\))?\s*(?P<flags>(?:(?:analy[sz]e|verbose|costs|buffers)\s+)*)(?P<query>.*)$", re.I | re.S
+)
 _BUDGET = re.compile(r"\bdpsql\s*\.\s*\"?budget\b", re.I)
 _COMMENT = re.compile(r"^\s*(--[^\n]*\n|/\*.*?\*/)\s*", re.S)
 

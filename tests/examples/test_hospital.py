@@ -8,12 +8,12 @@ from pathlib import Path
 
 import duckdb
 import pytest
+
 from dpsql.examples.hospital import DEMO_PASSWORDS, generate, main, scale
 from dpsql.examples.hospital_data import DEPARTMENTS, INSURANCES, REGIONS
+from dpsql.policy import load_policy
 from dpsql.proxy.backends.duckdb import DuckDBBackend
 from dpsql.proxy.passwords import check_password
-
-from dpsql.policy import load_policy
 from dpsql.schema import build_catalog
 
 

@@ -8,9 +8,9 @@ from typing import Any
 
 import duckdb
 import pytest
-from dpsql.proxy.backends.duckdb import DuckDBBackend
 
 from dpsql.policy import Policy, policy_from_dict
+from dpsql.proxy.backends.duckdb import DuckDBBackend
 
 SECRET = "abc"  # a private value that must never appear in an error
 

@@ -10,11 +10,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
-from dpsql.proxy.backends.base import ResourceExhausted
-from dpsql.proxy.backends.duckdb import DuckDBBackend
 
 from dpsql.errors import ExecutionFailed, PolicyError, QueryCanceled, QuerySyntaxError
 from dpsql.policy import Policy
+from dpsql.proxy.backends.base import ResourceExhausted
+from dpsql.proxy.backends.duckdb import DuckDBBackend
 from dpsql.schema import build_catalog
 
 from .conftest import SECRET

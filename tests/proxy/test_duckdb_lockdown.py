@@ -12,11 +12,11 @@ from pathlib import Path
 
 import duckdb
 import pytest
-from dpsql.proxy.backends.duckdb import DuckDBBackend
-from dpsql.proxy.backends.duckdb_setup import LockedDatabase, open_locked
 
 from dpsql.errors import DPSQLError, ExecutionFailed, UnsupportedQuery
 from dpsql.policy import Policy
+from dpsql.proxy.backends.duckdb import DuckDBBackend
+from dpsql.proxy.backends.duckdb_setup import LockedDatabase, open_locked
 
 
 @pytest.fixture

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import pytest
+
 from dpsql.proxy.backends.duckdb_types import pg_type_name
 
 

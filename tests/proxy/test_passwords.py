@@ -8,9 +8,9 @@ import hmac
 
 import pytest
 import scramp
-from dpsql.proxy.passwords import check_password, parse_verifier, scram_verifier
 
 from dpsql.policy import policy_from_dict
+from dpsql.proxy.passwords import check_password, parse_verifier, scram_verifier
 
 
 def test_format_and_fields() -> None:
