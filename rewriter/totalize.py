@@ -5,8 +5,8 @@ DuckDB has ``TRY(expr)`` (NULL instead of an error) and ``TRY_CAST``: every expr
 division and modulo get ``NULLIF(divisor, 0)``. PostgreSQL has neither: arithmetic is done in
 ``numeric`` (which cannot overflow at the sizes a bounded AST can build), division is guarded with
 NULLIF, functions with a domain (sqrt, ln, log, exp) get a CASE guard, and casts that could fail on
-some value are refused. Comparisons that would make the engine convert a text value to another
-type at run time (DuckDB: "Could not convert string 'abc' to INT32") are refused like PostgreSQL does.
+some value are refused. Type mixing that would make the engine convert a text value at run time is refused earlier, by
+:mod:`~dpsql.rewriter.typecheck`.
 
 >>> from sqlglot import parse_one
 >>> totalize(parse_one("CAST(t.s AS INT) + t.a / t.b"), "duckdb", {"t.a": "int", "t.b": "int", "t.s": "text"}).sql("duckdb")
@@ -21,7 +21,7 @@ from collections.abc import Mapping
 
 from sqlglot import exp
 
-from dpsql.errors import DatatypeMismatch, UnsupportedQuery
+from dpsql.errors import UnsupportedQuery
 from dpsql.rewriter.functions import PG_TOTAL_CASTS, SCALAR_FUNCTIONS
 
 Families = Mapping[str, str]  # "alias.column" -> family (int, float, numeric, text, bool, date, timestamp …)
@@ -136,43 +136,14 @@ def _datatype_family(dt: exp.DataType) -> str:
     return "unknown"
 
 
-def check_comparisons(tree: exp.Expression, columns: Families) -> None:
-    """Refuse comparisons between a text value and a non-text value (the engine would cast the data).
-
-    A string literal on one side is fine: the engine converts the literal, which depends only on the
-    query text.
-    """
-    for node in tree.walk():
-        pairs: list[tuple[exp.Expression, exp.Expression]] = []
-        if isinstance(node, _COMPARISONS):
-            pairs.append((node.this, node.expression))
-        elif isinstance(node, exp.In):
-            pairs.extend((node.this, e) for e in node.expressions)
-        elif isinstance(node, exp.Between):
-            pairs.extend([(node.this, node.args["low"]), (node.this, node.args["high"])])
-        for left, right in pairs:
-            a, b = type_family(left, columns), type_family(right, columns)
-            if "unknown" in (a, b) or "literal" in (a, b):
-                continue
-            if (a == "text") != (b == "text"):
-                raise DatatypeMismatch(
-                    f"operator does not exist: {_pg(a)} {_op(node)} {_pg(b)}",
-                    hint="compare values of the same type; quote literals compared with text columns",
-                    sqlstate="42883",
-                )
-
-
-def _pg(fam: str) -> str:
-    return {"int": "integer", "float": "double precision", "numeric": "numeric", "text": "text"}.get(fam, fam)
-
-
-def _op(node: exp.Expression) -> str:
-    return {exp.EQ: "=", exp.NEQ: "<>", exp.GT: ">", exp.GTE: ">=", exp.LT: "<", exp.LTE: "<="}.get(type(node), type(node).__name__.upper())
+_PG_NAMES = {"int": "integer", "float": "double precision", "numeric": "numeric", "text": "text"}
 
 
 def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expression:
-    """A copy of the row-level expression ``node`` that cannot raise an error on any row in ``dialect``."""
-    check_comparisons(node, columns)
+    """A copy of the row-level expression ``node`` that cannot raise an error on any row in ``dialect``.
+
+    Assumes :func:`dpsql.rewriter.typecheck.check_types` accepted the query (no run-time text casts).
+    """
     if dialect == "duckdb":
         return _duck(node.copy(), columns, inside_try=False)
     if dialect == "postgres":
@@ -330,7 +301,7 @@ def _pg_node(n: exp.Expression, fam: str, opfam: Mapping[str, str]) -> exp.Expre
         target = _PG_TYPE_ALIASES.get(target, target)
         if (src, target) not in PG_TOTAL_CASTS:
             raise UnsupportedQuery(
-                f"CAST from {_pg(src)} to {target} can fail on some values, and PostgreSQL has no TRY_CAST",
+                f"CAST from {_PG_NAMES.get(src, src)} to {target} can fail on some values, and PostgreSQL has no TRY_CAST",
                 hint="compare or group by the column without the cast, or use the DuckDB backend",
             )
         return exp.Cast(this=n.this, to=n.to)
