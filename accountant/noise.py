@@ -6,18 +6,24 @@ Rules this module keeps (security.md R9, R10):
   returned besides the noisy values, and any failure is re-raised as a generic
   :class:`~dpsql.errors.ExecutionFailed` whose message and traceback carry no values
   (``from None``; the original exception is dropped).
-* All noise of one statistic comes from one vector call, and the selection from one threshold
-  call. The whole noise phase is padded to a deadline that is a multiple of ``PAD_QUANTUM``
-  (5 ms): the smallest multiple ≥ the elapsed time (at least one quantum), so its duration only
-  reveals which 5 ms slot the sampling fell into, not the noise values.
+* Noise is drawn in vector calls — one per statistic, or, for large releases, one per chunk of
+  ``CHUNK`` cells spread over a small thread pool (OpenDP's samplers release the GIL, so chunks
+  run on several cores). The threshold selection is split the same way; its per-key noise and
+  test are independent, so splitting the key set releases exactly the same distribution.
+* The whole noise phase is padded to a deadline that is a multiple of ``PAD_QUANTUM`` (5 ms):
+  the smallest multiple ≥ the elapsed time (at least one quantum), so its duration only reveals
+  which 5 ms slot the sampling fell into, not the noise values.
 * There is no seeded or deterministic mode.
 """
 
 from __future__ import annotations
 
 import math
+import os
+import threading
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 
 from dpsql.accountant.mechanisms import (
@@ -30,6 +36,37 @@ from dpsql.accountant.planner import NoisePlan
 from dpsql.errors import ExecutionFailed
 
 PAD_QUANTUM = 0.005  # seconds
+CHUNK = 4096  # cells per vector call when a release is split across threads
+_WORKERS = max(1, min(4, os.cpu_count() or 1))
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _executor() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="dpsql-noise")
+        return _pool
+
+
+def _chunks(n: int) -> list[int]:
+    """Sizes of the vector calls for ``n`` draws: one call, or about one per worker (≥ CHUNK each)."""
+    if n <= CHUNK or _WORKERS == 1:
+        return [n]
+    parts = min(_WORKERS, math.ceil(n / CHUNK))
+    base, extra = divmod(n, parts)
+    return [base + (1 if i < extra else 0) for i in range(parts)]
+
+
+def _draws(sample: Callable[[int], list[int]], n: int) -> list[int]:
+    sizes = _chunks(n)
+    if len(sizes) == 1:
+        return sample(n)
+    out: list[int] = []
+    for part in _executor().map(sample, sizes):
+        out.extend(part)
+    return out
 _SPIN = 0.0005  # the last half millisecond is busy-waited for a precise deadline
 
 
@@ -74,7 +111,17 @@ def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Seq
             raise ValueError("partition selection needs the distinct-unit counts")
         make = make_gaussian_threshold if sel.mechanism == "gaussian_threshold" else make_laplace_threshold
         counts = {i: int(c) for i, c in enumerate(counts_src)}
-        selected = make(sel.scale, sel.threshold).release(counts)
+        mechanism = make(sel.scale, sel.threshold)
+        sizes = _chunks(len(counts))
+        if len(sizes) == 1:
+            selected = mechanism.release(counts)
+        else:
+            items = list(counts.items())
+            starts = [sum(sizes[:i]) for i in range(len(sizes))]
+            parts = [dict(items[a:a + k]) for a, k in zip(starts, sizes, strict=True)]
+            selected = {}
+            for part in _executor().map(mechanism.release, parts):
+                selected.update(part)
         kept = tuple(sorted(selected))
     else:
         kept = tuple(range(n))
@@ -91,7 +138,7 @@ def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Seq
             mech = make_discrete_laplace(s.scale)
         else:
             raise ValueError("unknown mechanism")
-        draws = mech.sample(len(kept))
+        draws = _draws(mech.sample, len(kept))
         col = exact[s.column]
         values[s.column] = [int(col[i]) + z for i, z in zip(kept, draws, strict=True)]
     return Released(kept, values)
