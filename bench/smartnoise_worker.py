@@ -19,6 +19,7 @@ Requests (``op``):
   replaces every mechanism's release by the identity (the exact *bounded* answer: same rewrite,
   clamping and per-id sampling, no noise; dimension censoring is switched off for it). Replies with
   the result rows of each run (first row: column names) and each run's wall time.
+* ``compose`` — the per-query ε SmartNoise's odometer allows for ``k`` queries within a total budget.
 * ``time`` — wall times of ``reader.execute(sql)`` (end to end) and of the parse + rewrite alone
   (``PrivateReader._rewrite``, which also builds and calibrates the mechanisms).
 
@@ -270,6 +271,33 @@ def op_time(req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
+def op_compose(req: dict[str, Any]) -> dict[str, Any]:
+    """The largest per-query ε such that SmartNoise's own odometer (OdometerHeterogeneous: Kairouz et
+    al.'s heterogeneous composition, with tolerance δ/2) reports at most (epsilon, delta) for ``k``
+    pure-ε queries of one mechanism each."""
+    from snsql import Privacy
+    from snsql.sql.odometer import OdometerHeterogeneous
+
+    k, eps_b, delta_b = int(req["k"]), float(req["epsilon"]), float(req["delta"])
+
+    def spent(eps_q: float) -> tuple[float, float]:
+        odo = OdometerHeterogeneous(Privacy(epsilon=eps_q, delta=delta_b))
+        for _ in range(k):
+            odo.spend(Privacy(epsilon=eps_q, delta=0.0))
+        e, d = odo.spent
+        return float(e), float(d)
+
+    lo, hi = 0.0, eps_b
+    for _ in range(60):
+        mid = (lo + hi) / 2
+        e, d = spent(mid)
+        if e <= eps_b and d <= delta_b:
+            lo = mid
+        else:
+            hi = mid
+    return {"epsilon_per_query": lo, "spent": list(spent(lo))}
+
+
 def op_version(req: dict[str, Any]) -> dict[str, Any]:
     from importlib.metadata import version
 
@@ -286,7 +314,7 @@ def op_version(req: dict[str, Any]) -> dict[str, Any]:
     return out
 
 
-OPS = {"open": op_open, "cost": op_cost, "run": op_run, "time": op_time, "version": op_version}
+OPS = {"open": op_open, "cost": op_cost, "run": op_run, "time": op_time, "compose": op_compose, "version": op_version}
 
 
 def main() -> int:
