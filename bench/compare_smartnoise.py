@@ -932,6 +932,23 @@ def speed_query(label: str, sql: str, repeat: int, con: Any, conn: Any, wire: An
     return row
 
 
+def reader_check(sn: SmartNoise, duck: str, pandas: str) -> list[str]:
+    """SmartNoise's exact (noise-off) answers on its pandas reader and on DuckDB, per speed query:
+    the per-id sampling keeps one row of each pid either way, so they must be equal."""
+    out = []
+    for label, sql in SPEED_QUERIES:
+        opts = {"censor_dims": False, "clamp_counts": True}
+        a = sn.call(op="run", source=duck, sql=sql, epsilon=1.0, delta=DELTA, runs=1, noise=False, options=opts)["results"][0]
+        b = sn.call(op="run", source=pandas, sql=sql, epsilon=1.0, delta=DELTA, runs=1, noise=False, options=opts)["results"][0]
+        if isinstance(a, dict) or isinstance(b, dict):
+            out.append(f"{label}: error {a if isinstance(a, dict) else b}")
+            continue
+        keys = [c for c in a[0] if c.lower() in ("sex", "married", "educ")]
+        same = answer(a[0], a[1:], keys) == answer(b[0], b[1:], keys)
+        out.append(f"{label}: {'identical' if same else 'DIFFERENT'}")
+    return out
+
+
 def run_speed(sn: SmartNoise, sizes: Sequence[int | None], repeat_for: Callable[[int], int], pandas_max: int) -> dict[str, Any]:
     import duckdb
     import psycopg
@@ -966,6 +983,8 @@ def run_speed(sn: SmartNoise, sizes: Sequence[int | None], repeat_for: Callable[
                 wire = psycopg.connect(host="127.0.0.1", port=port, user=USER, password=PASSWORD, dbname=dbname, autocommit=True)
                 wire.execute("SET dp.epsilon = 1")
                 wire.execute(f"SET dp.delta = {DELTA!r}")
+                if src_pandas is not None and size is None:
+                    size_entry["reader_check"] = reader_check(sn, src_duck, src_pandas)
                 for label_q, sql in SPEED_QUERIES:
                     row = speed_query(label_q, sql, repeat, con, conn, wire, sn, {"duckdb": src_duck, "pandas": src_pandas})
                     size_entry["queries"].append(row)
@@ -1016,6 +1035,8 @@ def print_speed(res: dict[str, Any]) -> list[tuple[str, bool, str]]:
                     if isinstance(v, list) and v:
                         r = median(v) / d
                         targets.append((f"1M rows {q['query']}: SmartNoise ({kind}) / dpsql end to end ≥ 10×", r >= 10, f"{r:.1f}×"))
+        if s.get("reader_check"):
+            print("\nSmartNoise exact (noise-off) answers, DuckDB vs pandas reader: " + "; ".join(s["reader_check"]))
         bl.table(
             f"Latency, median ms, PUMS_pid at {s['rows']:,} rows ({s['repeat']} runs; SmartNoise load: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in s["sn_load_seconds"].items())
@@ -1036,12 +1057,14 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--runs", type=int, default=None, help="runs per accuracy cell (default 200; 20 with --quick)")
     ap.add_argument("--only", choices=("accuracy", "composition", "speed"), help="run one part only")
     ap.add_argument("--queries", help="regular expression: accuracy queries whose label matches")
-    ap.add_argument("--sizes", default=None, help="speed data sizes, comma-separated (default 1000000,10000000; 1000000 with --quick)")
+    ap.add_argument("--sizes", default=None,
+                    help="speed data sizes beyond PUMS_pid itself, comma-separated, or 'none' "
+                    "(default 1000000,10000000; 1000000 with --quick)")
     ap.add_argument("--pandas-max", type=int, default=1_000_000, help="largest size SmartNoise's pandas reader is timed on")
     args = ap.parse_args(argv)
     runs = args.runs or (20 if args.quick else 200)
     sizes_txt = args.sizes or ("1000000" if args.quick else "1000000,10000000")
-    sizes: list[int | None] = [None, *(int(x) for x in sizes_txt.split(",") if x)]
+    sizes: list[int | None] = [None, *(int(x) for x in sizes_txt.split(",") if x and x != "none")]
 
     import logging
 
