@@ -234,7 +234,13 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     releases: list[AggregateRelease] = []
     units_column: str | None = None
     for spec in shape.aggregates:
-        if spec.kind == "count_star":
+        if spec.kind == "count_star" and max_rows == 1:
+            # With one row per unit and group, a unit's clamped COUNT(*) partial is exactly 1 in
+            # every group it keeps, so the bounded COUNT(*) *is* the distinct-unit count: one
+            # statistic, and under partition selection the threshold's own noisy count.
+            units_column = units_column or "__dp_units"
+            releases.append(AggregateRelease("count", spec.label, ("__dp_units",), integer=True))
+        elif spec.kind == "count_star":
             releases.append(AggregateRelease("count", spec.label, (count_stat(None, "*"),), integer=True))
         elif spec.kind == "count_col":
             assert spec.input is not None

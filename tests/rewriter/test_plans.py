@@ -145,3 +145,20 @@ def test_comments_never_reach_the_engine(catalog: Catalog) -> None:
     rw = rewrite("SELECT /* x */ COUNT(*) -- y\n FROM visits", catalog)
     assert "x" not in rw.sql.replace("__dp_", "").replace("max", "") or "/*" not in rw.sql
     assert "/*" not in rw.sql
+
+
+def test_count_star_with_one_row_per_unit_is_the_units_count(catalog: Catalog) -> None:
+    # patients: max_rows = 1, so the clamped COUNT(*) equals the distinct-unit count: the plan has
+    # one statistic, and under partition selection the threshold's noisy count answers COUNT(*)
+    # (no second share of ε spent on a separate count).
+    from dpsql.accountant.planner import calibrate
+
+    rw = rewrite("SELECT birth_year, COUNT(*) AS n FROM patients GROUP BY birth_year", catalog)
+    plan = rw.plan
+    assert plan.partition_selection and [s.column for s in plan.stats] == ["__dp_units"]
+    assert plan.aggregates[0].kind == "count" and plan.aggregates[0].stats == ("__dp_units",)
+    noise = calibrate(plan, Fraction(1), Fraction(1, 10**5), "basic")
+    assert noise.cost.amount <= 1 and len(noise.stats) == 1 and noise.stats[0].from_selection
+    # visits has max_rows = 3: COUNT(*) keeps its own statistic beside the units count
+    rw3 = rewrite("SELECT diagnosis, COUNT(*) AS n FROM visits GROUP BY diagnosis", catalog)
+    assert sorted(s.kind for s in rw3.plan.stats) == ["count", "units"]
