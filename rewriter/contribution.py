@@ -7,7 +7,8 @@ The bounded query has three layers:
    fixed-point grid: an exact integer);
 2. ``__dp_per_unit``: one row per (unit, group) with each partial clamped — counts to ``max_rows``,
    sums to ``max_rows·[min(L,0), max(U,0)]``;
-3. at most ``max_groups`` groups per unit (a deterministic hash order over the unit's own keys),
+3. at most ``max_groups`` groups per unit (the unit's groups with the most rows, up to ``max_rows``,
+   first; ties in a deterministic salted hash order over the unit's own keys),
    then one row per group with exact integer totals (``HUGEINT`` in DuckDB, ``numeric`` in PostgreSQL).
 
 So one unit changes each statistic of each of at most ``max_groups`` groups by at most the
@@ -164,6 +165,11 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         total = totalize(key, ctx.dialect, ctx.families)
         if ctx.dialect == "duckdb" and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
             total = exp.TryCast(this=total, to=exp.DataType.build("BIGINT"))  # integer arithmetic ran in DOUBLE
+        elif type_family(key, ctx.families) == "float":
+            # -0.0 and 0.0 form one group, whose printed key would be whichever row came first —
+            # possibly another unit's. Adding +0.0 maps -0.0 to 0.0 (IEEE 754), so the key text
+            # no longer depends on other rows.
+            total = exp.Add(this=exp.paren(total, copy=False), expression=exp.Literal.number("0.0"))
         row_cols.append(exp.alias_(total, name, copy=False))
         src = ctx.key_sources[i]
         key_cols.append(
@@ -304,13 +310,18 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
 
     key_names = [k.column for k in key_cols]
     uid_keys = [exp.column("__dp_uid"), *(exp.column(k) for k in key_names)]
+    need_rank = bool(shape.keys) and not _few_public_keys(ctx, max_groups)
+    # With several rows allowed per group, a unit keeps the groups where it has the most rows (up
+    # to max_rows), ties broken by the salted hash: still a function of the unit's own rows only,
+    # and it keeps more of the data than a hash order alone (less bounding bias).
+    weigh = need_rank and max_rows > 1
+    weight = [exp.alias_(_least(exp.Count(this=exp.Star()), exp.Literal.number(max_rows)), "__dp_w", copy=False)] if weigh else []
     per_unit = (
-        exp.select(*uid_keys, *partials, copy=False)
+        exp.select(*uid_keys, *partials, *weight, copy=False)
         .from_(exp.to_table("__dp_rows"), copy=False)
         .group_by(*(c.copy() for c in uid_keys), copy=False)
     )
 
-    need_rank = bool(shape.keys) and not _few_public_keys(ctx, max_groups)
     final_from = "__dp_per_unit"
     ranked: exp.Select | None = None
     if need_rank:
@@ -318,13 +329,16 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         rank = exp.Window(
             this=exp.RowNumber(),
             partition_by=[exp.column("__dp_uid")],
-            order=exp.Order(expressions=[exp.Ordered(this=order)]),
+            order=exp.Order(
+                expressions=[*([exp.Ordered(this=exp.column("__dp_w"), desc=True)] if weigh else []), exp.Ordered(this=order)]
+            ),
         )
         ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank", copy=False), copy=False).from_(
             exp.to_table("__dp_per_unit"), copy=False
         )
         final_from = "__dp_ranked"
-        ctx.notes.append(f"each unit keeps at most {max_groups} group(s), chosen by a hash of its own keys")
+        how = "its fullest groups first, ties by a hash of its own keys" if weigh else "by a hash of its own keys"
+        ctx.notes.append(f"each unit keeps at most {max_groups} group(s), chosen {how}")
 
     finals: list[exp.Expression] = [exp.column(k) for k in key_names]
     for i, st in enumerate(stats):
