@@ -150,6 +150,11 @@ QUERIES: tuple[Query, ...] = (
         True,
     ),
     Query("SUM(cost) WHERE age >= 65", "hospital", "SELECT SUM(cost) AS total FROM visits WHERE age >= 65"),
+    # The same L1 bound (5 visits per patient) split the other way: ≤ 1 visit in each of ≤ 5 departments.
+    Query("visits by department [5×1 ↔ 5]", "hospital51", "SELECT department, COUNT(*) AS n FROM visits GROUP BY department",
+          ("department",)),
+    Query("AVG(cost) by department [5×1 ↔ 5]", "hospital51",
+          "SELECT department, AVG(cost) AS mean_cost FROM visits GROUP BY department", ("department",)),
     # The demo policy's own bounds (3 groups × 5 rows) against SmartNoise at the same L1 sensitivity (max_ids = 15).
     Query("visits by department [3×5 ↔ 15]", "hospital15", "SELECT department, COUNT(*) AS n FROM visits GROUP BY department",
           ("department",)),
@@ -572,6 +577,7 @@ def setup(sn: SmartNoise) -> Setup:
     for accounting in ("zcdp", "basic"):
         policies[("pums", accounting)] = write_policy("pums", pums, pums_tables(), accounting)
         policies[("hospital", accounting)] = write_policy("hospital", hospital, hospital_tables(hospital), accounting)
+        policies[("hospital51", accounting)] = write_policy("hospital51", hospital, hospital_tables(hospital, 5, 1), accounting)
         policies[("hospital15", accounting)] = write_policy("hospital15", hospital, hospital_tables(hospital, 3, 5), accounting)
     s = Setup(pums, hospital, policies, sn)
     info = sn.call(op="version")
@@ -586,7 +592,8 @@ def setup(sn: SmartNoise) -> Setup:
     s.sn_info["hospital"] = r
     r = sn.call(op="open", id="hospital15", duckdb=str(hospital), metadata=sn_hospital_metadata(15), threads=2)
     s.sn_info["hospital15"] = r
-    s.sn_sources = {"pums": "pums", "pums_pid": "pums_pid", "hospital": "hospital", "hospital15": "hospital15"}
+    s.sn_sources = {"pums": "pums", "pums_pid": "pums_pid", "hospital": "hospital", "hospital51": "hospital",
+                    "hospital15": "hospital15"}
     return s
 
 
@@ -1104,11 +1111,11 @@ def main(argv: list[str] | None = None) -> int:
             for suffix in ("", "-wal", "-shm"):
                 with contextlib.suppress(FileNotFoundError):
                     Path(f"{ledger}{suffix}").unlink()
-    name = "results.json" if args.only is None else f"results-{args.only}.json"
-    (OUT / name).write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
+    result_file = OUT / ("results.json" if args.only is None else f"results-{args.only}.json")
+    result_file.write_text(json.dumps(out, indent=1, default=str), encoding="utf-8")
     for name, ok, detail in targets:
         bl.target_line(ok, f"{name}: {detail}")
-    print(f"\n[{time.perf_counter() - t_start:.0f} s; raw numbers in {(OUT / name).relative_to(bl.ROOT)}]")
+    print(f"\n[{time.perf_counter() - t_start:.0f} s; raw numbers in {result_file.relative_to(bl.ROOT)}]")
     return 0
 
 
