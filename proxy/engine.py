@@ -58,6 +58,11 @@ class Result:
         return f"SELECT {len(self.rows)}" if self.command == "SELECT" else self.command
 
 
+def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None]:
+    assert rw.plan is not None
+    return (rw.sql, rw.plan.constants_sql, rw.plan.post_sql)
+
+
 class Engine:
     """A policy served over one backend and one ledger. Thread-safe; share it between sessions."""
 
@@ -70,6 +75,7 @@ class Engine:
         self.admission = Admission(policy.limits.queries_per_minute)
         self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
         self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
+        self._validated: OrderedDict[tuple[str, str | None, str | None], None] = OrderedDict()
         self._lock = threading.Lock()
 
     def session(self, user: str) -> Session:
@@ -108,6 +114,24 @@ class Engine:
             if len(self._noise) > _REWRITE_CACHE_SIZE:
                 self._noise.popitem(last=False)
         return result
+
+    def validated(self, rw: Rewrite) -> bool:
+        """True when this exact bounded SQL (with its constants and post-processing queries) has
+        passed :meth:`Session._validate` before. The checks read no data and depend only on these
+        texts and the schema, so a pass stays a pass for the engine's lifetime."""
+        key = _validation_key(rw)
+        with self._lock:
+            if key in self._validated:
+                self._validated.move_to_end(key)
+                return True
+        return False
+
+    def mark_validated(self, rw: Rewrite) -> None:
+        """Remember that ``rw`` passed validation (bounded like the rewrite cache)."""
+        with self._lock:
+            self._validated[_validation_key(rw)] = None
+            if len(self._validated) > _REWRITE_CACHE_SIZE:
+                self._validated.popitem(last=False)
 
     def close(self) -> None:
         """Close the backend, the ledger and the post-processor."""
@@ -272,7 +296,9 @@ class Session:
     def _validate(self, rw: Rewrite, plan: ReleasePlan) -> None:
         """Checks that read no data, run before the charge so a query that could only fail is free:
         the bounded SQL binds on the engine, the query's constants evaluate, and the
-        post-processing query binds over an empty noisy table."""
+        post-processing query binds over an empty noisy table. A pass is cached by the engine."""
+        if self.engine.validated(rw):
+            return
         self.engine.backend.validate(rw.sql)
         if plan.constants_sql is not None:
             try:
@@ -285,6 +311,7 @@ class Session:
                 ) from None
         if plan.post_sql is not None:
             self.engine.post.run(NOISY_TABLE, plan.post_types, [[] for _ in plan.post_types], plan.post_sql)
+        self.engine.mark_validated(rw)
 
     def _cost_notice(self, noise: NoisePlan) -> str:
         try:

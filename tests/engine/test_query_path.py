@@ -244,3 +244,31 @@ def test_unknown_user_cannot_open_a_session(make_harness: Callable[..., Harness]
     with pytest.raises(DPSQLError) as refused:
         h.engine.session("mallory")
     assert refused.value.sqlstate == "28000"
+
+
+def test_validation_runs_once_per_bounded_sql(make_harness: Callable[..., Harness]) -> None:
+    """The pre-charge validation (bind on the empty shadow, constants, post-processing) is cached
+    by the engine after a pass; a failed validation is not cached and stays free."""
+    h = make_harness()
+    calls: list[str] = []
+    backend = h.engine.backend
+    inner = backend.validate
+
+    def counting(sql: str) -> None:
+        calls.append(sql)
+        inner(sql)
+
+    backend.validate = counting  # type: ignore[method-assign]
+    session = h.engine.session("alice")
+    sql = "SELECT department, COUNT(*), AVG(cost) FROM visits GROUP BY department"
+    session.execute(sql)
+    session.execute(sql)
+    h.engine.session("alice").execute(sql)
+    assert len(calls) == 1
+    bad = "SELECT COUNT(*) FROM visits WHERE visit_date > DATE '2024-02-30'"
+    for _ in range(2):
+        with pytest.raises(DPSQLError) as e:
+            session.execute(bad)
+        assert "no budget was spent" in (e.value.hint or "")
+    assert len(calls) == 3  # checked again each time: a failure is never cached
+    assert h.recorder.kinds().count("charge") == 3
