@@ -181,13 +181,15 @@ def _duckdb_literal(path: Path) -> str:
     return "'" + str(path).replace("'", "''") + "'"
 
 
-def pums_db(rows: int | None = None) -> Path:
+def pums_db(rows: int | None = None, *, pk: bool = True) -> Path:
     """DuckDB copy of PUMS: schema ``pums`` with ``pums`` (PUMS.csv + a row id ``rid``) and
     ``pums_pid`` (PUMS_pid.csv). With ``rows``: only ``pums_pid``, PUMS_pid replicated to ``rows``
-    rows, copy i of person p getting the fresh id i·1000 + p (so every row is its own person)."""
+    rows, copy i of person p getting the fresh id i·1000 + p (so every row is its own person).
+    With ``pk`` (the default) ``rid`` and ``pid`` are declared PRIMARY KEY."""
     import duckdb
 
-    path = OUT / ("pums_data.duckdb" if rows is None else f"pums_{rows}.duckdb")
+    suffix = "_pk" if pk else ""
+    path = OUT / (f"pums_data{suffix}.duckdb" if rows is None else f"pums_{rows}{suffix}.duckdb")
     if path.exists():
         return path
     OUT.mkdir(parents=True, exist_ok=True)
@@ -211,6 +213,12 @@ def pums_db(rows: int | None = None) -> Path:
                 f"CAST(i * {n} + pid AS BIGINT) AS pid FROM read_csv({pid_csv}, parallel = false), range({copies}) r(i) "
                 f"ORDER BY i, pid LIMIT {rows}"
             )
+        # The ids are unique by construction; declaring it lets dpsql skip the per-unit GROUP BY
+        # (one row per unit). SmartNoise's counterpart is row_privacy (see run_speed).
+        if pk:
+            con.execute("ALTER TABLE pums.pums_pid ADD PRIMARY KEY (pid)")
+            if rows is None:
+                con.execute("ALTER TABLE pums.pums ADD PRIMARY KEY (rid)")
         con.execute("CHECKPOINT")
     finally:
         con.close()
@@ -906,7 +914,7 @@ def dpsql_server(policy: Path) -> Iterator[tuple[int, str]]:
             proc.wait()
 
 
-def speed_query(label: str, sql: str, repeat: int, con: Any, conn: Any, wire: Any, sn: SmartNoise,
+def speed_query(label: str, sql: str, repeat: int, con: Any, conn: Any, conn_general: Any, wire: Any, sn: SmartNoise,
                 sources: dict[str, str | None]) -> dict[str, Any]:
     """Latencies of one query on one data size: plain DuckDB, dpsql (rewrite alone, in-process with
     and without its caches, over the wire) and SmartNoise (parse + rewrite alone, end to end on
@@ -926,6 +934,15 @@ def speed_query(label: str, sql: str, repeat: int, con: Any, conn: Any, wire: An
 
     row["dpsql e2e"] = _timed(uncached, repeat)
     row["dpsql e2e cached"] = _timed(lambda: conn.execute(sql), repeat)
+
+    def uncached_general() -> Any:  # the same data without the PRIMARY KEY: the general bounded SQL
+        e = conn_general.engine
+        e._rewrites.clear()
+        e._noise.clear()
+        e._validated.clear()
+        return conn_general.execute(sql)
+
+    row["dpsql e2e general"] = _timed(uncached_general, repeat)
     row["dpsql wire"] = _timed(lambda: wire.execute(sql).fetchall(), repeat)
     for kind, src in sources.items():
         if src is None:
@@ -975,6 +992,13 @@ def run_speed(sn: SmartNoise, sizes: Sequence[int | None], repeat_for: Callable[
         src_duck = f"duck-{nrows}"
         opened = {"duckdb": sn.call(op="open", id=src_duck, duckdb=str(db), metadata_file=str(PUMS_DIR / "PUMS_pid.yaml"),
                                     table_name="PUMS.PUMS_pid", options={"clamp_counts": True}, threads=2)}
+        src_row = f"duckrow-{nrows}"  # SmartNoise told that each row is one person (its counterpart of the PRIMARY KEY)
+        opened["duckdb row_privacy"] = sn.call(op="open", id=src_row, duckdb=str(db), metadata_file=str(PUMS_DIR / "PUMS_pid.yaml"),
+                                               table_name="PUMS.PUMS_pid", options={"clamp_counts": True, "row_privacy": True},
+                                               threads=2)
+        general_db = pums_db(size, pk=False)
+        general_policy = write_policy(f"speed-{nrows}-general", general_db,
+                                      pums_tables(pid_only=size is not None) if size else pums_tables(), "zcdp")
         src_pandas = None
         if nrows <= pandas_max:
             src_pandas = f"pandas-{nrows}"
@@ -984,8 +1008,10 @@ def run_speed(sn: SmartNoise, sizes: Sequence[int | None], repeat_for: Callable[
         size_entry: dict[str, Any] = {"rows": nrows, "repeat": repeat, "queries": [],
                                       "sn_load_seconds": {k: v["seconds"] for k, v in opened.items()}}
         conn = dp.connect(policy, user=USER)
-        conn.execute("SET dp.epsilon = 1")
-        conn.execute(f"SET dp.delta = {DELTA!r}")
+        conn_general = dp.connect(general_policy, user=USER)
+        for c in (conn, conn_general):
+            c.execute("SET dp.epsilon = 1")
+            c.execute(f"SET dp.delta = {DELTA!r}")
         try:
             with dpsql_server(policy) as (port, dbname):
                 wire = psycopg.connect(host="127.0.0.1", port=port, user=USER, password=PASSWORD, dbname=dbname, autocommit=True)
@@ -994,15 +1020,20 @@ def run_speed(sn: SmartNoise, sizes: Sequence[int | None], repeat_for: Callable[
                 if src_pandas is not None and size is None:
                     size_entry["reader_check"] = reader_check(sn, src_duck, src_pandas)
                 for label_q, sql in SPEED_QUERIES:
-                    row = speed_query(label_q, sql, repeat, con, conn, wire, sn, {"duckdb": src_duck, "pandas": src_pandas})
+                    row = speed_query(label_q, sql, repeat, con, conn, conn_general, wire, sn,
+                                      {"duckdb": src_duck, "duckdb row_privacy": src_row, "pandas": src_pandas})
                     size_entry["queries"].append(row)
                     print(f"  {label_q}: dpsql {bl.ms(median(row['dpsql e2e']))} ms", flush=True)
                 wire.close()
         finally:
             conn.close()
+            conn_general.close()
             con.close()
         results["sizes"].append(size_entry)
     return results
+
+
+SN_KINDS = ("duckdb", "duckdb row_privacy", "pandas")
 
 
 def _mt(v: Any) -> str:
@@ -1020,7 +1051,7 @@ def print_speed(res: dict[str, Any]) -> list[tuple[str, bool, str]]:
         for q in s["queries"]:
             d = median(q["dpsql e2e"])
             ratios = []
-            for kind in ("duckdb", "pandas"):
+            for kind in SN_KINDS:
                 v = q.get(f"sn {kind}")
                 ratios.append(f"{median(v) / d:.1f}×" if isinstance(v, list) and v else "-")
             rows.append(
@@ -1029,16 +1060,16 @@ def print_speed(res: dict[str, Any]) -> list[tuple[str, bool, str]]:
                     _mt(q["plain"]),
                     _mt(q["dpsql rewrite"]),
                     _mt(q["dpsql e2e"]),
+                    _mt(q.get("dpsql e2e general")),
                     _mt(q["dpsql e2e cached"]),
                     _mt(q["dpsql wire"]),
                     _mt(q.get("sn rewrite")),
-                    _mt(q.get("sn duckdb")),
-                    _mt(q.get("sn pandas")),
+                    *(_mt(q.get(f"sn {kind}")) for kind in SN_KINDS),
                     *ratios,
                 ]
             )
             if 900_000 <= s["rows"] <= 1_100_000:
-                for kind in ("duckdb", "pandas"):
+                for kind in SN_KINDS:
                     v = q.get(f"sn {kind}")
                     if isinstance(v, list) and v:
                         r = median(v) / d
@@ -1049,8 +1080,9 @@ def print_speed(res: dict[str, Any]) -> list[tuple[str, bool, str]]:
             f"Latency, median ms, PUMS_pid at {s['rows']:,} rows ({s['repeat']} runs; SmartNoise load: "
             + ", ".join(f"{k} {v:.1f} s" for k, v in s["sn_load_seconds"].items())
             + ")",
-            ["query", "plain DuckDB", "dpsql rewrite", "dpsql e2e", "dpsql cached", "dpsql wire", "SN rewrite", "SN e2e DuckDB",
-             "SN e2e pandas", "SN DuckDB ÷ dpsql", "SN pandas ÷ dpsql"],
+            ["query", "plain DuckDB", "dpsql rewrite", "dpsql e2e", "dpsql e2e, id not unique", "dpsql cached", "dpsql wire",
+             "SN rewrite", "SN e2e DuckDB", "SN e2e DuckDB row_privacy", "SN e2e pandas",
+             *(f"SN {k} ÷ dpsql" for k in ("DuckDB", "DuckDB row", "pandas"))],
             rows,
         )
     return targets

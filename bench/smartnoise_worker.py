@@ -129,11 +129,18 @@ SOURCES: dict[str, tuple[Any, dict[str, Any]]] = {}
 
 
 def _metadata(meta: dict[str, Any], options: dict[str, Any]) -> dict[str, Any]:
+    """``meta`` with every table's keys overridden by ``options``. With ``row_privacy: True`` the
+    id column loses ``private_id`` (SmartNoise refuses both at once): each row is one person,
+    which is what a unique id means."""
     out = copy.deepcopy(meta)
     for collection in out.values():
         for schema in collection.values():
             for table in schema.values():
                 table.update(options)
+                if options.get("row_privacy"):
+                    for col in table.values():
+                        if isinstance(col, dict):
+                            col.pop("private_id", None)
     return out
 
 

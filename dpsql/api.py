@@ -107,14 +107,16 @@ def rewrite(
     from dpsql.rewriter import rewrite as _rewrite
 
     pol = _policy(policy)
+    unique: dict[str, frozenset[str]] | None = None
     if schema is None:
         backend = open_backend(pol)
         try:
             schema = backend.describe()
+            unique = backend.unique_columns()
         finally:
             backend.close()
     try:
-        catalog = build_catalog(pol, schema)
+        catalog = build_catalog(pol, schema, unique)
     except KeyError as e:
         raise PolicyError(str(pol.file), "tables", f"schema lacks {e}") from None
     return _rewrite(sql, catalog, dialect=dialect)

@@ -39,6 +39,7 @@ class TableInfo:
 
     policy: TablePolicy
     columns: tuple[ColumnInfo, ...]
+    unit_unique: bool = False  # the engine enforces one row per privacy unit (PK/UNIQUE on it)
 
     def column(self, name: str) -> ColumnInfo | None:
         """The visible column called ``name`` (lower-case), or None."""
@@ -98,11 +99,17 @@ _SQLGLOT_TYPE = {
 }
 
 
-def build_catalog(policy: Policy, described: Mapping[str, Sequence[tuple[str, str]]]) -> Catalog:
+def build_catalog(
+    policy: Policy,
+    described: Mapping[str, Sequence[tuple[str, str]]],
+    unique: Mapping[str, frozenset[str]] | None = None,
+) -> Catalog:
     """Intersect the policy with the source's columns; PolicyError if the two don't fit.
 
     ``described`` maps each policy table's qualified name to its ``(column, pg_type)`` list as
-    the data source reports it (names lower-case).
+    the data source reports it (names lower-case). ``unique`` (optional, from
+    ``Backend.unique_columns``) names the columns the engine enforces to be unique; a private
+    table whose privacy unit is one of them is marked ``unit_unique`` (one row per unit).
     """
     tables: dict[str, TableInfo] = {}
     fname = str(policy.file)
@@ -134,5 +141,6 @@ def build_catalog(policy: Policy, described: Mapping[str, Sequence[tuple[str, st
             visible = tuple(ColumnInfo(n.lower(), t) for n, t in cols if n.lower() in tp.columns)
         else:
             visible = tuple(ColumnInfo(n.lower(), t) for n, t in cols)
-        tables[qname] = TableInfo(policy=tp, columns=visible)
+        unit_unique = bool(tp.privacy_unit) and tp.privacy_unit in (unique or {}).get(qname, frozenset())
+        tables[qname] = TableInfo(policy=tp, columns=visible, unit_unique=unit_unique)
     return Catalog(policy=policy, tables=tables)

@@ -193,7 +193,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     if has_source:
         backend = open_backend(policy, duckdb=args.duckdb, postgres=args.postgres)
         try:
-            catalog = build_catalog(policy, backend.describe())
+            catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
         finally:
             backend.close()
         for t in catalog.tables.values():

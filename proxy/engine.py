@@ -69,7 +69,7 @@ class Engine:
     def __init__(self, policy: Policy, backend: Backend, ledger: Ledger | None = None) -> None:
         self.policy = policy
         self.backend = backend
-        self.catalog: Catalog = build_catalog(policy, backend.describe())
+        self.catalog: Catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
         self.ledger = ledger if ledger is not None else open_ledger(policy)
         self.post = PostProcessor()
         self.admission = Admission(policy.limits.queries_per_minute)

@@ -310,6 +310,15 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
 
     key_names = [k.column for k in key_cols]
     uid_keys = [exp.column("__dp_uid"), *(exp.column(k) for k in key_names)]
+    if _one_row_per_unit(source, ctx):
+        # The engine enforces one row per unit and nothing joins: every unit has exactly one
+        # (unit, group) row, so the per-unit aggregation is the identity (a unit's COUNT is its one
+        # row, its SUM that row's value) and it touches one group (≤ max_groups). The partials are
+        # computed per row, with the same clamps, and no ranking is needed — same result, no
+        # per-unit GROUP BY or window.
+        per_unit = exp.select(*uid_keys, *(_row_level(p) for p in partials), copy=False).from_(exp.to_table("__dp_rows"), copy=False)
+        ctx.notes.append("one row per unit (the engine enforces the privacy unit unique): bounds applied per row")
+        return _finish(shape, ctx, key_cols, key_names, stats, releases, units_column, keys_public, rows, per_unit, None, max_groups)
     need_rank = bool(shape.keys) and not _few_public_keys(ctx, max_groups)
     # With several rows allowed per group, a unit keeps the groups where it has the most rows (up
     # to max_rows), ties broken by the salted hash: still a function of the unit's own rows only,
@@ -322,7 +331,6 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         .group_by(*(c.copy() for c in uid_keys), copy=False)
     )
 
-    final_from = "__dp_per_unit"
     ranked: exp.Select | None = None
     if need_rank:
         order = _hash_order(key_names, ctx)
@@ -336,10 +344,28 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         ranked = exp.select(exp.Star(), exp.alias_(rank, "__dp_rank", copy=False), copy=False).from_(
             exp.to_table("__dp_per_unit"), copy=False
         )
-        final_from = "__dp_ranked"
         how = "its fullest groups first, ties by a hash of its own keys" if weigh else "by a hash of its own keys"
         ctx.notes.append(f"each unit keeps at most {max_groups} group(s), chosen {how}")
 
+    return _finish(shape, ctx, key_cols, key_names, stats, releases, units_column, keys_public, rows, per_unit, ranked, max_groups)
+
+
+def _finish(
+    shape: QueryShape,
+    ctx: BoundingContext,
+    key_cols: list[KeyColumn],
+    key_names: list[str],
+    stats: list[Statistic],
+    releases: list[AggregateRelease],
+    units_column: str | None,
+    keys_public: bool,
+    rows: exp.Select,
+    per_unit: exp.Select,
+    ranked: exp.Select | None,
+    max_groups: int,
+) -> Bounded:
+    """The last layer: at most ``max_groups`` ranked groups per unit, then exact totals per group."""
+    final_from = "__dp_ranked" if ranked is not None else "__dp_per_unit"
     finals: list[exp.Expression] = [exp.column(k) for k in key_names]
     for i, st in enumerate(stats):
         finals.append(exp.alias_(_coalesce0(exp.Sum(this=exp.column(f"__dp_p{i}"))), st.column, copy=False))
@@ -359,6 +385,37 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         all_stats.append(Statistic(units_column, "units", "distinct units per group", 1, Fraction(1), 1))
     public_keys = _public_keys_query(shape, ctx, key_cols) if keys_public and shape.keys else None
     return Bounded(final, tuple(key_cols), tuple(all_stats), tuple(releases), units_column, keys_public, public_keys)
+
+
+def _one_row_per_unit(source: exp.Select, ctx: BoundingContext) -> bool:
+    """True when the engine enforces one row per unit in the private table and the query reads it
+    alone (no join could repeat a row)."""
+    from_ = source.args.get("from_")
+    return (
+        ctx.private.unit_unique
+        and not source.args.get("joins")
+        and from_ is not None
+        and isinstance(from_.this, exp.Table)
+    )
+
+
+def _row_level(partial: exp.Expression) -> exp.Expression:
+    """A per-(unit, group) partial for a group holding exactly one row: ``COUNT(*)`` → 1,
+    ``COUNT(x)`` → ``x IS NOT NULL`` as 0/1, ``SUM(x)`` → ``x`` (the clamps around them stay)."""
+
+    def one(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.Count):
+            arg = node.this
+            if isinstance(arg, exp.Star):
+                return exp.Literal.number(1)
+            return exp.Case(
+                ifs=[exp.If(this=arg.copy().is_(exp.null()), true=exp.Literal.number(0))], default=exp.Literal.number(1)
+            )
+        if isinstance(node, exp.Sum):
+            return exp.paren(node.this.copy(), copy=False)
+        return node
+
+    return partial.copy().transform(one, copy=False)
 
 
 def _scaled_to_kept_rows(total: exp.Expression, col: str, max_rows: int) -> exp.Expression:

@@ -90,6 +90,15 @@ class Backend(ABC):
         takes.
         """
 
+    def unique_columns(self) -> dict[str, frozenset[str]]:
+        """Per policy table (qualified lower-case name), the single columns the engine itself
+        enforces to be unique (a one-column PRIMARY KEY or UNIQUE constraint), from metadata only.
+
+        :func:`dpsql.schema.build_catalog` uses it to know that a table has one row per privacy
+        unit. Only constraints the engine enforces may be reported; the default reports none.
+        """
+        return {}
+
     @abstractmethod
     def session(self) -> BackendSession:
         """A new execution handle, independent of every other session (usable in another thread)."""

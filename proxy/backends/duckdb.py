@@ -76,6 +76,10 @@ class DuckDBBackend(Backend):
         """Columns and PostgreSQL types of every policy table, from metadata read at startup."""
         return {k: list(v) for k, v in self._db.described.items()}
 
+    def unique_columns(self) -> dict[str, frozenset[str]]:
+        """One-column PRIMARY KEY / UNIQUE constraints of the source tables, read at startup."""
+        return dict(self._db.unique)
+
     def session(self) -> DuckDBSession:
         """A new session on its own DuckDB cursor."""
         with self._lock:

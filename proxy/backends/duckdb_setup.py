@@ -22,7 +22,7 @@ from __future__ import annotations
 
 import shutil
 import tempfile
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 import duckdb
@@ -41,6 +41,7 @@ class LockedDatabase:
     connection: duckdb.DuckDBPyConnection
     described: dict[str, list[tuple[str, str]]]
     spill_dir: Path
+    unique: dict[str, frozenset[str]] = field(default_factory=dict)  # one-column PK/UNIQUE per policy table
 
     def close(self) -> None:
         """Close the connection and delete the spill directory; idempotent."""
@@ -98,6 +99,8 @@ def open_locked(policy: Policy, database: Path | None = None) -> LockedDatabase:
         con.execute("SET disabled_optimizers = 'top_n_window_elimination'")
         con.execute("SET lock_configuration = true")
         db.described = _describe(con, policy)
+        if path is not None:
+            db.unique = _unique_columns(con, policy)
     except BaseException:
         db.close()
         raise
@@ -203,6 +206,26 @@ def _describe(con: duckdb.DuckDBPyConnection, policy: Policy) -> dict[str, list[
         cols = by_object.setdefault((schema.lower(), table.lower()), [])
         cols.append((column.lower(), pg_type_name(dtype)))
     return {q: by_object.get((duckdb_schema(tp.schema), tp.table), []) for q, tp in policy.tables.items()}
+
+
+def _unique_columns(con: duckdb.DuckDBPyConnection, policy: Policy) -> dict[str, frozenset[str]]:
+    """One-column PRIMARY KEY and UNIQUE constraints that DuckDB enforces on the attached source's
+    tables (metadata only), keyed like ``policy.tables``. Views and file-mapped tables have none."""
+    rows = con.execute(
+        "SELECT schema_name, table_name, constraint_column_names FROM duckdb_constraints() "
+        "WHERE database_name = ? AND constraint_type IN ('PRIMARY KEY', 'UNIQUE') AND len(constraint_column_names) = 1",
+        [SOURCE_CATALOG],
+    ).fetchall()
+    by_table: dict[tuple[str, str], set[str]] = {}
+    for schema, table, cols in rows:
+        by_table.setdefault((schema.lower(), table.lower()), set()).add(cols[0].lower())
+    source = _source_tables(con)
+    out: dict[str, frozenset[str]] = {}
+    for q, tp in policy.tables.items():
+        found = None if tp.file is not None else _find_source(source, tp)
+        if found is not None and (found[0].lower(), found[1].lower()) in by_table:
+            out[q] = frozenset(by_table[found[0].lower(), found[1].lower()])
+    return out
 
 
 def _ident(name: str) -> str:

@@ -53,7 +53,7 @@ from dpsql.proxy.backends.base import (
     query_canceled,
     session_closed,
 )
-from dpsql.proxy.backends.postgres_setup import SEARCH_PATH, inspect_upstream
+from dpsql.proxy.backends.postgres_setup import SEARCH_PATH, inspect_upstream, unique_columns
 
 _log = logging.getLogger("dpsql.backend")
 
@@ -94,7 +94,7 @@ class PostgresBackend(Backend):
         self._pool: asyncpg.Pool | None = None
         size = max(1, pool_size if pool_size is not None else policy.limits.max_connections)
         try:
-            self._pool, self._described = self._open(policy, dsn, size, connect_timeout)
+            self._pool, self._described, self._unique = self._open(policy, dsn, size, connect_timeout)
         except BaseException:
             self._loop.close()
             raise
@@ -102,7 +102,9 @@ class PostgresBackend(Backend):
 
     # -- start-up ---------------------------------------------------------------------------------
 
-    def _open(self, policy: Policy, dsn: str, size: int, connect_timeout: float) -> tuple[asyncpg.Pool, Described]:
+    def _open(
+        self, policy: Policy, dsn: str, size: int, connect_timeout: float
+    ) -> tuple[asyncpg.Pool, Described, dict[str, frozenset[str]]]:
         problem: str | None = None
         try:
             return self._loop.run(self._connect(policy, dsn, size, connect_timeout), timeout=connect_timeout * 3 + 30)
@@ -115,7 +117,9 @@ class PostgresBackend(Backend):
             problem = f"{type(e).__name__}: {e}"
         raise PolicyError(self._fname, "source.postgres", f"cannot use the PostgreSQL server {self._where} ({problem})")
 
-    async def _connect(self, policy: Policy, dsn: str, size: int, connect_timeout: float) -> tuple[asyncpg.Pool, Described]:
+    async def _connect(
+        self, policy: Policy, dsn: str, size: int, connect_timeout: float
+    ) -> tuple[asyncpg.Pool, Described, dict[str, frozenset[str]]]:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=1,
@@ -136,16 +140,21 @@ class PostgresBackend(Backend):
         try:
             async with pool.acquire() as conn:
                 described = await inspect_upstream(conn, policy)
+                unique = await unique_columns(conn, policy)
         except BaseException:
             pool.terminate()
             raise
-        return pool, described
+        return pool, described, unique
 
     # -- Backend ----------------------------------------------------------------------------------
 
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         """Columns and PostgreSQL types of every policy table, read from the catalog at start-up."""
         return {k: list(v) for k, v in self._described.items()}
+
+    def unique_columns(self) -> dict[str, frozenset[str]]:
+        """One-column PRIMARY KEY / UNIQUE indexes of the policy tables, read at start-up."""
+        return dict(self._unique)
 
     def validate(self, sql: str) -> None:
         """Bind ``sql`` on PostgreSQL without reading any row (Parse/Describe of a prepared

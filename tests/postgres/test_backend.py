@@ -18,6 +18,7 @@ from pgenv import PgEnv, policy_text, source_line
 from dpsql.errors import DPSQLError, ExecutionFailed, PolicyError, QueryCanceled, UnsupportedQuery
 from dpsql.policy import Policy, load_policy
 from dpsql.proxy.backends.postgres import PostgresBackend
+from dpsql.rewriter import rewrite
 from dpsql.schema import build_catalog
 
 pytestmark = pytest.mark.postgres
@@ -115,6 +116,44 @@ def test_table_without_select_is_refused(make_policy: Callable[..., Policy], pg:
         assert e.key == "tables.secret_table" and "SELECT" in e.problem
     finally:
         pg.sql("DROP TABLE public.secret_table")
+
+
+def test_unique_columns_are_enforced_one_column_unique_indexes(make_policy: Callable[..., Policy], pg: PgEnv) -> None:
+    """A one-column PRIMARY KEY or UNIQUE index marks a table as one row per unit; a composite,
+    partial or deferrable one does not. The bounded SQL then skips the per-unit GROUP BY and gives
+    the same exact answer as the general path."""
+    pg.sql(
+        "CREATE TABLE public.people (pid int8 PRIMARY KEY, age int4)",
+        "INSERT INTO public.people SELECT i, (i * 7) % 100 FROM generate_series(1, 500) i",
+        "CREATE TABLE public.pairs (pid int8, k int4, PRIMARY KEY (pid, k))",
+        "CREATE TABLE public.partial (pid int8)",
+        "CREATE UNIQUE INDEX ON public.partial (pid) WHERE pid > 0",
+        "CREATE TABLE public.deferred (pid int8 UNIQUE DEFERRABLE INITIALLY DEFERRED)",
+        "GRANT SELECT ON public.people, public.pairs, public.partial, public.deferred TO reader",
+    )
+    extra = "".join(
+        f'[tables.{t}]\nprivacy_unit = "pid"\n' + ('columns = { age = { lower = 0, upper = 100 } }\n' if t == "people" else "")
+        for t in ("people", "pairs", "partial", "deferred")
+    )
+    try:
+        policy = make_policy(extra=extra)
+        b = PostgresBackend(policy)
+        try:
+            unique = b.unique_columns()
+            assert unique.get("public.people") == frozenset({"pid"})
+            assert not any(t in unique for t in ("public.pairs", "public.partial", "public.deferred"))
+            fast = rewrite("SELECT COUNT(*), AVG(age) FROM people", build_catalog(policy, b.describe(), unique), dialect="postgres")
+            general = rewrite("SELECT COUNT(*), AVG(age) FROM people", build_catalog(policy, b.describe()), dialect="postgres")
+            assert "GROUP BY __dp_uid" not in fast.sql and "GROUP BY __dp_uid" in general.sql
+            s = b.session()
+            try:
+                assert s.execute(fast.sql).rows == s.execute(general.sql).rows
+            finally:
+                s.close()
+        finally:
+            b.close()
+    finally:
+        pg.sql("DROP TABLE public.people, public.pairs, public.partial, public.deferred")
 
 
 @pytest.mark.parametrize("grant", [
