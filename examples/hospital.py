@@ -71,6 +71,10 @@ def _write_duckdb(path: Path, *, patients: int, visits: int, seed: int) -> None:
     con = duckdb.connect(str(tmp))
     try:
         create_tables(con, patients=patients, visits=visits, seed=seed)
+        # One row per patient, declared: dpsql then bounds patients queries row by row (no
+        # per-unit GROUP BY). The keys are the ones a real schema would declare.
+        con.execute("ALTER TABLE patients ADD PRIMARY KEY (patient_id)")
+        con.execute("ALTER TABLE departments ADD PRIMARY KEY (department_id)")
         con.execute("CHECKPOINT")
     finally:
         con.close()

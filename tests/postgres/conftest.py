@@ -80,6 +80,12 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgEnv]:
             try:
                 await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
                 await pgcluster.copy_duckdb_tables(conn, env.duckdb_path, TABLES)
+                # the same keys the DuckDB file declares (examples/hospital.py), so both engines
+                # see one row per patient in ``patients``
+                await conn.execute(
+                    "ALTER TABLE public.patients ADD PRIMARY KEY (patient_id); "
+                    "ALTER TABLE public.departments ADD PRIMARY KEY (department_id)"
+                )
                 await conn.execute(
                     "GRANT CONNECT ON DATABASE hospital TO reader; GRANT USAGE ON SCHEMA public TO reader; "
                     "GRANT SELECT ON public.visits, public.patients, public.departments TO reader; "
