@@ -155,6 +155,8 @@ QUERIES: tuple[Query, ...] = (
           ("department",)),
     Query("AVG(cost) by department [5×1 ↔ 5]", "hospital51",
           "SELECT department, AVG(cost) AS mean_cost FROM visits GROUP BY department", ("department",)),
+    Query("visits by diagnosis [5×1 ↔ 5]", "hospital51", "SELECT diagnosis, COUNT(*) AS n FROM visits GROUP BY diagnosis",
+          ("diagnosis",), True),
     # The demo policy's own bounds (3 groups × 5 rows) against SmartNoise at the same L1 sensitivity (max_ids = 15).
     Query("visits by department [3×5 ↔ 15]", "hospital15", "SELECT department, COUNT(*) AS n FROM visits GROUP BY department",
           ("department",)),
