@@ -13,6 +13,11 @@ Rules this module keeps (security.md R9, R10):
 * The whole noise phase is padded to a deadline that is a multiple of ``PAD_QUANTUM`` (5 ms):
   the smallest multiple ≥ the elapsed time (at least one quantum), so its duration only reveals
   which 5 ms slot the sampling fell into, not the noise values.
+* When the number of released cells is known before the data is read (no partition selection:
+  one row, or the public key set), :func:`draw_ahead` starts the draws — with the same padding —
+  on a worker thread while the bounded SQL runs, and :func:`release` adds them to the exact
+  values. The draws live only inside the opaque :class:`NoiseDraws` until then, so the rules
+  above hold; the query just no longer waits for the pad after its SQL.
 * There is no seeded or deterministic mode.
 """
 
@@ -23,8 +28,8 @@ import os
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass, field
 
 from dpsql.accountant.mechanisms import (
     make_discrete_gaussian,
@@ -39,6 +44,7 @@ PAD_QUANTUM = 0.005  # seconds
 CHUNK = 4096  # cells per vector call when a release is split across threads
 _WORKERS = max(1, min(4, os.cpu_count() or 1))
 _pool: ThreadPoolExecutor | None = None
+_ahead_pool: ThreadPoolExecutor | None = None
 _pool_lock = threading.Lock()
 
 
@@ -48,6 +54,15 @@ def _executor() -> ThreadPoolExecutor:
         if _pool is None:
             _pool = ThreadPoolExecutor(max_workers=_WORKERS, thread_name_prefix="dpsql-noise")
         return _pool
+
+
+def _ahead_executor() -> ThreadPoolExecutor:
+    # separate from _executor(): an ahead draw may itself fan out chunks onto that pool
+    global _ahead_pool
+    with _pool_lock:
+        if _ahead_pool is None:
+            _ahead_pool = ThreadPoolExecutor(max_workers=8, thread_name_prefix="dpsql-noise-ahead")
+        return _ahead_pool
 
 
 def _chunks(n: int) -> list[int]:
@@ -144,6 +159,61 @@ def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Seq
     return Released(kept, values)
 
 
+@dataclass(frozen=True)
+class NoiseDraws:
+    """Noise drawn ahead of the data (see :func:`draw_ahead`). Opaque: only :func:`release`
+    reads the draws; the repr shows nothing of them."""
+
+    cells: int
+    _plan: NoisePlan = field(repr=False)
+    _future: Future[dict[str, list[int]] | None] = field(repr=False)
+
+
+def draw_ahead(noise_plan: NoisePlan, cells: int, *, pad_quantum: float = PAD_QUANTUM) -> NoiseDraws:
+    """Start drawing the noise of a plan without partition selection for ``cells`` released
+    cells, on a worker thread, padded like :func:`release`. Returns at once; call it only after
+    the query's cost has been charged, and pass the result to :func:`release`. ValueError for a
+    plan with partition selection (its kept cells depend on the data) or a negative count."""
+    if noise_plan.selection is not None or any(s.from_selection for s in noise_plan.stats):
+        raise ValueError("a plan with partition selection cannot draw its noise ahead")
+    if isinstance(cells, bool) or not isinstance(cells, int) or cells < 0:
+        raise ValueError("cells must be a non-negative integer")
+
+    def work() -> dict[str, list[int]] | None:
+        start = time.perf_counter()
+        draws: dict[str, list[int]] | None = None
+        try:
+            draws = {}
+            for s in noise_plan.stats:
+                if s.mechanism == "discrete_gaussian":
+                    mech = make_discrete_gaussian(s.scale)
+                elif s.mechanism == "discrete_laplace":
+                    mech = make_discrete_laplace(s.scale)
+                else:
+                    raise ValueError("unknown mechanism")
+                draws[s.column] = _draws(mech.sample, cells)
+        except Exception:
+            draws = None
+        _pad_until(start, pad_quantum)
+        return draws
+
+    return NoiseDraws(cells, noise_plan, _ahead_executor().submit(work))
+
+
+def _add_ahead(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], ahead: NoiseDraws) -> Released:
+    draws = ahead._future.result()
+    if draws is None or ahead._plan is not noise_plan:
+        raise ValueError("noise drawn ahead is unusable")
+    values: dict[str, list[int]] = {}
+    for s in noise_plan.stats:
+        col = exact[s.column]
+        z = draws[s.column]
+        if len(col) != ahead.cells or len(z) != ahead.cells:
+            raise ValueError("inconsistent exact input")
+        values[s.column] = [int(x) + d for x, d in zip(col, z, strict=True)]
+    return Released(tuple(range(ahead.cells)), values)
+
+
 def _from_selection(noise_plan: NoisePlan, column: str) -> bool:
     return any(s.column == column and s.from_selection for s in noise_plan.stats)
 
@@ -154,6 +224,7 @@ def release(
     units: Sequence[int] | None = None,
     *,
     pad_quantum: float = PAD_QUANTUM,
+    ahead: NoiseDraws | None = None,
 ) -> Released:
     """Draw all noise for one query and return only the noisy values (R10), padded in time (R9).
 
@@ -161,8 +232,16 @@ def release(
     SQL's row order; ``units`` the exact distinct-unit count per group when the plan uses
     partition selection (if omitted, ``exact[noise_plan.units_column]`` is used). Without
     selection every group is kept. Call this only after the query's cost has been charged.
+    With ``ahead`` (from :func:`draw_ahead` on the same plan) the draws made and padded while
+    the SQL ran are added instead; ``exact`` must then hold exactly ``ahead.cells`` groups.
     Any failure raises ExecutionFailed without values.
     """
+    if ahead is not None:
+        try:
+            return _add_ahead(noise_plan, exact, ahead)
+        except Exception:
+            pass
+        raise ExecutionFailed("adding noise to the result failed", hint="retry the query; the charge for it stands") from None
     start = time.perf_counter()
     failed = False
     result: Released | None = None

@@ -23,7 +23,7 @@ from typing import Any
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, open_ledger
-from dpsql.accountant.noise import release
+from dpsql.accountant.noise import draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
 from dpsql.policy import Policy
@@ -242,6 +242,10 @@ class Session:
         query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
         self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), time.time(), query_hash)
         # ---- from here on, the charge stands whatever happens ----
+        # Without partition selection the released cells are known now (one row, or the public
+        # key set): draw and pad the noise while the bounded SQL runs.
+        cells = len(public_keys) if public_keys is not None else (None if plan.keys else 1)
+        ahead = draw_ahead(noise, cells) if cells is not None and noise.selection is None else None
         rs = self.backend.execute(rw.sql, timeout=limits.statement_timeout)
         nkeys = len(plan.keys)
         stat_cols = [s.column for s in plan.stats]
@@ -263,7 +267,7 @@ class Session:
         units = exact.get(plan.units_column) if plan.units_column else None
         key_types = [k.pg_type for k in plan.keys]
         keys = [tuple(coerce(v, t) for v, t in zip(k, key_types, strict=True)) for k in keys]
-        released = release(noise, exact, units)
+        released = release(noise, exact, units, ahead=ahead)
         # Release groups in key order: the engine's row order can depend on groups never released.
         order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys[released.kept[j]]))
         kept_keys = [keys[released.kept[j]] for j in order]

@@ -272,3 +272,25 @@ def test_validation_runs_once_per_bounded_sql(make_harness: Callable[..., Harnes
         assert "no budget was spent" in (e.value.hint or "")
     assert len(calls) == 3  # checked again each time: a failure is never cached
     assert h.recorder.kinds().count("charge") == 3
+
+
+def test_noise_is_drawn_ahead_only_when_the_cells_are_known(make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
+    """No keys or public keys: the noise is drawn (and padded) while the bounded SQL runs, after
+    the charge. Partition selection: drawn after, as the kept groups depend on the data."""
+    import dpsql.proxy.engine as engine_module
+
+    calls: list[int] = []
+    real = engine_module.draw_ahead
+
+    def counting(plan, cells, **kw):  # type: ignore[no-untyped-def]
+        calls.append(cells)
+        return real(plan, cells, **kw)
+
+    monkeypatch.setattr(engine_module, "draw_ahead", counting)
+    h = make_harness()
+    session = h.engine.session("alice")
+    session.execute("SELECT COUNT(*) FROM visits")
+    r = session.execute("SELECT department, COUNT(*) FROM visits GROUP BY department")
+    assert calls == [1, len(r.rows)]
+    session.execute("SELECT diagnosis, COUNT(*) FROM visits GROUP BY diagnosis")
+    assert calls == [1, len(r.rows)]  # selection: not drawn ahead
