@@ -26,6 +26,7 @@ weight. Its reported scale and error are the selection's.
 
 from __future__ import annotations
 
+import functools
 import math
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -157,17 +158,40 @@ def _positive_weight(s: Statistic) -> int:
     return s.weight
 
 
-def _threshold_for(make: Callable[[float, int], ThresholdMechanism], scale: float, l0: int, delta_target: Fraction) -> ThresholdMechanism:
-    """The mechanism with the smallest integer threshold whose map δ ≤ delta_target."""
+def _threshold_for(
+    make: Callable[[float, int], ThresholdMechanism], scale: float, l0: int, delta_target: Fraction, guess: int = 2
+) -> ThresholdMechanism:
+    """The mechanism with the smallest integer threshold whose map δ ≤ delta_target.
+
+    The map's δ falls as the threshold rises, so the answer is found by galloping out from
+    ``guess`` (any integer; a good one saves OpenDP map evaluations) to a bracket, then bisecting.
+    The result does not depend on the guess.
+    """
 
     def ok(t: int) -> bool:
         return make(scale, t).map(l0)[1] <= delta_target
 
-    lo, hi = 1, 2  # thresholds start at 2 (see mechanisms: the map is evaluated at threshold − 1)
-    while not ok(hi):
-        lo, hi = hi, hi * 2
-        if hi > _MAX_THRESHOLD:
-            raise UnsupportedQuery("dp.delta is too small for partition selection", hint="raise dp.delta")
+    # Invariant: lo is 1 (thresholds start at 2: the map is evaluated at threshold − 1) or fails;
+    # hi passes.
+    g = min(max(2, int(guess)), _MAX_THRESHOLD)
+    step = 1
+    if ok(g):
+        hi = g
+        lo = hi - step
+        while lo >= 2 and ok(lo):
+            hi = lo
+            step *= 2
+            lo = hi - step
+        lo = max(lo, 1)
+    else:
+        lo = g
+        hi = lo + step
+        while not ok(hi):
+            lo = hi
+            step *= 2
+            hi = lo + step
+            if hi > _MAX_THRESHOLD:
+                raise UnsupportedQuery("dp.delta is too small for partition selection", hint="raise dp.delta")
     while hi - lo > 1:
         mid = (lo + hi) // 2
         if ok(mid):
@@ -177,12 +201,22 @@ def _threshold_for(make: Callable[[float, int], ThresholdMechanism], scale: floa
     return make(scale, hi)
 
 
+def _threshold_guess(accounting: Accounting, scale: float, l0: int, delta_target: Fraction) -> int:
+    """A rough threshold for the bracket search: the tail of one noise draw at δ/l0."""
+    tail = math.log(max(l0, 1) / float(delta_target)) if delta_target > 0 else 50.0
+    width = scale * math.sqrt(2 * tail) if accounting == "zcdp" else scale * tail
+    return int(min(_MAX_THRESHOLD, 1 + l0 + width)) if math.isfinite(width) else 2
+
+
+@functools.lru_cache(maxsize=1024)
 def _selection(accounting: Accounting, l0: int, share: Fraction, delta_sel: Fraction) -> SelectionNoise:
     """Calibrate the threshold mechanism: scale from the ρ/ε share, threshold from δ_sel."""
     make: Callable[[float, int], ThresholdMechanism] = make_gaussian_threshold if accounting == "zcdp" else make_laplace_threshold
     scale = gaussian_sigma(l0, 1, share) if accounting == "zcdp" else laplace_scale(l0, 1, share)
+    guess = _threshold_guess(accounting, scale, l0, delta_sel)
     for _ in range(64):
-        mech = _threshold_for(make, scale, l0, delta_sel)
+        mech = _threshold_for(make, scale, l0, delta_sel, guess)
+        guess = mech.threshold
         cost, delta = mech.map(l0)
         if cost <= share:
             break

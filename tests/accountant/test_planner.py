@@ -184,3 +184,22 @@ def test_cost_never_exceeds_the_query_guarantee(
     else:
         assert np_.cost.amount <= eps
         assert np_.cost.delta <= (delta if selection else 0)
+
+
+@pytest.mark.parametrize("accounting", ["zcdp", "basic"])
+def test_threshold_search_is_the_smallest_passing_threshold_whatever_the_guess(accounting: str) -> None:
+    """The galloping search returns the smallest integer threshold whose map δ ≤ the target,
+    independent of its starting guess (checked against the map itself at t and t − 1)."""
+    from dpsql.accountant import planner
+    from dpsql.accountant.mechanisms import make_gaussian_threshold, make_laplace_threshold
+
+    make = make_gaussian_threshold if accounting == "zcdp" else make_laplace_threshold
+    for scale, l0, delta in [(1.0, 1, Fraction(1, 10**5)), (4.07, 1, Fraction(9, 10**7)), (34.25, 3, Fraction(1, 10**9)),
+                             (0.53, 2, Fraction(1, 10**3)), (10.0, 1, Fraction(1, 10**5))]:
+        results = set()
+        for guess in (2, 3, 17, 1000, 10**6, planner._threshold_guess(accounting, scale, l0, delta)):  # type: ignore[arg-type]
+            results.add(planner._threshold_for(make, scale, l0, delta, guess).threshold)
+        assert len(results) == 1
+        t = results.pop()
+        assert make(scale, t).map(l0)[1] <= delta
+        assert t == 2 or make(scale, t - 1).map(l0)[1] > delta
