@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # dpsql vs SmartNoise SQL — accuracy and speed tables in one run (docs/benchmarks.md, "dpsql vs SmartNoise SQL").
-#   bench/compare_smartnoise.sh            the reported run: 200 runs per accuracy cell; speed at 1k, 1M and 10M rows (~35 min)
+#   bench/compare_smartnoise.sh            the reported run: 200 runs per accuracy cell; speed at 1k, 1M and 10M rows (~32 min on 2 cores)
 #   bench/compare_smartnoise.sh --quick    20 runs per cell; speed at 1k and 1M rows (~4 min)
 # Other flags go to bench/compare_smartnoise.py: --only accuracy|speed, --runs N, --queries REGEX, --sizes N,N.
 # SmartNoise is installed into its own virtualenv, bench/.venv-smartnoise (gitignored), never into the repo's .venv;
