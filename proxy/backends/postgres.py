@@ -53,7 +53,7 @@ from dpsql.proxy.backends.base import (
     query_canceled,
     session_closed,
 )
-from dpsql.proxy.backends.postgres_setup import SEARCH_PATH, inspect_upstream, unique_columns
+from dpsql.proxy.backends.postgres_setup import SEARCH_PATH, inspect_upstream
 
 _log = logging.getLogger("dpsql.backend")
 
@@ -94,7 +94,7 @@ class PostgresBackend(Backend):
         self._pool: asyncpg.Pool | None = None
         size = max(1, pool_size if pool_size is not None else policy.limits.max_connections)
         try:
-            self._pool, self._described, self._unique = self._open(policy, dsn, size, connect_timeout)
+            self._pool, self._described = self._open(policy, dsn, size, connect_timeout)
         except BaseException:
             self._loop.close()
             raise
@@ -102,9 +102,7 @@ class PostgresBackend(Backend):
 
     # -- start-up ---------------------------------------------------------------------------------
 
-    def _open(
-        self, policy: Policy, dsn: str, size: int, connect_timeout: float
-    ) -> tuple[asyncpg.Pool, Described, dict[str, frozenset[str]]]:
+    def _open(self, policy: Policy, dsn: str, size: int, connect_timeout: float) -> tuple[asyncpg.Pool, Described]:
         problem: str | None = None
         try:
             return self._loop.run(self._connect(policy, dsn, size, connect_timeout), timeout=connect_timeout * 3 + 30)
@@ -117,9 +115,7 @@ class PostgresBackend(Backend):
             problem = f"{type(e).__name__}: {e}"
         raise PolicyError(self._fname, "source.postgres", f"cannot use the PostgreSQL server {self._where} ({problem})")
 
-    async def _connect(
-        self, policy: Policy, dsn: str, size: int, connect_timeout: float
-    ) -> tuple[asyncpg.Pool, Described, dict[str, frozenset[str]]]:
+    async def _connect(self, policy: Policy, dsn: str, size: int, connect_timeout: float) -> tuple[asyncpg.Pool, Described]:
         pool = await asyncpg.create_pool(
             dsn,
             min_size=1,
@@ -140,11 +136,10 @@ class PostgresBackend(Backend):
         try:
             async with pool.acquire() as conn:
                 described = await inspect_upstream(conn, policy)
-                unique = await unique_columns(conn, policy)
         except BaseException:
             pool.terminate()
             raise
-        return pool, described, unique
+        return pool, described
 
     # -- Backend ----------------------------------------------------------------------------------
 
@@ -153,8 +148,11 @@ class PostgresBackend(Backend):
         return {k: list(v) for k, v in self._described.items()}
 
     def unique_columns(self) -> dict[str, frozenset[str]]:
-        """One-column PRIMARY KEY / UNIQUE indexes of the policy tables, read at start-up."""
-        return dict(self._unique)
+        """None, deliberately: the table owner can drop a unique index (and insert duplicates)
+        while dpsql serves, so a key read at start-up cannot vouch for one row per unit later;
+        PostgreSQL tables always take the general bounded SQL. (DuckDB files are held under a
+        read lock that keeps any writer, and so any schema change, out.)"""
+        return {}
 
     def validate(self, sql: str) -> None:
         """Bind ``sql`` on PostgreSQL without reading any row (Parse/Describe of a prepared

@@ -97,25 +97,6 @@ async def inspect_upstream(conn: Any, policy: Policy) -> dict[str, list[tuple[st
     return described
 
 
-async def unique_columns(conn: Any, policy: Policy) -> dict[str, frozenset[str]]:
-    """Per policy table, the columns PostgreSQL enforces unique on their own: a valid, immediate,
-    non-partial unique index (PRIMARY KEY or UNIQUE) on exactly that one column. Catalog only."""
-    out: dict[str, frozenset[str]] = {}
-    for qname, tp in policy.tables.items():
-        rows = await conn.fetch(
-            "SELECT a.attname FROM pg_catalog.pg_index i "
-            "JOIN pg_catalog.pg_class c ON c.oid = i.indrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace "
-            "JOIN pg_catalog.pg_attribute a ON a.attrelid = i.indrelid AND a.attnum = i.indkey[0] "
-            "WHERE n.nspname = $1 AND c.relname = $2 AND i.indisunique AND i.indisvalid AND i.indimmediate "
-            "AND i.indnkeyatts = 1 AND i.indpred IS NULL AND i.indexprs IS NULL",
-            tp.schema,
-            tp.table,
-        )
-        if rows:
-            out[qname] = frozenset(r["attname"] for r in rows)
-    return out
-
-
 async def _columns(conn: Any, oid: int, qualified: str) -> list[tuple[str, str]]:
     """Columns of one relation in attribute order with PostgreSQL type names (domains → base type)."""
     rows = await conn.fetch(

@@ -174,6 +174,11 @@ def _bounded(engine: Engine, sql: str) -> tuple[dict[tuple[Any, ...], tuple[int,
 # --- plans and costs ---------------------------------------------------------------------------------
 
 
+# How the bounded SQL is built may differ by engine: DuckDB files lock out writers, so a declared
+# PRIMARY KEY on the unit lets DuckDB take the one-row path; PostgreSQL always takes the general one.
+_STRATEGY_NOTES = ("one row per unit", "each unit keeps at most")
+
+
 @pytest.mark.parametrize("name", QUERIES)
 def test_plans_and_costs_are_identical(engines: dict[str, dict[str, Engine]], name: str) -> None:
     """The release plan (statistics, sensitivities, keys, outputs) and the noise plan (hence the
@@ -184,7 +189,8 @@ def test_plans_and_costs_are_identical(engines: dict[str, dict[str, Engine]], na
         rw, noise = engine.session("alice").plan(sql)
         assert rw.plan is not None and noise is not None and rw.dialect == kind
         engine_sql = {f.name: None for f in dataclasses.fields(rw.plan) if f.name.endswith("_sql") and f.name != "post_sql"}
-        plans[kind] = (dataclasses.replace(rw.plan, **engine_sql), noise)  # SQL for the engine differs by dialect
+        description = tuple(d for d in rw.plan.description if not d.startswith(_STRATEGY_NOTES))
+        plans[kind] = (dataclasses.replace(rw.plan, description=description, **engine_sql), noise)  # SQL differs by dialect
     assert plans["duckdb"] == plans["postgres"]
 
 
@@ -312,7 +318,8 @@ def test_explain_is_identical_but_for_the_engine_sql(engines: dict[str, dict[str
             session = engine.session("alice")
             rw, _ = session.plan(sql)
             lines = [r[0] for r in session.execute(f"EXPLAIN {sql}").rows]
-            texts[kind] = [line.replace(rw.sql, "<bounded SQL>").replace(f"{kind} SQL:", "<engine> SQL:") for line in lines]
+            texts[kind] = [line.replace(rw.sql, "<bounded SQL>").replace(f"{kind} SQL:", "<engine> SQL:") for line in lines
+                           if not line.strip().removeprefix("note: ").startswith(_STRATEGY_NOTES)]
         assert texts["duckdb"] == texts["postgres"], sql
 
 
