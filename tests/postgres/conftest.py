@@ -80,8 +80,8 @@ def pg(tmp_path_factory: pytest.TempPathFactory) -> Iterator[PgEnv]:
             try:
                 await conn.execute("REVOKE CREATE ON SCHEMA public FROM PUBLIC")
                 await pgcluster.copy_duckdb_tables(conn, env.duckdb_path, TABLES)
-                # the same keys the DuckDB file declares (examples/hospital.py), so both engines
-                # see one row per patient in ``patients``
+                # the same keys the DuckDB file declares (examples/hospital.py); dpsql does not
+                # trust them on PostgreSQL (see test_unique_indexes_are_not_trusted_on_postgres)
                 await conn.execute(
                     "ALTER TABLE public.patients ADD PRIMARY KEY (patient_id); "
                     "ALTER TABLE public.departments ADD PRIMARY KEY (department_id)"
