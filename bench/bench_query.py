@@ -42,6 +42,8 @@ QUERIES: tuple[tuple[str, str], ...] = (
         "SELECT d.floor, COUNT(*) AS n, AVG(v.length_of_stay) AS stay FROM visits v "
         "JOIN departments d ON d.department_id = v.department_id GROUP BY d.floor",
     ),
+    # patients: one row per patient, declared PRIMARY KEY in the example data: the one-row path
+    ("patients by region (unit is PK)", "SELECT region, COUNT(*) AS n, AVG(birth_year) AS born FROM patients GROUP BY region"),
 )
 
 COMPONENTS = (
@@ -198,7 +200,7 @@ def main(argv: list[str] | None = None) -> int:
     policy = bl.bench_policy(bl.dataset(args.rows), tag="query")
     t0 = time.perf_counter()
     backend = DuckDBBackend(policy)
-    catalog = build_catalog(policy, backend.describe())
+    catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
     session = backend.session()
     print(
         f"DuckDB threads = {policy.limits.threads}, memory_limit = {policy.limits.memory_limit} (from the policy); "

@@ -46,6 +46,18 @@ def _quiet_fds() -> Iterator[None]:
             os.close(fd)
 
 
+def _has_patient_key(path: Path) -> bool:
+    """Data sets generated before the example declared patients.patient_id PRIMARY KEY are stale."""
+    import duckdb
+
+    con = duckdb.connect(str(path), read_only=True)
+    try:
+        return bool(con.execute("SELECT COUNT(*) FROM duckdb_constraints() WHERE table_name = 'patients' "
+                                "AND constraint_type = 'PRIMARY KEY'").fetchone()[0])
+    finally:
+        con.close()
+
+
 def dataset(rows: int) -> Path:
     """The policy path of the hospital data set with ``rows`` visits (``rows // 10`` patients),
     generated into ``bench/out/hospital-<rows>/`` on first use and reused afterwards."""
@@ -53,7 +65,7 @@ def dataset(rows: int) -> Path:
 
     directory = OUT / f"hospital-{rows}"
     policy = directory / "policy.toml"
-    if policy.exists() and (directory / "hospital.duckdb").exists():
+    if policy.exists() and (directory / "hospital.duckdb").exists() and _has_patient_key(directory / "hospital.duckdb"):
         return policy
     print(f"[generating {rows:,} visits / {rows // 10:,} patients into {directory.relative_to(ROOT)} …]", flush=True)
     t0 = time.perf_counter()
