@@ -37,7 +37,7 @@ from dpsql.accountant.mechanisms import (
     make_gaussian_threshold,
     make_laplace_threshold,
 )
-from dpsql.accountant.planner import NoisePlan
+from dpsql.accountant.planner import NoisePlan, StatisticNoise
 from dpsql.errors import ExecutionFailed
 
 PAD_QUANTUM = 0.005  # seconds
@@ -147,13 +147,7 @@ def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Seq
             assert selected is not None
             values[s.column] = [selected[i] for i in kept]
             continue
-        if s.mechanism == "discrete_gaussian":
-            mech = make_discrete_gaussian(s.scale)
-        elif s.mechanism == "discrete_laplace":
-            mech = make_discrete_laplace(s.scale)
-        else:
-            raise ValueError("unknown mechanism")
-        draws = _draws(mech.sample, len(kept))
+        draws = _draws(_sampler(s), len(kept))
         col = exact[s.column]
         values[s.column] = [int(col[i]) + z for i, z in zip(kept, draws, strict=True)]
     return Released(kept, values)
@@ -183,15 +177,7 @@ def draw_ahead(noise_plan: NoisePlan, cells: int, *, pad_quantum: float = PAD_QU
         start = time.perf_counter()
         draws: dict[str, list[int]] | None = None
         try:
-            draws = {}
-            for s in noise_plan.stats:
-                if s.mechanism == "discrete_gaussian":
-                    mech = make_discrete_gaussian(s.scale)
-                elif s.mechanism == "discrete_laplace":
-                    mech = make_discrete_laplace(s.scale)
-                else:
-                    raise ValueError("unknown mechanism")
-                draws[s.column] = _draws(mech.sample, cells)
+            draws = {s.column: _draws(_sampler(s), cells) for s in noise_plan.stats}
         except Exception:
             draws = None
         _pad_until(start, pad_quantum)
@@ -212,6 +198,15 @@ def _add_ahead(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], ahead:
             raise ValueError("inconsistent exact input")
         values[s.column] = [int(x) + d for x, d in zip(col, z, strict=True)]
     return Released(tuple(range(ahead.cells)), values)
+
+
+def _sampler(s: StatisticNoise) -> Callable[[int], list[int]]:
+    """The vector sampler of one statistic's mechanism."""
+    if s.mechanism == "discrete_gaussian":
+        return make_discrete_gaussian(s.scale).sample
+    if s.mechanism == "discrete_laplace":
+        return make_discrete_laplace(s.scale).sample
+    raise ValueError("unknown mechanism")
 
 
 def _from_selection(noise_plan: NoisePlan, column: str) -> bool:

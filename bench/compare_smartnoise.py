@@ -413,8 +413,7 @@ def answer(columns: Sequence[str], rows: Sequence[Sequence[Any]], keys: Sequence
     return out
 
 
-def median(xs: Sequence[float]) -> float:
-    return statistics.median(xs) if xs else float("nan")
+median = bl.median
 
 
 def median_ci(xs: Sequence[float]) -> tuple[float, float]:

@@ -90,7 +90,8 @@ def open_locked(policy: Policy, database: Path | None = None) -> LockedDatabase:
     try:
         if path is not None:
             _attach(con, Path(path), fname)
-        allowed = _create_objects(con, policy, path)
+        source = _source_tables(con) if path is not None else {}
+        allowed = _create_objects(con, policy, path, source)
         if allowed:
             con.execute(f"SET allowed_paths = [{', '.join(_literal(p) for p in allowed)}]")
         con.execute("SET enable_external_access = false")
@@ -100,7 +101,7 @@ def open_locked(policy: Policy, database: Path | None = None) -> LockedDatabase:
         con.execute("SET lock_configuration = true")
         db.described = _describe(con, policy)
         if path is not None:
-            db.unique = _unique_columns(con, policy)
+            db.unique = _unique_columns(con, policy, source)
     except BaseException:
         db.close()
         raise
@@ -117,10 +118,11 @@ def _attach(con: duckdb.DuckDBPyConnection, path: Path, fname: str) -> None:
         raise PolicyError(fname, "source.duckdb", f"{path} cannot be opened read-only as a DuckDB database")
 
 
-def _create_objects(con: duckdb.DuckDBPyConnection, policy: Policy, path: Path | None) -> list[str]:
+def _create_objects(
+    con: duckdb.DuckDBPyConnection, policy: Policy, path: Path | None, source: dict[tuple[str, str], tuple[str, str]]
+) -> list[str]:
     """Create one view or table per policy table; return the files queries must still read."""
     fname = str(policy.file)
-    source = _source_tables(con) if path is not None else {}
     allowed: list[str] = []
     made: dict[tuple[str, str], str] = {}
     for tp in policy.tables.values():
@@ -208,7 +210,9 @@ def _describe(con: duckdb.DuckDBPyConnection, policy: Policy) -> dict[str, list[
     return {q: by_object.get((duckdb_schema(tp.schema), tp.table), []) for q, tp in policy.tables.items()}
 
 
-def _unique_columns(con: duckdb.DuckDBPyConnection, policy: Policy) -> dict[str, frozenset[str]]:
+def _unique_columns(
+    con: duckdb.DuckDBPyConnection, policy: Policy, source: dict[tuple[str, str], tuple[str, str]]
+) -> dict[str, frozenset[str]]:
     """One-column PRIMARY KEY and UNIQUE constraints that DuckDB enforces on the attached source's
     tables (metadata only), keyed like ``policy.tables``. Views and file-mapped tables have none."""
     rows = con.execute(
@@ -219,7 +223,6 @@ def _unique_columns(con: duckdb.DuckDBPyConnection, policy: Policy) -> dict[str,
     by_table: dict[tuple[str, str], set[str]] = {}
     for schema, table, cols in rows:
         by_table.setdefault((schema.lower(), table.lower()), set()).add(cols[0].lower())
-    source = _source_tables(con)
     out: dict[str, frozenset[str]] = {}
     for q, tp in policy.tables.items():
         found = None if tp.file is not None else _find_source(source, tp)

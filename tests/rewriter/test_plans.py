@@ -162,3 +162,22 @@ def test_count_star_with_one_row_per_unit_is_the_units_count(catalog: Catalog) -
     # visits has max_rows = 3: COUNT(*) keeps its own statistic beside the units count
     rw3 = rewrite("SELECT diagnosis, COUNT(*) AS n FROM visits GROUP BY diagnosis", catalog)
     assert sorted(s.kind for s in rw3.plan.stats) == ["count", "units"]
+
+
+def test_float_keys_print_the_same_whichever_unit_came_first(catalog: Catalog) -> None:
+    """-0.0 and 0.0 are one group; its key must not be the text of whichever unit's row the engine
+    met first (that would reveal another unit's value). The bounded SQL normalises float keys."""
+    import duckdb
+
+    rw = rewrite("SELECT cost, COUNT(*) FROM visits GROUP BY cost", catalog, dialect="duckdb")
+    keys = set()
+    for order in ([(1, -0.0), (2, 0.0)], [(2, 0.0), (1, -0.0)], [(1, -0.0)]):
+        con = duckdb.connect()
+        try:
+            con.execute("CREATE TABLE visits (visit_id BIGINT, patient_id BIGINT, age INTEGER, cost DOUBLE, department VARCHAR, "
+                        "diagnosis VARCHAR, visit_date DATE, department_id INTEGER, note VARCHAR, secret VARCHAR)")
+            con.executemany("INSERT INTO visits (patient_id, cost) VALUES (?, ?)", order)
+            keys |= {str(r[0]) for r in con.execute(rw.sql).fetchall()}
+        finally:
+            con.close()
+    assert keys == {"0.0"}
