@@ -84,6 +84,24 @@ class LimitExceeded(DPSQLError):
     sqlstate = "54000"
 
 
+class StatementTooComplex(LimitExceeded):
+    """The statement's per-row cost or nesting exceeds a limit derived from the query text (54001)."""
+
+    sqlstate = "54001"
+
+
+class NumericValueOutOfRange(DPSQLError):
+    """A literal is outside the range its argument accepts (22003)."""
+
+    sqlstate = "22003"
+
+
+class SubstringError(DPSQLError):
+    """A negative substring length (22011)."""
+
+    sqlstate = "22011"
+
+
 class QueryCanceled(DPSQLError):
     """Statement timeout or cancel request (57014). The query's charge stands."""
 

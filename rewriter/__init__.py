@@ -34,7 +34,8 @@ from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import _pg_type, build_post
-from dpsql.rewriter.typecheck import check_types, constant_casts
+from dpsql.rewriter.rowcost import check_row_cost
+from dpsql.rewriter.typecheck import check_types, constant_subexpressions
 from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["ReleasePlan", "Rewrite", "rewrite"]
@@ -89,7 +90,8 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         raise UnsupportedQuery(f"the query has {len(joins)} joins, more than the limit of {limits.max_joins}")
     families = column_families(relations)
     check_types(flat, families)
-    constants = [c.copy() for c in constant_casts(flat)]
+    check_row_cost(flat, families)
+    constants = [c.copy() for c in constant_subexpressions(flat)]
     shape = analyze_shape(flat, private_alias=alias, unit_column=info.policy.privacy_unit)
 
     bounds: dict[tuple[str, str], tuple[Fraction, Fraction] | None] = {}

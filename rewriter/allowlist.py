@@ -18,8 +18,17 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from dpsql.errors import PrivacyViolation, UndefinedFunction, UnsupportedQuery
-from dpsql.rewriter.functions import RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
+from dpsql.errors import (
+    DatatypeMismatch,
+    InvalidParameterValue,
+    NumericValueOutOfRange,
+    PrivacyViolation,
+    SubstringError,
+    UndefinedFunction,
+    UnsupportedQuery,
+)
+from dpsql.rewriter.bounds import literal_fraction
+from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,
@@ -214,6 +223,8 @@ def _check_node(node: exp.Expression) -> None:
                 raise UnsupportedQuery(
                     f"argument {arg!r} of {rule.name}() must be a literal", hint="write that argument as a constant"
                 )
+        for arg in rule.int_args:
+            _check_int_arg(node, rule.name, arg)
         return
     if isinstance(node, exp.Func) and not isinstance(node, SUPPORTED_AGGREGATES) and cls not in _ALLOWED:
         name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
@@ -223,6 +234,24 @@ def _check_node(node: exp.Expression) -> None:
         )
     if cls not in _ALLOWED:
         raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+
+
+def _check_int_arg(node: exp.Expression, name: str, arg: str) -> None:
+    """A literal integer argument (lengths, offsets, positions, decimals) must be an integer in
+    int4 range, checked here so that the engine can never fail on it for some rows only."""
+    value = node.args.get(arg)
+    if value is None:
+        return
+    number = literal_fraction(value)
+    if number is None or number.denominator != 1:
+        raise DatatypeMismatch(f"argument {arg!r} of {name}() must be an integer literal", hint="write it as a whole number")
+    lo, hi = INT4_RANGE
+    if not lo <= number <= hi:
+        raise NumericValueOutOfRange("integer out of range", hint=f"argument {arg!r} of {name}() must lie in [{lo}, {hi}]")
+    if isinstance(node, exp.Substring) and arg == "length" and number < 0:
+        raise SubstringError("negative substring length not allowed", hint="give a length of 0 or more")
+    if isinstance(node, exp.SplitPart) and number == 0:
+        raise InvalidParameterValue("field position must not be zero", hint="split_part counts fields from 1 (or from -1 at the end)")
 
 
 def _check_inner_select(node: exp.Select) -> None:

@@ -26,7 +26,8 @@ from fractions import Fraction
 
 from sqlglot import exp
 
-from dpsql.errors import LimitExceeded, PrivacyViolation
+from dpsql.errors import LimitExceeded, NumericValueOutOfRange, PrivacyViolation
+from dpsql.rewriter import guards
 from dpsql.rewriter.analyze import AggregateSpec, QueryShape
 from dpsql.rewriter.bounds import Bounds, interval
 from dpsql.rewriter.plan import AggregateRelease, KeyColumn, Statistic
@@ -35,6 +36,7 @@ from dpsql.schema import TableInfo
 
 GRID_BITS = 24  # per-row values use at most 2^24 grid steps on each side of zero
 SQUARE_BITS = 12  # squared deviations (VAR, STDDEV) use at most 2^12 steps each side, so ≤ 2^24 squared
+MAX_INPUT_BOUND = 10**18  # an aggregate's input range must fit exact engine decimals (DECIMAL(38)) with its grid
 
 
 @dataclass(frozen=True)
@@ -164,7 +166,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         name = f"__dp_k{i}"
         total = totalize(key, ctx.dialect, ctx.families)
         if ctx.dialect == "duckdb" and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
-            total = exp.TryCast(this=total, to=exp.DataType.build("BIGINT"))  # integer arithmetic ran in DOUBLE
+            total = guards.integer_cast(total, "int8")  # integer arithmetic ran in DOUBLE; NULL beyond BIGINT
         elif type_family(key, ctx.families) == "float":
             # -0.0 and 0.0 form one group, whose printed key would be whichever row came first —
             # possibly another unit's. Adding +0.0 maps -0.0 to 0.0 (IEEE 754), so the key text
@@ -233,6 +235,11 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
                     "LEAST(GREATEST(col, low), high)",
                 )
             assert rng.lo is not None and rng.hi is not None
+            if max(abs(rng.lo), abs(rng.hi)) > MAX_INPUT_BOUND:
+                raise NumericValueOutOfRange(
+                    f"{spec.label} would clamp its input to [{_fmt(rng.lo)}, {_fmt(rng.hi)}], beyond ±{MAX_INPUT_BOUND:.0e}",
+                    hint="clamp the expression to a smaller range with LEAST(GREATEST(expr, low), high); no budget was spent",
+                )
             fam = type_family(spec.input, ctx.families)
             grids[key] = make_grid(rng.lo, rng.hi, integer_input=(fam == "int" and rng.lo.denominator == 1 and rng.hi.denominator == 1))
         return grids[key]

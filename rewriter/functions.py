@@ -1,12 +1,30 @@
-"""The function allowlist: which scalar functions may appear in row-level expressions, and how safe they are.
+"""The function allowlist: which scalar functions may appear in row-level expressions, and what each costs.
 
-Default-deny (security.md R12): a function not listed here is refused. Each entry says
-- whether the function can raise an error on some input in DuckDB (then the rewriter wraps it in
-  ``TRY(...)`` so no error can depend on private data, R14),
-- how it behaves on PostgreSQL, which has no ``TRY``: ``total`` (never raises on values of its
-  argument types), ``guard`` (made total by a CASE guard the rewriter adds), or ``refuse``,
-- which arguments must be literals (patterns, units, lengths), so that a failure can only come from
-  the query text and never from the data.
+Default-deny (security.md R12): a function not listed here is refused. For each function and
+engine this table says how the rewriter makes it **total** — so that neither an error nor an
+engine slow path can depend on private values (R14, DESIGN §1 "side channels"):
+
+- ``total``: never raises and takes no exceptional path on any value of its argument types, once
+  its literal arguments passed the checks listed here (the rewriter refuses out-of-range literals
+  before the charge);
+- ``guard``: made total by a ``CASE WHEN <domain check> THEN f(x) END`` the rewriter adds (NULL
+  outside the domain), on every engine, so engines agree;
+- ``refuse``: refused on that engine (0A000), with the function's name.
+
+No row-level expression over private data is ever wrapped in DuckDB's ``TRY(...)``: after an
+error inside TRY DuckDB re-runs the whole vector row by row (~4 µs a row, ~9 ms for one failing
+row of a 2,048-row vector), which made one person's rows visible in the query's timing.
+``TRY_CAST`` stays for casts from text (a failing value costs ~0.05–0.1 µs more than a valid one,
+no re-run); numeric→integer and date→timestamp casts get range guards instead, so they never fail.
+
+**Per-row cost model.** Every allowed function costs O(1) on numbers, dates and timestamps, and
+O(n) in the bytes of its text input (LIKE with a literal pattern of length m: O(n·m)). Regular
+expressions are not allowed (DuckDB uses RE2, which is linear-time; PostgreSQL's engine
+backtracks, so a regex would be DuckDB-only). What can still grow is the size of text values;
+:mod:`~dpsql.rewriter.rowcost` bounds it from the query text: with L the longest text value a row
+holds, every row-level text value has at most ``MAX_TEXT_GROWTH``·L + ``MAX_TEXT_CONSTANT`` bytes,
+the text work per row is at most ``MAX_TEXT_WORK``·L bytes processed, and expressions nest at most
+``MAX_EXPRESSION_DEPTH`` deep. ``TextSize`` says how each function's output relates to its inputs.
 """
 
 from __future__ import annotations
@@ -16,59 +34,76 @@ from typing import Literal
 
 from sqlglot import exp
 
-PgMode = Literal["total", "guard", "refuse"]
+Mode = Literal["total", "guard", "refuse"]
+TextSize = Literal[
+    "none",  # output is not text (numbers, booleans, dates): its size is constant
+    "fixed",  # text of a fixed size whatever the input (md5: 32 characters)
+    "same",  # at most the size of its first argument (trim, left, substring, reverse …)
+    "case",  # lower/upper: a case mapping may lengthen UTF-8 text, at most 2×
+    "sum",  # concat, ||: the sum of its arguments' sizes
+    "replace",  # replace(s, from, to): |s|·max(1, |to|/|from|)
+]
+
+MAX_TEXT_GROWTH = 16  # a row-level text value is at most 16× the longest input text value …
+MAX_TEXT_CONSTANT = 4096  # … plus 4 KiB of literal text
+MAX_TEXT_WORK = 64  # bytes processed by the text functions of one row, in units of the longest input value
+MAX_EXPRESSION_DEPTH = 32  # nesting of operators and functions in one row-level expression
+INT4_RANGE = (-(2**31) + 1, 2**31 - 1)  # literal integer arguments (PostgreSQL's int4, inside DuckDB's limits)
 
 
 @dataclass(frozen=True)
 class FunctionRule:
-    """What dpsql knows about one scalar function."""
+    """What dpsql knows about one scalar function: per-engine totality, literal arguments, text size."""
 
     name: str
-    duckdb_may_fail: bool
-    postgres: PgMode
+    duckdb: Mode
+    postgres: Mode
     literal_args: tuple[str, ...] = ()  # sqlglot arg names that must hold literals
+    int_args: tuple[str, ...] = ()  # of those, the ones that must be integers within INT4_RANGE
+    text_size: TextSize = "none"
 
 
-def _r(name: str, may_fail: bool, pg: PgMode, *lits: str) -> FunctionRule:
-    return FunctionRule(name, may_fail, pg, tuple(lits))
+def _r(name: str, duckdb: Mode, pg: Mode, lits: tuple[str, ...] = (), ints: tuple[str, ...] = (),
+       size: TextSize = "none") -> FunctionRule:
+    return FunctionRule(name, duckdb, pg, lits, ints, size)
 
 
 SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
-    exp.Lower: _r("lower", False, "total"),
-    exp.Upper: _r("upper", False, "total"),
-    exp.Length: _r("length", False, "total"),
-    exp.Trim: _r("trim", False, "total", "expression"),
-    exp.Concat: _r("concat", False, "total"),
-    exp.DPipe: _r("||", False, "total"),
-    exp.Replace: _r("replace", False, "total", "expression", "replacement"),
-    exp.Left: _r("left", True, "total", "expression"),
-    exp.Right: _r("right", True, "total", "expression"),
-    exp.Substring: _r("substring", True, "total", "start", "length"),
-    exp.StrPosition: _r("strpos", False, "total", "substr"),
-    exp.StartsWith: _r("starts_with", False, "total", "expression"),
-    exp.SplitPart: _r("split_part", True, "total", "delimiter", "part_index"),
-    exp.Reverse: _r("reverse", False, "total"),
-    exp.MD5: _r("md5", False, "total"),
-    exp.Coalesce: _r("coalesce", False, "total"),
-    exp.Nullif: _r("nullif", False, "total"),
-    exp.Greatest: _r("greatest", False, "total"),
-    exp.Least: _r("least", False, "total"),
-    exp.Abs: _r("abs", True, "total"),
-    exp.Round: _r("round", True, "total", "decimals"),
-    exp.Floor: _r("floor", True, "total", "decimals"),
-    exp.Ceil: _r("ceil", True, "total", "decimals"),
-    exp.Trunc: _r("trunc", True, "total", "decimals"),
-    exp.Sign: _r("sign", False, "total"),
-    exp.Sqrt: _r("sqrt", True, "guard"),
-    exp.Ln: _r("ln", True, "guard"),
-    exp.Log: _r("log", True, "guard"),
-    exp.Exp: _r("exp", True, "guard"),
-    exp.Pow: _r("power", True, "refuse"),
-    exp.Extract: _r("extract", True, "total", "this"),
-    exp.TimestampTrunc: _r("date_trunc", True, "total", "unit"),
-    exp.DateTrunc: _r("date_trunc", True, "total", "unit"),
-    exp.CurrentDate: _r("current_date", False, "total"),
-    exp.CurrentTimestamp: _r("current_timestamp", False, "total"),
+    exp.Lower: _r("lower", "total", "total", size="case"),
+    exp.Upper: _r("upper", "total", "total", size="case"),
+    exp.Length: _r("length", "total", "total"),
+    exp.Trim: _r("trim", "total", "total", ("expression",), size="same"),
+    exp.Concat: _r("concat", "total", "total", size="sum"),
+    exp.DPipe: _r("||", "total", "total", size="sum"),
+    exp.Replace: _r("replace", "total", "total", ("expression", "replacement"), size="replace"),
+    exp.Left: _r("left", "total", "total", ("expression",), ("expression",), size="same"),
+    exp.Right: _r("right", "total", "total", ("expression",), ("expression",), size="same"),
+    exp.Substring: _r("substring", "total", "total", ("start", "length"), ("start", "length"), size="same"),
+    exp.StrPosition: _r("strpos", "total", "total", ("substr",)),
+    exp.StartsWith: _r("starts_with", "total", "total", ("expression",)),
+    exp.SplitPart: _r("split_part", "total", "total", ("delimiter", "part_index"), ("part_index",), size="same"),
+    exp.Reverse: _r("reverse", "total", "total", size="same"),
+    exp.MD5: _r("md5", "total", "total", size="fixed"),
+    exp.Coalesce: _r("coalesce", "total", "total"),
+    exp.Nullif: _r("nullif", "total", "total"),
+    exp.Greatest: _r("greatest", "total", "total"),
+    exp.Least: _r("least", "total", "total"),
+    exp.Abs: _r("abs", "total", "total"),  # computed in DOUBLE on DuckDB (abs(-2^63) would overflow)
+    exp.Round: _r("round", "total", "total", ("decimals",), ("decimals",)),
+    exp.Floor: _r("floor", "total", "total", ("decimals",), ("decimals",)),
+    exp.Ceil: _r("ceil", "total", "total", ("decimals",), ("decimals",)),
+    exp.Trunc: _r("trunc", "total", "total", ("decimals",), ("decimals",)),
+    exp.Sign: _r("sign", "total", "total"),
+    exp.Sqrt: _r("sqrt", "guard", "guard"),
+    exp.Ln: _r("ln", "guard", "guard"),
+    exp.Log: _r("log", "guard", "guard"),
+    exp.Exp: _r("exp", "guard", "guard"),
+    exp.Pow: _r("power", "total", "refuse"),  # DuckDB: inf/NaN, never an error; PostgreSQL raises on overflow
+    exp.Extract: _r("extract", "total", "total", ("this",)),
+    exp.TimestampTrunc: _r("date_trunc", "guard", "guard", ("unit",)),
+    exp.DateTrunc: _r("date_trunc", "guard", "guard", ("unit",)),
+    exp.CurrentDate: _r("current_date", "total", "total"),
+    exp.CurrentTimestamp: _r("current_timestamp", "total", "total"),
 }
 
 # Aggregates the rewriter understands (others are refused with a specific message).
@@ -102,12 +137,27 @@ RAW_VALUE_AGGREGATES: dict[type[exp.Expression], str] = {
 }
 
 # Casts that can never fail on PostgreSQL, as (source type family, target type).
-# Families: int, float, numeric, text, bool, date, timestamp. Anything else is refused on PostgreSQL.
+# Families: int, float, numeric, text, bool, date, timestamp. Numeric → integer and date → timestamp
+# casts get a range guard (see totalize); anything else is refused on PostgreSQL.
 PG_TOTAL_CASTS: frozenset[tuple[str, str]] = frozenset(
     {(src, "text") for src in ("int", "float", "numeric", "text", "bool", "date", "timestamp")}
     | {("int", t) for t in ("int8", "numeric", "float8")}
     | {("float", t) for t in ("numeric", "float8")}
     | {("numeric", t) for t in ("numeric",)}
-    | {("date", t) for t in ("date", "timestamp", "timestamptz")}
+    | {("date", t) for t in ("date",)}
     | {("timestamp", t) for t in ("date", "timestamp", "timestamptz")}
 )
+
+# Integer cast targets and their ranges (a numeric value outside becomes NULL instead of an error).
+INTEGER_RANGES: dict[str, tuple[int, int]] = {
+    "int2": (-(2**15), 2**15 - 1),
+    "int4": (-(2**31), 2**31 - 1),
+    "int8": (-(2**63), 2**63 - 1),
+}
+
+# The date/timestamp domain of row-level date arithmetic and date_trunc on every engine: values
+# outside it (and ±infinity) give NULL. Spark's DATE/TIMESTAMP range; well inside DuckDB's and PostgreSQL's.
+SAFE_DATE_RANGE = ("0001-01-01", "9999-12-31")
+SAFE_TIMESTAMP_RANGE = ("0001-01-01 00:00:00", "9999-12-31 23:59:59.999999")
+MAX_INTERVAL_DAYS = 3_660_000  # |interval| ≤ 10,000 years in row-level date arithmetic
+MAX_DAY_OFFSET = 3_660_000  # |n| in date ± n (days)

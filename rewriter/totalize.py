@@ -1,191 +1,231 @@
-"""Pass 6: make row-level expressions total, so that no error can depend on private data (R14).
+"""Pass 7a: make row-level expressions total, so that neither an error nor an engine slow path can
+depend on private data (R14, DESIGN §1 "side channels").
 
-DuckDB has ``TRY(expr)`` (NULL instead of an error) and ``TRY_CAST``: every expression that can fail
-(integer/decimal arithmetic that can overflow, casts, functions that can raise) is wrapped, and
-division and modulo get ``NULLIF(divisor, 0)``. PostgreSQL has neither: arithmetic is done in
-``numeric`` (which cannot overflow at the sizes a bounded AST can build), division is guarded with
-NULLIF, functions with a domain (sqrt, ln, log, exp) get a CASE guard, and casts that could fail on
-some value are refused. Type mixing that would make the engine convert a text value at run time is refused earlier, by
-:mod:`~dpsql.rewriter.typecheck`.
+Every operation that could fail on some value is rewritten so that it cannot, on every engine, by
+construction — never with DuckDB's ``TRY(...)`` (whose row-by-row re-run after an error made one
+person's rows visible in the query's timing):
+
+- numeric arithmetic runs in DOUBLE on DuckDB (inf/NaN, never an overflow error; the clamp at the
+  aggregate's input handles them) and in ``numeric`` on PostgreSQL; division and modulo get
+  ``NULLIF(divisor, 0)``;
+- casts: numeric → integer/decimal and date → timestamp get range guards (NULL when the value
+  would not fit); casts from text are ``TRY_CAST`` on DuckDB (a failing value costs ~0.1 µs more,
+  no re-run) and refused on PostgreSQL, which has no TRY_CAST; other casts only where total;
+- date/time arithmetic: operands are guarded to the safe domain (years 1–9999; ±infinity and
+  anything beyond give NULL), day offsets to ±10,000 years, intervals are literals of at most
+  10,000 years or guarded values; date_trunc gets the same domain guard;
+- functions with a domain (sqrt, ln, log, exp) get a CASE guard (NULL outside it) on both engines,
+  so they agree.
+
+The rules per function are in :mod:`~dpsql.rewriter.functions`; the guards in
+:mod:`~dpsql.rewriter.guards`. Type mixing that would make the engine convert a text value at run
+time is refused earlier, by :mod:`~dpsql.rewriter.typecheck`, which also types every literal.
 
 >>> from sqlglot import parse_one
 >>> totalize(parse_one("CAST(t.s AS INT) + t.a / t.b"), "duckdb", {"t.a": "int", "t.b": "int", "t.s": "text"}).sql("duckdb")
 'CAST(TRY_CAST(t.s AS INT) AS DOUBLE) + TRUNC(CAST(t.a AS DOUBLE) / NULLIF(CAST(t.b AS DOUBLE), 0))'
 >>> totalize(parse_one("t.a * 2"), "postgres", {"t.a": "int"}).sql("postgres")
 'CAST(t.a AS DECIMAL) * 2'
+>>> print(totalize(parse_one("t.d + 7"), "duckdb", {"t.d": "date"}).sql("duckdb", pretty=True))
+CASE
+  WHEN t.d BETWEEN CAST('0001-01-01' AS DATE) AND CAST('9999-12-31' AS DATE)
+  AND 7 BETWEEN -3660000 AND 3660000
+  THEN t.d + CAST(7 AS INT)
+END
 """
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 
 from sqlglot import exp
 
-from dpsql.errors import UnsupportedQuery
-from dpsql.rewriter.functions import PG_TOTAL_CASTS, SCALAR_FUNCTIONS
+from dpsql.errors import UndefinedFunction, UnsupportedQuery
+from dpsql.rewriter import guards
+from dpsql.rewriter.families import NUMERIC_FAMILIES, TEMPORAL_FAMILIES, Families, type_family
+from dpsql.rewriter.functions import MAX_DAY_OFFSET, MAX_INTERVAL_DAYS, PG_TOTAL_CASTS, SCALAR_FUNCTIONS
 
-Families = Mapping[str, str]  # "alias.column" -> family (int, float, numeric, text, bool, date, timestamp …)
+__all__ = ["Families", "totalize", "type_family"]
 
-_ARITH = (exp.Add, exp.Sub, exp.Mul, exp.Neg)
-_ARITH_ALL = (*_ARITH, exp.Div, exp.Mod)
+_ARITH = (exp.Add, exp.Sub, exp.Mul, exp.Div, exp.Mod, exp.Neg)
 _COMPARISONS = (exp.EQ, exp.NEQ, exp.GT, exp.GTE, exp.LT, exp.LTE, exp.NullSafeEQ, exp.NullSafeNEQ)
-_NUMERIC_FAMILIES = {"int", "float", "numeric"}
-
-
-def type_family(node: exp.Expression, columns: Families) -> str:
-    """A coarse type family of an expression: int, float, numeric, text, bool, date, timestamp, interval or unknown."""
-    if isinstance(node, exp.Paren):
-        return type_family(node.this, columns)
-    if isinstance(node, exp.Column):
-        return columns.get(f"{node.table}.{node.name}", "unknown")
-    if isinstance(node, exp.Literal):
-        if node.is_string:
-            return "literal"
-        return "int" if node.is_int else "numeric"
-    if isinstance(node, exp.Null):
-        return "unknown"
-    if isinstance(node, exp.Interval):
-        return "interval"
-    if isinstance(node, exp.Boolean):
-        return "bool"
-    if isinstance(node, exp.Cast | exp.TryCast):
-        return _datatype_family(node.to)
-    if isinstance(node, exp.Neg):
-        return type_family(node.this, columns)
-    if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Mod):
-        a, b = type_family(node.this, columns), type_family(node.expression, columns)
-        if a in {"date", "timestamp"} or b in {"date", "timestamp"}:
-            if isinstance(node, exp.Sub) and a == b == "date":
-                return "int"
-            if isinstance(node, exp.Sub) and a == b == "timestamp":
-                return "interval"
-            return "timestamp" if "timestamp" in (a, b) or "interval" in (a, b) else "date"
-        return _widen(a, b)
-    if isinstance(node, exp.Div):
-        a, b = type_family(node.this, columns), type_family(node.expression, columns)
-        return "int" if a == b == "int" else _widen(a, b) if {a, b} <= _NUMERIC_FAMILIES else "float"
-    if isinstance(node, exp.IntDiv):
-        return "int"
-    if isinstance(node, exp.Lower | exp.Upper | exp.Trim | exp.Concat | exp.DPipe | exp.Replace | exp.Left | exp.Right):
-        return "text"
-    if isinstance(node, exp.Substring | exp.SplitPart | exp.Reverse | exp.MD5):
-        return "text"
-    if isinstance(node, exp.Length | exp.StrPosition | exp.Sign):
-        return "int"
-    if isinstance(node, exp.Extract):
-        return "numeric"
-    if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
-        return "timestamp"
-    if isinstance(node, exp.CurrentDate):
-        return "date"
-    if isinstance(node, exp.CurrentTimestamp):
-        return "timestamp"
-    if isinstance(node, exp.Round | exp.Floor | exp.Ceil | exp.Trunc | exp.Abs):
-        return type_family(node.this, columns)
-    if isinstance(node, exp.Sqrt | exp.Ln | exp.Log | exp.Exp | exp.Pow):
-        return "float"
-    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least):
-        fams = {type_family(a, columns) for a in [node.this, *node.expressions]} - {"unknown", "literal"}
-        return _widen(*fams) if fams and fams <= _NUMERIC_FAMILIES else (fams.pop() if len(fams) == 1 else "unknown")
-    if isinstance(node, exp.Nullif):
-        return type_family(node.this, columns)
-    if isinstance(node, exp.Case):
-        fams = {type_family(i.args["true"], columns) for i in node.args.get("ifs") or []}
-        if node.args.get("default") is not None:
-            fams.add(type_family(node.args["default"], columns))
-        fams -= {"unknown"}
-        if fams == {"literal"}:
-            return "text"
-        fams -= {"literal"}
-        return _widen(*fams) if fams and fams <= _NUMERIC_FAMILIES else (fams.pop() if len(fams) == 1 else "unknown")
-    if isinstance(node, exp.Predicate | exp.Connector | exp.Not | exp.Is | exp.In | exp.Between | exp.StartsWith):
-        return "bool"
-    if isinstance(node, exp.Try):
-        return type_family(node.this, columns)
-    return "unknown"
-
-
-def _widen(*fams: str) -> str:
-    s = set(fams)
-    if s <= {"int"}:
-        return "int"
-    if "float" in s:
-        return "float"
-    if s <= _NUMERIC_FAMILIES | {"literal"}:
-        return "numeric"
-    return "unknown"
-
-
-def _datatype_family(dt: exp.DataType) -> str:
-    if dt.is_type(*exp.DataType.INTEGER_TYPES):
-        return "int"
-    if dt.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
-        return "float"
-    if dt.is_type(exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL):
-        return "numeric"
-    if dt.is_type(*exp.DataType.TEXT_TYPES):
-        return "text"
-    if dt.is_type(exp.DataType.Type.BOOLEAN):
-        return "bool"
-    if dt.is_type(exp.DataType.Type.DATE):
-        return "date"
-    if dt.is_type(exp.DataType.Type.TIMESTAMP, exp.DataType.Type.TIMESTAMPTZ, exp.DataType.Type.DATETIME):
-        return "timestamp"
-    if dt.is_type(exp.DataType.Type.INTERVAL):
-        return "interval"
-    return "unknown"
-
-
-_PG_NAMES = {"int": "integer", "float": "double precision", "numeric": "numeric", "text": "text"}
+_EXACT = {"int", "numeric"}
+_PG_NAMES = {"int": "integer", "float": "double precision", "numeric": "numeric", "text": "text", "date": "date",
+             "timestamp": "timestamp", "interval": "interval", "bool": "boolean"}
 
 
 def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expression:
-    """A copy of the row-level expression ``node`` that cannot raise an error on any row in ``dialect``.
-
-    Assumes :func:`dpsql.rewriter.typecheck.check_types` accepted the query (no run-time text casts).
-    """
-    if dialect == "duckdb":
-        return _duck(node.copy(), columns, inside_try=False)
-    if dialect == "postgres":
-        return _pg_total(node.copy(), columns)
-    raise ValueError(f"unknown dialect {dialect!r}")
+    """A copy of the row-level expression ``node`` that raises no error, and takes no engine slow
+    path, on any row in ``dialect``. Assumes :func:`dpsql.rewriter.typecheck.check_types` accepted
+    the query (literals typed, no run-time text casts). Raises UnsupportedQuery (0A000) for an
+    operation that cannot be made total on that engine."""
+    if dialect not in ("duckdb", "postgres"):
+        raise ValueError(f"unknown dialect {dialect!r}")
+    return _walk(node.copy(), columns, dialect)
 
 
-# --------------------------------------------------------------------------------------------- DuckDB
-
-
-def _duck(node: exp.Expression, cols: Families, *, inside_try: bool) -> exp.Expression:
-    """Post-order. Integer and decimal arithmetic is done in DOUBLE, which cannot overflow, so it
-    raises nothing (and takes no slow path: DuckDB re-evaluates row by row after an error inside
-    TRY, which would make one row's presence visible in the query's timing). What can still raise
-    is wrapped in its own TRY (an outer TRY alone misses repeated subexpressions)."""
+def _walk(node: exp.Expression, cols: Families, dialect: str) -> exp.Expression:
+    """Post-order: children first; the node's rule sees the families of its original operands."""
     fam = type_family(node, cols)
     opfam = {k: type_family(v, cols) for k, v in node.args.items() if isinstance(v, exp.Expression)}
-    risky = _duck_risky(node, fam, opfam)
     for key, value in list(node.args.items()):
         if isinstance(value, exp.Expression):
-            node.set(key, _duck(value, cols, inside_try=inside_try or risky))
+            node.set(key, _walk(value, cols, dialect))
         elif isinstance(value, list):
-            node.set(key, [_duck(v, cols, inside_try=inside_try or risky) if isinstance(v, exp.Expression) else v for v in value])
-    node = _duck_semantics(node, cols, opfam)
-    if risky:
-        return exp.Try(this=node)
-    return node
+            node.set(key, [_walk(v, cols, dialect) if isinstance(v, exp.Expression) else v for v in value])
+    return _rule(node, fam, opfam, cols, dialect)
 
 
-_EXACT = {"int", "numeric"}
-_TEMPORAL_FAMILIES = {"date", "timestamp", "interval"}
+def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families, dialect: str) -> exp.Expression:
+    if isinstance(n, exp.Cast | exp.TryCast):
+        return _cast(n, opfam.get("this", "unknown"), dialect)
+    if isinstance(n, _ARITH):
+        operands = [opfam.get("this", "unknown")] + ([] if isinstance(n, exp.Neg) else [opfam.get("expression", "unknown")])
+        if any(f in TEMPORAL_FAMILIES or f == "interval" for f in operands):
+            return _temporal_arith(n, operands, dialect)
+        if "unknown" in operands and _reads_column(n):
+            raise UnsupportedQuery(f"cannot type the operands of {n.sql(dialect)}", hint="cast the operands explicitly")
+        return _numeric_arith(n, operands, dialect)
+    if isinstance(n, (*_COMPARISONS, exp.Nullif)):
+        if {opfam.get("this"), opfam.get("expression")} == {"date", "timestamp"}:
+            n.set("this", _timestamp_side(n.this, opfam.get("this")))
+            n.set("expression", _timestamp_side(n.expression, opfam.get("expression")))
+        return n
+    if isinstance(n, exp.Coalesce | exp.Greatest | exp.Least | exp.In):
+        args = [n.this, *n.expressions]
+        fams = [type_family(a, cols) for a in args]
+        if {"date", "timestamp"} <= set(fams):
+            n.set("this", _timestamp_side(n.this, fams[0]))
+            n.set("expressions", [_timestamp_side(a, f) for a, f in zip(n.expressions, fams[1:], strict=True)])
+        return n
+    if isinstance(n, exp.Between):
+        keys = ("this", "low", "high")
+        fams = [opfam.get(k) for k in keys]
+        if {"date", "timestamp"} <= set(fams):
+            for k, f in zip(keys, fams, strict=True):
+                n.set(k, _timestamp_side(n.args[k], f))
+        return n
+    if isinstance(n, exp.Case):
+        branches = [i.args.get("true") for i in n.args.get("ifs") or []] + [n.args.get("default")]
+        if {type_family(b, cols) for b in branches if b is not None} >= {"date", "timestamp"}:
+            for i in n.args.get("ifs") or []:
+                i.set("true", _timestamp_side(i.args["true"], type_family(i.args["true"], cols)))
+            if n.args.get("default") is not None:
+                n.set("default", _timestamp_side(n.args["default"], type_family(n.args["default"], cols)))
+        return n
+    if isinstance(n, exp.Like | exp.ILike) and dialect == "duckdb" and not isinstance(n.parent, exp.Escape):
+        pattern = n.expression
+        if isinstance(pattern, exp.Literal) and "\\" in pattern.this:
+            # PostgreSQL's LIKE escapes with a backslash by default; DuckDB's has no default escape.
+            n.set("expression", exp.Escape(this=pattern, expression=exp.Literal.string("\\")))
+        return n
+    rule = SCALAR_FUNCTIONS.get(type(n))
+    if rule is None:
+        return n
+    mode = rule.duckdb if dialect == "duckdb" else rule.postgres
+    if mode == "refuse":
+        raise UnsupportedQuery(f"{rule.name}() can fail on some values on {_engine(dialect)}",
+                               hint="rewrite the expression without it, or use the DuckDB backend")
+    if isinstance(n, exp.Abs | exp.Round | exp.Floor | exp.Ceil | exp.Trunc) and opfam.get("this") in _EXACT:
+        # abs(-2^63) overflows BIGINT on DuckDB: compute in DOUBLE; PostgreSQL computes in numeric.
+        if dialect == "postgres":
+            n.set("this", _numeric(n.this))
+        elif isinstance(n, exp.Abs):
+            n.set("this", _double(n.this))
+    if mode == "guard":
+        return _GUARDS[type(n)](n, opfam, dialect)
+    return n
 
 
-def _duck_risky(node: exp.Expression, fam: str, opfam: Mapping[str, str]) -> bool:
-    if isinstance(node, exp.Cast | exp.TryCast):
-        return False  # becomes TRY_CAST, which cannot fail
-    if isinstance(node, _ARITH_ALL):
-        return any(f in _TEMPORAL_FAMILIES or f == "unknown" for f in opfam.values()) or fam == "unknown"
-    if isinstance(node, exp.Abs) and opfam.get("this") in _EXACT | {"float"}:
-        return False  # computed in DOUBLE
-    rule = SCALAR_FUNCTIONS.get(type(node))
-    return bool(rule and rule.duckdb_may_fail)
+def _engine(dialect: str) -> str:
+    return "PostgreSQL" if dialect == "postgres" else "DuckDB"
+
+
+def _reads_column(n: exp.Expression) -> bool:
+    return n.find(exp.Column) is not None
+
+
+# --------------------------------------------------------------------------------------------- casts
+
+
+def _target(to: exp.DataType) -> str:
+    """PostgreSQL's name of a cast target (int2/int4/int8/float8/numeric/text/date/timestamp/…)."""
+    if to.is_type(exp.DataType.Type.SMALLINT, exp.DataType.Type.TINYINT):
+        return "int2"
+    if to.is_type(exp.DataType.Type.INT):
+        return "int4"
+    if to.is_type(exp.DataType.Type.BIGINT):
+        return "int8"
+    if to.is_type(*exp.DataType.INTEGER_TYPES):
+        return "wideint"  # HUGEINT, INT128, unsigned …
+    if to.is_type(exp.DataType.Type.DOUBLE, exp.DataType.Type.FLOAT):
+        return "float8"
+    if to.is_type(exp.DataType.Type.DECIMAL, exp.DataType.Type.BIGDECIMAL):
+        return "numeric"
+    if to.is_type(*exp.DataType.TEXT_TYPES):
+        return "text"
+    if to.is_type(exp.DataType.Type.DATE):
+        return "date"
+    if to.is_type(exp.DataType.Type.TIMESTAMP, exp.DataType.Type.DATETIME):
+        return "timestamp"
+    if to.is_type(exp.DataType.Type.TIMESTAMPTZ):
+        return "timestamptz"
+    if to.is_type(exp.DataType.Type.BOOLEAN):
+        return "bool"
+    return to.sql("postgres").lower()
+
+
+def _decimal_params(to: exp.DataType, dialect: str) -> tuple[int, int] | None:
+    params = to.expressions
+    if not params:
+        return (18, 3) if dialect == "duckdb" else None  # DuckDB's bare DECIMAL; PostgreSQL's is unbounded
+    try:
+        p = int(params[0].this.this)
+        s = int(params[1].this.this) if len(params) > 1 else 0
+    except (AttributeError, ValueError):
+        return None
+    return p, s
+
+
+def _cast(n: exp.Cast | exp.TryCast, src: str, dialect: str) -> exp.Expression:
+    value, to = n.this, n.to
+    if _is_literal_cast(n):
+        # A constant: the engine evaluates it before the charge (typecheck.constant_subexpressions),
+        # so it cannot fail here; on DuckDB TRY_CAST (folded once, no per-row cost) in depth.
+        return exp.TryCast(this=value, to=to) if dialect == "duckdb" else exp.Cast(this=value, to=to)
+    target = _target(to)
+    if src in NUMERIC_FAMILIES and target in ("int2", "int4", "int8"):
+        if src == "int" and target == "int8":
+            return exp.Cast(this=value, to=to)
+        return guards.integer_cast(value, target)
+    if src in NUMERIC_FAMILIES and target == "numeric":
+        params = _decimal_params(to, dialect)
+        return exp.Cast(this=value, to=to) if params is None else guards.decimal_cast(value, to, *params)
+    if src == "date" and target in ("timestamp", "timestamptz"):
+        return guards.guarded(guards.in_domain(value, "date"), exp.Cast(this=value, to=to))
+    if dialect == "duckdb":
+        if src == "text" or src == "unknown" or target in ("wideint",) or (src, target) not in PG_TOTAL_CASTS | _DUCK_TOTAL_CASTS:
+            return exp.TryCast(this=value, to=to)
+        return exp.Cast(this=value, to=to)
+    if (src, target) not in PG_TOTAL_CASTS:
+        raise UnsupportedQuery(
+            f"CAST from {_PG_NAMES.get(src, src)} to {target} can fail on some values, and PostgreSQL has no TRY_CAST",
+            hint="compare or group by the column without the cast, or use the DuckDB backend",
+        )
+    return exp.Cast(this=value, to=to)
+
+
+_DUCK_TOTAL_CASTS: frozenset[tuple[str, str]] = frozenset({("bool", t) for t in ("int2", "int4", "int8", "float8", "text")})
+
+
+def _is_literal_cast(node: exp.Expression) -> bool:
+    inner = node.this
+    while isinstance(inner, exp.Paren | exp.Neg):
+        inner = inner.this
+    return isinstance(inner, exp.Literal | exp.Null | exp.Boolean)
+
+
+# -------------------------------------------------------------------------------------- arithmetic
 
 
 def _double(node: exp.Expression) -> exp.Expression:
@@ -200,122 +240,15 @@ def _double(node: exp.Expression) -> exp.Expression:
     return exp.Cast(this=node, to=exp.DataType.build("DOUBLE"))
 
 
-def _as_timestamp(node: exp.Expression, cols: Families) -> exp.Expression:
-    """A DATE operand next to a TIMESTAMP one, cast without failing (DuckDB would cast it anyway, and
-    fail for dates beyond the TIMESTAMP range)."""
-    if type_family(node, cols) == "date":
-        return exp.TryCast(this=node, to=exp.DataType.build("TIMESTAMP"))
-    return node
-
-
-def _duck_semantics(node: exp.Expression, cols: Families, opfam: Mapping[str, str] | None = None) -> exp.Expression:
-    opfam = opfam or {}
-    if isinstance(node, exp.Cast) and not isinstance(node, exp.TryCast):
-        return exp.TryCast(this=node.this, to=node.to)
-    if isinstance(node, _ARITH_ALL) and not any(f in _TEMPORAL_FAMILIES or f == "unknown" for f in opfam.values()):
-        exact = [f in _EXACT for f in opfam.values()]
-        if isinstance(node, exp.Neg):
-            return exp.Neg(this=exp.Cast(this=node.this, to=exp.DataType.build("DOUBLE"))) if any(exact) else node
-        a, b = (_double(node.this), _double(node.expression)) if any(exact) else (node.this, node.expression)
-        if any(exact) and isinstance(a, exp.Literal) and isinstance(b, exp.Literal):
-            a = exp.Cast(this=a, to=exp.DataType.build("DOUBLE"))  # constant folding must not overflow either
-        if isinstance(node, exp.Div):
-            quotient = exp.Div(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)), typed=False, safe=False)
-            if opfam.get("this") == opfam.get("expression") == "int":
-                return exp.Trunc(this=quotient)  # PostgreSQL's integer division truncates toward zero
-            return quotient
-        if isinstance(node, exp.Mod):
-            return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
-        return type(node)(this=a, expression=b)
-    if isinstance(node, exp.Div):
-        divisor = exp.Nullif(this=node.expression, expression=exp.Literal.number(0))
-        return exp.Div(this=node.this, expression=divisor, typed=False, safe=False)
-    if isinstance(node, exp.Mod):
-        return exp.Mod(this=node.this, expression=exp.Nullif(this=node.expression, expression=exp.Literal.number(0)))
-    if isinstance(node, exp.Abs) and opfam.get("this") in _EXACT:
-        node.set("this", _double(node.this))
-    if isinstance(node, (*_COMPARISONS, exp.Nullif)):
-        fams = {type_family(node.this, cols), type_family(node.expression, cols)}
-        if fams == {"date", "timestamp"}:
-            node.set("this", _as_timestamp(node.this, cols))
-            node.set("expression", _as_timestamp(node.expression, cols))
-    if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least | exp.In):
-        args = [node.this, *node.expressions]
-        if {type_family(a, cols) for a in args} >= {"date", "timestamp"}:
-            node.set("this", _as_timestamp(node.this, cols))
-            node.set("expressions", [_as_timestamp(a, cols) for a in node.expressions])
-    if isinstance(node, exp.Between):
-        fams = {type_family(node.this, cols), type_family(node.args["low"], cols), type_family(node.args["high"], cols)}
-        if fams >= {"date", "timestamp"}:
-            for k in ("this", "low", "high"):
-                node.set(k, _as_timestamp(node.args[k], cols))
-    if isinstance(node, exp.Case):
-        branches = [i.args.get("true") for i in node.args.get("ifs") or []] + [node.args.get("default")]
-        if {type_family(b, cols) for b in branches if b is not None} >= {"date", "timestamp"}:
-            for i in node.args.get("ifs") or []:
-                i.set("true", _as_timestamp(i.args["true"], cols))
-            if node.args.get("default") is not None:
-                node.set("default", _as_timestamp(node.args["default"], cols))
-    if isinstance(node, exp.Like | exp.ILike) and not isinstance(node.parent, exp.Escape):
-        pattern = node.expression
-        if isinstance(pattern, exp.Literal) and "\\" in pattern.this:
-            # PostgreSQL's LIKE escapes with a backslash by default; DuckDB's has no default escape.
-            node.set("expression", exp.Escape(this=pattern, expression=exp.Literal.string("\\")))
-    return node
-
-
-def _is_literal_cast(node: exp.Expression) -> bool:
-    inner = node.this
-    while isinstance(inner, exp.Paren | exp.Neg):
-        inner = inner.this
-    return isinstance(inner, exp.Literal | exp.Null | exp.Boolean)
-
-
-# --------------------------------------------------------------------------------------------- PostgreSQL
-
-
 def _numeric(node: exp.Expression) -> exp.Expression:
     if isinstance(node, exp.Literal) or (isinstance(node, exp.Cast) and node.to.is_type(exp.DataType.Type.DECIMAL)):
         return node
     return exp.Cast(this=node, to=exp.DataType.build("DECIMAL"))
 
 
-def _pg_total(node: exp.Expression, cols: Families) -> exp.Expression:
-    """Post-order rewrite: children first, with type families read from the original operands."""
-    operand_fams = {k: type_family(v, cols) for k, v in node.args.items() if isinstance(v, exp.Expression)}
-    fam = type_family(node, cols)
-    for key, value in list(node.args.items()):
-        if isinstance(value, exp.Expression):
-            node.set(key, _pg_total(value, cols))
-        elif isinstance(value, list):
-            node.set(key, [_pg_total(v, cols) if isinstance(v, exp.Expression) else v for v in value])
-    return _pg_node(node, fam, operand_fams)
-
-
-def _pg_node(n: exp.Expression, fam: str, opfam: Mapping[str, str]) -> exp.Expression:
-    if isinstance(n, exp.Cast | exp.TryCast):
-        if _is_literal_cast(n):
-            return exp.Cast(this=n.this, to=n.to)
-        src = opfam.get("this", "unknown")
-        target = n.to.sql("postgres").lower().split("(")[0]
-        target = _PG_TYPE_ALIASES.get(target, target)
-        if (src, target) not in PG_TOTAL_CASTS:
-            raise UnsupportedQuery(
-                f"CAST from {_PG_NAMES.get(src, src)} to {target} can fail on some values, and PostgreSQL has no TRY_CAST",
-                hint="compare or group by the column without the cast, or use the DuckDB backend",
-            )
-        return exp.Cast(this=n.this, to=n.to)
-    if isinstance(n, _ARITH_ALL):
-        fams = [opfam.get("this", "unknown")]
-        if not isinstance(n, exp.Neg):
-            fams.append(opfam.get("expression", "unknown"))
-        if any(f in {"date", "timestamp", "interval"} for f in fams):
-            if isinstance(n, exp.Sub) and fams[0] == fams[1] and fams[0] in {"date", "timestamp"}:
-                return n
-            raise UnsupportedQuery(
-                "date/time arithmetic can overflow on some values on PostgreSQL",
-                hint="subtract two dates, or compare with date literals instead",
-            )
+def _numeric_arith(n: exp.Expression, fams: list[str], dialect: str) -> exp.Expression:
+    """DuckDB: exact operands in DOUBLE (which cannot overflow or raise); PostgreSQL: in numeric."""
+    if dialect == "postgres":
         if isinstance(n, exp.Neg):
             return exp.Neg(this=_numeric(n.this))
         a, b = _numeric(n.this), _numeric(n.expression)
@@ -327,51 +260,133 @@ def _pg_node(n: exp.Expression, fam: str, opfam: Mapping[str, str]) -> exp.Expre
         if isinstance(n, exp.Mod):
             return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
         return type(n)(this=a, expression=b)
-    rule = SCALAR_FUNCTIONS.get(type(n))
-    if rule is not None:
-        if rule.postgres == "refuse":
-            raise UnsupportedQuery(f"{rule.name}() can fail on some values on PostgreSQL", hint="use the DuckDB backend or rewrite it")
-        if isinstance(n, exp.Abs | exp.Round | exp.Floor | exp.Ceil | exp.Trunc) and opfam.get("this") in _NUMERIC_FAMILIES:
-            n.set("this", _numeric(n.this))
-        if rule.postgres == "guard":
-            return _pg_guard(n)
-    del fam
-    return n
+    exact = any(f in _EXACT for f in fams)
+    if isinstance(n, exp.Neg):
+        return exp.Neg(this=exp.Cast(this=n.this, to=exp.DataType.build("DOUBLE"))) if exact else n
+    a, b = (_double(n.this), _double(n.expression)) if exact else (n.this, n.expression)
+    if exact and isinstance(a, exp.Literal) and isinstance(b, exp.Literal):
+        a = exp.Cast(this=a, to=exp.DataType.build("DOUBLE"))  # constant folding must not overflow either
+    if isinstance(n, exp.Div):
+        quotient = exp.Div(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)), typed=False, safe=False)
+        if fams[0] == fams[1] == "int":
+            return exp.Trunc(this=quotient)  # PostgreSQL's integer division truncates toward zero
+        return quotient
+    if isinstance(n, exp.Mod):
+        return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
+    return type(n)(this=a, expression=b)
 
 
-_PG_TYPE_ALIASES = {
-    "int": "int4",
-    "integer": "int4",
-    "smallint": "int2",
-    "bigint": "int8",
-    "double precision": "float8",
-    "decimal": "numeric",
-    "varchar": "text",
-    "char": "text",
-    "real": "float4",
-    "timestamp": "timestamp",
-    "timestamptz": "timestamptz",
-}
+def _temporal_arith(n: exp.Expression, fams: list[str], dialect: str) -> exp.Expression:
+    """Date/time arithmetic with every operand guarded, so the result fits the engine's range."""
+    if isinstance(n, exp.Neg):
+        if fams[0] != "interval":
+            raise UndefinedFunction(f"operator does not exist: - {_PG_NAMES.get(fams[0], fams[0])}")
+        return _guard_operands(n, [(n.this, fams[0])], n)
+    a, b = fams
+    left, right = n.this, n.expression
+    op = {exp.Add: "+", exp.Sub: "-", exp.Mul: "*", exp.Div: "/", exp.Mod: "%"}[type(n)]  # type: ignore[index]
+    kinds = (a, b)
+    ok_add = {("date", "int"), ("int", "date"), ("date", "interval"), ("interval", "date"), ("timestamp", "interval"),
+              ("interval", "timestamp"), ("interval", "interval")}
+    ok_sub = {("date", "int"), ("date", "interval"), ("timestamp", "interval"), ("date", "date"), ("timestamp", "timestamp"),
+              ("date", "timestamp"), ("timestamp", "date"), ("interval", "interval")}
+    allowed = ok_add if isinstance(n, exp.Add) else ok_sub if isinstance(n, exp.Sub) else set()
+    if kinds not in allowed:
+        if isinstance(n, exp.Mul | exp.Div) and "interval" in kinds and not _reads_column(n):
+            return n  # a constant interval product: evaluated before the charge
+        if "interval" in kinds and isinstance(n, exp.Mul | exp.Div):
+            raise UnsupportedQuery(
+                f"interval arithmetic over column values ({n.sql(dialect)}) is not supported: it can overflow",
+                hint="add or subtract interval literals, e.g. col + INTERVAL '7 days'",
+            )
+        raise UndefinedFunction(f"operator does not exist: {_PG_NAMES.get(a, a)} {op} {_PG_NAMES.get(b, b)}",
+                                hint="dates take + or - with integers (days) and intervals")
+    if dialect == "duckdb" and kinds in {("date", "timestamp"), ("timestamp", "date")}:
+        # DuckDB has no DATE - TIMESTAMP: both sides as TIMESTAMP (the date side guarded)
+        left = guards.as_timestamp(left) if a == "date" else left
+        right = guards.as_timestamp(right) if b == "date" else right
+        a = b = "timestamp"
+    if "int" in (a, b):
+        # date + integer takes an int4 (DuckDB: INTEGER, not BIGINT or DOUBLE; PostgreSQL: not numeric)
+        if a == "int":
+            left = exp.Cast(this=left, to=exp.DataType.build("INT"))
+        else:
+            right = exp.Cast(this=right, to=exp.DataType.build("INT"))
+    result = type(n)(this=left, expression=right)
+    return _guard_operands(result, [(n.this, fams[0]), (n.expression, fams[1])], result)
 
 
-def _pg_guard(n: exp.Expression) -> exp.Expression:
-    zero = exp.Literal.number(0)
+def _guard_operands(node: exp.Expression, operands: list[tuple[exp.Expression, str]], result: exp.Expression) -> exp.Expression:
+    conds: list[exp.Expression] = []
+    for operand, fam in operands:
+        if fam in TEMPORAL_FAMILIES:
+            conds.append(guards.in_domain(operand, fam))
+        elif fam == "int":
+            conds.append(guards.int_in_range(operand, MAX_DAY_OFFSET))
+        elif fam == "interval":
+            days = guards.interval_days(operand)
+            if days is None:
+                conds.append(guards.interval_in_range(operand))  # a computed interval: bounded before use
+            elif days > MAX_INTERVAL_DAYS:
+                raise UnsupportedQuery("intervals in row-level date arithmetic must be at most 10,000 years",
+                                       hint="use a smaller interval literal")
+        else:
+            raise UndefinedFunction(f"operator does not exist on {_PG_NAMES.get(fam, fam)} in date arithmetic")
+    return guards.guarded(exp.and_(*conds), result) if conds else result
+
+
+def _timestamp_side(node: exp.Expression, fam: str | None) -> exp.Expression:
+    """A DATE operand next to a TIMESTAMP one, as a TIMESTAMP that cannot fail to convert."""
+    return guards.as_timestamp(node) if fam == "date" else node
+
+
+# ----------------------------------------------------------------------------------------- guards
+
+
+def _guard_sqrt(n: exp.Expression, opfam: Mapping[str, str], dialect: str) -> exp.Expression:
+    x = _operand(n, "this", dialect)
+    return guards.guarded(exp.GTE(this=x.copy(), expression=exp.Literal.number(0)), n)
+
+
+def _guard_ln(n: exp.Expression, opfam: Mapping[str, str], dialect: str) -> exp.Expression:
     if isinstance(n, exp.Log) and n.expression is not None:  # log(base, value)
-        base, value = _numeric(n.this), _numeric(n.expression)
+        base, value = _operand(n, "this", dialect), _operand(n, "expression", dialect)
         cond: exp.Expression = exp.and_(
-            exp.GT(this=value.copy(), expression=zero),
-            exp.GT(this=base.copy(), expression=zero),
+            exp.GT(this=value.copy(), expression=exp.Literal.number(0)),
+            exp.GT(this=base.copy(), expression=exp.Literal.number(0)),
             exp.NEQ(this=base.copy(), expression=exp.Literal.number(1)),
         )
-        n.set("this", base)
-        n.set("expression", value)
-        return exp.Case(ifs=[exp.If(this=cond, true=n)])
-    x = _numeric(n.this)
-    if isinstance(n, exp.Sqrt):
-        cond = exp.GTE(this=x.copy(), expression=zero)
-    elif isinstance(n, exp.Exp):
-        cond = exp.LTE(this=x.copy(), expression=exp.Literal.number(100000))
-    else:
-        cond = exp.GT(this=x.copy(), expression=zero)
-    n.set("this", x)
-    return exp.Case(ifs=[exp.If(this=cond, true=n)])
+        return guards.guarded(cond, n)
+    x = _operand(n, "this", dialect)
+    return guards.guarded(exp.GT(this=x.copy(), expression=exp.Literal.number(0)), n)
+
+
+def _guard_exp(n: exp.Expression, opfam: Mapping[str, str], dialect: str) -> exp.Expression:
+    x = _operand(n, "this", dialect)  # exp(709.78) is the largest finite double; numeric exp grows digits
+    return guards.guarded(exp.LTE(this=x.copy(), expression=exp.Literal.number(709)), n)
+
+
+def _guard_trunc(n: exp.Expression, opfam: Mapping[str, str], dialect: str) -> exp.Expression:
+    fam = opfam.get("this", "unknown")
+    if fam not in TEMPORAL_FAMILIES:
+        return n
+    return guards.guarded(guards.in_domain(n.this, fam), n)
+
+
+def _operand(n: exp.Expression, key: str, dialect: str) -> exp.Expression:
+    """The operand ``key`` of ``n`` (as numeric on PostgreSQL, so that the guard and the function see one value)."""
+    value = n.args[key]
+    if dialect == "postgres":
+        value = _numeric(value)
+        n.set(key, value)
+    return value
+
+
+_GUARDS: dict[type[exp.Expression], Callable[[exp.Expression, Mapping[str, str], str], exp.Expression]] = {
+    exp.Sqrt: _guard_sqrt,
+    exp.Ln: _guard_ln,
+    exp.Log: _guard_ln,
+    exp.Exp: _guard_exp,
+    exp.TimestampTrunc: _guard_trunc,
+    exp.DateTrunc: _guard_trunc,
+}

@@ -6,7 +6,7 @@ and fails with "Could not convert string 'abc' …" — an error that quotes one
 fires only if that row exists. PostgreSQL refuses these queries when it parses them; so does this
 pass, with PostgreSQL's SQLSTATEs. It also makes the engine's implied cast of a string literal
 explicit (``date_col > '2024-01-01'`` → ``date_col > CAST('2024-01-01' AS DATE)``) so that the
-engine can check every constant before the query is charged (:func:`constant_casts`).
+engine can check every constant before the query is charged (:func:`constant_subexpressions`).
 
 >>> from sqlglot import parse_one
 >>> q = parse_one("SELECT COUNT(*) FROM t AS t WHERE t.d > '2024-01-01'")
@@ -23,7 +23,7 @@ from __future__ import annotations
 from sqlglot import exp
 
 from dpsql.errors import DatatypeMismatch, UndefinedFunction, UnsupportedQuery
-from dpsql.rewriter.totalize import Families, type_family
+from dpsql.rewriter.families import Families, type_family, widen
 
 _NUMERIC = {"int", "float", "numeric"}
 _TEMPORAL = {"date", "timestamp"}
@@ -38,6 +38,8 @@ _CAST_TARGET = {
     "bool": "BOOLEAN",
     "interval": "INTERVAL",
 }
+# The type a string literal takes next to an operand of each family in arithmetic (PostgreSQL's choice).
+_ARITH_LITERAL_TYPE = {"date": "int", "timestamp": "interval"}
 _NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Trunc, exp.Sign, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow)
 _TEXT_FUNCTIONS = (
     exp.Lower,
@@ -98,14 +100,53 @@ def check_types(select: exp.Expression, families: Families) -> exp.Expression:
     return select
 
 
-def constant_casts(tree: exp.Expression) -> list[exp.Expression]:
-    """Casts whose operand reads no column: they fail or not regardless of data, so the engine can
-    evaluate them before charging (a failure would otherwise fire only when a row reaches them)."""
-    out = []
-    for node in tree.find_all(exp.Cast, exp.TryCast):
-        if node.find(exp.Column) is None and node.find(exp.AggFunc) is None:
-            out.append(node)
+_INERT = (exp.Literal, exp.Null, exp.Boolean, exp.Star, exp.Identifier, exp.Var, exp.DataType, exp.DataTypeParam,
+          exp.CurrentDate, exp.CurrentTimestamp, exp.Placeholder)
+
+
+def constant_subexpressions(tree: exp.Expression) -> list[exp.Expression]:
+    """The largest subexpressions of the row-level query that read no column and do something (a
+    cast, an operator, a function, an interval): whether they fail depends only on the query text,
+    so the engine evaluates them before the charge. Inside the bounded SQL a failing constant would
+    fire only when some row reaches it — an error that depends on the data (and on the engine's
+    constant-folding rules)."""
+    out: list[exp.Expression] = []
+    stack = [tree]
+    while stack:
+        node = stack.pop()
+        if isinstance(node, exp.Select | exp.From | exp.Join | exp.Table | exp.TableAlias | exp.Subquery | exp.With | exp.CTE):
+            stack.extend(_children(node))
+            continue
+        if _is_constant(node):
+            if not _inert(node):
+                out.append(node)
+            continue
+        stack.extend(_children(node))
     return out
+
+
+def _children(node: exp.Expression) -> list[exp.Expression]:
+    kids: list[exp.Expression] = []
+    for value in node.args.values():
+        if isinstance(value, exp.Expression):
+            kids.append(value)
+        elif isinstance(value, list):
+            kids.extend(v for v in value if isinstance(v, exp.Expression))
+    return kids[::-1]
+
+
+def _is_constant(node: exp.Expression) -> bool:
+    if isinstance(node, exp.Column | exp.AggFunc | exp.Select | exp.Star | exp.Ordered | exp.Order | exp.Group | exp.Where
+                  | exp.Having | exp.Limit | exp.Offset | exp.Alias | exp.Filter | exp.Distinct | exp.Lock | exp.Into):
+        return False
+    return node.find(exp.Column, exp.AggFunc, exp.Select, exp.Star) is None
+
+
+def _inert(node: exp.Expression) -> bool:
+    while isinstance(node, exp.Paren | exp.Neg):
+        node = node.this
+    return isinstance(node, _INERT)
+
 
 
 def _boolean(node: exp.Expression | None, families: Families, where: str) -> None:
@@ -145,7 +186,8 @@ def _check_node(node: exp.Expression, families: Families) -> None:
             branches = [i.args.get("true") for i in node.args.get("ifs") or []] + [node.args.get("default")]
         else:
             branches = [node.this, *node.expressions]
-        fams = [type_family(b, families) for b in branches if b is not None]
+        present = [b for b in branches if b is not None]
+        fams = [type_family(b, families) for b in present]
         for i, a in enumerate(fams):
             for b in fams[i + 1:]:
                 if not compatible(a, b):
@@ -153,6 +195,11 @@ def _check_node(node: exp.Expression, families: Families) -> None:
                         f"{node.key.upper()} types {_PG_NAMES.get(a, a)} and {_PG_NAMES.get(b, b)} cannot be matched",
                         hint="make all branches the same type (cast explicitly)",
                     )
+        typed = {f for f in fams if f not in _LOOSE}
+        target = widen(*typed) if typed and typed <= _NUMERIC else (typed.pop() if len(typed) == 1 else None)
+        if target is not None:
+            for branch in present:
+                _explicit_literal_cast(branch, target)
     if isinstance(node, exp.Add | exp.Sub | exp.Mul | exp.Div | exp.Mod | exp.Neg):
         operands = [node.this] if isinstance(node, exp.Neg) else [node.this, node.expression]
         fams = [type_family(o, families) for o in operands]
@@ -161,6 +208,9 @@ def _check_node(node: exp.Expression, families: Families) -> None:
                 f"operator does not exist: {' '.join(_PG_NAMES.get(f, f) for f in fams)} ({node.key})",
                 hint="arithmetic needs numbers, dates or intervals",
             )
+        if len(operands) == 2:
+            for mine, other in ((0, 1), (1, 0)):
+                _explicit_literal_cast(operands[mine], _ARITH_LITERAL_TYPE.get(fams[other], fams[other]))
     elif isinstance(node, _NUMERIC_FUNCTIONS):
         for arg in (node.this, node.args.get("expression")):
             if arg is not None and type_family(arg, families) not in _NUMERIC | _LOOSE:

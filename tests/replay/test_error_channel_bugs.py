@@ -139,9 +139,20 @@ def test_b6_date_column_cast_to_timestamp(sql: str) -> None:
 
 
 @pytest.mark.parametrize("sql", [
+    "SELECT COUNT(*) FROM t WHERE d + a > DATE '2023-01-01'",  # a BIGINT day offset: guarded to ±10,000 years
+    "SELECT COUNT(*) FROM t WHERE d + k * 400 > DATE '2023-01-01'",
+    "SELECT COUNT(*) FROM t WHERE d - INTERVAL '9000 years' < DATE '2023-01-01'",
+    "SELECT COUNT(*) FROM t WHERE date_trunc('month', d) > DATE '2023-01-01'",
+    "SELECT COUNT(*) FROM t WHERE (d - DATE '2020-01-01') > 3",
+])
+def test_date_arithmetic_is_total(sql: str) -> None:
+    """Date arithmetic runs without TRY: operands guarded to years 1–9999, offsets to ±10,000 years."""
+    _assert_total(sql)
+
+
+@pytest.mark.parametrize("sql", [
     "SELECT COUNT(*) FROM t WHERE sign(h) > 0",
     "SELECT COUNT(*) FROM t WHERE upper(a) = 'X'",
-    "SELECT COUNT(*) FROM t WHERE d + a > DATE '2023-01-01'",
     "SELECT COUNT(*) FROM t WHERE GREATEST(a, h) = 'x'",
     "SELECT COUNT(*) FROM t WHERE COALESCE(k, h) = 1",
 ])

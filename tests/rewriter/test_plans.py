@@ -133,7 +133,8 @@ def test_duckdb_row_expressions_are_total(catalog: Catalog) -> None:
     )
     assert "NULLIF(0, 0)" in rw.sql and "TRY_CAST(" in rw.sql
     assert 'CAST("visits"."age" AS DOUBLE) * 1000000' in rw.sql  # integer arithmetic in DOUBLE: cannot overflow
-    assert 'TRY("visits"."visit_date" + 7)' in rw.sql  # date arithmetic can still overflow: TRY
+    assert "TRY(" not in rw.sql  # no DuckDB TRY on private rows: its row-by-row re-run is a timing channel
+    assert "\"visits\".\"visit_date\" BETWEEN CAST('0001-01-01' AS DATE)" in rw.sql  # date arithmetic is range-guarded
 
 
 def test_plan_is_deterministic(catalog: Catalog) -> None:
