@@ -388,8 +388,8 @@ def test_error_channel_clean_grammar() -> None:
     assert tally.ran >= 400, tally  # most generated queries must reach the engine, or the test says little
     # Rewrite-time crashes and internal errors (B8, B9) are data-independent, so they do not break
     # T7; they have their own tests in test_error_channel_bugs.py.
-    assert set(tally.refused) <= {"42501", "0A000", "42883", "42804", "42803", "42703", "54000", "54001", "22003", "22011", "22023", "22000",
-                                   "XX000"}, tally.refused
+    assert set(tally.refused) <= {
+        "42501", "0A000", "42883", "42804", "42803", "42703", "54000", "54001", "22003", "22011", "22023", "22000", "XX000"}, tally.refused
 
 
 @pytest.mark.slow
