@@ -244,8 +244,7 @@ class Session:
     def query(self, sql: str) -> Result:
         """Run a SELECT: over public tables as is, over private tables with DP. A private query,
         once charged, is answered (result or error) at its timing shield's deadline, measured
-        from here (:mod:`dpsql.proxy.timing`)."""
-        start = time.perf_counter()
+        from the charge (:mod:`dpsql.proxy.timing`)."""
         rw, noise = self.plan(sql)
         if rw.plan is None:
             rs = self.backend.execute(rw.sql, timeout=self.engine.policy.limits.statement_timeout)
@@ -253,9 +252,9 @@ class Session:
             return Result(names, rs.types, rs.rows)
         assert noise is not None
         with self.engine.admission.admit(self.user):
-            return self._private(sql, rw, rw.plan, noise, start)
+            return self._private(sql, rw, rw.plan, noise)
 
-    def _private(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan, start: float) -> Result:
+    def _private(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
         limits = self.engine.policy.limits
         public_keys: list[tuple[Any, ...]] | None = None
         if plan.keys_public and plan.public_keys_sql is not None:
@@ -272,8 +271,9 @@ class Session:
         query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
         self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), time.time(), query_hash)
         # ---- from here on, the charge stands whatever happens, and the answer (result or error)
-        # leaves at the deadline the timing shield fixes now, before any private row is read ----
-        deadline = self.engine.shield.begin(self.engine.shape(rw), start)
+        # leaves at the deadline the timing shield fixes now, before any private row is read.
+        # Everything before this point depends on the query text, the policy and the ledger only.
+        deadline = self.engine.shield.begin(self.engine.shape(rw), time.perf_counter())
         self._client_canceled = False
         self._deadline = deadline
         outcome: Result | Exception

@@ -5,7 +5,9 @@ Every charged statement (its result or any error raised after the charge) is ans
 
     deadline = start + grid(level),   grid(k) = BASE · 2^(k / STEPS_PER_OCTAVE)
 
-where ``start`` is when the statement entered the engine and ``level`` is the **target** of the
+where ``start`` is when the statement's charge was committed (everything before it — parsing,
+rewriting, validation on an empty schema, the ledger — depends on the query text, the policy and
+the ledger only, never on a private row) and ``level`` is the **target** of the
 statement's *shape* (the bounded SQL with every literal masked, :func:`shape_of`), read when the
 statement is charged, before any private row is read. The target is a function of the times at
 which earlier statements of the same shape were answered, and of nothing else:
@@ -155,8 +157,8 @@ class TimingShield:
         self._lock = threading.Lock()
 
     def begin(self, shape: str, start: float) -> Deadline | None:
-        """Fix the target of a statement of ``shape`` that entered the engine at ``start``
-        (perf_counter); call it when the statement is charged, before it reads data. None when
+        """Fix the target of a statement of ``shape`` charged at ``start`` (perf_counter); call it
+        once the charge is durable, before the statement reads data. None when
         the shield is disabled."""
         if not self.enabled:
             return None
