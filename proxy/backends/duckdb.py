@@ -8,10 +8,12 @@ cursor, so sessions can execute concurrently in different worker threads.
 row expressions are expensive can run long past its timeout (measured: a 2 s timeout stopped a
 nested ``replace`` after 37 s, 11 GB RSS with a 1 GB ``memory_limit``: string heaps are allocated
 outside the buffer manager). Each statement therefore runs on a worker thread while the caller
-waits for it: at the timeout the statement is interrupted, and if it has not stopped by the
-**hard deadline** — ``timeout + max(timeout/2, 1 s)`` less a margin (:func:`hard_deadline`) — the
-caller gets the 57014 anyway; the statement is abandoned to finish on its own cursor (closed once
-it stops) and the session continues on a fresh cursor. A :class:`~dpsql.proxy.backends.memory.MemoryGuard`
+waits for it: once the statement is interrupted (its timeout, a cancel request — which is also
+how a client's ``statement_timeout`` arrives — or the memory guard), it has ``INTERRUPT_GRACE``
+seconds to stop; if it has not, the caller gets the fixed error anyway, the statement is
+abandoned to finish on its own cursor (closed once it stops) and the session continues on a
+fresh cursor. So a timeout ``t`` is answered by ``t + INTERRUPT_GRACE`` (+ one poll), inside the
+promise max(1.5·t, t + 1 s). A :class:`~dpsql.proxy.backends.memory.MemoryGuard`
 interrupts running statements the same way (53200) when the process's resident memory passes
 the policy's ``memory_limit`` above what it was when the backend opened. The rewriter's per-row
 cost bounds are what keep a vector short; these are the backstop.
@@ -59,14 +61,9 @@ from dpsql.proxy.backends.watchdog import Watchdog
 
 _log = logging.getLogger("dpsql.backend")
 
-#: the answer of a statement that ignores its interrupt leaves this long before the promised bound
-HARD_MARGIN = 0.1
-
-
-def hard_deadline(timeout: float) -> float:
-    """Seconds after its start by which a statement with ``timeout`` is answered, stopped or not:
-    inside the promise max(1.5 × timeout, timeout + 1 s), less HARD_MARGIN for the answer itself."""
-    return timeout + max(timeout / 2, 1.0) - HARD_MARGIN
+#: seconds an interrupted statement may take to stop before it is abandoned and answered
+INTERRUPT_GRACE = 0.5
+_POLL = 0.05
 
 
 class _Abandoned(Exception):
@@ -156,7 +153,7 @@ class DuckDBSession(BackendSession):
         self._running: int | None = None
         self._reason: CancelReason | None = None
         self._oom = False  # the memory guard interrupted the running statement
-        self._oom_at = 0.0
+        self._interrupted_at: float | None = None  # monotonic time of the running statement's interrupt
         self._closed = False  # set first by close(); checked by execute()
         self._cur_open = True
 
@@ -164,8 +161,8 @@ class DuckDBSession(BackendSession):
         """Run exactly one SELECT; see :meth:`BackendSession.execute` for the errors.
 
         ``timeout`` must be positive; ``math.inf`` disables it, None means the policy's
-        ``statement_timeout``. Answers by :func:`hard_deadline` of the timeout whether or not
-        DuckDB honours the interrupt in time (then 57014, or 53200 if the memory guard fired).
+        ``statement_timeout``. Answers within INTERRUPT_GRACE of an interrupt (timeout, cancel,
+        memory guard) whether or not DuckDB honours it (57014, or 53200 for the memory guard).
         """
         limit = self._default_timeout if timeout is None else timeout
         if not limit > 0:
@@ -176,9 +173,8 @@ class DuckDBSession(BackendSession):
             with self._state:
                 if self._closed or statement is None:
                     raise session_closed()
-                self._running, self._reason, self._oom = token, None, False
+                self._running, self._reason, self._oom, self._interrupted_at = token, None, False, None
             disarm: Callable[[], None] | None = None
-            hard: Callable[[], None] | None = None
             if math.isfinite(limit):
                 disarm = self._watchdog.schedule(limit, lambda: self._interrupt(token, "timeout"))
             unwatch = self._memory.watch(lambda: self._out_of_memory(token)) if self._memory is not None else None
@@ -188,14 +184,10 @@ class DuckDBSession(BackendSession):
             worker = threading.Thread(target=job.run, name="dpsql-duckdb-statement", daemon=True)
             try:
                 worker.start()
-                if math.isfinite(limit):
-                    hard_event = threading.Event()
-                    hard = self._watchdog.schedule(hard_deadline(limit), hard_event.set)
-                    while not job.done.wait(0.05):
-                        if hard_event.is_set() or self._hard_stop(token):
-                            raise _Abandoned
-                else:
-                    job.done.wait()
+                while not job.done.wait(_POLL):
+                    since = self._interrupted_at
+                    if since is not None and time.monotonic() - since > INTERRUPT_GRACE:
+                        raise _Abandoned
                 if job.failure is not None:
                     failure = job.failure
                 else:
@@ -206,8 +198,6 @@ class DuckDBSession(BackendSession):
             finally:
                 if disarm is not None:
                     disarm()
-                if hard is not None:
-                    hard()
                 if unwatch is not None:
                     unwatch()
                 with self._state:
@@ -217,13 +207,6 @@ class DuckDBSession(BackendSession):
             raise _error_for(failure, reason, oom)
         assert result is not None
         return result
-
-    def _hard_stop(self, token: int) -> bool:
-        """True when the memory guard interrupted this statement more than a second ago and it
-        still runs (the same backstop as the hard deadline)."""
-        with self._state:
-            since = self._oom_at if self._oom and self._running == token else None
-        return since is not None and time.monotonic() - since > 1.0
 
     def _abandon(self, job: _Job) -> None:
         """Leave a statement that ignores its interrupt to finish on its own cursor (closed when
@@ -236,13 +219,12 @@ class DuckDBSession(BackendSession):
         if job.done.is_set():  # it stopped meanwhile
             with contextlib.suppress(duckdb.Error):
                 old.close()
-        _log.warning("a statement ignored its interrupt past the hard deadline and was abandoned")
+        _log.warning("a statement ignored its interrupt past the grace period and was abandoned")
 
     def _out_of_memory(self, token: int) -> None:
         with self._state:
             if self._running == token and not self._oom:
                 self._oom = True
-                self._oom_at = time.monotonic()
                 self._interrupt_locked("timeout")
 
     def cancel(self) -> None:
@@ -273,6 +255,8 @@ class DuckDBSession(BackendSession):
     def _interrupt_locked(self, reason: CancelReason) -> None:
         if self._reason is None:
             self._reason = reason
+        if self._interrupted_at is None:
+            self._interrupted_at = time.monotonic()
         self._cur.interrupt()
 
     def _one_select(self, sql: str) -> duckdb.Statement:

@@ -19,7 +19,7 @@ from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).parent))
 
-from sidechannel_lib import make_database, write_policy  # noqa: E402
+from sidechannel_lib import make_database, write_policy
 
 
 def main() -> None:
@@ -45,7 +45,10 @@ def main() -> None:
         make_database(db, with_target=a.side == "with")
     engine = open_engine(write_policy(d, db, limits={"statement_timeout": a.timeout, "memory_limit": a.memory}))
     session = engine.session("alice")
-    base = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    from dpsql.proxy.backends.memory import resident_bytes
+
+    base = resident_bytes() or 0
+    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     state: str | None = None
     t0 = time.perf_counter()
     try:
@@ -54,7 +57,7 @@ def main() -> None:
         state = e.sqlstate
     elapsed = time.perf_counter() - t0
     peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
-    print(json.dumps({"sqlstate": state, "seconds": elapsed, "peak_rss": peak, "base_rss": base}), flush=True)
+    print(json.dumps({"sqlstate": state, "seconds": elapsed, "peak_rss": peak, "base_rss": base, "base_peak": base_peak}), flush=True)
     os._exit(0)
 
 
