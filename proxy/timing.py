@@ -16,9 +16,12 @@ which earlier statements of the same shape were answered, and of nothing else:
   ``SPIN`` seconds, so the answer leaves within microseconds of the grid point);
 * a statement that finishes after its deadline (an **overshoot**) is answered at the first grid
   point ≥ its elapsed time, and the shape's target moves up to that point (sticky);
-* after ``DECAY_AFTER`` answers of the shape in a row at its target, the target moves one grid
-  step down. Whether an answer was at its target is visible to whoever received it, so the
-  decay adds nothing private.
+* after ``DECAY_AFTER`` answers of the shape in a row at its target, the target moves down: one
+  grid step, then 1, 2, 4 … (at most ``MAX_DECAY_STEP``) on each further decay without an
+  overshoot in between, so a target left high by a cold first run comes down in a few dozen
+  answers. Whether an answer was at its target is visible to whoever received it, so the decay
+  adds nothing private; it only lets the next answer overshoot (at most one event per
+  ``DECAY_AFTER`` answers).
 
 Hence what an observer learns from the answer times of a shape is the sequence of overshoot
 events (when and to which grid point); everything that runs below the target — the bounded SQL,
@@ -41,9 +44,11 @@ from dataclasses import dataclass
 
 #: the grid: BASE · 2^(k / STEPS_PER_OCTAVE) seconds after the statement entered the engine
 BASE = 0.005
-STEPS_PER_OCTAVE = 4
-#: answers at the target in a row after which the target moves one step down
-DECAY_AFTER = 32
+STEPS_PER_OCTAVE = 8
+#: answers at the target in a row after which the target moves down
+DECAY_AFTER = 16
+#: the largest single decay, in grid steps
+MAX_DECAY_STEP = 8
 #: the last part of a wait is busy-waited for a precise deadline
 SPIN = 0.0005
 #: shapes remembered (least recently used forgotten; a forgotten shape starts again at level 0)
@@ -87,6 +92,7 @@ def shape_of(bounded_sql: str) -> str:
 class _ShapeState:
     level: int = 0
     calm: int = 0  # answers at the target since the last move
+    streak: int = 0  # decays since the last overshoot
 
 
 class Canceled(Exception):
@@ -186,9 +192,11 @@ class TimingShield:
                 self._states.move_to_end(shape)
             if answered > target:  # an overshoot: the shape's target rises to where it answered
                 state.level = min(max(state.level, answered), self._max_level)
-                state.calm = 0
+                state.calm = state.streak = 0
             elif answered == state.level:
                 state.calm += 1
                 if state.calm >= self._decay_after and state.level > 0:
-                    state.level -= 1
+                    step = min(1 << max(state.streak - 1, 0), MAX_DECAY_STEP)
+                    state.level = max(0, state.level - step)
                     state.calm = 0
+                    state.streak += 1

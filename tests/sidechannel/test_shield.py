@@ -54,7 +54,7 @@ def test_sticky_target_and_overshoot() -> None:
 
 
 def test_waits_land_on_the_grid_precisely() -> None:
-    shield = TimingShield()
+    shield = TimingShield(decay_after=1000)
     shield._record("p", 0, 6)
     errors = []
     for _ in range(20):
@@ -68,10 +68,18 @@ def test_waits_land_on_the_grid_precisely() -> None:
 
 def test_decay_after_calm_answers() -> None:
     shield = TimingShield(decay_after=3)
-    shield._record("d", 0, 5)
+    shield._record("d", 0, 20)
+    levels = []
+    for _ in range(5):
+        for _ in range(3):
+            _answer(shield, "d", 0.0)
+        levels.append(shield.level("d"))
+    assert levels == [19, 18, 16, 12, 4]  # steps 1, 1, 2, 4, 8 (MAX_DECAY_STEP)
+    _answer(shield, "d", 0.05)  # an overshoot resets the acceleration
+    up = shield.level("d")
     for _ in range(3):
         _answer(shield, "d", 0.0)
-    assert shield.level("d") == 4
+    assert shield.level("d") == up - 1
 
 
 def test_cap_bounds_the_target() -> None:
@@ -82,7 +90,7 @@ def test_cap_bounds_the_target() -> None:
 
 def test_cancel_cuts_the_wait() -> None:
     shield = TimingShield()
-    shield._record("w", 0, 40)  # 5 ms · 2^10 ≈ 5 s
+    shield._record("w", 0, 10 * STEPS_PER_OCTAVE)  # 5 ms · 2^10 ≈ 5 s
     d = shield.begin("w", time.perf_counter())
     assert d is not None
     threading.Timer(0.05, d.cancel).start()
@@ -157,7 +165,7 @@ def test_refusals_are_not_delayed(engine: Engine) -> None:
 
 def test_cancel_during_the_wait_answers_at_once(engine: Engine) -> None:
     engine.shield = TimingShield()
-    engine.shield._record(engine.shape(engine.rewrite(SQL)), 0, 40)  # ≈ 5 s
+    engine.shield._record(engine.shape(engine.rewrite(SQL)), 0, 10 * STEPS_PER_OCTAVE)  # ≈ 5 s
     s = engine.session("alice")
     threading.Timer(0.2, s.cancel).start()
     t0 = time.perf_counter()
