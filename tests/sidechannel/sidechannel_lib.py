@@ -267,6 +267,15 @@ def dates() -> tuple[dt.date, dt.date]:
 
 
 def set_shield(twin: Twin, enabled: bool) -> None:
-    """A fresh timing shield (no shape state) on both engines, on or off (off: tests only)."""
-    for engine in twin.engines():
-        engine.shield = TimingShield(enabled=enabled, cap=engine.policy.limits.statement_timeout)
+    """A fresh timing shield (no shape state) on the twins, on or off (off: tests only).
+
+    With the shield on, both twins get **the same** shield: a shield's answer times depend on its
+    history (a jitter spike in one world keeps that world's target a step higher for a while), so
+    two shields with different histories differ for reasons that have nothing to do with the
+    target unit. Sharing one history compares the data's effect at equal state — whether the
+    target's rows make a run overshoot more often — which is the shield's residual (docs/privacy.md
+    §6); how the first run of a shape sets its target is covered by the shield-off comparison."""
+    engine = twin.with_target.engine
+    shield = TimingShield(enabled=enabled, cap=engine.policy.limits.statement_timeout)
+    for e in twin.engines():
+        e.shield = shield
