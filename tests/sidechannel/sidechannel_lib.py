@@ -35,6 +35,7 @@ from typing import Any
 
 import duckdb
 import psycopg
+import pytest
 
 _WIRE = str(Path(__file__).parent.parent / "wire")
 if _WIRE not in sys.path:
@@ -42,8 +43,15 @@ if _WIRE not in sys.path:
 
 from wirelib import PASSWORDS, verifier  # noqa: E402
 
+import dpsql.rewriter.functions as _functions  # noqa: E402
 from dpsql.proxy.server import Running, start_in_thread  # noqa: E402
 from dpsql.proxy.timing import TimingShield  # noqa: E402
+
+#: the rewriter's layer-1 changes (no TRY on private rows, per-row growth bound) are present;
+#: until they are, the tests that need them are strict xfails (they must start passing with them)
+LAYER1 = hasattr(_functions, "MAX_TEXT_GROWTH")
+needs_layer1 = pytest.mark.xfail(not LAYER1, strict=True,
+                                 reason="needs the rewriter's layer-1 changes (issue 9 items 1-2: no TRY, string growth bound)")
 
 ALPHA = 1e-6  # false-failure rate of a whole T6 run
 TESTS = 128  # an upper bound on the probe decisions of one run (Bonferroni)

@@ -17,7 +17,7 @@ from collections.abc import Callable
 
 import pytest
 from probes import FUNCTION_PROBES, Probe, corpus, string_blowup
-from sidechannel_lib import RARE_CITY, Twin, Verdict, paired, run_once, set_shield
+from sidechannel_lib import RARE_CITY, Twin, Verdict, needs_layer1, paired, run_once, set_shield
 
 from dpsql.rewriter.functions import SCALAR_FUNCTIONS
 
@@ -62,6 +62,7 @@ def test_product_with_shield(twin: Twin) -> None:
     assert not failures, "\n".join(failures)
 
 
+@needs_layer1
 def test_product_without_shield(twin: Twin) -> None:
     """The row-level fixes alone (shield off): every probe still indistinguishable."""
     set_shield(twin, False)
@@ -98,6 +99,7 @@ def test_control_string_blowup_is_caught(twin: Twin, growth_limit_off: None) -> 
     assert verdict.distinguishable, str(verdict)
 
 
+@needs_layer1
 def test_string_blowup_product(twin: Twin) -> None:
     """The same blow-up against the product: refused before the charge on both twins, or (if
     accepted) indistinguishable with the shield on."""
