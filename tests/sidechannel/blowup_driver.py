@@ -22,6 +22,18 @@ sys.path.insert(0, str(Path(__file__).parent))
 from sidechannel_lib import make_database, write_policy
 
 
+def _high_water() -> int | None:
+    """The process's peak resident size since exec (VmHWM; ru_maxrss would also count the
+    parent's memory at fork), in bytes, or None without /proc."""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        return None
+    return None
+
+
 def main() -> None:
     ap = argparse.ArgumentParser()
     ap.add_argument("dir")
@@ -48,7 +60,7 @@ def main() -> None:
     from dpsql.proxy.backends.memory import resident_bytes
 
     base = resident_bytes() or 0
-    base_peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    base_peak = _high_water() or 0
     state: str | None = None
     t0 = time.perf_counter()
     try:
@@ -56,7 +68,7 @@ def main() -> None:
     except DPSQLError as e:
         state = e.sqlstate
     elapsed = time.perf_counter() - t0
-    peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
+    peak = _high_water() or resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024
     print(json.dumps({"sqlstate": state, "seconds": elapsed, "peak_rss": peak, "base_rss": base, "base_peak": base_peak}), flush=True)
     os._exit(0)
 

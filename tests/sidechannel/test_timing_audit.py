@@ -102,8 +102,8 @@ def test_control_string_blowup_is_caught(twin: Twin, growth_limit_off: None) -> 
 @needs_layer1
 def test_string_blowup_product(twin: Twin) -> None:
     """The same blow-up against the product: refused before the charge on both twins, or (if
-    accepted) indistinguishable with the shield on."""
-    set_shield(twin, True)
+    accepted) indistinguishable by the row-level fixes alone (shield off)."""
+    set_shield(twin, False)
     verdict = _audit(twin, Probe("string blow-up", string_blowup()))
     print("T6 string blow-up, product:", "refused before the charge on both" if verdict is None else verdict)
     assert verdict is None or not verdict.distinguishable, str(verdict)
