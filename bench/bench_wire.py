@@ -137,12 +137,16 @@ def pgbench(
             "failed": float(failed.group(1)) if failed else 0.0}
 
 
-def in_process_rate(seconds: float) -> tuple[float, float]:
-    """q/s and median latency of DP_QUERY on an in-process engine session (same data, own ledger)."""
+def in_process_rate(seconds: float, *, shield: bool = True) -> tuple[float, float]:
+    """q/s and median latency of DP_QUERY on an in-process engine session (same data, own ledger);
+    ``shield=False`` runs it with the timing shield off, to measure the shield's cost."""
     from dpsql.api import open_engine
+    from dpsql.proxy.timing import TimingShield
 
-    policy = _policy("inproc")
+    policy = _policy("inproc" if shield else "inproc-noshield")
     engine = open_engine(policy)
+    if not shield:
+        engine.shield = TimingShield(enabled=False)
     try:
         session = engine.session("alice")
         for _ in range(5):
@@ -253,7 +257,10 @@ def main() -> int:
                 ["wire, psycopg 3 loop", f"{psy:,.1f}", f"{psy / inproc_qps:.2f}"],
             ],
         )
-        print(f"(in-process median latency {bl.ms(inproc_p50)} ms, including the noise step's 5 ms pad)")
+        off_qps, off_p50 = in_process_rate(args.seconds, shield=False)
+        print(f"(in-process median latency {bl.ms(inproc_p50)} ms, including the noise step's 5 ms pad and the timing "
+              f"shield; with the shield off {bl.ms(off_p50)} ms, {off_qps:,.1f} q/s: the shield costs "
+              f"{bl.ms(inproc_p50 - off_p50)} ms)")
 
         conn = connect_times(port, db)
         per_conn = pgbench(pgb, port, db, "SELECT 1;", mode="simple", seconds=min(args.seconds, 3), connect_each=True)

@@ -15,7 +15,7 @@ import threading
 import time
 import uuid
 from collections import OrderedDict
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -25,13 +25,14 @@ from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, open_ledger
 from dpsql.accountant.noise import draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
-from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded
+from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded, QueryCanceled
 from dpsql.policy import Policy
 from dpsql.proxy.admission import Admission
-from dpsql.proxy.backends.base import Backend, BackendSession
+from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.proxy.settings import DPSettings
+from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
 from dpsql.rewriter import rewrite
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post import NOISY_TABLE
@@ -66,7 +67,10 @@ def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None]:
 class Engine:
     """A policy served over one backend and one ledger. Thread-safe; share it between sessions."""
 
-    def __init__(self, policy: Policy, backend: Backend, ledger: Ledger | None = None) -> None:
+    def __init__(self, policy: Policy, backend: Backend, ledger: Ledger | None = None, *,
+                 shield: TimingShield | None = None) -> None:
+        """``shield`` replaces the whole-statement timing shield (tests and benchmarks pass
+        ``TimingShield(enabled=False)`` to measure without it; production keeps the default)."""
         self.policy = policy
         self.backend = backend
         self.catalog: Catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
@@ -76,7 +80,9 @@ class Engine:
         self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
         self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
         self._validated: OrderedDict[tuple[str, str | None, str | None], None] = OrderedDict()
+        self._shapes: OrderedDict[str, str] = OrderedDict()
         self._lock = threading.Lock()
+        self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str) -> Session:
         """A new session for ``user``; PermissionError-style DPSQLError if the policy doesn't list them."""
@@ -115,6 +121,20 @@ class Engine:
                 self._noise.popitem(last=False)
         return result
 
+    def shape(self, rw: Rewrite) -> str:
+        """The (cached) timing shape of a rewrite: its bounded SQL with literals masked."""
+        with self._lock:
+            hit = self._shapes.get(rw.sql)
+            if hit is not None:
+                self._shapes.move_to_end(rw.sql)
+                return hit
+        result = shape_of(rw.sql)
+        with self._lock:
+            self._shapes[rw.sql] = result
+            if len(self._shapes) > _REWRITE_CACHE_SIZE:
+                self._shapes.popitem(last=False)
+        return result
+
     def validated(self, rw: Rewrite) -> bool:
         """True when this exact bounded SQL (with its constants and post-processing queries) has
         passed :meth:`Session._validate` before. The checks read no data and depend only on these
@@ -151,6 +171,8 @@ class Session:
         self.id = uuid.uuid4().hex
         self.settings = DPSettings(engine.policy, user)
         self._backend: BackendSession | None = None
+        self._deadline: Deadline | None = None  # of the charged statement running now
+        self._client_canceled = False
 
     # ----------------------------------------------------------------------------------------- API
 
@@ -201,7 +223,12 @@ class Session:
             self._backend = None
 
     def cancel(self) -> None:
-        """Cancel the running statement, if any (thread-safe). Its charge stands."""
+        """Cancel the running statement, if any (thread-safe), at once — also while it waits for
+        its timing deadline. Its charge stands."""
+        deadline = self._deadline
+        if deadline is not None:
+            self._client_canceled = True
+            deadline.cancel()
         backend = self._backend
         if backend is not None:
             backend.cancel()
@@ -215,7 +242,9 @@ class Session:
         return self._backend
 
     def query(self, sql: str) -> Result:
-        """Run a SELECT: over public tables as is, over private tables with DP."""
+        """Run a SELECT: over public tables as is, over private tables with DP. A private query,
+        once charged, is answered (result or error) at its timing shield's deadline, measured
+        from the charge (:mod:`dpsql.proxy.timing`)."""
         rw, noise = self.plan(sql)
         if rw.plan is None:
             rs = self.backend.execute(rw.sql, timeout=self.engine.policy.limits.statement_timeout)
@@ -241,7 +270,38 @@ class Session:
         self._validate(rw, plan)
         query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
         self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), time.time(), query_hash)
-        # ---- from here on, the charge stands whatever happens ----
+        # ---- from here on, the charge stands whatever happens, and the answer (result or error)
+        # leaves at the deadline the timing shield fixes now, before any private row is read.
+        # Everything before this point depends on the query text, the policy and the ledger only.
+        deadline = self.engine.shield.begin(self.engine.shape(rw), time.perf_counter())
+        self._client_canceled = False
+        self._deadline = deadline
+        outcome: Result | Exception
+        try:
+            outcome = self._charged(rw, plan, noise, public_keys)
+        except QueryCanceled:
+            if deadline is not None and not self._client_canceled:
+                deadline.record_timeout()  # the statement timeout: answered when it fired
+            self._deadline = None
+            raise
+        except Exception as e:  # answered at the deadline like a result
+            outcome = e
+        try:
+            if deadline is not None:
+                deadline.wait()
+        except Canceled:
+            raise query_canceled("cancel") from None
+        finally:
+            self._deadline = None
+        if isinstance(outcome, Exception):
+            raise outcome
+        return outcome
+
+    def _charged(
+        self, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan, public_keys: list[tuple[Any, ...]] | None
+    ) -> Result:
+        """Everything after the charge: the bounded SQL, noise, post-processing."""
+        limits = self.engine.policy.limits
         # Without partition selection the released cells are known now (one row, or the public
         # key set): draw and pad the noise while the bounded SQL runs.
         cells = len(public_keys) if public_keys is not None else (None if plan.keys else 1)
@@ -256,21 +316,33 @@ class Session:
         except KeyError:
             raise ExecutionFailed("the bounded query returned an unexpected shape") from None
 
+        key_types = [k.pg_type for k in plan.keys]
+        exact: dict[str, Sequence[int]]
         if public_keys is not None:
             by_key = {tuple(r[i] for i in key_idx): r for r in rs.rows}
             keys = public_keys
             exact = {c: [int(by_key[k][j]) if k in by_key else 0 for k in keys] for c, j in zip(stat_cols, col_idx, strict=True)}
+            kept_of = keys.__getitem__
         else:
-            keys = [tuple(r[i] for i in key_idx) for r in rs.rows] if nkeys else [()]
+            # Candidate groups (partition selection): only the released ones are ever converted
+            # (their keys coerced, their statistics read); the per-candidate work before the
+            # threshold is OpenDP's vector draw on the distinct-unit counts.
             rows = rs.rows if nkeys or rs.rows else [tuple(0 for _ in rs.columns)]
-            exact = {c: [int(r[j] or 0) for r in rows] for c, j in zip(stat_cols, col_idx, strict=True)}
+            exact = {c: _IntColumn(rows, j) for c, j in zip(stat_cols, col_idx, strict=True)}
+            if nkeys:
+                def kept_of(i: int) -> tuple[Any, ...]:
+                    return tuple(rows[i][k] for k in key_idx)
+            else:
+                def kept_of(i: int) -> tuple[Any, ...]:
+                    return ()
         units = exact.get(plan.units_column) if plan.units_column else None
-        key_types = [k.pg_type for k in plan.keys]
-        keys = [tuple(coerce(v, t) for v, t in zip(k, key_types, strict=True)) for k in keys]
+        if units is not None and not isinstance(units, list):
+            units = list(units)
         released = release(noise, exact, units, ahead=ahead)
+        keys_kept = [tuple(coerce(v, t) for v, t in zip(kept_of(i), key_types, strict=True)) for i in released.kept]
         # Release groups in key order: the engine's row order can depend on groups never released.
-        order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys[released.kept[j]]))
-        kept_keys = [keys[released.kept[j]] for j in order]
+        order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys_kept[j]))
+        kept_keys = [keys_kept[j] for j in order]
         released_sorted = {c: [v[j] for j in order] for c, v in released.values.items()}
         notices: list[str] = []
         if len(kept_keys) > plan.max_released_groups:
@@ -338,6 +410,25 @@ class Session:
         names, out = self.engine.post.run("__dp_budget", BUDGET_COLUMNS, data, query)
         types = tuple(_budget_type(n) for n in names)
         return Result(tuple(names), types, out)
+
+
+class _IntColumn(Sequence[int]):
+    """One statistic column of the bounded SQL's rows, read as exact integers on access (so
+    groups never released are never converted)."""
+
+    def __init__(self, rows: list[tuple[Any, ...]], index: int) -> None:
+        self._rows = rows
+        self._index = index
+
+    def __len__(self) -> int:
+        return len(self._rows)
+
+    def __getitem__(self, i: int) -> int:  # type: ignore[override]
+        return int(self._rows[i][self._index] or 0)
+
+    def __iter__(self) -> Iterator[int]:
+        j = self._index
+        return (int(r[j] or 0) for r in self._rows)
 
 
 def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:

@@ -20,6 +20,7 @@ private temporary directory (mode 0700) that :meth:`LockedDatabase.close` remove
 
 from __future__ import annotations
 
+import contextlib
 import shutil
 import tempfile
 from dataclasses import dataclass, field
@@ -44,9 +45,12 @@ class LockedDatabase:
     unique: dict[str, frozenset[str]] = field(default_factory=dict)  # one-column PK/UNIQUE per policy table
 
     def close(self) -> None:
-        """Close the connection and delete the spill directory; idempotent."""
+        """Close the connection and delete the spill directory; idempotent. A statement that was
+        abandoned past its interrupt (see :mod:`~dpsql.proxy.backends.duckdb`) may still hold the
+        database busy: then DuckDB frees it when that statement's cursor closes."""
         try:
-            self.connection.close()
+            with contextlib.suppress(duckdb.Error):
+                self.connection.close()
         finally:
             shutil.rmtree(self.spill_dir, ignore_errors=True)
 

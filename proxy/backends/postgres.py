@@ -59,10 +59,22 @@ _log = logging.getLogger("dpsql.backend")
 
 Described = dict[str, list[tuple[str, str]]]
 
-#: extra seconds the client waits past the server-side statement_timeout before it cancels
+#: extra seconds the client waits past the server-side statement_timeout before it cancels (used
+#: by validation, which has no promise to keep)
 CLIENT_GRACE = 5.0
-#: how long a canceled statement may take to stop before execute() returns anyway
-STOP_WAIT = 10.0
+
+
+def client_wait(limit: float) -> float:
+    """Seconds the client waits for a statement with server-side timeout ``limit`` before it
+    cancels it itself: 60% of the promised slack max(limit/2, 1 s), so that with :func:`stop_wait` the
+    answer comes within max(1.5·limit, limit + 1 s) even when the server does not stop it."""
+    return limit + 0.6 * max(limit / 2, 1.0)
+
+
+def stop_wait(limit: float) -> float:
+    """How long a canceled statement may take to stop before execute() returns anyway (30% of
+    the slack; the cancel goes on in the background)."""
+    return 0.3 * max(limit / 2, 1.0)
 
 _FIRST_TOKENS = {TokenType.SELECT, TokenType.WITH, TokenType.VALUES, TokenType.L_PAREN}
 _WRITE_TOKENS = {TokenType.INSERT, TokenType.DELETE, TokenType.MERGE, TokenType.UPDATE}
@@ -287,7 +299,7 @@ class PostgresSession(BackendSession):
             raise ValueError(f"timeout must be positive, got {timeout!r}")
         _check_one_select(sql)
         timeout_ms = 0 if not math.isfinite(limit) else max(1, math.ceil(limit * 1000))
-        wait = limit + CLIENT_GRACE if math.isfinite(limit) else None
+        wait = client_wait(limit) if math.isfinite(limit) else None
         with self._exec_lock:
             done = threading.Event()
             with self._state:
@@ -315,7 +327,8 @@ class PostgresSession(BackendSession):
                 with self._state:
                     reason, self._fut = self._reason, None
             if failure is not None and fut.cancelled():
-                done.wait(STOP_WAIT)  # the cancel request has reached the server and the statement stopped
+                # the cancel request reaches the server and the statement stops (or we answer anyway)
+                done.wait(stop_wait(limit) if math.isfinite(limit) else 10.0)
         # Raised here, outside the except block, so the engine exception is not our __context__.
         if failure is not None:
             raise _error_for(failure, reason)

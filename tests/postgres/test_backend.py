@@ -301,6 +301,17 @@ def test_statement_timeout_fires_57014(shared: PostgresBackend) -> None:
         assert s.execute("SELECT 2").rows == [(2,)]
 
 
+def test_statement_timeout_holds_on_a_string_blowup(shared: PostgresBackend) -> None:
+    """A 1 s timeout on a query that builds 64 MB strings row after row answers 57014 within
+    max(1.5·t, t + 1 s) (issue 9: limits that hold)."""
+    with shared.session() as s:
+        t = time.monotonic()
+        with pytest.raises(QueryCanceled):
+            s.execute("SELECT sum(length(repeat(md5(i::text), 2000000))) FROM generate_series(1, 100000) i", timeout=1.0)
+        assert time.monotonic() - t <= 2.0
+        assert s.execute("SELECT 5").rows == [(5,)]
+
+
 def test_policy_statement_timeout_is_the_default(make_policy: Callable[..., Policy]) -> None:
     with PostgresBackend(make_policy(extra="[limits]\nstatement_timeout = \"0.4s\"\n")) as b, b.session() as s:
         t = time.monotonic()
