@@ -53,7 +53,7 @@ class ReplayReservation:
     owner: str
 
 
-class ReplaySlotTaken(Exception):  # noqa: N818 - control flow, never shown to an analyst
+class ReplaySlotTaken(Exception):
     """Raised by ``Ledger.charge(replay=…)`` instead of charging: the slot holds an answer, or
     another live query has reserved it. Nothing was written."""
 

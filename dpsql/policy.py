@@ -607,7 +607,8 @@ def _read_user_default_epsilon(ur: _Reader, privacy: PrivacySettings, session_ca
     if v is None:
         return None
     if v > privacy.max_epsilon_per_query:
-        raise ur.fail("default_epsilon", f"({float(v):g}) exceeds [privacy] max_epsilon_per_query ({float(privacy.max_epsilon_per_query):g})")
+        limit = float(privacy.max_epsilon_per_query)
+        raise ur.fail("default_epsilon", f"({float(v):g}) exceeds [privacy] max_epsilon_per_query ({limit:g})")
     if session_cap is not None and v > session_cap:
         raise ur.fail("default_epsilon", f"({float(v):g}) exceeds the user's session_epsilon ({float(session_cap):g})")
     return v
