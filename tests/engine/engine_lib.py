@@ -30,6 +30,8 @@ def policy_text(
     max_epsilon: float = 2.0,
     tables: str | None = None,
     extra: str = "",
+    replay: str | None = None,
+    privacy_extra: str = "",
 ) -> str:
     """A complete policy (hospital tables unless ``tables`` is given) as TOML text."""
     head = [
@@ -42,6 +44,8 @@ def policy_text(
         f"default_epsilon = {default_epsilon}",
         f"default_delta = {default_delta}",
         f"max_epsilon_per_query = {max_epsilon}",
+        *([f'replay = "{replay}"'] if replay is not None else []),
+        *([privacy_extra] if privacy_extra else []),
         "[privacy.ledger]",
         f'path = "{ledger}"',
         "[budget]",
