@@ -64,8 +64,9 @@ def _charge_fields(t: Trail) -> dict[str, Any] | None:
                            "rho" if r.cost.accounting == "zcdp" else "epsilon_charged": str(r.cost.amount),
                            "delta_charged": str(r.cost.delta)}
     if n is not None:
-        out["epsilon"] = float(n.epsilon)
-        out["delta"] = float(n.delta)
+        free = r.cost.amount == 0 and r.cost.delta == 0  # the answer follows from the policy: no guarantee spent
+        out["epsilon"] = 0.0 if free else float(n.epsilon)
+        out["delta"] = 0.0 if free else float(n.delta)
     return out
 
 
@@ -90,7 +91,7 @@ class OperatorsTrail:
         outcome = outcome_class(sqlstate)
         r, n = trail.receipt, trail.noise
         charge = None
-        if r is not None:
+        if r is not None and (r.cost.amount > 0 or r.cost.delta > 0):
             rho = float(r.cost.amount) if r.cost.accounting == "zcdp" else None
             charge = (float(n.epsilon) if n is not None else float(r.cost.amount), rho, float(r.cost.delta))
         self.metrics.observe(kind=trail.kind, outcome=outcome, sqlstate=sqlstate, latency=latency, user=session.user,

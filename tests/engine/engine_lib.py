@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dpsql.policy import Policy
 from dpsql.proxy.backends.base import Backend, BackendSession, ResultSet
+from dpsql.proxy.backends.data_version import DataVersion
 from dpsql.proxy.backends.duckdb import DuckDBBackend
 from dpsql.proxy.engine import Engine
 
@@ -146,6 +147,9 @@ class RecordingBackend(Backend):
 
     def session(self) -> BackendSession:
         return RecordingSession(self.inner.session(), self.recorder, self.fail_on)
+
+    def data_version(self) -> DataVersion:
+        return self.inner.data_version()
 
     def close(self) -> None:
         self.inner.close()
