@@ -135,6 +135,12 @@ class Ledger(ABC):
     def _read(self) -> AbstractContextManager[LedgerTx]:
         """A consistent read-only snapshot."""
 
+    def _write_relaxed(self) -> AbstractContextManager[LedgerTx]:
+        """A write transaction that may skip the flush at commit (storing or dropping a replay
+        answer: losing one to a power failure only means the next identical query is charged).
+        Atomic like :meth:`_write`; the default is :meth:`_write` itself."""
+        return self._write()
+
     @abstractmethod
     def close(self) -> None:
         """Release the backend's connections."""
@@ -203,8 +209,9 @@ class Ledger(ABC):
     def replay_store(self, key: str, charge_id: int, payload: bytes, now: float, max_bytes: int) -> bool:
         """Store the released answer of charge ``charge_id`` in its pending slot, durably, then prune
         the slot's scope to ``max_bytes``; False (nothing stored) if the charge no longer owns the
-        slot or the answer alone exceeds ``max_bytes`` (then the slot is dropped)."""
-        with self._write() as tx:
+        slot or the answer alone exceeds ``max_bytes`` (then the slot is dropped). The commit need
+        not be flushed: an answer lost to a power failure is charged again, never given for free."""
+        with self._write_relaxed() as tx:
             row = tx.replay_get(key)
             if row is None or row.charge_id != charge_id or row.state != "pending":
                 return False
@@ -218,7 +225,7 @@ class Ledger(ABC):
     def replay_abandon(self, key: str, charge_id: int) -> None:
         """Drop the pending slot of charge ``charge_id`` (its query failed after the charge), so
         identical queries waiting for it go on to be charged themselves."""
-        with self._write() as tx:
+        with self._write_relaxed() as tx:
             tx.replay_drop(key, charge_id)
 
     def status(self, user: str, session_id: str, limits: ScopeLimits, now: float) -> list[BudgetStatus]:

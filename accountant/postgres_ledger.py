@@ -356,7 +356,7 @@ class PostgresLedger(Ledger):
     # -- transactions -----------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, begin: str, lock: bool) -> Iterator[LedgerTx]:
+    def _transaction(self, begin: str, lock: bool, durable: bool = True) -> Iterator[LedgerTx]:
         loop, pool = self._pool()
         wait = self.statement_timeout + 5
         failure: BaseException | None = None
@@ -364,7 +364,7 @@ class PostgresLedger(Ledger):
         try:
             conn = loop.run(pool.acquire(timeout=self.connect_timeout), timeout=self.connect_timeout + 5)
             loop.run(conn.execute(
-                f"{begin}; SET LOCAL synchronous_commit = on; "
+                f"{begin}; SET LOCAL synchronous_commit = {'on' if durable else 'off'}; "
                 f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}; "
                 f"SET LOCAL statement_timeout = {int(self.statement_timeout * 1000)}"
             ), timeout=wait)  # fmt: skip
@@ -401,6 +401,12 @@ class PostgresLedger(Ledger):
     @contextmanager
     def _write(self) -> Iterator[LedgerTx]:
         with self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock=True) as tx:
+            yield tx
+
+    @contextmanager
+    def _write_relaxed(self) -> Iterator[LedgerTx]:
+        """Like :meth:`_write` with ``synchronous_commit = off`` (replay answers only)."""
+        with self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock=True, durable=False) as tx:
             yield tx
 
     @contextmanager

@@ -428,6 +428,23 @@ class SqliteLedger(Ledger):
             yield tx
 
     @contextmanager
+    def _write_relaxed(self) -> Iterator[LedgerTx]:
+        """BEGIN IMMEDIATE with ``synchronous = NORMAL``: atomic, survives a crash of dpsql, but the
+        WAL is not fsynced at this commit (the next FULL commit flushes it)."""
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as e:
+                raise self._failed("cannot start a transaction", e) from None
+            try:
+                with self._transaction("BEGIN IMMEDIATE") as tx:
+                    yield tx
+            finally:
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA synchronous = FULL")
+
+    @contextmanager
     def _read(self) -> Iterator[LedgerTx]:
         with self._transaction("BEGIN") as tx:
             yield tx
