@@ -18,6 +18,12 @@ identical query that finds the slot pending waits for it, at most until its own 
 deadline; a query that finds it free (none, expired, or abandoned by a dead owner) is charged
 and takes it. The stored answer is replayed for ``replay_window`` after its charge; when the
 data version is not pinned (an upstream PostgreSQL) for at most ``replay_ttl``.
+
+What else decides whether an answer is there to replay is itself released information of the
+same scope: an answer is kept only if its query succeeded (a failure after the charge drops the
+slot, and the user saw that failure) and fits ``replay_size`` next to the scope's other stored
+answers (their sizes follow from released rows). Under ``"user"`` that is the user's own
+releases; under ``"global"`` it is every user's, which the global filter covers.
 """
 
 from __future__ import annotations
