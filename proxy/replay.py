@@ -110,13 +110,18 @@ class Replays:
         return self.settings.mode != "off"
 
     def ticket(self, user: str, rw: Rewrite, noise: NoisePlan) -> ReplayTicket | None:
-        """The slot of this query for ``user``, or None when replay is off or the query costs
-        nothing (its answer follows from the policy: nothing to replay)."""
+        """The slot of this query for ``user``, or None when replay is off, the query costs nothing
+        (its answer follows from the policy: nothing to replay) or the data version cannot be read
+        (a served file vanished: the query is charged as without replay)."""
         if not self.enabled or (noise.cost.amount == 0 and noise.cost.delta == 0):
             return None
         plan = rw.plan
         assert plan is not None
-        version = self.backend.data_version()
+        try:
+            version = self.backend.data_version()
+        except OSError:
+            log.warning("the served files cannot be identified now; the query is charged without replay")
+            return None
         scope = user if self.settings.mode == "user" else "*"
         parts = [
             CODEC_VERSION, self.fingerprint, version.token, scope, rw.dialect, rw.sql, repr(plan),
