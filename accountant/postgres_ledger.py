@@ -18,12 +18,19 @@ Storage rules:
   ``charge()`` returned survives a crash of dpsql or of the server. The server must run with
   ``fsync = on`` (checked at open).
 * Reads (``status``) use a REPEATABLE READ, READ ONLY snapshot.
+* ``replay`` holds the replay slots (:mod:`dpsql.accountant.replays`), reserved in the charge's
+  own transaction, so every instance sharing the ledger replays the same paid answers.
+* Start-up is safe when several instances start at the same instant: creation of the schema and
+  migration of an older one (version 1 had no ``replay`` table) run in one transaction under a
+  transaction-level advisory lock, and the catalog is re-read with a fresh statement snapshot
+  after the lock is granted (a schema another instance created while we waited is seen, so it is
+  neither created twice nor migrated twice).
 
 Fail-closed rules — each raises :class:`~dpsql.errors.LedgerUnavailable`: the server cannot be
 reached or refuses the login; the schema exists but is not a dpsql ledger or has another schema
 version; ``fsync`` is off; the lock is held longer than ``lock_timeout``; any statement fails.
-A missing schema is created (under an advisory lock, so two instances starting together create
-it once) and the creation is logged; the role then needs CREATE on the database.
+A missing schema is created (under an advisory lock, so instances starting together create it
+once) and the creation is logged; the role then needs CREATE on the database.
 
 asyncpg runs on a private event loop thread (:class:`~dpsql.pgaio.LoopThread`); the ledger is
 safe to use from any number of threads, and after ``fork()`` the child opens its own pool.
@@ -44,6 +51,7 @@ import asyncpg
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import Scope
 from dpsql.accountant.ledger import Ledger, LedgerTx
+from dpsql.accountant.replays import ReplayRow
 from dpsql.errors import LedgerUnavailable
 from dpsql.pgaio import LoopThread, dsn_summary
 
@@ -51,9 +59,36 @@ log = logging.getLogger("dpsql.accountant.ledger")
 
 T = TypeVar("T")
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
 DEFAULT_SCHEMA = "dpsql_ledger"
 _IDENT = re.compile(r"^[a-z_][a-z0-9_]{0,62}$")
+
+
+def _replay_ddl(s: str) -> list[str]:
+    return [
+        f"""CREATE TABLE IF NOT EXISTS {s}.replay (
+            key           text PRIMARY KEY,
+            scope         text NOT NULL,
+            charge_id     bigint NOT NULL,
+            state         text NOT NULL CHECK (state IN ('pending', 'released')),
+            charged_at    double precision NOT NULL,
+            pending_until double precision NOT NULL,
+            expires_at    double precision NOT NULL,
+            owner         text NOT NULL,
+            released_at   double precision,
+            size          bigint NOT NULL DEFAULT 0,
+            payload       bytea
+        )""",
+        f"CREATE INDEX IF NOT EXISTS replay_by_scope ON {s}.replay (scope, released_at)",
+    ]
+
+
+def _migrations(s: str) -> dict[str, list[str]]:
+    """Statements that bring a ledger of schema version ``key`` to the next version."""
+    return {"1": [*_replay_ddl(s), f"UPDATE {s}.meta SET value = '2' WHERE key = 'schema_version'"]}
+
+
+_REPLAY_COLUMNS = "key, scope, charge_id, state, charged_at, pending_until, expires_at, owner, payload"
 
 
 def _ddl(s: str) -> list[str]:
@@ -88,6 +123,7 @@ def _ddl(s: str) -> list[str]:
         f"CREATE TRIGGER charges_append_only BEFORE UPDATE OR DELETE ON {s}.charges FOR EACH ROW EXECUTE FUNCTION {s}.append_only()",
         f"CREATE TRIGGER charges_no_truncate BEFORE TRUNCATE ON {s}.charges FOR EACH STATEMENT EXECUTE FUNCTION {s}.append_only()",
         f"INSERT INTO {s}.meta (key, value) VALUES ('application', 'dpsql-ledger'), ('schema_version', '{SCHEMA_VERSION}')",
+        *_replay_ddl(s),
     ]
 
 
@@ -138,6 +174,46 @@ class _PgTx:
             at, user, session_id, query_hash, cost.accounting, main, delta, str(cost.amount), str(cost.delta),
         ))  # fmt: skip
         return int(charge_id)
+
+    def replay_get(self, key: str) -> ReplayRow | None:
+        row = self._run(self.conn.fetchrow(f"SELECT {_REPLAY_COLUMNS} FROM {self.s}.replay WHERE key = $1", key))
+        if row is None:
+            return None
+        payload = row[8]
+        return ReplayRow(str(row[0]), str(row[1]), int(row[2]), row[3], float(row[4]), float(row[5]), float(row[6]), str(row[7]),
+                         bytes(payload) if payload is not None else None)
+
+    def replay_put(self, row: ReplayRow) -> None:
+        self._run(self.conn.execute(
+            f"INSERT INTO {self.s}.replay ({_REPLAY_COLUMNS}, size) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10) "
+            "ON CONFLICT (key) DO UPDATE SET scope = excluded.scope, charge_id = excluded.charge_id, state = excluded.state, "
+            "charged_at = excluded.charged_at, pending_until = excluded.pending_until, expires_at = excluded.expires_at, "
+            "owner = excluded.owner, payload = excluded.payload, size = excluded.size, released_at = NULL",
+            row.key, row.scope, row.charge_id, row.state, row.charged_at, row.pending_until, row.expires_at, row.owner,
+            row.payload, len(row.payload or b""),
+        ))  # fmt: skip
+
+    def replay_release(self, key: str, charge_id: int, payload: bytes, released_at: float) -> bool:
+        status = self._run(self.conn.execute(
+            f"UPDATE {self.s}.replay SET state = 'released', payload = $1, size = $2, released_at = $3 "
+            "WHERE key = $4 AND charge_id = $5 AND state = 'pending'",
+            payload, len(payload), released_at, key, charge_id,
+        ))  # fmt: skip
+        return str(status).endswith(" 1")
+
+    def replay_drop(self, key: str, charge_id: int) -> None:
+        self._run(self.conn.execute(f"DELETE FROM {self.s}.replay WHERE key = $1 AND charge_id = $2", key, charge_id))
+
+    def replay_prune(self, scope: str, now: float, max_bytes: int) -> None:
+        self._run(self.conn.execute(
+            f"DELETE FROM {self.s}.replay WHERE expires_at <= $1 OR (state = 'pending' AND pending_until <= $2)", now, now - 3600.0,
+        ))  # fmt: skip
+        self._run(self.conn.execute(
+            f"DELETE FROM {self.s}.replay WHERE key IN (SELECT key FROM (SELECT key, SUM(size) OVER "
+            "(ORDER BY released_at DESC, key ROWS UNBOUNDED PRECEDING) AS running "
+            f"FROM {self.s}.replay WHERE scope = $1 AND state = 'released') AS r WHERE running > $2)",
+            scope, max_bytes,
+        ))  # fmt: skip
 
 
 class PostgresLedger(Ledger):
@@ -239,15 +315,34 @@ class PostgresLedger(Ledger):
         if await conn.fetchval("SHOW fsync") != "on":
             raise self._unavailable("the server runs with fsync = off, so a charge would not survive a crash",
                                     hint="set fsync = on on the ledger's PostgreSQL server")
-        if await conn.fetchval("SELECT to_regnamespace($1)", s) is None:
-            async with conn.transaction():
-                await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dpsql-ledger-create:' || $1))", s)
-                if await conn.fetchval("SELECT to_regnamespace($1)", s) is None:
-                    for stmt in _ddl(s):
-                        await conn.execute(stmt)
-                    log.warning("created a new, empty privacy budget ledger at %s", self._where)
+        created = migrated = False
+        async with conn.transaction():
+            # One instance at a time creates or migrates. After the lock is granted, read the catalog
+            # with a new statement (a fresh snapshot): to_regnamespace() could answer from this
+            # backend's catalog cache, which does not yet see a schema another instance committed
+            # while we waited — the old code then ran CREATE SCHEMA again (DuplicateSchemaError).
+            await conn.execute("SELECT pg_advisory_xact_lock(hashtext('dpsql-ledger-create:' || $1))", s)
+            exists = await conn.fetchval("SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_namespace WHERE nspname = $1)", s)
+            if not exists:
+                for stmt in _ddl(s):
+                    await conn.execute(stmt)
+                created = True
+            else:
+                have = {r[0] for r in await conn.fetch("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = $1", s)}
+                if {"meta", "lock", "charges", "totals"} <= have:
+                    version = await conn.fetchval(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'")
+                    steps = _migrations(s)
+                    while version in steps:
+                        for stmt in steps[version]:
+                            await conn.execute(stmt)
+                        version = await conn.fetchval(f"SELECT value FROM {s}.meta WHERE key = 'schema_version'")
+                        migrated = True
+        if created:
+            log.warning("created a new, empty privacy budget ledger at %s", self._where)
+        if migrated:
+            log.warning("migrated the privacy budget ledger at %s to schema version %d", self._where, SCHEMA_VERSION)
         tables = {r[0] for r in await conn.fetch("SELECT tablename FROM pg_catalog.pg_tables WHERE schemaname = $1", s)}
-        if not {"meta", "lock", "charges", "totals"} <= tables:
+        if not {"meta", "lock", "charges", "totals", "replay"} <= tables:
             raise self._unavailable(f"schema {s} exists but is not a dpsql ledger",
                                     hint="point [privacy.ledger] url at another database, or restore the ledger")
         rows = dict(await conn.fetch(f"SELECT key, value FROM {s}.meta WHERE key IN ('application', 'schema_version')"))
@@ -261,7 +356,7 @@ class PostgresLedger(Ledger):
     # -- transactions -----------------------------------------------------------------------------
 
     @contextmanager
-    def _transaction(self, begin: str, lock: bool) -> Iterator[LedgerTx]:
+    def _transaction(self, begin: str, lock: bool, durable: bool = True) -> Iterator[LedgerTx]:
         loop, pool = self._pool()
         wait = self.statement_timeout + 5
         failure: BaseException | None = None
@@ -269,7 +364,7 @@ class PostgresLedger(Ledger):
         try:
             conn = loop.run(pool.acquire(timeout=self.connect_timeout), timeout=self.connect_timeout + 5)
             loop.run(conn.execute(
-                f"{begin}; SET LOCAL synchronous_commit = on; "
+                f"{begin}; SET LOCAL synchronous_commit = {'on' if durable else 'off'}; "
                 f"SET LOCAL lock_timeout = {int(self.lock_timeout * 1000)}; "
                 f"SET LOCAL statement_timeout = {int(self.statement_timeout * 1000)}"
             ), timeout=wait)  # fmt: skip
@@ -306,6 +401,12 @@ class PostgresLedger(Ledger):
     @contextmanager
     def _write(self) -> Iterator[LedgerTx]:
         with self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock=True) as tx:
+            yield tx
+
+    @contextmanager
+    def _write_relaxed(self) -> Iterator[LedgerTx]:
+        """Like :meth:`_write` with ``synchronous_commit = off`` (replay answers only)."""
+        with self._transaction("BEGIN ISOLATION LEVEL READ COMMITTED", lock=True, durable=False) as tx:
             yield tx
 
     @contextmanager

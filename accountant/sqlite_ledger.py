@@ -9,6 +9,10 @@ Storage rules:
 * One connection per thread (and per process after a fork).
 * ``charges`` is append-only (triggers abort any UPDATE or DELETE); ``totals`` keeps the
   running sums per (scope, key, window). Every sum is a checked SQLite integer.
+* ``replay`` holds the replay slots (:mod:`dpsql.accountant.replays`); a slot is reserved in the
+  charge's own ``BEGIN IMMEDIATE`` transaction.
+* Schema version 2 (version 1 had no ``replay`` table): a version-1 file is migrated at open,
+  under ``BEGIN IMMEDIATE``, so several processes opening it at once migrate it once.
 
 Fail-closed rules — each raises :class:`~dpsql.errors.LedgerUnavailable`:
 
@@ -38,6 +42,7 @@ from pathlib import Path
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import Scope
 from dpsql.accountant.ledger import Ledger, LedgerTx
+from dpsql.accountant.replays import ReplayRow
 from dpsql.errors import LedgerUnavailable
 
 log = logging.getLogger("dpsql.accountant.ledger")
@@ -55,7 +60,24 @@ def _reset_locks_after_fork() -> None:  # a lock held by another thread at fork(
 os.register_at_fork(after_in_child=_reset_locks_after_fork)
 
 APPLICATION_ID = 0x64707371  # "dpsq"
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2
+
+_REPLAY_DDL = """
+CREATE TABLE IF NOT EXISTS replay (
+    key           TEXT    PRIMARY KEY,
+    scope         TEXT    NOT NULL,
+    charge_id     INTEGER NOT NULL,
+    state         TEXT    NOT NULL CHECK (state IN ('pending', 'released')),
+    charged_at    REAL    NOT NULL,
+    pending_until REAL    NOT NULL,
+    expires_at    REAL    NOT NULL,
+    owner         TEXT    NOT NULL,
+    released_at   REAL,
+    size          INTEGER NOT NULL DEFAULT 0,
+    payload       BLOB
+) WITHOUT ROWID;
+CREATE INDEX IF NOT EXISTS replay_by_scope ON replay (scope, released_at)
+"""
 
 _SCHEMA = f"""
 PRAGMA application_id = {APPLICATION_ID};
@@ -90,7 +112,10 @@ BEGIN SELECT RAISE(ABORT, 'the charge log is append-only'); END;
 CREATE TRIGGER charges_append_only_delete BEFORE DELETE ON charges
 BEGIN SELECT RAISE(ABORT, 'the charge log is append-only'); END;
 INSERT INTO meta (key, value) VALUES ('application', 'dpsql-ledger'), ('schema_version', '{SCHEMA_VERSION}');
+{_REPLAY_DDL};
 """
+
+_REPLAY_COLUMNS = "key, scope, charge_id, state, charged_at, pending_until, expires_at, owner, payload"
 
 
 class _SqliteTx:
@@ -146,6 +171,42 @@ class _SqliteTx:
         )
         assert cur.lastrowid is not None
         return cur.lastrowid
+
+    def replay_get(self, key: str) -> ReplayRow | None:
+        row = self.conn.execute(f"SELECT {_REPLAY_COLUMNS} FROM replay WHERE key = ?", (key,)).fetchone()
+        if row is None:
+            return None
+        payload = row[8]
+        return ReplayRow(str(row[0]), str(row[1]), int(row[2]), row[3], float(row[4]), float(row[5]), float(row[6]), str(row[7]),
+                         bytes(payload) if payload is not None else None)
+
+    def replay_put(self, row: ReplayRow) -> None:
+        self.conn.execute(
+            f"INSERT OR REPLACE INTO replay ({_REPLAY_COLUMNS}, size) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
+            (row.key, row.scope, row.charge_id, row.state, row.charged_at, row.pending_until, row.expires_at, row.owner,
+             row.payload, len(row.payload or b"")),
+        )
+
+    def replay_release(self, key: str, charge_id: int, payload: bytes, released_at: float) -> bool:
+        cur = self.conn.execute(
+            "UPDATE replay SET state = 'released', payload = ?, size = ?, released_at = ? "
+            "WHERE key = ? AND charge_id = ? AND state = 'pending'",
+            (payload, len(payload), released_at, key, charge_id),
+        )
+        return cur.rowcount == 1
+
+    def replay_drop(self, key: str, charge_id: int) -> None:
+        self.conn.execute("DELETE FROM replay WHERE key = ? AND charge_id = ?", (key, charge_id))
+
+    def replay_prune(self, scope: str, now: float, max_bytes: int) -> None:
+        self.conn.execute("DELETE FROM replay WHERE expires_at <= ? OR (state = 'pending' AND pending_until <= ?)",
+                          (now, now - 3600.0))
+        self.conn.execute(
+            "DELETE FROM replay WHERE key IN (SELECT key FROM (SELECT key, SUM(size) OVER "
+            "(ORDER BY released_at DESC, key ROWS UNBOUNDED PRECEDING) AS running FROM replay "
+            "WHERE scope = ? AND state = 'released') WHERE running > ?)",
+            (scope, max_bytes),
+        )
 
 
 class SqliteLedger(Ledger):
@@ -253,6 +314,7 @@ class SqliteLedger(Ledger):
             raise self._unavailable(f"cannot open it ({e})") from None
         try:
             conn.execute(f"PRAGMA busy_timeout = {int(self.busy_timeout * 1000)}")
+            self._migrate(conn)
             self._check_schema(conn)
             mode = conn.execute("PRAGMA journal_mode = WAL").fetchone()[0]
             if str(mode).lower() != "wal":
@@ -277,6 +339,28 @@ class SqliteLedger(Ledger):
             live.append((weakref.ref(me), os.getpid(), conn))
             self._conns = live
         return conn
+
+    def _migrate(self, conn: sqlite3.Connection) -> None:
+        """Bring a version-1 ledger to version 2 (add the replay table) in one BEGIN IMMEDIATE."""
+        if conn.execute("PRAGMA user_version").fetchone()[0] != 1:
+            return
+        if conn.execute("PRAGMA application_id").fetchone()[0] != APPLICATION_ID:
+            return  # _check_schema refuses it
+        conn.execute("PRAGMA synchronous = FULL")
+        conn.execute("BEGIN IMMEDIATE")
+        try:
+            if conn.execute("PRAGMA user_version").fetchone()[0] == 1:  # not migrated by another process meanwhile
+                for stmt in _REPLAY_DDL.split(";\n"):
+                    if stmt.strip():
+                        conn.execute(stmt)
+                conn.execute("UPDATE meta SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+                conn.execute(f"PRAGMA user_version = {SCHEMA_VERSION}")
+                log.warning("migrated the privacy budget ledger at %s to schema version %d", self.path, SCHEMA_VERSION)
+            conn.execute("COMMIT")
+        except BaseException:
+            if conn.in_transaction:
+                conn.execute("ROLLBACK")
+            raise
 
     def _check_schema(self, conn: sqlite3.Connection) -> None:
         app = conn.execute("PRAGMA application_id").fetchone()[0]
@@ -342,6 +426,23 @@ class SqliteLedger(Ledger):
     def _write(self) -> Iterator[LedgerTx]:
         with self._lock, self._transaction("BEGIN IMMEDIATE") as tx:
             yield tx
+
+    @contextmanager
+    def _write_relaxed(self) -> Iterator[LedgerTx]:
+        """BEGIN IMMEDIATE with ``synchronous = NORMAL``: atomic, survives a crash of dpsql, but the
+        WAL is not fsynced at this commit (the next FULL commit flushes it)."""
+        with self._lock:
+            conn = self._conn()
+            try:
+                conn.execute("PRAGMA synchronous = NORMAL")
+            except sqlite3.Error as e:
+                raise self._failed("cannot start a transaction", e) from None
+            try:
+                with self._transaction("BEGIN IMMEDIATE") as tx:
+                    yield tx
+            finally:
+                with suppress(sqlite3.Error):
+                    conn.execute("PRAGMA synchronous = FULL")
 
     @contextmanager
     def _read(self) -> Iterator[LedgerTx]:

@@ -137,3 +137,10 @@ class AuthenticationFailed(DPSQLError):
     """Password or user refused (28P01)."""
 
     sqlstate = "28P01"
+
+
+class AuditLogUnavailable(DPSQLError):
+    """The audit log's hash chain is broken, or the log cannot be read or written; dpsql does not
+    run without an intact operators' trail (58000)."""
+
+    sqlstate = "58000"

@@ -90,6 +90,24 @@ class UserPolicy:
     password: str | None
     budget: Budget
     session_epsilon: Fraction | None
+    default_epsilon: Fraction | None = None  # this user's dp.epsilon when the session sets none
+
+
+@dataclass(frozen=True)
+class ReplaySettings:
+    """``[privacy] replay*``: answering an identical query again with its stored noisy answer, free.
+
+    ``mode`` is ``"user"`` (an answer is replayed only to the user who paid for it), ``"global"``
+    (to any user: the global filter already covers every release) or ``"off"``. A stored answer
+    is replayed for ``window_seconds`` after its charge; for sources whose data can change while
+    dpsql serves them (PostgreSQL) for at most ``source_ttl_seconds``. ``max_bytes`` bounds the
+    stored answers of one replay scope (a user, or everyone under ``"global"``).
+    """
+
+    mode: Literal["user", "global", "off"] = "user"
+    window_seconds: float = 7 * 86400.0
+    source_ttl_seconds: float = 3600.0
+    max_bytes: int = 64 * 1024 * 1024
 
 
 @dataclass(frozen=True)
@@ -112,6 +130,10 @@ class ServerSettings:
     auth: Literal["scram-sha-256", "trust"] = "scram-sha-256"
     tls_cert: Path | None = None
     tls_key: Path | None = None
+    audit_log: Path | None = None  # None: dpsql-audit.jsonl beside the policy file
+    audit_enabled: bool = True
+    metrics_host: str | None = None  # [server] metrics_listen: the Prometheus endpoint, off when None
+    metrics_port: int | None = None
 
     @property
     def loopback(self) -> bool:
@@ -132,6 +154,7 @@ class Limits:
     memory_limit: str = "4GB"
     threads: int = 2
     queries_per_minute: int = 600
+    concurrent_queries_per_user: int = 4  # more of one user's private queries wait (until statement_timeout)
 
 
 @dataclass(frozen=True)
@@ -165,6 +188,7 @@ class Policy:
     tables: Mapping[str, TablePolicy]  # keyed by qualified "schema.table"
     ledger: LedgerSettings
     limits: Limits = field(default_factory=Limits)
+    replay: ReplaySettings = field(default_factory=ReplaySettings)
 
     def table(self, name: str) -> TablePolicy | None:
         """The table called ``name`` (``t`` or ``schema.t``, case-insensitive), or None."""
@@ -183,6 +207,23 @@ class Policy:
         if self.ledger.path is not None:
             return self.ledger.path
         return self.file.parent / "dpsql-ledger.sqlite"
+
+    @property
+    def audit_path(self) -> Path | None:
+        """The audit log (R32): configured, or ``dpsql-audit.jsonl`` beside the policy file; None when off."""
+        if not self.server.audit_enabled:
+            return None
+        if self.server.audit_log is not None:
+            return self.server.audit_log
+        return self.file.parent / "dpsql-audit.jsonl"
+
+    def default_epsilon_for(self, user: str) -> Fraction:
+        """The ε of a query of ``user`` whose session sets no ``dp.epsilon``: the user's own
+        ``default_epsilon``, else ``[privacy] default_epsilon``."""
+        up = self.users.get(user)
+        if up is not None and up.default_epsilon is not None:
+            return up.default_epsilon
+        return self.privacy.default_epsilon
 
 
 # ---------------------------------------------------------------------------------------------
@@ -360,12 +401,18 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         key = s.string("tls_key")
         if bool(cert) != bool(key):
             raise s.fail("tls_key" if cert else "tls_cert", "tls_cert and tls_key must be set together")
+        audit_path, audit_on = _read_audit_log(s, base)
+        metrics_host, metrics_port = _read_metrics_listen(s, cert is not None)
         server = ServerSettings(
             listen_host=host,
             listen_port=port,
             auth=auth,  # type: ignore[arg-type]
             tls_cert=_resolve(base, cert) if cert else None,
             tls_key=_resolve(base, key) if key else None,
+            audit_log=audit_path,
+            audit_enabled=audit_on,
+            metrics_host=metrics_host,
+            metrics_port=metrics_port,
         )
         if auth == "trust" and not server.loopback:
             raise s.fail("auth", f"'trust' is only allowed on a loopback address, not {host!r}")
@@ -376,7 +423,9 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
     # [privacy]
     privacy = PrivacySettings()
     ledger = LedgerSettings()
+    replay = ReplaySettings()
     if (s := root.sub("privacy")) is not None:
+        replay = _read_replay(s)
         accounting = s.string("accounting", "zcdp", choices=("zcdp", "basic"))
         dflt_eps = s.number("default_epsilon", Fraction(1), positive=True)
         dflt_delta = s.number("default_delta", Fraction(1, 10**7), positive=True, at_most=Fraction(1, 10))
@@ -427,10 +476,11 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
                 raise ur.fail("password", "SCRAM iteration count must be at least 4096")
             ubudget = _read_budget(ur, budget)
             usess = ur.number("session_epsilon", session_eps, positive=True)
+            udefault = _read_user_default_epsilon(ur, privacy, usess)
             ur.finish()
             if server.auth == "scram-sha-256" and pw is None:
                 raise ur.fail("password", "is required when [server] auth is 'scram-sha-256'")
-            users[name] = UserPolicy(name=name, password=pw, budget=ubudget, session_epsilon=usess)
+            users[name] = UserPolicy(name=name, password=pw, budget=ubudget, session_epsilon=usess, default_epsilon=udefault)
     if not users:
         raise root.fail("users", "list at least one user ([users.NAME]); only listed users may connect")
 
@@ -464,6 +514,7 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
             memory_limit=mem,
             threads=lr.integer("threads", 2),
             queries_per_minute=lr.integer("queries_per_minute", 600),
+            concurrent_queries_per_user=lr.integer("concurrent_queries_per_user", 4),
         )
         lr.finish()
 
@@ -482,18 +533,85 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         tables=tables,
         ledger=ledger,
         limits=limits,
+        replay=replay,
     )
 
 
-def _parse_listen(s: _Reader, listen: str) -> tuple[str, int]:
+def _parse_listen(s: _Reader, listen: str, key: str = "listen") -> tuple[str, int]:
     host, sep, port_s = listen.rpartition(":")
     if not sep or not port_s.isdigit():
-        raise s.fail("listen", f"must be HOST:PORT, got {listen!r}")
+        raise s.fail(key, f"must be HOST:PORT, got {listen!r}")
     host = host.strip("[]")
     port = int(port_s)
     if not 0 <= port <= 65535:
-        raise s.fail("listen", f"port {port} is out of range")
+        raise s.fail(key, f"port {port} is out of range")
     return host or "127.0.0.1", port
+
+
+_REPLAY_MODES = ("user", "global", "off")
+
+
+def parse_size(text: str) -> int:
+    """Bytes in a size such as ``"64MB"`` or ``"1GiB"`` (KB/MB/… are powers of 1000, KiB/MiB/… of 1024)."""
+    m = _SIZE.match(text)
+    if not m:
+        raise ValueError(f"{text!r} is not a size like '64MB'")
+    unit = m.group(2).lower()
+    scale = {"b": 1, "kb": 10**3, "mb": 10**6, "gb": 10**9, "tb": 10**12, "kib": 2**10, "mib": 2**20, "gib": 2**30, "tib": 2**40}
+    return int(float(m.group(1)) * scale[unit])
+
+
+def _read_replay(s: _Reader) -> ReplaySettings:
+    """``[privacy] replay``, ``replay_window``, ``replay_ttl`` and ``replay_size``."""
+    mode = s.string("replay", "user", choices=_REPLAY_MODES) or "user"
+    window = s.duration("replay_window", 7 * 86400.0) or 7 * 86400.0
+    ttl = s.duration("replay_ttl", 3600.0) or 3600.0
+    size_text = s.string("replay_size")
+    size = 64 * 1024 * 1024
+    if size_text is not None:
+        try:
+            size = parse_size(size_text)
+        except ValueError as e:
+            raise s.fail("replay_size", str(e)) from None
+        if size < 1024:
+            raise s.fail("replay_size", f"must be at least 1KiB, got {size_text!r}")
+    return ReplaySettings(mode=mode, window_seconds=window, source_ttl_seconds=ttl, max_bytes=size)  # type: ignore[arg-type]
+
+
+def _read_audit_log(s: _Reader, base: Path) -> tuple[Path | None, bool]:
+    """``[server] audit_log``: a path (relative to the policy file), or ``false`` to turn the log off."""
+    v = s.get("audit_log")
+    if v is None:
+        return None, True
+    if v is False:
+        return None, False
+    if not isinstance(v, str) or not v.strip():
+        raise s.fail("audit_log", f"must be a file path or false, got {v!r}")
+    return _resolve(base, v), True
+
+
+def _read_metrics_listen(s: _Reader, tls: bool) -> tuple[str | None, int | None]:
+    """``[server] metrics_listen = "HOST:PORT"`` (port 0: any free port); beyond loopback only with TLS."""
+    text = s.string("metrics_listen")
+    if text is None:
+        return None, None
+    host, port = _parse_listen(s, text, key="metrics_listen")
+    if not _is_loopback(host) and not tls:
+        raise s.fail("metrics_listen", f"serving metrics on {host!r} (beyond loopback) requires tls_cert and tls_key")
+    return host, port
+
+
+def _read_user_default_epsilon(ur: _Reader, privacy: PrivacySettings, session_cap: Fraction | None) -> Fraction | None:
+    """``[users.NAME] default_epsilon``: within ``max_epsilon_per_query`` and the user's session cap."""
+    v = ur.number("default_epsilon", None, positive=True)
+    if v is None:
+        return None
+    if v > privacy.max_epsilon_per_query:
+        limit = float(privacy.max_epsilon_per_query)
+        raise ur.fail("default_epsilon", f"({float(v):g}) exceeds [privacy] max_epsilon_per_query ({limit:g})")
+    if session_cap is not None and v > session_cap:
+        raise ur.fail("default_epsilon", f"({float(v):g}) exceeds the user's session_epsilon ({float(session_cap):g})")
+    return v
 
 
 def _read_budget(r: _Reader, inherit: Budget | None) -> Budget:

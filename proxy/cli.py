@@ -70,6 +70,12 @@ def build_parser() -> argparse.ArgumentParser:
     policy_args(s)
     s.add_argument("--listen", help="HOST:PORT (overrides [server] listen)")
 
+    a = sub.add_parser("audit", help="the operators' audit log")
+    asub = a.add_subparsers(dest="audit_command", required=True, parser_class=_Parser)
+    av = asub.add_parser("verify", help="check the audit log's hash chain (exit 0 intact, 1 broken, 2 bad usage)")
+    av.add_argument("--policy", type=Path, help="check the audit log this policy keeps")
+    av.add_argument("path", nargs="?", type=Path, help="check this audit log file")
+
     pw = sub.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for the policy's [users.NAME] password")
     pw.add_argument("--iterations", type=int, default=4096)
     pw.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -218,6 +224,37 @@ def cmd_serve(args: argparse.Namespace) -> int:
     return serve(args.policy, duckdb=args.duckdb, postgres=args.postgres, listen=args.listen)
 
 
+def cmd_audit(args: argparse.Namespace) -> int:
+    """``dpsql audit verify [--policy FILE | PATH]``: 0 if the chain is intact, 1 if broken (the
+    first bad line is named), 2 on bad usage (no or both sources, a missing file, the log is off)."""
+    from dpsql.policy import load_policy
+    from dpsql.proxy.audit import verify_chain
+
+    if (args.policy is None) == (args.path is None):
+        print("dpsql: error: give either --policy FILE or the audit log's PATH", file=sys.stderr)
+        return EXIT_USAGE
+    if args.policy is not None:
+        path = load_policy(args.policy).audit_path
+        if path is None:
+            print(f"dpsql: error: {args.policy} keeps no audit log ([server] audit_log = false)", file=sys.stderr)
+            return EXIT_USAGE
+    else:
+        path = args.path
+        if not path.is_file():
+            print(f"dpsql: error: {path} is not a file", file=sys.stderr)
+            return EXIT_USAGE
+    try:
+        report = verify_chain(path)
+    except OSError as e:
+        print(f"dpsql: error: cannot read {path} ({e.strerror or e})", file=sys.stderr)
+        return EXIT_USAGE
+    if not report.ok:
+        print(f"dpsql: ERROR 58000: {report.message()}", file=sys.stderr)
+        return EXIT_REFUSED
+    print(report.message())
+    return EXIT_OK
+
+
 def cmd_passwd(args: argparse.Namespace) -> int:
     """``dpsql passwd``: read a password and print its PostgreSQL SCRAM-SHA-256 verifier."""
     from dpsql.proxy.passwords import scram_verifier
@@ -248,6 +285,7 @@ _COMMANDS = {
     "demo": cmd_demo,
     "serve": cmd_serve,
     "passwd": cmd_passwd,
+    "audit": cmd_audit,
 }
 
 

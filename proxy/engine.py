@@ -6,6 +6,12 @@ public key set (public data only) → **charge the ledger, durably** → run the
 noise → post-processing. Nothing computed from private rows is returned, logged or put in an
 error before noise: engine errors are replaced by fixed messages, and the charge stands whatever
 happens after it (R22).
+
+Replay (:mod:`~dpsql.proxy.replay`): an identical private query is answered with the stored
+answer of the query that paid for it, at no charge; the charge reserves the replay slot in the
+ledger in its own transaction. Admission (:mod:`~dpsql.proxy.admission`) queues a user's private
+queries beyond their concurrency slots until the statement's deadline. Every statement a session
+answers leaves one line in the audit log and counts in the metrics (:mod:`~dpsql.proxy.trail`).
 """
 
 from __future__ import annotations
@@ -22,17 +28,20 @@ from typing import Any
 
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
-from dpsql.accountant.ledger import Ledger, open_ledger
+from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
 from dpsql.accountant.noise import draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
+from dpsql.accountant.replays import ReplaySlotTaken
 from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded, QueryCanceled
 from dpsql.policy import Policy
 from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
+from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
 from dpsql.rewriter import rewrite
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post import NOISY_TABLE
@@ -76,7 +85,14 @@ class Engine:
         self.catalog: Catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
         self.ledger = ledger if ledger is not None else open_ledger(policy)
         self.post = PostProcessor()
-        self.admission = Admission(policy.limits.queries_per_minute)
+        self.admission = Admission(policy.limits.queries_per_minute, policy.limits.concurrent_queries_per_user)
+        self.replays = Replays(policy, self.ledger, backend)
+        try:
+            self.trail = OperatorsTrail(policy)  # verifies the audit log's chain: no start on a broken one
+        except BaseException:
+            self.ledger.close()
+            self.post.close()
+            raise
         self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
         self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
         self._validated: OrderedDict[tuple[str, str | None, str | None], None] = OrderedDict()
@@ -84,12 +100,13 @@ class Engine:
         self._lock = threading.Lock()
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
-    def session(self, user: str) -> Session:
-        """A new session for ``user``; PermissionError-style DPSQLError if the policy doesn't list them."""
+    def session(self, user: str, client: ClientInfo | None = None) -> Session:
+        """A new session for ``user``; PermissionError-style DPSQLError if the policy doesn't list them.
+        ``client`` (peer, TLS, auth method) is what the audit log records for its statements."""
         if self.policy.user(user) is None:
             raise DPSQLError(f'role "{user}" is not allowed to connect', hint="ask the operator to add the user to the policy",
                              sqlstate="28000")
-        return Session(self, user)
+        return Session(self, user, client)
 
     def rewrite(self, sql: str) -> Rewrite:
         """The (cached) rewrite of ``sql`` for this backend's dialect; pure, so safe to cache by text."""
@@ -160,28 +177,53 @@ class Engine:
         finally:
             self.ledger.close()
             self.post.close()
+            self.trail.close()
 
 
 class Session:
     """One user's connection: DP settings, a backend session and the query path. Not thread-safe."""
 
-    def __init__(self, engine: Engine, user: str) -> None:
+    def __init__(self, engine: Engine, user: str, client: ClientInfo | None = None) -> None:
         self.engine = engine
         self.user = user
         self.id = uuid.uuid4().hex
         self.settings = DPSettings(engine.policy, user)
+        self.client = client or ClientInfo()
+        self.trail = Trail()
         self._backend: BackendSession | None = None
-        self._deadline: Deadline | None = None  # of the charged statement running now
+        self._answer_at: Deadline | None = None  # the timing shield's deadline of the charged statement running now
         self._client_canceled = False
+        self._ticket: ReplayTicket | None = None  # the replay slot the running statement's charge reserves
+        self._canceled = threading.Event()  # set by cancel(): ends a wait for admission or a replay
+        self._deadline = 0.0  # monotonic time at which the running statement's waits give up
 
     # ----------------------------------------------------------------------------------------- API
 
     def execute(self, sql: str) -> Result:
         """Answer one statement: a DP query, a query over public tables, EXPLAIN, a ``dp.*`` setting
-        or the ``dpsql.budget`` view. Raises DPSQLError (with SQLSTATE) on refusal or failure."""
+        or the ``dpsql.budget`` view. Raises DPSQLError (with SQLSTATE) on refusal or failure.
+        Every statement leaves one audit line (AuditLogUnavailable if it cannot be written)."""
+        self.trail = Trail()
+        self._canceled.clear()
+        started = time.perf_counter()
+        self._deadline = time.monotonic() + self.engine.policy.limits.statement_timeout
+        sqlstate = "00000"
+        try:
+            return self._execute(sql)
+        except DPSQLError as e:
+            sqlstate = e.sqlstate
+            raise
+        except BaseException:
+            sqlstate = "XX000"
+            raise
+        finally:
+            self.engine.trail.record(self, sql, self.trail, sqlstate, time.perf_counter() - started)
+
+    def _execute(self, sql: str) -> Result:
         from dpsql.proxy.commands import classify
 
         command = classify(sql)
+        self.trail.kind = command.kind
         if command.kind == "set":
             self.settings.set(command.name, command.value)
             return Result((), (), [], command="SET")
@@ -224,11 +266,12 @@ class Session:
 
     def cancel(self) -> None:
         """Cancel the running statement, if any (thread-safe), at once — also while it waits for
-        its timing deadline. Its charge stands."""
-        deadline = self._deadline
-        if deadline is not None:
+        admission, a replay, or its timing deadline. Its charge stands."""
+        self._canceled.set()
+        answer_at = self._answer_at
+        if answer_at is not None:
             self._client_canceled = True
-            deadline.cancel()
+            answer_at.cancel()
         backend = self._backend
         if backend is not None:
             backend.cancel()
@@ -247,12 +290,57 @@ class Session:
         from the charge (:mod:`dpsql.proxy.timing`)."""
         rw, noise = self.plan(sql)
         if rw.plan is None:
+            self.trail.kind = "public"
             rs = self.backend.execute(rw.sql, timeout=self.engine.policy.limits.statement_timeout)
             names = tuple(o.name for o in rw.outputs) if len(rw.outputs) == len(rs.columns) else rs.columns
             return Result(names, rs.types, rs.rows)
         assert noise is not None
-        with self.engine.admission.admit(self.user):
-            return self._private(sql, rw, rw.plan, noise)
+        self.trail.kind, self.trail.noise = "private", noise
+        self.trail.query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
+        with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
+            return self._replayable(sql, rw, rw.plan, noise)
+
+    def _replayable(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
+        """:meth:`_private` with replay: a stored answer if there is one (free), else the query,
+        charged with the replay slot reserved in the charge's transaction, its answer stored."""
+        replays = self.engine.replays
+        ticket = replays.ticket(self.user, rw, noise)
+        if ticket is None:
+            return self._private(sql, rw, plan, noise)
+        while True:
+            stored = replays.wait(ticket, self._deadline, self._canceled)
+            if stored is not None:
+                return self._replayed(stored)
+            self._ticket = ticket
+            try:
+                result = self._private(sql, rw, plan, noise)
+            except ReplaySlotTaken:
+                continue  # an identical query reserved the slot first: wait for its answer
+            except BaseException:
+                if self.trail.receipt is not None:
+                    replays.abandon(ticket, self.trail.receipt)
+                raise
+            finally:
+                self._ticket = None
+            assert self.trail.receipt is not None
+            replays.store(ticket, self.trail.receipt, noise, result)
+            return result
+
+    def _replayed(self, stored: StoredAnswer) -> Result:
+        """The stored answer, with a notice that says nothing was charged."""
+        self.trail.replayed = True
+        notice = f"dpsql: replayed, no budget spent (the stored answer of an identical query charged {stored.cost_text()})"
+        return Result(stored.columns, stored.types, stored.rows, notices=[notice + self._remaining_text(), *stored.notices])
+
+    def _charge(self, noise: NoisePlan, query_hash: str) -> Receipt:
+        """Charge ``noise.cost`` (reserving the replay slot of the running statement, if any)."""
+        ticket = self._ticket
+        now = time.time()
+        guarantee = QueryGuarantee(noise.epsilon, noise.delta, noise.conversion_delta)
+        receipt = self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), now, query_hash, guarantee=guarantee,
+                                            replay=ticket.reservation(now) if ticket is not None else None)
+        self.trail.receipt = receipt
+        return receipt
 
     def _private(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
         limits = self.engine.policy.limits
@@ -269,20 +357,20 @@ class Session:
 
         self._validate(rw, plan)
         query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
-        self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), time.time(), query_hash)
+        self._charge(noise, query_hash)
         # ---- from here on, the charge stands whatever happens, and the answer (result or error)
         # leaves at the deadline the timing shield fixes now, before any private row is read.
         # Everything before this point depends on the query text, the policy and the ledger only.
         deadline = self.engine.shield.begin(self.engine.shape(rw), time.perf_counter())
         self._client_canceled = False
-        self._deadline = deadline
+        self._answer_at = deadline
         outcome: Result | Exception
         try:
             outcome = self._charged(rw, plan, noise, public_keys)
         except QueryCanceled:
             if deadline is not None and not self._client_canceled:
                 deadline.record_timeout()  # the statement timeout: answered when it fired
-            self._deadline = None
+            self._answer_at = None
             raise
         except Exception as e:  # answered at the deadline like a result
             outcome = e
@@ -292,7 +380,7 @@ class Session:
         except Canceled:
             raise query_canceled("cancel") from None
         finally:
-            self._deadline = None
+            self._answer_at = None
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
@@ -390,15 +478,22 @@ class Session:
         self.engine.mark_validated(rw)
 
     def _cost_notice(self, noise: NoisePlan) -> str:
+        if noise.cost.amount == 0 and noise.cost.delta == 0:
+            return f"dpsql: this query spent nothing (its answer follows from the policy alone){self._remaining_text()}"
+        return f"dpsql: this query spent ε={float(noise.epsilon):g}, δ={float(noise.delta):.3g}{self._remaining_text()}"
+
+    def _remaining_text(self) -> str:
+        """"; remaining for USER: ε=…, δ=…" from the ledger now ("" if it cannot be read)."""
         try:
             status = {s.scope: s for s in self.budget()}
         except DPSQLError:
             status = {}
         user = status.get("user")
+        self.trail.remaining = user
         left = f"; remaining for {self.user}: ε={user.remaining_epsilon:.4g}" if user and user.remaining_epsilon is not None else ""
         if user and user.remaining_delta is not None:
             left += f", δ={float(user.remaining_delta):.3g}"
-        return f"dpsql: this query spent ε={float(noise.epsilon):g}, δ={float(noise.delta):.3g}{left}"
+        return left
 
     def budget_query(self, sql: str) -> Result:
         """Answer a SELECT over the ``dpsql.budget`` view (no cost; reads only the ledger)."""

@@ -343,15 +343,33 @@ class Server:
         self.executor = ThreadPoolExecutor(max_workers=policy.limits.max_connections + 2, thread_name_prefix="dpsql-query")
         self.protocols: set[PgProtocol] = set()
         self._server: asyncio.base_events.Server | None = None
+        self.metrics_address: tuple[str, int] | None = None  # the Prometheus endpoint, once started
 
     async def start(self) -> tuple[str, int]:
-        """Bind and listen; return the bound (host, port)."""
+        """Bind and listen (and start the metrics endpoint of ``[server] metrics_listen``); return
+        the bound (host, port)."""
         self._server = await self.loop.create_server(lambda: PgProtocol(self), self.host, self.port, reuse_address=True,
                                                      backlog=1024)
         sock = self._server.sockets[0]
         name = sock.getsockname()
         self.port = name[1]
+        self._start_metrics()
         return str(name[0]), int(name[1])
+
+    def _start_metrics(self) -> None:
+        srv = self.engine.policy.server
+        trail = getattr(self.engine, "trail", None)
+        if srv.metrics_host is None or srv.metrics_port is None or trail is None:
+            return
+        tls = not _is_loopback(srv.metrics_host)
+        try:
+            self.metrics_address = trail.metrics.serve(srv.metrics_host, srv.metrics_port, tls_cert=srv.tls_cert if tls else None,
+                                                       tls_key=srv.tls_key if tls else None)
+        except OSError as e:
+            if self._server is not None:
+                self._server.close()
+            raise DPSQLError(f"cannot serve metrics on {srv.metrics_host}:{srv.metrics_port}: {e.strerror or e}", sqlstate="08006",
+                             hint="choose another [server] metrics_listen") from None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
         """Stop accepting, notify and close every connection, wait for running statements."""
@@ -367,6 +385,10 @@ class Server:
             with contextlib.suppress(Exception):
                 await asyncio.wait_for(self._server.wait_closed(), timeout=1.0)
         self.executor.shutdown(wait=False, cancel_futures=True)
+        trail = getattr(self.engine, "trail", None)
+        if trail is not None:
+            with contextlib.suppress(Exception):
+                trail.metrics.stop()
         catalog = self.ctx.catalog
         if catalog is not None and hasattr(catalog, "close"):
             with contextlib.suppress(Exception):
@@ -523,6 +545,9 @@ def serve(
     stop = asyncio.Event()
     try:
         host, port = loop.run_until_complete(server.start())
+    except DPSQLError:
+        server.engine.close()
+        raise
     except OSError as e:
         server.engine.close()
         raise DPSQLError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e}", sqlstate="08006",
@@ -533,6 +558,9 @@ def serve(
     shown = f"[{host}]" if ":" in host else host
     tls = "TLS available" if server.ssl_context is not None else "no TLS"
     say(f'dpsql: listening on {shown}:{port} (database "{server.ctx.database}", auth {server.ctx.auth_method}, {tls})')
+    if server.metrics_address is not None:
+        mh, mp = server.metrics_address
+        say(f"dpsql: metrics on {'https' if server.ssl_context and not _is_loopback(mh) else 'http'}://{mh}:{mp}/metrics")
     if on_listen is not None:
         on_listen(host, port, server.ctx.database)
     gc.collect()

@@ -31,7 +31,7 @@ class DPSettings:
     def __init__(self, policy: Policy, user: str) -> None:
         self.policy = policy
         self.user = policy.user(user)
-        self.epsilon: Fraction = policy.privacy.default_epsilon
+        self.epsilon: Fraction = policy.default_epsilon_for(user)
         self.delta: Fraction = policy.privacy.default_delta
         self.session_epsilon: Fraction | None = None
 
@@ -79,7 +79,7 @@ class DPSettings:
         """``RESET name``: back to the policy default (the session cap cannot be raised by a reset)."""
         name = name.lower()
         if name == "dp.epsilon":
-            self.epsilon = self.policy.privacy.default_epsilon
+            self.epsilon = self.policy.default_epsilon_for(self.user.name) if self.user is not None else self.policy.privacy.default_epsilon
         elif name == "dp.delta":
             self.delta = self.policy.privacy.default_delta
         elif name in ("dp.session_epsilon", "dp.accounting"):

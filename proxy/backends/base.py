@@ -14,6 +14,7 @@ from types import TracebackType
 from typing import Any, Literal, Self
 
 from dpsql.errors import ExecutionFailed, QueryCanceled, UnsupportedQuery
+from dpsql.proxy.backends.data_version import DataVersion, unpinned
 
 Dialect = Literal["duckdb", "postgres"]
 CancelReason = Literal["timeout", "cancel"]
@@ -102,6 +103,12 @@ class Backend(ABC):
     @abstractmethod
     def session(self) -> BackendSession:
         """A new execution handle, independent of every other session (usable in another thread)."""
+
+    def data_version(self) -> DataVersion:
+        """Which version of the data this backend serves now (file identities or the connection
+        target, never rows; see :mod:`~dpsql.proxy.backends.data_version`). The default names
+        the backend class and is not pinned, so replays of its answers expire after a TTL."""
+        return unpinned(f"{type(self).__module__}.{type(self).__qualname__}")
 
     def validate(self, sql: str) -> None:
         """Bind ``sql`` without reading any row; raise a DPSQLError if it cannot run on this engine.

@@ -41,7 +41,7 @@ from pathlib import Path
 
 import duckdb
 
-from dpsql.errors import DPSQLError, QuerySyntaxError
+from dpsql.errors import DPSQLError, PolicyError, QuerySyntaxError
 from dpsql.policy import Policy
 from dpsql.proxy.backends.base import (
     Backend,
@@ -54,6 +54,7 @@ from dpsql.proxy.backends.base import (
     query_canceled,
     session_closed,
 )
+from dpsql.proxy.backends.data_version import DataVersion, FileVersions
 from dpsql.proxy.backends.duckdb_setup import LockedDatabase, open_locked
 from dpsql.proxy.backends.duckdb_types import pg_type_name
 from dpsql.proxy.backends.memory import MemoryGuard, parse_size
@@ -85,6 +86,14 @@ class DuckDBBackend(Backend):
 
     def __init__(self, policy: Policy, database: Path | None = None) -> None:
         self._db = open_locked(policy, database)
+        path = database if database is not None else policy.source.duckdb
+        mapped = [tp.file for tp in policy.tables.values() if tp.file is not None]
+        parquet = [f for f in mapped if f.suffix.lower() == ".parquet"]
+        try:
+            self._versions = FileVersions([Path(path)] if path is not None else [], [f for f in mapped if f not in parquet], parquet)
+        except OSError:
+            self._db.close()
+            raise PolicyError(str(policy.file), "source", "a mapped data file cannot be read") from None
         self._timeout = policy.limits.statement_timeout
         self._watchdog = Watchdog()
         self._memory = MemoryGuard(parse_size(policy.limits.memory_limit))
@@ -98,6 +107,10 @@ class DuckDBBackend(Backend):
     def validate(self, sql: str) -> None:
         """Bind ``sql`` on an empty copy of the schema (no rows: failures depend only on the query)."""
         self._shadow.check(sql)
+
+    def data_version(self) -> DataVersion:
+        """The identity of the served files (the database is locked; see FileVersions)."""
+        return self._versions.version()
 
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         """Columns and PostgreSQL types of every policy table, from metadata read at startup."""

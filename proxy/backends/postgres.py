@@ -53,6 +53,7 @@ from dpsql.proxy.backends.base import (
     query_canceled,
     session_closed,
 )
+from dpsql.proxy.backends.data_version import DataVersion, unpinned
 from dpsql.proxy.backends.postgres_setup import SEARCH_PATH, inspect_upstream
 
 _log = logging.getLogger("dpsql.backend")
@@ -111,6 +112,10 @@ class PostgresBackend(Backend):
             self._loop.close()
             raise
         self._finalizer = weakref.finalize(self, _shutdown, self._sessions, self._loop, self._pool)
+
+    def data_version(self) -> DataVersion:
+        """The upstream server and database (not pinned: its owner may write while dpsql serves)."""
+        return unpinned(f"postgres|{self._where}")
 
     # -- start-up ---------------------------------------------------------------------------------
 

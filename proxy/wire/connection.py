@@ -37,6 +37,7 @@ from dpsql.errors import DPSQLError, QueryCanceled
 from dpsql.proxy.commands import classify
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
+from dpsql.proxy.trail import ClientInfo
 from dpsql.proxy.wire import messages as m
 from dpsql.proxy.wire import params as params_mod
 from dpsql.proxy.wire import types as pgt
@@ -446,7 +447,7 @@ class Connection:
         if database != ctx.database:
             raise Fatal("3D000", f'database "{database}" does not exist', f'connect to database "{ctx.database}"')
         try:
-            session = ctx.engine.session(self.user)
+            session = ctx.engine.session(self.user, ClientInfo(peer=self.address, tls=self.tls, auth=ctx.auth_method))
         except DPSQLError as e:
             raise Fatal(e.sqlstate, e.message, e.hint) from None
         self.pid = ctx.new_backend_id()

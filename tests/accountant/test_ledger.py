@@ -72,7 +72,9 @@ def test_charge_until_exhausted(ledger: SqliteLedger) -> None:
         ledger.charge("alice", "s1", rho(), lim, 1000.0, "q10")
     e = info.value
     assert e.sqlstate.startswith("53")
-    assert "user 'alice'" in e.message and "ρ=0.1" in e.message and "ρ=0 left" in e.message
+    # stated in (ε, δ), never in ρ alone: ρ = 0.1 is ε ≈ 2.348 at the filter's conversion δ = 1e-7 (CKS20)
+    assert "user 'alice'" in e.message and "costs ε=2.34835 at δ=1e-07" in e.message and "ε=0 left at δ=1e-07" in e.message
+    assert "ρ" not in e.message
     assert e.hint is not None and "lower dp.epsilon" in e.hint
     # a refused query writes nothing; a smaller one that fits is still refused only if it does not fit
     assert _count(ledger) == 10

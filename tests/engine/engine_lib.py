@@ -10,6 +10,7 @@ from pathlib import Path
 
 from dpsql.policy import Policy
 from dpsql.proxy.backends.base import Backend, BackendSession, ResultSet
+from dpsql.proxy.backends.data_version import DataVersion
 from dpsql.proxy.backends.duckdb import DuckDBBackend
 from dpsql.proxy.engine import Engine
 
@@ -30,6 +31,8 @@ def policy_text(
     max_epsilon: float = 2.0,
     tables: str | None = None,
     extra: str = "",
+    replay: str | None = None,
+    privacy_extra: str = "",
 ) -> str:
     """A complete policy (hospital tables unless ``tables`` is given) as TOML text."""
     head = [
@@ -42,6 +45,8 @@ def policy_text(
         f"default_epsilon = {default_epsilon}",
         f"default_delta = {default_delta}",
         f"max_epsilon_per_query = {max_epsilon}",
+        *([f'replay = "{replay}"'] if replay is not None else []),
+        *([privacy_extra] if privacy_extra else []),
         "[privacy.ledger]",
         f'path = "{ledger}"',
         "[budget]",
@@ -142,6 +147,9 @@ class RecordingBackend(Backend):
 
     def session(self) -> BackendSession:
         return RecordingSession(self.inner.session(), self.recorder, self.fail_on)
+
+    def data_version(self) -> DataVersion:
+        return self.inner.data_version()
 
     def close(self) -> None:
         self.inner.close()

@@ -48,7 +48,7 @@ def test_user_budget_is_exhausted_after_exactly_the_admitted_number(make_harness
     (3 queries of ε = 1), the user is refused with class 53 after exactly ⌊limit/cost⌋ queries;
     dpsql.budget shows less than one query's cost left; a new session stays refused; another user
     is not affected."""
-    h = make_harness(accounting=accounting, epsilon=epsilon)
+    h = make_harness(replay="off", accounting=accounting, epsilon=epsilon)
     session = h.engine.session("alice")
     expected = _expected(h, session, COUNT)
     assert expected >= 3 and (accounting != "basic" or expected == 3)
@@ -73,7 +73,7 @@ def test_user_budget_is_exhausted_after_exactly_the_admitted_number(make_harness
 def test_refusal_costs_nothing(make_harness: Callable[..., Harness]) -> None:
     """A refused query writes nothing: the spent budget after the refusal equals the sum of the
     admitted charges."""
-    h = make_harness(epsilon=2.0)
+    h = make_harness(replay="off", epsilon=2.0)
     session = h.engine.session("alice")
     ran, _ = _run_until_refused(session, COUNT)
     _, noise = session.plan(COUNT)
@@ -85,7 +85,7 @@ def test_refusal_costs_nothing(make_harness: Callable[..., Harness]) -> None:
 def test_delta_budget_is_exhausted_by_partition_selection(make_harness: Callable[..., Harness]) -> None:
     """Under zcdp partition selection spends δ; with a large ε budget the δ filter (0.9·δ_B) is the
     one that refuses, after exactly ⌊δ limit / δ per query⌋ queries, with a message about δ."""
-    h = make_harness(epsilon=1000.0, delta=1e-5)
+    h = make_harness(replay="off", epsilon=1000.0, delta=1e-5)
     session = h.engine.session("alice")
     session.execute("SET dp.delta = 1e-5")
     _, noise = session.plan(SELECTION)
@@ -102,7 +102,7 @@ def test_session_cap_and_lowering_it(make_harness: Callable[..., Harness]) -> No
     """[budget] session_epsilon caps one connection: refused (53) after ⌊session limit/cost⌋
     queries while the user still has budget; a new session may query again; SET
     dp.session_epsilon can lower the cap (fewer queries) but never raise it (22023)."""
-    h = make_harness(epsilon=100.0, session_epsilon=2.0)
+    h = make_harness(replay="off", epsilon=100.0, session_epsilon=2.0)
     first = h.engine.session("alice")
     expected = _expected(h, first, COUNT, scope="session")
     assert expected < _expected(h, first, COUNT, scope="user")
@@ -129,7 +129,7 @@ def test_session_cap_and_lowering_it(make_harness: Callable[..., Harness]) -> No
 def test_global_budget_is_shared_by_all_users(make_harness: Callable[..., Harness]) -> None:
     """[budget.global] caps all users together: alice and bob alternately are refused when the
     global filter, not their own, runs out, after exactly ⌊global limit/cost⌋ queries in all."""
-    h = make_harness(epsilon=100.0, global_epsilon=2.0)
+    h = make_harness(replay="off", epsilon=100.0, global_epsilon=2.0)
     alice, bob = h.engine.session("alice"), h.engine.session("bob")
     expected = _expected(h, alice, COUNT, scope="global")
     assert expected < _expected(h, alice, COUNT, scope="user")
@@ -150,7 +150,7 @@ def test_global_budget_is_shared_by_all_users(make_harness: Callable[..., Harnes
 
 def test_epsilon_per_query_is_the_guarantee(make_harness: Callable[..., Harness]) -> None:
     """Queries at a smaller dp.epsilon cost less, so more of them fit, as the calibration says."""
-    h = make_harness(epsilon=2.0)
+    h = make_harness(replay="off", epsilon=2.0)
     session = h.engine.session("alice")
     session.execute("SET dp.epsilon = 0.25")
     expected = _expected(h, session, COUNT)

@@ -88,14 +88,15 @@ def test_unknown_user_exits_1(policy: Path) -> None:
 
 
 def test_budget_exhaustion_exits_1_with_class_53(policy: Path) -> None:
-    """With ε_B = 3, repeated ε = 1 queries are eventually refused: exit 1, SQLSTATE 53400."""
-    for _ in range(100):
-        done = dpsql("query", "--policy", str(policy), "--user", "alice", "--epsilon", "2", "SELECT COUNT(*) FROM visits")
+    """With ε_B = 3, different ε = 2 queries are eventually refused: exit 1, SQLSTATE 53400, the
+    message in ε and δ (an identical query would be a free replay)."""
+    for i in range(100):
+        done = dpsql("query", "--policy", str(policy), "--user", "alice", "--epsilon", "2", f"SELECT COUNT(*) FROM visits WHERE age >= {i}")
         if done.returncode != 0:
             break
     assert done.returncode == 1
     line = _one_error_line(done, "53400")
-    assert "budget" in line
+    assert "budget" in line and "this query costs ε=2 (δ=1e-07)" in line and "left at δ=1e-07" in line and "ρ" not in line
 
 
 def test_setting_above_the_maximum_exits_1_with_22023(policy: Path) -> None:

@@ -96,3 +96,43 @@ def test_driver_without_a_kill_answers(write_policy: Callable[..., Path], tmp_pa
     assert done.returncode == 0, done.stderr
     assert "department" in done.stdout and "cardiology" in done.stdout
     assert _spent(policy) == _query_cost(policy)
+
+
+def _run_query(policy: Path) -> subprocess.CompletedProcess[str]:
+    cmd = [sys.executable, "-m", "dpsql.proxy.cli", "query", "--policy", str(policy), "--user", "alice", SQL]
+    return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+
+@pytest.mark.parametrize("stage", ["after_charge", "during_bounded", "after_noise"])
+def test_kill_between_charge_and_store_never_gives_a_free_answer(write_policy: Callable[..., Path], tmp_path: Path,
+                                                                  stage: str) -> None:
+    """Replay is on (the default). Killed after the charge reserved the replay slot but before the
+    answer was stored: the next identical query finds no answer to replay — it is charged (the
+    dead owner's slot is taken over at once) and answered; only the run after it is a free replay."""
+    policy = write_policy()
+    cost = _query_cost(policy)
+    done = _run(stage, policy, tmp_path / "marker", kill_on_marker=stage == "during_bounded")
+    assert done.returncode == -signal.SIGKILL, done.stderr
+    assert _spent(policy) == cost
+    t0 = time.monotonic()
+    second = _run_query(policy)
+    assert second.returncode == 0, second.stderr
+    assert time.monotonic() - t0 < 30  # not held up by the dead owner's reservation
+    assert "cardiology" in second.stdout and "this query spent ε=1" in second.stderr
+    assert _spent(policy) == 2 * cost
+    third = _run_query(policy)
+    assert third.returncode == 0 and "replayed, no budget spent" in third.stderr
+    assert third.stdout == second.stdout  # the answer the second run paid for, unchanged
+    assert _spent(policy) == 2 * cost
+
+
+def test_kill_after_the_store_replays_the_paid_answer(write_policy: Callable[..., Path], tmp_path: Path) -> None:
+    """Killed after the answer was stored (before it was printed): that answer was paid for, so the
+    next identical query replays it for free."""
+    policy = write_policy()
+    cost = _query_cost(policy)
+    done = _run("before_output", policy, tmp_path / "marker")
+    assert done.returncode == -signal.SIGKILL
+    again = _run_query(policy)
+    assert again.returncode == 0 and "replayed, no budget spent" in again.stderr
+    assert _spent(policy) == cost

@@ -249,7 +249,7 @@ def test_unknown_user_cannot_open_a_session(make_harness: Callable[..., Harness]
 def test_validation_runs_once_per_bounded_sql(make_harness: Callable[..., Harness]) -> None:
     """The pre-charge validation (bind on the empty shadow, constants, post-processing) is cached
     by the engine after a pass; a failed validation is not cached and stays free."""
-    h = make_harness()
+    h = make_harness(replay="off")  # each identical query is charged (and validated) anew
     calls: list[str] = []
     backend = h.engine.backend
     inner = backend.validate

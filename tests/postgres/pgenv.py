@@ -86,6 +86,8 @@ def policy_text(
     max_groups: int = 3,
     global_epsilon: float | None = None,
     extra: str = "",
+    replay: str | None = None,
+    privacy_extra: str = "",
 ) -> str:
     """A policy over the hospital tables. ``source`` and ``ledger`` are TOML lines
     (``duckdb = "…"`` / ``postgres = "…"``; ``path = "…"`` / ``url = "…"``)."""
@@ -93,6 +95,7 @@ def policy_text(
         "[source]", source,
         "[server]", 'auth = "trust"',
         "[privacy]", f'accounting = "{accounting}"', "default_epsilon = 1.0", "default_delta = 1e-7", "max_epsilon_per_query = 2.0",
+        *([f'replay = "{replay}"'] if replay is not None else []), *([privacy_extra] if privacy_extra else []),
         "[privacy.ledger]", ledger,
         "[budget]", f"epsilon = {epsilon}", f"delta = {delta}",
     ]  # fmt: skip

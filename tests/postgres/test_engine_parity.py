@@ -283,7 +283,7 @@ def test_budget_runs_out_after_the_same_number_of_queries(pg: PgEnv, tmp_path: P
     """A budget admits the same number of queries on both backends, then refuses with 53400."""
     counts = {}
     for kind in KINDS:
-        engine = Engine(policy := load_policy(_write(tmp_path, "budget", pg, kind, epsilon=3.0)),
+        engine = Engine(policy := load_policy(_write(tmp_path, "budget", pg, kind, epsilon=3.0, replay="off")),
                         DuckDBBackend(policy) if kind == "duckdb" else PostgresBackend(policy))
         try:
             session = engine.session("alice")

@@ -374,7 +374,7 @@ def test_two_engines_share_one_postgres_ledger(pg: PgEnv, tmp_path: Path) -> Non
     path = tmp_path / "policy.toml"
     users = "".join(f"[users.u{i}]\n" for i in range(16))
     path.write_text(policy_text(source_line(pg, "postgres"), ledger=f'url = "{url}"', epsilon=100.0, global_epsilon=3.0,
-                                extra=users))
+                                extra=users, replay="off"))  # the same user's identical query would replay
     engine = open_engine(path)
     try:
         session = engine.session("u0")
