@@ -46,7 +46,7 @@ def main() -> None:
     if a.growth_off:
         import dpsql.rewriter.functions as functions
 
-        functions.MAX_TEXT_GROWTH = 10**15  # type: ignore[attr-defined]
+        functions.MAX_TEXT_GROWTH = functions.MAX_TEXT_CONSTANT = functions.MAX_TEXT_WORK = 10**15  # type: ignore[attr-defined]
     from dpsql.api import open_engine
     from dpsql.errors import DPSQLError
 

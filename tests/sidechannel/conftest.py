@@ -62,8 +62,16 @@ def try_amplifier(twin: Twin, monkeypatch: pytest.MonkeyPatch) -> Callable[[str]
 
 
 @pytest.fixture
-def growth_limit_off(monkeypatch: pytest.MonkeyPatch) -> None:
-    """Disable the rewriter's per-row string growth bound (tests only)."""
+def growth_limit_off(twin: Twin, monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    """Disable the rewriter's per-row text bounds — growth, literal text, text work (tests only).
+    The twins' rewrite caches are emptied before and after, so no rewrite accepted without the
+    bounds outlives the test."""
     import dpsql.rewriter.functions as functions
 
-    monkeypatch.setattr(functions, "MAX_TEXT_GROWTH", 10**15, raising=False)
+    for name in ("MAX_TEXT_GROWTH", "MAX_TEXT_CONSTANT", "MAX_TEXT_WORK"):
+        monkeypatch.setattr(functions, name, 10**15, raising=False)
+    for engine in twin.engines():
+        engine._rewrites.clear()
+    yield
+    for engine in twin.engines():
+        engine._rewrites.clear()

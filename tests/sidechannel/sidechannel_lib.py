@@ -117,6 +117,7 @@ def write_policy(directory: Path, database: Path, *, limits: dict[str, Any] | No
         "[server]", 'listen = "127.0.0.1:0"', 'auth = "scram-sha-256"',
         "[privacy]", 'accounting = "zcdp"', "default_epsilon = 0.5", "default_delta = 1e-9",
         "max_epsilon_per_query = 2.0",
+        'replay = "off"',  # every probe must run: a replayed answer never reaches the data
         "[privacy.ledger]", f'path = "{directory / "ledger.sqlite"}"',
         "[budget]", "epsilon = 10000.0", "delta = 0.1",
         "[limits]", *(f"{k} = {v!r}".replace("'", '"') for k, v in lim.items()),
