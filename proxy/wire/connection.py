@@ -138,6 +138,8 @@ class ServerContext:
         self.verifiers = Verifiers({name: u.password for name, u in self.policy.users.items()})
         self.auth_method = self.policy.server.auth
         self.max_connections = self.policy.limits.max_connections
+        self.max_connections_per_user = self.policy.limits.connections_per_user
+        self.user_connections: dict[str, int] = {}  # authenticated connections per user
         self.max_statement_bytes = self.policy.limits.max_statement_bytes
         self.backends: dict[int, Connection] = {}
         self.active = 0  # connections past the startup packet (authenticating or ready)
@@ -276,6 +278,7 @@ class Connection:
         self.closing = False
         self.phase = "startup"  # startup → sasl_first → sasl_final → ready → closed
         self.counted = False
+        self.user_counted = False  # counted in ctx.user_connections (after authentication)
         self.pid = 0
         self.secret = b""
         self.user = ""
@@ -343,6 +346,13 @@ class Connection:
             if self.counted:
                 ctx.active -= 1
                 self.counted = False
+            if self.user_counted:
+                left = ctx.user_connections[self.user] - 1
+                if left:
+                    ctx.user_connections[self.user] = left
+                else:
+                    del ctx.user_connections[self.user]
+                self.user_counted = False
         session, self.session = self.session, None
         if session is not None:
             try:
@@ -445,6 +455,7 @@ class Connection:
         database = params.get("database") or self.user
         if database != ctx.database:
             raise Fatal("3D000", f'database "{database}" does not exist', f'connect to database "{ctx.database}"')
+        self._count_user()
         try:
             session = ctx.engine.session(self.user)
         except DPSQLError as e:
@@ -469,6 +480,22 @@ class Connection:
             self.out += m.encode_parameter_status(name, value)
         self.out += m.encode_backend_key_data(self.pid, self.secret)
         self.out += m.READY["I"]
+
+    def _count_user(self) -> None:
+        """Take one of the user's connection slots, or refuse as PostgreSQL does for a role's
+        connection limit (FATAL 53300). Counted only after authentication, so nobody can use up
+        another user's slots without their password."""
+        ctx = self.ctx
+        cap = ctx.max_connections_per_user
+        with ctx.lock:
+            n = ctx.user_connections.get(self.user, 0)
+            if n < cap:
+                ctx.user_connections[self.user] = n + 1
+                self.user_counted = True
+        if not self.user_counted:
+            log.warning("connection refused for user %r from %s: %d connections already open", self.user, self.address, cap)
+            raise Fatal("53300", f'too many connections for role "{self.user}"',
+                        f"close one of your other connections ({cap} at most per user: [limits] max_connections_per_user)")
 
     # ------------------------------------------------------------------------------ ready phase
 

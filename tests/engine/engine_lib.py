@@ -30,6 +30,7 @@ def policy_text(
     max_epsilon: float = 2.0,
     tables: str | None = None,
     extra: str = "",
+    extra_privacy: str = "",
 ) -> str:
     """A complete policy (hospital tables unless ``tables`` is given) as TOML text."""
     head = [
@@ -42,6 +43,7 @@ def policy_text(
         f"default_epsilon = {default_epsilon}",
         f"default_delta = {default_delta}",
         f"max_epsilon_per_query = {max_epsilon}",
+        extra_privacy,
         "[privacy.ledger]",
         f'path = "{ledger}"',
         "[budget]",
