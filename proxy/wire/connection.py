@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dpsql.errors import DPSQLError, QueryCanceled
+from dpsql.errors import DPSQLError, PrivacyViolation, QueryCanceled, UnsupportedQuery
 from dpsql.proxy.commands import classify
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
@@ -175,7 +175,7 @@ class ServerContext:
 @dataclass(frozen=True, slots=True)
 class Route:
     """How one statement is answered. ``kind`` is one of: empty, begin, commit, rollback,
-    savepoint, release, rollback_to, set, reset, show, discard, deallocate, listen, unlisten,
+    savepoint, release, rollback_to, set, reset, show, checkpoint, discard, deallocate, listen, unlisten,
     declare, fetch, close_cursor, engine_fast, engine_cmd, catalog, query."""
 
     kind: str
@@ -221,6 +221,8 @@ def route_statement(sql: str, catalog: Any) -> Route:
         if name.startswith("dp."):
             return Route("engine_fast", sql)
         return Route(w0, sql)
+    if w0 == "checkpoint":
+        return Route("checkpoint", sql)
     if w0 == "discard":
         return Route("discard", sql, w1)
     if w0 == "deallocate":
@@ -608,6 +610,17 @@ class Connection:
             self.out += m.EMPTY_QUERY
             self._ready()
             return
+        if len(stmts) > 1:
+            private = yield Offload(lambda: self._private_statements(stmts))
+            if len(private) > 1:
+                self._error(UnsupportedQuery(
+                    f"this query string holds {len(private)} differentially private queries; dpsql runs at most one "
+                    "per simple-query message, and ran none of the statements",
+                    hint="send each private query in its own message (one psql -c or driver call per query); SET, SHOW, "
+                    "EXPLAIN and catalog statements may share a string with one query",
+                ))
+                self._ready()
+                return
         search_from = 0
         for stmt in stmts:
             offset = sql.find(stmt, search_from)
@@ -627,6 +640,25 @@ class Connection:
                 self._error(e)
                 break
         self._ready()
+
+    def _private_statements(self, stmts: Sequence[str]) -> list[str]:
+        """The statements of a multi-statement string that would be charged: queries (or cursors
+        over queries) that read a private table. Reads no data (the rewrite is pure and cached); a
+        statement that does not rewrite is not counted, as it will fail on its own when it runs."""
+        out = []
+        for stmt in stmts:
+            try:
+                route = self._route(stmt)
+                if route.kind == "declare":
+                    route = self._route(parse_declare(route.sql).query)
+                if route.kind != "query":
+                    continue
+                command = classify(route.sql)
+                if command.kind == "query" and self.ctx.engine.rewrite(command.query).plan is not None:
+                    out.append(stmt)
+            except Exception:  # it fails the same way when its turn comes
+                continue
+        return out
 
     def _route(self, sql: str) -> Route:
         cache = self.ctx.routes
@@ -1071,6 +1103,12 @@ class Connection:
         self.txn = "T"
         return _tag_only("ROLLBACK")
 
+    def _checkpoint(self, route: Route) -> Result:
+        raise PrivacyViolation(
+            "must be superuser or have privileges of pg_checkpoint to do CHECKPOINT",
+            hint="dpsql answers read-only queries; it has no storage of its own to checkpoint",
+        )
+
     # settings
 
     def _set(self, route: Route) -> Result:
@@ -1219,6 +1257,7 @@ _COMMANDS: dict[str, Callable[[Connection, Route], Result]] = {
     "set": Connection._set,
     "reset": Connection._reset,
     "show": Connection._show,
+    "checkpoint": Connection._checkpoint,
     "discard": Connection._discard,
     "deallocate": Connection._deallocate,
     "listen": Connection._listen,
