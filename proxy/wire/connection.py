@@ -610,8 +610,9 @@ class Connection:
             self.out += m.EMPTY_QUERY
             self._ready()
             return
-        if len(stmts) > 1:
-            private = yield Offload(lambda: self._private_statements(stmts))
+        candidates = self._query_statements(stmts) if len(stmts) > 1 else []
+        if len(candidates) > 1:  # rewriting is pure but not instant: off the event loop
+            private = yield Offload(lambda: self._private_statements(candidates))
             if len(private) > 1:
                 self._error(UnsupportedQuery(
                     f"this query string holds {len(private)} differentially private queries; dpsql runs at most one "
@@ -640,6 +641,17 @@ class Connection:
                 self._error(e)
                 break
         self._ready()
+
+    def _query_statements(self, stmts: Sequence[str]) -> list[str]:
+        """The statements routed to the engine as queries or cursors (cheap: routing is cached)."""
+        out = []
+        for stmt in stmts:
+            try:
+                if self._route(stmt).kind in ("query", "declare"):
+                    out.append(stmt)
+            except Exception:  # it fails the same way when its turn comes
+                continue
+        return out
 
     def _private_statements(self, stmts: Sequence[str]) -> list[str]:
         """The statements of a multi-statement string that would be charged: queries (or cursors
