@@ -82,3 +82,10 @@ def test_limit_percent_is_not_postgres(catalog: Catalog) -> None:
     with pytest.raises(DPSQLError) as e:
         rewrite(f"{Q} LIMIT 10 %", catalog)
     assert e.value.sqlstate == "42601"
+
+
+def test_checkpoint_is_named_in_the_refusal(catalog: Catalog) -> None:
+    """`dpsql query "CHECKPOINT"` (no wire layer): 42501 naming the command, not "COLUMN"."""
+    with pytest.raises(DPSQLError) as e:
+        rewrite("CHECKPOINT", catalog)
+    assert e.value.sqlstate == "42501" and e.value.message.startswith("CHECKPOINT is not allowed")
