@@ -15,6 +15,9 @@ Guarantees of :meth:`Ledger.charge`:
 * **Durable before data is read.** It returns only after the commit is on disk; the engine
   runs the query only after it returns. A crash after the commit leaves the charge in place.
 * **Exact.** All sums are integers (ρ/ε in 1e-12, δ in 1e-18 units); costs round up, limits down.
+* **Never overflows.** Sums are 64-bit integers in both backends; policy load keeps every limit
+  (plus one maximal charge) within range (:mod:`~dpsql.accountant.capacity`) and sums without a
+  limit saturate at ``LEDGER_MAX``.
 * **Never refunds.** The ``charges`` table is append-only; a refused query writes nothing.
 * **Fails closed.** Any storage problem raises :class:`~dpsql.errors.LedgerUnavailable`, and so
   does a ledger used with a different accounting mode than the policy's.
@@ -37,6 +40,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Protocol
 
 from dpsql.accountant.calibration import cks20_epsilon
+from dpsql.accountant.capacity import LEDGER_MAX
 from dpsql.accountant.costs import Accounting, Cost
 from dpsql.accountant.filters import BudgetStatus, FilterLimit, Scope, ScopeLimits, report
 from dpsql.accountant.replays import ReplayReservation, ReplayRow, ReplaySlotTaken, slot_state
@@ -196,9 +200,15 @@ class Ledger(ABC):
             if replay is not None:
                 tx.replay_put(ReplayRow(replay.key, replay.scope, charge_id, "pending", now, replay.pending_until,
                                         replay.expires_at, replay.owner))
+            limited = {f.scope: f for f in filters}
             for scope, (ws, wl) in windows.items():
                 m, d = spent[scope]
-                tx.set_spent(scope, keys[scope], ws, wl, m + main, d + delta)
+                f = limited.get(scope)
+                # A limited sum stays ≤ its limit (checked above; policy load keeps limits in range);
+                # a sum without a limit saturates rather than overflow the 64-bit column.
+                m = m + main if f is not None and f.main is not None else min(m + main, LEDGER_MAX)
+                d = d + delta if f is not None and f.delta is not None else min(d + delta, LEDGER_MAX)
+                tx.set_spent(scope, keys[scope], ws, wl, m, d)
         return Receipt(charge_id, user, session_id, query_hash, cost, now)
 
     def replay_lookup(self, key: str) -> ReplayRow | None:

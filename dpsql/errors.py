@@ -72,6 +72,48 @@ class InvalidParameterValue(DPSQLError):
     sqlstate = "22023"
 
 
+class DivisionByZero(DPSQLError):
+    """Division (or modulo) by zero, as PostgreSQL reports it (22012)."""
+
+    sqlstate = "22012"
+
+
+class NumericValueOutOfRange(DPSQLError):
+    """A number does not fit its type, e.g. ``bigint out of range`` (22003)."""
+
+    sqlstate = "22003"
+
+
+class InvalidTextRepresentation(DPSQLError):
+    """Text that does not parse as the required type, e.g. ``invalid input syntax for type bigint`` (22P02)."""
+
+    sqlstate = "22P02"
+
+
+class InvalidLimitValue(DPSQLError):
+    """``LIMIT`` below zero (2201W: invalid_row_count_in_limit_clause)."""
+
+    sqlstate = "2201W"
+
+
+class InvalidOffsetValue(DPSQLError):
+    """``OFFSET`` below zero (2201X: invalid_row_count_in_result_offset_clause)."""
+
+    sqlstate = "2201X"
+
+
+class InvalidArgumentForLogarithm(DPSQLError):
+    """Logarithm of zero or of a negative number (2201E)."""
+
+    sqlstate = "2201E"
+
+
+class InvalidArgumentForPowerFunction(DPSQLError):
+    """Square root of a negative number, or another invalid power argument (2201F)."""
+
+    sqlstate = "2201F"
+
+
 class BudgetExhausted(DPSQLError):
     """A privacy filter refuses the query: its budget would be overspent (class 53)."""
 
@@ -88,12 +130,6 @@ class StatementTooComplex(LimitExceeded):
     """The statement's per-row cost or nesting exceeds a limit derived from the query text (54001)."""
 
     sqlstate = "54001"
-
-
-class NumericValueOutOfRange(DPSQLError):
-    """A literal is outside the range its argument accepts (22003)."""
-
-    sqlstate = "22003"
 
 
 class SubstringError(DPSQLError):

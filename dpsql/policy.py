@@ -119,6 +119,8 @@ class PrivacySettings:
     default_delta: Fraction = Fraction(1, 10**7)
     max_epsilon_per_query: Fraction = Fraction(2)
     max_delta_per_query: Fraction = Fraction(1, 10**5)
+    min_epsilon_per_query: Fraction = Fraction(1, 100)  # probes are never free (docs/privacy.md)
+    min_delta_per_query: Fraction = Fraction(1, 10**12)  # under zcdp a tiny δ shrinks the ρ charged for ε
 
 
 @dataclass(frozen=True)
@@ -147,6 +149,7 @@ class Limits:
 
     statement_timeout: float = 30.0
     max_connections: int = 64
+    max_connections_per_user: int | None = None  # None: max(1, max_connections // 4)
     max_statement_bytes: int = 64 * 1024
     max_ast_nodes: int = 2000
     max_joins: int = 3
@@ -155,6 +158,14 @@ class Limits:
     threads: int = 2
     queries_per_minute: int = 600
     concurrent_queries_per_user: int = 4  # more of one user's private queries wait (until statement_timeout)
+
+    @property
+    def connections_per_user(self) -> int:
+        """Connections one user may hold at once: ``max_connections_per_user``, by default a
+        quarter of ``max_connections`` (at least 1), so one user cannot take every slot."""
+        if self.max_connections_per_user is not None:
+            return self.max_connections_per_user
+        return max(1, self.max_connections // 4)
 
 
 @dataclass(frozen=True)
@@ -342,6 +353,11 @@ def _to_fraction(v: Any) -> Fraction | None:
     return Fraction(v) if isinstance(v, int) else Fraction(str(v))
 
 
+def _g(x: Fraction) -> str:
+    """A number for messages (``1e-12``, ``0.01``)."""
+    return f"{float(x):g}"
+
+
 def _is_loopback(host: str) -> bool:
     if host in ("localhost", ""):
         return host == "localhost"
@@ -431,14 +447,25 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         dflt_delta = s.number("default_delta", Fraction(1, 10**7), positive=True, at_most=Fraction(1, 10))
         max_eps = s.number("max_epsilon_per_query", Fraction(2), positive=True)
         max_delta = s.number("max_delta_per_query", None, positive=True, at_most=Fraction(1, 10))
+        min_eps = s.number("min_epsilon_per_query", PrivacySettings.min_epsilon_per_query, positive=True)
+        min_delta = s.number("min_delta_per_query", PrivacySettings.min_delta_per_query, positive=True, at_most=Fraction(1, 10))
         assert dflt_eps is not None and dflt_delta is not None and max_eps is not None
+        assert min_eps is not None and min_delta is not None
         if max_delta is None:
             max_delta = max(dflt_delta, Fraction(1, 10**5))
+        if min_eps > max_eps:
+            raise s.fail("min_epsilon_per_query", f"({_g(min_eps)}) exceeds max_epsilon_per_query ({_g(max_eps)})")
+        if min_delta > max_delta:
+            raise s.fail("min_delta_per_query", f"({_g(min_delta)}) exceeds max_delta_per_query ({_g(max_delta)})")
         if dflt_eps > max_eps:
-            raise s.fail("default_epsilon", f"({float(dflt_eps):g}) exceeds max_epsilon_per_query ({float(max_eps):g})")
+            raise s.fail("default_epsilon", f"({_g(dflt_eps)}) exceeds max_epsilon_per_query ({_g(max_eps)})")
+        if dflt_eps < min_eps:
+            raise s.fail("default_epsilon", f"({_g(dflt_eps)}) is below min_epsilon_per_query ({_g(min_eps)})")
         if dflt_delta > max_delta:
-            raise s.fail("default_delta", f"({float(dflt_delta):g}) exceeds max_delta_per_query ({float(max_delta):g})")
-        privacy = PrivacySettings(accounting, dflt_eps, dflt_delta, max_eps, max_delta)  # type: ignore[arg-type]
+            raise s.fail("default_delta", f"({_g(dflt_delta)}) exceeds max_delta_per_query ({_g(max_delta)})")
+        if dflt_delta < min_delta:
+            raise s.fail("default_delta", f"({_g(dflt_delta)}) is below min_delta_per_query ({_g(min_delta)})")
+        privacy = PrivacySettings(accounting, dflt_eps, dflt_delta, max_eps, max_delta, min_eps, min_delta)  # type: ignore[arg-type]
         if (lg := s.sub("ledger")) is not None:
             lpath = lg.string("path")
             url = lg.string("url")
@@ -504,9 +531,13 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         mem = lr.string("memory_limit", "4GB") or "4GB"
         if not _SIZE.match(mem):
             raise lr.fail("memory_limit", f"must be a size like '4GB', got {mem!r}")
+        per_user = lr.integer("max_connections_per_user", 0) or None
+        if per_user is not None and per_user > lr.integer("max_connections", 64):
+            raise lr.fail("max_connections_per_user", f"({per_user}) exceeds max_connections ({lr.integer('max_connections', 64)})")
         limits = Limits(
             statement_timeout=lr.duration("statement_timeout", 30.0) or 30.0,
             max_connections=lr.integer("max_connections", 64),
+            max_connections_per_user=per_user,
             max_statement_bytes=lr.integer("max_statement_bytes", 64 * 1024, minimum=64),
             max_ast_nodes=lr.integer("max_ast_nodes", 2000, minimum=10),
             max_joins=lr.integer("max_joins", 3, minimum=0),
@@ -519,9 +550,7 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         lr.finish()
 
     root.finish()
-    if privacy.accounting == "basic":
-        pass  # both modes accept any (ε, δ) budget
-    return Policy(
+    policy = Policy(
         file=fpath,
         source=source,
         server=server,
@@ -535,6 +564,10 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         limits=limits,
         replay=replay,
     )
+    from dpsql.accountant.capacity import check_ledger_capacity  # here: the accountant imports this module
+
+    check_ledger_capacity(policy)
+    return policy
 
 
 def _parse_listen(s: _Reader, listen: str, key: str = "listen") -> tuple[str, int]:

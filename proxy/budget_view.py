@@ -15,7 +15,8 @@ from sqlglot import exp
 from sqlglot.errors import ParseError
 
 from dpsql.accountant.filters import BudgetStatus
-from dpsql.errors import QuerySyntaxError, UndefinedTable, UnsupportedQuery
+from dpsql.errors import QuerySyntaxError, UndefinedColumn, UndefinedTable, UnsupportedQuery
+from dpsql.rewriter.literals import check_divisors, check_row_counts
 
 BUDGET_COLUMNS: tuple[tuple[str, str], ...] = (
     ("scope", "VARCHAR"),
@@ -70,6 +71,9 @@ def rewrite_budget_query(sql: str) -> str:
         raise QuerySyntaxError(f"syntax error: {str(e).splitlines()[0]}") from None
     if not isinstance(tree, exp.Query):
         raise UnsupportedQuery("only SELECT queries can read dpsql.budget")
+    check_row_counts(tree)
+    check_divisors(tree)
+    _check_columns(tree)
     for table in tree.find_all(exp.Table):
         if not isinstance(table.this, exp.Identifier) or table.db.lower() != "dpsql" or table.name.lower() != "budget":
             raise UndefinedTable(
@@ -80,3 +84,23 @@ def rewrite_budget_query(sql: str) -> str:
         table.set("this", exp.to_identifier(VIEW))
         table.set("alias", exp.TableAlias(this=exp.to_identifier(alias)))
     return tree.sql(dialect="duckdb", comments=False)
+
+
+def _check_columns(tree: exp.Expression) -> None:
+    """42703 for a column the view does not have, as PostgreSQL words it (names defined inside the
+    query, i.e. select-list and derived-table aliases, are fine)."""
+    known = {name for name, _ in BUDGET_COLUMNS}
+    defined = {a.alias.lower() for a in tree.find_all(exp.Alias) if a.alias}
+    for ta in tree.find_all(exp.TableAlias):
+        defined |= {c.name.lower() for c in ta.columns}
+    for col in tree.find_all(exp.Column):
+        if isinstance(col.this, exp.Star):
+            continue
+        ident = col.this
+        name = ident.name if isinstance(ident, exp.Identifier) and ident.quoted else col.name.lower()
+        if name not in known and name.lower() not in defined:
+            shown = f'"{name}"' if not col.table else f"{col.table}.{name}"
+            raise UndefinedColumn(
+                f"column {shown} does not exist",
+                hint=f"dpsql.budget has the columns {', '.join(n for n, _ in BUDGET_COLUMNS)}",
+            )

@@ -502,9 +502,8 @@ class Session:
         query = rewrite_budget_query(sql)
         rows = budget_rows(self.budget())
         data = [[r[i] for r in rows] for i in range(len(BUDGET_COLUMNS))]
-        names, out = self.engine.post.run("__dp_budget", BUDGET_COLUMNS, data, query)
-        types = tuple(_budget_type(n) for n in names)
-        return Result(tuple(names), types, out)
+        names, types, out = self.engine.post.run_typed("__dp_budget", BUDGET_COLUMNS, data, query)
+        return Result(tuple(names), tuple(types), out)
 
 
 class _IntColumn(Sequence[int]):
@@ -530,10 +529,3 @@ def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
     """Order for group keys: NULLs last, then by type name and value (mixed types never compare)."""
     return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)
 
-
-def _budget_type(name: str) -> str:
-    if name == "scope" or name == "accounting":
-        return "text"
-    if name in ("window_start", "next_replenish"):
-        return "timestamptz"
-    return "float8"

@@ -1,8 +1,10 @@
 """Per-session DP settings: ``dp.epsilon``, ``dp.delta``, ``dp.session_epsilon`` (DESIGN §3).
 
 ``SET dp.epsilon = 0.5`` sets the (ε, δ) guarantee of each later query of the session, within the
-policy's per-query maximum. ``SET dp.session_epsilon`` can only lower the session's cap, never
-raise it. Values are kept exactly (as fractions of their decimal text).
+policy's per-query range: ``[min_epsilon_per_query, max_epsilon_per_query]`` for ε and
+``[min_delta_per_query, max_delta_per_query]`` for δ (under ``basic`` accounting δ may also be 0, a
+pure-ε query). The floors keep probes from being nearly free (docs/privacy.md).
+``SET dp.session_epsilon`` can only lower the session's cap, never raise it. Values are kept exactly (as fractions of their decimal text).
 """
 
 from __future__ import annotations
@@ -48,6 +50,11 @@ class DPSettings:
                     f"dp.epsilon {_fmt(v)} is above the policy's max_epsilon_per_query ({_fmt(pv.max_epsilon_per_query)})",
                     hint=f"SET dp.epsilon to at most {_fmt(pv.max_epsilon_per_query)}",
                 )
+            if v < pv.min_epsilon_per_query:
+                raise InvalidParameterValue(
+                    f"dp.epsilon {_fmt(v)} is below the policy's min_epsilon_per_query ({_fmt(pv.min_epsilon_per_query)})",
+                    hint=f"SET dp.epsilon to at least {_fmt(pv.min_epsilon_per_query)}: a cheaper query would make probing nearly free",
+                )
             self.epsilon = v
         elif name == "dp.delta":
             v = parse_number(name, text)
@@ -57,6 +64,13 @@ class DPSettings:
                 raise InvalidParameterValue(
                     f"dp.delta {_fmt(v)} is above the policy's max_delta_per_query ({_fmt(pv.max_delta_per_query)})",
                     hint=f"SET dp.delta to at most {_fmt(pv.max_delta_per_query)}",
+                )
+            if 0 < v < pv.min_delta_per_query:
+                raise InvalidParameterValue(
+                    f"dp.delta {_fmt(v)} is below the policy's min_delta_per_query ({_fmt(pv.min_delta_per_query)})",
+                    hint=f"SET dp.delta to at least {_fmt(pv.min_delta_per_query)}"
+                    + ("" if pv.accounting == "zcdp" else ", or to 0 for a pure-ε query")
+                    + ": a smaller δ would make probing nearly free",
                 )
             self.delta = v
         elif name == "dp.session_epsilon":

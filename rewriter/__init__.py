@@ -3,7 +3,8 @@
 Pure: no I/O, no randomness. The passes run in order, each in its own module (sqlglot's optimizer
 is the model):
 
-1. :mod:`~dpsql.rewriter.parse` — one read-only statement, size limits;
+1. :mod:`~dpsql.rewriter.parse` — one read-only statement, size limits; then
+   :mod:`~dpsql.rewriter.literals` — PostgreSQL's errors on constant LIMIT/OFFSET counts;
 2. :mod:`~dpsql.rewriter.bind` (tables) — every table is in the policy;
 3. :mod:`~dpsql.rewriter.allowlist` — default-deny node types and functions;
 4. :mod:`~dpsql.rewriter.bind` (columns) — sqlglot ``qualify`` against the visible schema;
@@ -12,7 +13,7 @@ is the model):
 6. :mod:`~dpsql.rewriter.analyze` — private relation, keys, aggregates, post-processing parts;
 7. :mod:`~dpsql.rewriter.contribution` (with :mod:`~dpsql.rewriter.totalize` and
    :mod:`~dpsql.rewriter.bounds`) — the bounded SQL and its statistics' sensitivities;
-8. :mod:`~dpsql.rewriter.post` — the post-processing query over noisy values;
+8. :mod:`~dpsql.rewriter.post` — the post-processing query over noisy values (constant x/0 refused);
 9. :mod:`~dpsql.rewriter.emit` — engine SQL that is a parse/generate fixed point.
 """
 
@@ -31,6 +32,7 @@ from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, reso
 from dpsql.rewriter.contribution import BoundingContext, KeySource, build_bounded, column_families, make_salt
 from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
+from dpsql.rewriter.literals import check_divisors, check_row_counts
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import _pg_type, build_post
@@ -61,12 +63,14 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     else:
         tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
         text = sql
+    check_row_counts(tree)
     refs = resolve_tables(tree, catalog)
     check_allowed(tree, private=bool(refs.private))
     check_no_star(tree, refs)
     names = output_names(tree)
     qualified = qualify_names(tree, catalog)
     if not refs.private:
+        check_divisors(qualified)
         return Rewrite(
             sql=emit(physical_names(qualified.copy(), dialect), dialect),
             dialect=dialect,

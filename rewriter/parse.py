@@ -94,4 +94,6 @@ def _statement_name(tree: exp.Expression) -> str:
         return str(tree.this).upper()
     if isinstance(tree, exp.Alias) and isinstance(tree.this, exp.Column):
         return tree.this.name.upper()
+    if isinstance(tree, exp.Column):  # a bare command word such as CHECKPOINT
+        return tree.name.upper()
     return type(tree).__name__.upper()

@@ -17,6 +17,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
 from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX, QueryShape
+from dpsql.rewriter.literals import check_divisors
 from dpsql.rewriter.plan import AggregateRelease, KeyColumn, OutputColumn
 
 NOISY_TABLE = "__dp_noisy"
@@ -115,7 +116,26 @@ def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[A
     outputs = tuple(
         OutputColumn(name, _projection_type(p, pg_types)) for p, name in zip(annotated.expressions, names, strict=True)
     )
+    _conform_integers(q, outputs, pg_types)
+    check_divisors(q)
     return Post(q.sql(dialect="duckdb", comments=False), tuple(types), (), outputs)
+
+
+_INTEGER_CASTS = {"int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT"}
+
+
+def _conform_integers(q: exp.Select, outputs: tuple[OutputColumn, ...], known: dict[str, str]) -> None:
+    """Cast each integer-typed output to its declared type, so every value fits the column the
+    client is told about: an Infinity, NaN or out-of-range value becomes an error (22003) instead of
+    a float in an ``int8`` column. (The post-processor divides integers as PostgreSQL does, so for
+    the SQL PostgreSQL accepts the cast changes no value.)"""
+    for i, out in enumerate(outputs):
+        target = _INTEGER_CASTS.get(out.pg_type)
+        alias = q.expressions[i]
+        inner = alias.this if isinstance(alias, exp.Alias) else alias
+        if target is None or (isinstance(inner, exp.Column) and known.get(inner.name) == out.pg_type):
+            continue
+        alias.set("this", exp.cast(inner, target, dialect="duckdb"))
 
 
 def _projection_type(p: exp.Expression, known: dict[str, str]) -> str:

@@ -13,7 +13,7 @@ from functools import lru_cache
 from dpsql.errors import DPSQLError, InvalidParameterValue
 from dpsql.proxy.catalog import pg_snapshot as snap
 from dpsql.proxy.catalog.objects import Objects
-from dpsql.proxy.session_info import SessionInfo
+from dpsql.proxy.session_info import SessionInfo, accepts_setting
 
 _BOOT = {r[0]: r[-1] for r in snap.SETTING_ROWS}
 _DEFAULTS = _BOOT | {"jit": "off", "lc_collate": "C", "lc_ctype": "C", "max_connections": "64", "ssl": "off",
@@ -44,7 +44,7 @@ def set_setting(info: SessionInfo, name: str, value: str) -> str:
                          sqlstate="42501")
     if key in READ_ONLY_SETTINGS:
         raise DPSQLError(f'parameter "{key}" cannot be changed', sqlstate="55P02")
-    if "." not in key and setting(info, key) is None:
+    if not accepts_setting(key):  # the same names SET accepts: nothing dpsql ignores is echoed back as set
         raise InvalidParameterValue(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
     info.settings[key] = value
     return value

@@ -33,7 +33,7 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dpsql.errors import DPSQLError, QueryCanceled
+from dpsql.errors import DPSQLError, PrivacyViolation, QueryCanceled, UnsupportedQuery
 from dpsql.proxy.commands import classify
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
@@ -139,6 +139,8 @@ class ServerContext:
         self.verifiers = Verifiers({name: u.password for name, u in self.policy.users.items()})
         self.auth_method = self.policy.server.auth
         self.max_connections = self.policy.limits.max_connections
+        self.max_connections_per_user = self.policy.limits.connections_per_user
+        self.user_connections: dict[str, int] = {}  # authenticated connections per user
         self.max_statement_bytes = self.policy.limits.max_statement_bytes
         self.backends: dict[int, Connection] = {}
         self.active = 0  # connections past the startup packet (authenticating or ready)
@@ -174,7 +176,7 @@ class ServerContext:
 @dataclass(frozen=True, slots=True)
 class Route:
     """How one statement is answered. ``kind`` is one of: empty, begin, commit, rollback,
-    savepoint, release, rollback_to, set, reset, show, discard, deallocate, listen, unlisten,
+    savepoint, release, rollback_to, set, reset, show, checkpoint, discard, deallocate, listen, unlisten,
     declare, fetch, close_cursor, engine_fast, engine_cmd, catalog, query."""
 
     kind: str
@@ -220,6 +222,8 @@ def route_statement(sql: str, catalog: Any) -> Route:
         if name.startswith("dp."):
             return Route("engine_fast", sql)
         return Route(w0, sql)
+    if w0 == "checkpoint":
+        return Route("checkpoint", sql)
     if w0 == "discard":
         return Route("discard", sql, w1)
     if w0 == "deallocate":
@@ -277,6 +281,7 @@ class Connection:
         self.closing = False
         self.phase = "startup"  # startup → sasl_first → sasl_final → ready → closed
         self.counted = False
+        self.user_counted = False  # counted in ctx.user_connections (after authentication)
         self.pid = 0
         self.secret = b""
         self.user = ""
@@ -344,6 +349,13 @@ class Connection:
             if self.counted:
                 ctx.active -= 1
                 self.counted = False
+            if self.user_counted:
+                left = ctx.user_connections[self.user] - 1
+                if left:
+                    ctx.user_connections[self.user] = left
+                else:
+                    del ctx.user_connections[self.user]
+                self.user_counted = False
         session, self.session = self.session, None
         if session is not None:
             try:
@@ -446,6 +458,7 @@ class Connection:
         database = params.get("database") or self.user
         if database != ctx.database:
             raise Fatal("3D000", f'database "{database}" does not exist', f'connect to database "{ctx.database}"')
+        self._count_user()
         try:
             session = ctx.engine.session(self.user, ClientInfo(peer=self.address, tls=self.tls, auth=ctx.auth_method))
         except DPSQLError as e:
@@ -470,6 +483,22 @@ class Connection:
             self.out += m.encode_parameter_status(name, value)
         self.out += m.encode_backend_key_data(self.pid, self.secret)
         self.out += m.READY["I"]
+
+    def _count_user(self) -> None:
+        """Take one of the user's connection slots, or refuse as PostgreSQL does for a role's
+        connection limit (FATAL 53300). Counted only after authentication, so nobody can use up
+        another user's slots without their password."""
+        ctx = self.ctx
+        cap = ctx.max_connections_per_user
+        with ctx.lock:
+            n = ctx.user_connections.get(self.user, 0)
+            if n < cap:
+                ctx.user_connections[self.user] = n + 1
+                self.user_counted = True
+        if not self.user_counted:
+            log.warning("connection refused for user %r from %s: %d connections already open", self.user, self.address, cap)
+            raise Fatal("53300", f'too many connections for role "{self.user}"',
+                        f"close one of your other connections ({cap} at most per user: [limits] max_connections_per_user)")
 
     # ------------------------------------------------------------------------------ ready phase
 
@@ -582,6 +611,18 @@ class Connection:
             self.out += m.EMPTY_QUERY
             self._ready()
             return
+        candidates = self._query_statements(stmts) if len(stmts) > 1 else []
+        if len(candidates) > 1:  # rewriting is pure but not instant: off the event loop
+            private = yield Offload(lambda: self._private_statements(candidates))
+            if len(private) > 1:
+                self._error(UnsupportedQuery(
+                    f"this query string holds {len(private)} differentially private queries; dpsql runs at most one "
+                    "per simple-query message, and ran none of the statements",
+                    hint="send each private query in its own message (one psql -c or driver call per query); SET, SHOW, "
+                    "EXPLAIN and catalog statements may share a string with one query",
+                ))
+                self._ready()
+                return
         search_from = 0
         for stmt in stmts:
             offset = sql.find(stmt, search_from)
@@ -601,6 +642,36 @@ class Connection:
                 self._error(e)
                 break
         self._ready()
+
+    def _query_statements(self, stmts: Sequence[str]) -> list[str]:
+        """The statements routed to the engine as queries or cursors (cheap: routing is cached)."""
+        out = []
+        for stmt in stmts:
+            try:
+                if self._route(stmt).kind in ("query", "declare"):
+                    out.append(stmt)
+            except Exception:  # it fails the same way when its turn comes
+                continue
+        return out
+
+    def _private_statements(self, stmts: Sequence[str]) -> list[str]:
+        """The statements of a multi-statement string that would be charged: queries (or cursors
+        over queries) that read a private table. Reads no data (the rewrite is pure and cached); a
+        statement that does not rewrite is not counted, as it will fail on its own when it runs."""
+        out = []
+        for stmt in stmts:
+            try:
+                route = self._route(stmt)
+                if route.kind == "declare":
+                    route = self._route(parse_declare(route.sql).query)
+                if route.kind != "query":
+                    continue
+                command = classify(route.sql)
+                if command.kind == "query" and self.ctx.engine.rewrite(command.query).plan is not None:
+                    out.append(stmt)
+            except Exception:  # it fails the same way when its turn comes
+                continue
+        return out
 
     def _route(self, sql: str) -> Route:
         cache = self.ctx.routes
@@ -1045,6 +1116,12 @@ class Connection:
         self.txn = "T"
         return _tag_only("ROLLBACK")
 
+    def _checkpoint(self, route: Route) -> Result:
+        raise PrivacyViolation(
+            "must be superuser or have privileges of pg_checkpoint to do CHECKPOINT",
+            hint="dpsql answers read-only queries; it has no storage of its own to checkpoint",
+        )
+
     # settings
 
     def _set(self, route: Route) -> Result:
@@ -1193,6 +1270,7 @@ _COMMANDS: dict[str, Callable[[Connection, Route], Result]] = {
     "set": Connection._set,
     "reset": Connection._reset,
     "show": Connection._show,
+    "checkpoint": Connection._checkpoint,
     "discard": Connection._discard,
     "deallocate": Connection._deallocate,
     "listen": Connection._listen,

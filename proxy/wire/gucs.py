@@ -6,8 +6,11 @@ values are validated where a wrong value would break the session (``TimeZone``,
 ``client_encoding``, ``extra_float_digits`` …), read-only settings refuse changes (55P02),
 ``SET LOCAL`` lasts until the end of the transaction, ``ROLLBACK`` undoes the transaction's
 ``SET``s, and :meth:`Gucs.reports` lists the ``ParameterStatus`` messages owed to the client.
-Any other name is accepted and recorded, as clients set many settings a proxy has no use for.
-The ``dp.*`` settings are the engine's and never reach this module.
+Only the names in :data:`~dpsql.proxy.session_info.IMPLEMENTED_SETTINGS` and
+:data:`~dpsql.proxy.session_info.ACCEPTED_NO_OP_SETTINGS` are accepted; any other ``SET``/``RESET``
+(or startup parameter) is refused with 42704 ``unrecognized configuration parameter "x"``, as
+PostgreSQL refuses an unknown name, so a setting dpsql does not implement is never reported back
+as if applied. The ``dp.*`` settings are the engine's and never reach this module.
 """
 
 from __future__ import annotations
@@ -17,7 +20,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
 from dpsql.errors import DPSQLError
-from dpsql.proxy.session_info import SessionInfo
+from dpsql.proxy.session_info import SessionInfo, accepts_setting
 from dpsql.proxy.wire.sqltext import identifier, string_literal, tokens
 from dpsql.proxy.wire.types import zone
 
@@ -77,6 +80,21 @@ def duration_ms(text: str) -> float | None:
     if m is None:
         return None
     return float(m.group(1)) * _DURATION_MS[m.group(2).lower() if m.group(2) else None]
+
+
+def unknown_setting(name: str) -> DPSQLError:
+    """42704 for a setting dpsql does not implement, worded as PostgreSQL words an unknown one."""
+    hint = ("dpsql accepts the settings drivers send (application_name, DateStyle, TimeZone, search_path, "
+            "statement_timeout, extra_float_digits, client_min_messages …; SHOW ALL lists them) and its own "
+            "dp.epsilon, dp.delta and dp.session_epsilon")
+    return DPSQLError(f'unrecognized configuration parameter "{name}"', hint=hint, sqlstate="42704")
+
+
+def _check_name(name: str) -> None:
+    if name in READ_ONLY:
+        raise DPSQLError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
+    if not accepts_setting(name):
+        raise unknown_setting(name)
 
 
 def _bad_value(name: str, value: str, hint: str | None = None) -> DPSQLError:
@@ -188,8 +206,12 @@ class Gucs:
 
     def normalize(self, name: str, value: str) -> str:
         """The stored form of ``value`` for ``name``; raises 22023/0A000/55P02 for refused values."""
-        if name in READ_ONLY:
-            raise DPSQLError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
+        _check_name(name)
+        if name == "intervalstyle":
+            if value.lower() != "postgres":
+                raise DPSQLError(f'dpsql sends intervals in the "postgres" IntervalStyle only, not "{value}"',
+                                 hint="SET IntervalStyle = postgres", sqlstate="0A000")
+            return "postgres"
         if name == "client_encoding":
             low = re.sub(r"[^a-z0-9]", "", value.lower())  # PostgreSQL's clean_encoding_name: 'utf-8' is utf8
             if low in _UTF8:
@@ -230,6 +252,9 @@ class Gucs:
         for part in value.split(","):
             p = part.strip().lower()
             if p in _DATE_STYLES:
+                if p != "iso":
+                    raise DPSQLError(f'dpsql sends dates in the ISO DateStyle only, not "{_DATE_STYLES[p]}"',
+                                     hint="SET DateStyle = 'ISO, MDY'", sqlstate="0A000")
                 style = _DATE_STYLES[p]
             elif p in _DATE_ORDERS:
                 order = _DATE_ORDERS[p]
@@ -259,6 +284,7 @@ class Gucs:
     def set(self, name: str, value: str | None, *, local: bool = False, in_transaction: bool = False) -> None:
         """``SET name = value`` (None: DEFAULT)."""
         name = name.lower()
+        _check_name(name)
         new = self.session_defaults.get(name) if value is None else self.normalize(name, value)
         settings = self.info.settings
         if local:
@@ -278,11 +304,9 @@ class Gucs:
         name = name.lower()
         if name == "all":
             for key in list(self.info.settings):
-                if key not in READ_ONLY:
+                if key not in READ_ONLY and accepts_setting(key):
                     self.set(key, None)
             return
-        if name in READ_ONLY:
-            raise DPSQLError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
         self.set(name, None)
 
     def show(self, name: str) -> tuple[str, str]:

@@ -109,6 +109,28 @@ BAD = [
     (lambda d: d.update(server={"auth": "kerberos"}), "server.auth", "one of"),
     (lambda d: d.update(privacy={"accounting": "rdp"}), "privacy.accounting", "one of"),
     (lambda d: d.update(privacy={"default_epsilon": 3, "max_epsilon_per_query": 2}), "privacy.default_epsilon", "exceeds"),
+    (lambda d: d.update(privacy={"default_epsilon": 0.005}), "privacy.default_epsilon", "below min_epsilon_per_query (0.01)"),
+    (lambda d: d.update(privacy={"default_epsilon": 0.5, "min_epsilon_per_query": 0.6}), "privacy.default_epsilon",
+     "below min_epsilon_per_query (0.6)"),
+    (lambda d: d.update(privacy={"default_delta": 1e-13}), "privacy.default_delta", "below min_delta_per_query (1e-12)"),
+    (lambda d: d.update(privacy={"default_delta": 1e-5, "max_delta_per_query": 1e-6}), "privacy.default_delta",
+     "exceeds max_delta_per_query (1e-06)"),
+    (lambda d: d.update(privacy={"min_epsilon_per_query": 3}), "privacy.min_epsilon_per_query", "exceeds max_epsilon_per_query"),
+    (lambda d: d.update(privacy={"min_epsilon_per_query": 0}), "privacy.min_epsilon_per_query", "greater than 0"),
+    (lambda d: d.update(privacy={"min_delta_per_query": 1e-3}), "privacy.min_delta_per_query", "exceeds max_delta_per_query"),
+    (lambda d: d.update(privacy={"min_delta_per_query": 0.0}), "privacy.min_delta_per_query", "greater than 0"),
+    (lambda d: d.update(limits={"max_connections": 8, "max_connections_per_user": 9}), "limits.max_connections_per_user",
+     "exceeds max_connections (8)"),
+    (lambda d: d.update(limits={"max_connections_per_user": 0}), "limits.max_connections_per_user", "at least 1"),
+    (lambda d: d["budget"].update(epsilon=1e9), "budget.epsilon", "more than the budget ledger can hold"),
+    (lambda d: d["budget"].update(session_epsilon=1e8), "budget.session_epsilon", "more than the budget ledger can hold"),
+    (lambda d: d["budget"].update({"global": {"epsilon": 1e7, "delta": 1e-5}}), "budget.global.epsilon",
+     "more than the budget ledger can hold"),
+    (lambda d: d["users"]["a"].update(epsilon=2e7), "users.a.epsilon", "more than the budget ledger can hold"),
+    (lambda d: d.update(privacy={"accounting": "basic"}) or d["budget"].update(epsilon=9.3e6), "budget.epsilon",
+     "the largest epsilon it accepts at delta = 1e-06 is 9.22e+06"),
+    (lambda d: d.update(privacy={"max_epsilon_per_query": 1e7, "default_epsilon": 1}), "privacy.max_epsilon_per_query",
+     "more than the budget ledger can record for one query"),
     (lambda d: d.update(privacy={"ledger": {"path": "a", "url": "postgresql://x"}}), "privacy.ledger.url", "not both"),
     (lambda d: d.update(source={"duckdb": "a.duckdb", "postgres": "postgresql://x"}), "source.postgres", "not both"),
     (lambda d: d.update(limits={"statement_timeout": "soon"}), "limits.statement_timeout", "duration"),
@@ -153,3 +175,42 @@ def test_floats_are_exact_fractions() -> None:
     pol = policy_from_dict(d)
     col = pol.table("t").columns["x"]  # type: ignore[union-attr]
     assert col.lower == Fraction(1, 10) and col.upper == Fraction(3, 10)
+
+
+def test_per_query_floors_and_connection_cap_defaults() -> None:
+    """DESIGN §2: min_epsilon_per_query defaults to 0.01 and min_delta_per_query to 1e-12
+    (docs/privacy.md argues both); max_connections_per_user defaults to max(1, max_connections // 4)."""
+    pol = policy_from_dict(_base())
+    assert pol.privacy.min_epsilon_per_query == Fraction(1, 100)
+    assert pol.privacy.min_delta_per_query == Fraction(1, 10**12)
+    assert pol.limits.connections_per_user == 16
+    for total, per_user in ((3, 1), (8, 2), (250, 62)):
+        d = _base()
+        d["limits"] = {"max_connections": total}
+        assert policy_from_dict(d).limits.connections_per_user == per_user
+    d = _base()
+    d["limits"] = {"max_connections": 8, "max_connections_per_user": 8}
+    d["privacy"] = {"min_epsilon_per_query": 0.5, "min_delta_per_query": 1e-9, "default_delta": 1e-9}
+    pol = policy_from_dict(d)
+    assert pol.limits.connections_per_user == 8
+    assert pol.privacy.min_epsilon_per_query == Fraction(1, 2) and pol.privacy.min_delta_per_query == Fraction(1, 10**9)
+
+
+def test_largest_budget_the_ledger_holds_is_accepted() -> None:
+    """A budget is accepted exactly up to what the 64-bit ledger sums can hold beside one maximal
+    charge: the largest value the error message names loads, 1% more does not."""
+    from dpsql.accountant.capacity import LEDGER_MAX, largest_budget_epsilon, max_query_charge
+    from dpsql.accountant.filters import budget_filter
+
+    for accounting in ("zcdp", "basic"):
+        d = _base()
+        d["privacy"] = {"accounting": accounting}
+        top = largest_budget_epsilon(policy_from_dict(d).privacy, Fraction(1, 10**6))
+        assert 9e6 < top < 9.3e6
+        d["budget"]["epsilon"] = float(top)
+        pol = policy_from_dict(d)
+        limit = budget_filter("user", accounting, pol.budget).main
+        assert limit is not None and limit + max_query_charge(pol.privacy).main <= LEDGER_MAX
+        d["budget"]["epsilon"] = float(top) * 1.01
+        with pytest.raises(PolicyError, match="more than the budget ledger can hold"):
+            policy_from_dict(d)

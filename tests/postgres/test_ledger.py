@@ -412,3 +412,22 @@ async def _count_charges(url: str) -> tuple[int, int]:
         return int(n), int(total)
     finally:
         await conn.close()
+
+
+def test_largest_budget_spent_three_windows(ledger: PostgresLedger, pg: PgEnv) -> None:
+    """The largest budget a policy accepts fits the bigint sums too: three windows of maximal charges
+    end in clean 53400s, the unlimited session/global sums saturate at 2^63 − 1 instead of overflowing
+    (the same scenario as tests/accountant/test_ledger_capacity.py, which has the negative control)."""
+    import importlib.util
+
+    from dpsql.accountant.capacity import LEDGER_MAX
+
+    path = Path(__file__).parents[1] / "accountant" / "test_ledger_capacity.py"
+    spec = importlib.util.spec_from_file_location("ledger_capacity_scenario", path)
+    assert spec is not None and spec.loader is not None
+    scenario = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(scenario)
+    policy = scenario.largest_policy("zcdp")
+    scenario.spend_the_largest_budget(ledger, policy)
+    rows = dict(pg.sql(f"SELECT scope, max(main) FROM {ledger.schema}.totals GROUP BY scope", database="ledger"))
+    assert rows["session"] == LEDGER_MAX and rows["global"] == LEDGER_MAX

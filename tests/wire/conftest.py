@@ -30,7 +30,8 @@ def hospital_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
 
 @pytest.fixture(scope="session")
 def wire_policy(tmp_path_factory: pytest.TempPathFactory, hospital_db: Path) -> Path:
-    return write_policy(tmp_path_factory.mktemp("wire-policy"), hospital_db, limits={"max_connections": 250})
+    limits = {"max_connections": 250, "max_connections_per_user": 125}
+    return write_policy(tmp_path_factory.mktemp("wire-policy"), hospital_db, limits=limits)
 
 
 @pytest.fixture(scope="session")

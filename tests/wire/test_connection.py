@@ -48,7 +48,8 @@ class Harness:
 
 @pytest.fixture(scope="module")
 def trust_engine(tmp_path_factory: pytest.TempPathFactory, hospital_db: Path) -> Iterator[Engine]:
-    policy = write_policy(tmp_path_factory.mktemp("conn-trust"), hospital_db, auth="trust", limits={"max_connections": 3})
+    limits = {"max_connections": 3, "max_connections_per_user": 3}
+    policy = write_policy(tmp_path_factory.mktemp("conn-trust"), hospital_db, auth="trust", limits=limits)
     engine = open_engine(policy)
     yield engine
     engine.close()

@@ -178,7 +178,7 @@ def test_login_lockout(wire_policy: Path) -> None:
 
 
 def test_max_connections_refused_with_53300(tmp_path: Path, hospital_db: Path) -> None:
-    policy = write_policy(tmp_path, hospital_db, limits={"max_connections": 2})
+    policy = write_policy(tmp_path, hospital_db, limits={"max_connections": 2, "max_connections_per_user": 2})
     running = start_in_thread(policy, listen="127.0.0.1:0", catalog=None)
     try:
         a, b = login(running), login(running)
@@ -273,6 +273,43 @@ def test_client_that_stops_reading_is_bounded_and_others_unaffected(server: Runn
     assert time.time() - t0 < 5
     other.close()
     slow.sock.close()
+
+
+def test_max_connections_per_user_refused_with_53300(tmp_path: Path, hospital_db: Path) -> None:
+    """One user cannot hold every slot: with max_connections = 8 the default per-user cap is 8 // 4 = 2.
+    A third connection of alice gets PostgreSQL's FATAL 53300 'too many connections for role "alice"',
+    counted only after authentication (a wrong password or a half-open login takes no slot), and bob
+    and a freed slot still work."""
+    policy = write_policy(tmp_path, hospital_db, limits={"max_connections": 8})
+    running = start_in_thread(policy, listen="127.0.0.1:0", catalog=None)
+    try:
+        half_open = RawClient(running.host, running.port)  # startup sent, SASL never finished
+        half_open.send(m.frontend_startup({"user": "alice", "database": DATABASE}))
+        assert half_open.read_message()[0] == b"R"
+        bad = RawClient(running.host, running.port)
+        assert errors(bad.startup("alice", DATABASE, "wrong password"))[0]["C"] == "28P01"
+        a1, a2 = login(running), login(running)
+        c = RawClient(running.host, running.port)
+        out = c.startup("alice", DATABASE, PASSWORDS["alice"])
+        err = errors(out)[0]
+        assert (err["S"], err["C"], err["M"]) == ("FATAL", "53300", 'too many connections for role "alice"')
+        assert "max_connections_per_user" in err["H"] and c.closed()
+        b = login(running, "bob")
+        assert tag(b.query("SELECT 1")) == "SELECT 1"
+        assert tag(a2.query("SELECT 1")) == "SELECT 1"  # the refusal did not disturb alice's open sessions
+        a1.close()
+        deadline = time.time() + 5
+        while True:  # the server frees the slot when it sees the socket close
+            again = RawClient(running.host, running.port)
+            out = again.startup("alice", DATABASE, PASSWORDS["alice"])
+            if out[-1] == (b"Z", b"I") or time.time() > deadline:
+                break
+            time.sleep(0.05)
+        assert out[-1] == (b"Z", b"I"), errors(out)
+        for conn in (again, a2, b, half_open, bad):
+            conn.close()
+    finally:
+        running.stop()
 
 
 def test_200_concurrent_connections(server: Running) -> None:
