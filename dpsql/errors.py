@@ -30,7 +30,13 @@ class QuerySyntaxError(DPSQLError):
     sqlstate = "42601"
 
 
-class PrivacyViolation(DPSQLError):
+class InsufficientPrivilege(DPSQLError):
+    """The user may not run this statement or read this object (42501)."""
+
+    sqlstate = "42501"
+
+
+class PrivacyViolation(InsufficientPrivilege):
     """The query would read private rows raw, or cannot be protected (42501)."""
 
     sqlstate = "42501"
@@ -156,7 +162,13 @@ class LedgerUnavailable(DPSQLError):
     sqlstate = "58000"
 
 
-class PolicyError(DPSQLError):
+class ConfigFileError(DPSQLError):
+    """A configuration file (policy, TLS material, audit settings) is unusable (F0000)."""
+
+    sqlstate = "F0000"
+
+
+class PolicyError(ConfigFileError):
     """The policy file is invalid; the message names the file, the key and the problem (F0000)."""
 
     sqlstate = "F0000"
@@ -180,3 +192,147 @@ class AuditLogUnavailable(DPSQLError):
     run without an intact operators' trail (58000)."""
 
     sqlstate = "58000"
+
+
+class UndefinedObject(DPSQLError):
+    """A named object (setting, type, role …) does not exist (42704)."""
+
+    sqlstate = "42704"
+
+
+class NoActiveTransaction(DPSQLError):
+    """The statement needs a transaction block and none is open (25P01)."""
+
+    sqlstate = "25P01"
+
+
+class ActiveTransaction(DPSQLError):
+    """The statement cannot run inside a transaction block (25001)."""
+
+    sqlstate = "25001"
+
+
+class InFailedTransaction(DPSQLError):
+    """The transaction has failed; commands are ignored until its end (25P02)."""
+
+    sqlstate = "25P02"
+
+
+class UndefinedParameter(DPSQLError):
+    """A statement refers to a parameter that was not supplied (42P02)."""
+
+    sqlstate = "42P02"
+
+
+class CantChangeRuntimeParam(DPSQLError):
+    """The setting is fixed by the policy or the server and cannot be changed (55P02)."""
+
+    sqlstate = "55P02"
+
+
+class InvalidCursorName(DPSQLError):
+    """No portal (cursor) of that name exists (34000)."""
+
+    sqlstate = "34000"
+
+
+class DuplicateCursor(DPSQLError):
+    """A portal (cursor) of that name already exists (42P03)."""
+
+    sqlstate = "42P03"
+
+
+class InvalidStatementName(DPSQLError):
+    """No prepared statement of that name exists (26000)."""
+
+    sqlstate = "26000"
+
+
+class DuplicatePreparedStatement(DPSQLError):
+    """A prepared statement of that name already exists (42P05)."""
+
+    sqlstate = "42P05"
+
+
+class CharacterNotInRepertoire(DPSQLError):
+    """Text is not valid in the session's encoding (22021)."""
+
+    sqlstate = "22021"
+
+
+class ProtocolViolation(DPSQLError):
+    """The client broke the PostgreSQL wire protocol (08P01)."""
+
+    sqlstate = "08P01"
+
+
+class ConnectionFailure(DPSQLError):
+    """The connection cannot continue (08006)."""
+
+    sqlstate = "08006"
+
+
+class InternalError(DPSQLError):
+    """A fault inside dpsql; the message never carries engine text (XX000)."""
+
+    sqlstate = "XX000"
+
+
+class InvalidAuthorization(DPSQLError):
+    """The user is not allowed to connect in this way (28000)."""
+
+    sqlstate = "28000"
+
+
+class InvalidEscapeSequence(DPSQLError):
+    """A LIKE escape is malformed (22025)."""
+
+    sqlstate = "22025"
+
+
+class OutOfMemory(DPSQLError):
+    """The query would need more memory than the limit allows; the fixed error, not a data-dependent one (53200)."""
+
+    sqlstate = "53200"
+
+
+class GroupingError(DPSQLError):
+    """A column must appear in GROUP BY or be used in an aggregate (42803)."""
+
+    sqlstate = "42803"
+
+
+class AmbiguousColumn(DPSQLError):
+    """A column reference matches more than one table (42702)."""
+
+    sqlstate = "42702"
+
+
+class InvalidSchemaName(DPSQLError):
+    """The schema does not exist (3F000)."""
+
+    sqlstate = "3F000"
+
+
+class InvalidSavepoint(DPSQLError):
+    """The savepoint does not exist (3B001)."""
+
+    sqlstate = "3B001"
+
+
+class InvalidBinaryRepresentation(DPSQLError):
+    """A binary-format parameter value is malformed (22P03)."""
+
+    sqlstate = "22P03"
+
+
+class NullValueNotAllowed(DPSQLError):
+    """A NULL was given where a value is required (22004)."""
+
+    sqlstate = "22004"
+
+
+class DataException(DPSQLError):
+    """A value is invalid for the operation (data exception) (22000)."""
+
+    sqlstate = "22000"

@@ -15,7 +15,7 @@ from fractions import Fraction
 from pathlib import Path
 from typing import Any, NoReturn
 
-from dpsql.errors import DPSQLError, PolicyError
+from dpsql.errors import DPSQLError, InvalidAuthorization, PolicyError, UnsupportedQuery
 
 EXIT_OK, EXIT_REFUSED, EXIT_USAGE = 0, 1, 2
 
@@ -162,7 +162,7 @@ def cmd_budget(args: argparse.Namespace) -> int:
     users = [args.user] if args.user else list(policy.users)
     for u in users:
         if policy.user(u) is None:
-            raise DPSQLError(f'user "{u}" is not in the policy', hint="list users under [users.NAME]", sqlstate="28000")
+            raise InvalidAuthorization(f'user "{u}" is not in the policy', hint="list users under [users.NAME]")
     ledger = open_ledger(policy)
     rows: list[tuple[Any, ...]] = []
     try:
@@ -220,7 +220,7 @@ def cmd_serve(args: argparse.Namespace) -> int:
     try:
         from dpsql.proxy.server import serve
     except ImportError:
-        raise DPSQLError("the PostgreSQL-wire server is not part of this build yet", hint="use `dpsql query`", sqlstate="0A000") from None
+        raise UnsupportedQuery("the PostgreSQL-wire server is not part of this build yet", hint="use `dpsql query`") from None
     return serve(args.policy, duckdb=args.duckdb, postgres=args.postgres, listen=args.listen)
 
 

@@ -32,7 +32,7 @@ from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
 from dpsql.accountant.noise import draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
-from dpsql.errors import DPSQLError, ExecutionFailed, LimitExceeded, QueryCanceled
+from dpsql.errors import DataException, DPSQLError, ExecutionFailed, InvalidAuthorization, LimitExceeded, QueryCanceled
 from dpsql.policy import Policy
 from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
@@ -104,8 +104,7 @@ class Engine:
         """A new session for ``user``; PermissionError-style DPSQLError if the policy doesn't list them.
         ``client`` (peer, TLS, auth method) is what the audit log records for its statements."""
         if self.policy.user(user) is None:
-            raise DPSQLError(f'role "{user}" is not allowed to connect', hint="ask the operator to add the user to the policy",
-                             sqlstate="28000")
+            raise InvalidAuthorization(f'role "{user}" is not allowed to connect', hint="ask the operator to add the user to the policy")
         return Session(self, user, client)
 
     def rewrite(self, sql: str) -> Rewrite:
@@ -468,10 +467,9 @@ class Session:
             try:
                 self.backend.execute(plan.constants_sql, timeout=self.engine.policy.limits.statement_timeout)
             except DPSQLError:
-                raise DPSQLError(
+                raise DataException(
                     "a constant in the query cannot be evaluated (for example an invalid date literal or an out-of-range cast)",
                     hint="fix the literal; no budget was spent",
-                    sqlstate="22000",
                 ) from None
         if plan.post_sql is not None:
             self.engine.post.run(NOISY_TABLE, plan.post_types, [[] for _ in plan.post_types], plan.post_sql)

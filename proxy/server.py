@@ -38,7 +38,7 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import urlparse
 
-from dpsql.errors import DPSQLError
+from dpsql.errors import ConfigFileError, ConnectionFailure, DPSQLError, InvalidParameterValue
 from dpsql.proxy.wire import messages as m
 from dpsql.proxy.wire.auth import ChannelBinding, LoginThrottle
 from dpsql.proxy.wire.connection import Connection, Drain, Handler, Offload, ServerContext, StartTLS
@@ -368,7 +368,7 @@ class Server:
         except OSError as e:
             if self._server is not None:
                 self._server.close()
-            raise DPSQLError(f"cannot serve metrics on {srv.metrics_host}:{srv.metrics_port}: {e.strerror or e}", sqlstate="08006",
+            raise ConnectionFailure(f"cannot serve metrics on {srv.metrics_host}:{srv.metrics_port}: {e.strerror or e}",
                              hint="choose another [server] metrics_listen") from None
 
     async def stop(self, grace: float = SHUTDOWN_GRACE) -> None:
@@ -477,14 +477,14 @@ def build_server(
     if listen:
         h, sep, p = listen.rpartition(":")
         if not sep or not p.isdigit():
-            raise DPSQLError(f"--listen must be HOST:PORT, got {listen!r}", sqlstate="22023")
+            raise InvalidParameterValue(f"--listen must be HOST:PORT, got {listen!r}")
         host, port = (h.strip("[]") or "127.0.0.1"), int(p)
     tls = pol.server.tls_cert is not None and pol.server.tls_key is not None
     if not _is_loopback(host) and not tls:
-        raise DPSQLError(f"listening on {host} (beyond loopback) requires [server] tls_cert and tls_key", sqlstate="F0000",
+        raise ConfigFileError(f"listening on {host} (beyond loopback) requires [server] tls_cert and tls_key",
                          hint="or listen on 127.0.0.1")
     if pol.server.auth == "trust" and not _is_loopback(host):
-        raise DPSQLError("auth = 'trust' is only allowed on a loopback address", sqlstate="F0000")
+        raise ConfigFileError("auth = 'trust' is only allowed on a loopback address")
     ssl_ctx = _ssl_context(pol.server.tls_cert, pol.server.tls_key) if tls else None  # type: ignore[arg-type]
     binding = ChannelBinding.from_pem_file(str(pol.server.tls_cert)) if tls else None
     eng = engine if engine is not None else open_engine(pol, duckdb=duckdb, postgres=postgres)
@@ -550,7 +550,7 @@ def serve(
         raise
     except OSError as e:
         server.engine.close()
-        raise DPSQLError(f"cannot listen on {server.host}:{server.port}: {e.strerror or e}", sqlstate="08006",
+        raise ConnectionFailure(f"cannot listen on {server.host}:{server.port}: {e.strerror or e}",
                          hint="choose another port with --listen HOST:PORT") from None
     for sig in (signal.SIGINT, signal.SIGTERM):
         with contextlib.suppress(NotImplementedError, RuntimeError):

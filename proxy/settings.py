@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from dpsql.errors import DPSQLError, InvalidParameterValue
+from dpsql.errors import CantChangeRuntimeParam, InvalidParameterValue, UndefinedObject
 from dpsql.policy import Policy
 
 NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting")
@@ -85,9 +85,9 @@ class DPSettings:
                 )
             self.session_epsilon = v
         elif name == "dp.accounting":
-            raise InvalidParameterValue('parameter "dp.accounting" cannot be changed', hint="it is set by the policy", sqlstate="55P02")
+            raise CantChangeRuntimeParam('parameter "dp.accounting" cannot be changed', hint="it is set by the policy")
         else:
-            raise DPSQLError(f'unrecognized configuration parameter "{name}"', hint=f"dp settings: {', '.join(NAMES)}", sqlstate="42704")
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"', hint=f"dp settings: {', '.join(NAMES)}")
 
     def reset(self, name: str) -> None:
         """``RESET name``: back to the policy default (the session cap cannot be raised by a reset)."""
@@ -99,7 +99,7 @@ class DPSettings:
         elif name in ("dp.session_epsilon", "dp.accounting"):
             pass
         else:
-            raise DPSQLError(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
 
     def show(self, name: str) -> tuple[str, str]:
         """(column name, text value) for ``SHOW name``."""
@@ -113,7 +113,7 @@ class DPSettings:
             return name, "unlimited" if cap is None else _fmt(cap)
         if name == "dp.accounting":
             return name, self.policy.privacy.accounting
-        raise DPSQLError(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
+        raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
 
     def effective_session_cap(self) -> Fraction | None:
         """The session ε cap in force: the lower of the user's policy cap and the session's own."""

@@ -17,7 +17,7 @@ from dataclasses import dataclass, field
 
 from sqlglot import exp
 
-from dpsql.errors import PrivacyViolation, UnsupportedQuery
+from dpsql.errors import GroupingError, PrivacyViolation, UnsupportedQuery
 
 KEY_PREFIX = "__dp_k"
 AGG_PREFIX = "__dp_a"
@@ -223,8 +223,7 @@ def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: s
                 f'column "{col.name}" of a private table must be inside an aggregate or in GROUP BY',
                 hint=f"aggregate it (e.g. AVG({col.name})) or group by it",
             )
-        raise UnsupportedQuery(
+        raise GroupingError(
             f'column "{col.table}.{col.name}" must appear in the GROUP BY clause or be used in an aggregate function',
-            sqlstate="42803",
         )
     return replaced

@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from dpsql.errors import DatatypeMismatch, UndefinedFunction, UnsupportedQuery
+from dpsql.errors import DatatypeMismatch, InvalidEscapeSequence, UndefinedFunction, UnsupportedQuery
 from dpsql.rewriter.families import Families, type_family, widen
 
 _NUMERIC = {"int", "float", "numeric"}
@@ -251,7 +251,7 @@ def _check_like(node: exp.Like | exp.ILike) -> None:
     if isinstance(node.parent, exp.Escape):
         esc = node.parent.expression
         if not (isinstance(esc, exp.Literal) and esc.is_string and len(esc.this) <= 1):
-            raise DatatypeMismatch("invalid escape string: ESCAPE must be one character", hint="use ESCAPE '\\'", sqlstate="22025")
+            raise InvalidEscapeSequence("invalid escape string: ESCAPE must be one character", hint="use ESCAPE '\\'")
         escape = esc.this or None
     if not (isinstance(pattern, exp.Literal) and pattern.is_string):
         raise UnsupportedQuery("LIKE needs a literal pattern", hint="write the pattern as a string literal")
@@ -260,8 +260,8 @@ def _check_like(node: exp.Like | exp.ILike) -> None:
     while i < len(text):
         if escape and text[i] == escape:
             if i + 1 >= len(text):
-                raise DatatypeMismatch(
-                    "LIKE pattern must not end with escape character", hint="escape the last character or remove it", sqlstate="22025"
+                raise InvalidEscapeSequence(
+                    "LIKE pattern must not end with escape character", hint="escape the last character or remove it"
                 )
             i += 2
             continue

@@ -15,7 +15,19 @@ import re
 
 import duckdb
 
-from dpsql.errors import DPSQLError, QueryCanceled, QuerySyntaxError, UndefinedColumn, UndefinedFunction, UndefinedTable, UnsupportedQuery
+from dpsql.errors import (
+    DPSQLError,
+    InternalError,
+    InvalidTextRepresentation,
+    NumericValueOutOfRange,
+    OutOfMemory,
+    QueryCanceled,
+    QuerySyntaxError,
+    UndefinedColumn,
+    UndefinedFunction,
+    UndefinedTable,
+    UnsupportedQuery,
+)
 
 _PATTERNS: tuple[tuple[re.Pattern[str], type[DPSQLError], str], ...] = (
     (re.compile(r"Table with name (\S+?) does not exist"), UndefinedTable, 'relation "{0}" does not exist'),
@@ -44,13 +56,13 @@ def translate(e: duckdb.Error) -> DPSQLError:
     if isinstance(e, duckdb.ParserException):
         return QuerySyntaxError(f"syntax error in catalog query: {line}")
     if isinstance(e, duckdb.ConversionException | duckdb.InvalidInputException):
-        return DPSQLError(f"invalid input syntax: {line}", sqlstate="22P02")
+        return InvalidTextRepresentation(f"invalid input syntax: {line}")
     if isinstance(e, duckdb.OutOfRangeException):
-        return DPSQLError(f"value out of range: {line}", sqlstate="22003")
+        return NumericValueOutOfRange(f"value out of range: {line}")
     if isinstance(e, duckdb.InterruptException):
         return QueryCanceled("canceling statement due to statement timeout")
     if isinstance(e, duckdb.OutOfMemoryException):
-        return DPSQLError("out of memory answering a catalog query", sqlstate="53200")
+        return OutOfMemory("out of memory answering a catalog query")
     if isinstance(e, duckdb.BinderException | duckdb.CatalogException | duckdb.NotImplementedException):
         return UnsupportedQuery(f"catalog query not supported: {line}")
-    return DPSQLError(f"catalog query failed: {line}", sqlstate="XX000")
+    return InternalError(f"catalog query failed: {line}")

@@ -13,7 +13,14 @@ import re
 from collections.abc import Sequence
 from functools import lru_cache
 
-from dpsql.errors import DPSQLError, UndefinedTable
+from dpsql.errors import (
+    InternalError,
+    InvalidTextRepresentation,
+    NullValueNotAllowed,
+    UndefinedObject,
+    UndefinedParameter,
+    UndefinedTable,
+)
 from dpsql.proxy.catalog import session_values as sv
 from dpsql.proxy.catalog.literals import sql_literal
 from dpsql.proxy.catalog.objects import Objects
@@ -87,19 +94,19 @@ class Renderer:
         if kind in ("setting", "setting_ok"):
             v = sv.setting(info, arg)
             if v is None and kind == "setting":
-                raise DPSQLError(f'unrecognized configuration parameter "{arg}"', sqlstate="42704")
+                raise UndefinedObject(f'unrecognized configuration parameter "{arg}"')
             return sql_literal(v)
         if kind == "setting_param":
             n, missing_ok = arg
             if params is None:
                 return "NULL"
             if not 1 <= n <= len(params):
-                raise DPSQLError(f"there is no parameter ${n}", sqlstate="42P02")
+                raise UndefinedParameter(f"there is no parameter ${n}")
             return self._value(Token("setting_ok" if missing_ok else "setting", str(params[n - 1])), info, params, statement)
         if kind == "set_config":
             name, value = self._arg(arg[0], params), self._arg(arg[1], params)
             if name is None:
-                raise DPSQLError("set_config() needs a setting name", sqlstate="22004")
+                raise NullValueNotAllowed("set_config() needs a setting name")
             return sql_literal(sv.set_setting(info, str(name), "" if value is None else str(value)))
         if kind in ("regclass", "regclass_ok"):
             oid = sv.resolve_regclass(arg, info, ob)
@@ -111,7 +118,7 @@ class Renderer:
         if kind == "relation":
             return settings_relation(tuple(sorted(sv.all_settings(info).items()))) if arg == "pg_settings" \
                 else self._activity(info, statement)
-        raise DPSQLError(f"internal error: unknown catalog token {kind}", sqlstate="XX000")
+        raise InternalError(f"internal error: unknown catalog token {kind}")
 
     @staticmethod
     def _arg(arg: tuple[str, object], params: Sequence[object] | None) -> object:
@@ -123,7 +130,7 @@ class Renderer:
         if params is None:
             return None
         if not 1 <= n <= len(params):
-            raise DPSQLError(f"there is no parameter ${n}", sqlstate="42P02")
+            raise UndefinedParameter(f"there is no parameter ${n}")
         return params[n - 1]
 
     @staticmethod
@@ -131,12 +138,12 @@ class Renderer:
         if params is None:
             return "NULL"  # describe(): parameters are not known yet
         if not 1 <= n <= len(params):
-            raise DPSQLError(f"there is no parameter ${n}", sqlstate="42P02")
+            raise UndefinedParameter(f"there is no parameter ${n}")
         v = params[n - 1]
         if array and isinstance(v, str):
             items = _pg_array_items(v)
             if items is None:
-                raise DPSQLError(f'malformed array literal: "{v}"', sqlstate="22P02")
+                raise InvalidTextRepresentation(f'malformed array literal: "{v}"')
             return sql_literal(items)
         return sql_literal(v)
 

@@ -34,10 +34,13 @@ from sqlglot.errors import ParseError, TokenError
 from sqlglot.tokens import TokenType
 
 from dpsql.errors import (
-    DPSQLError,
+    InvalidParameterValue,
+    InvalidSchemaName,
+    InvalidTextRepresentation,
     PrivacyViolation,
     QuerySyntaxError,
     UndefinedFunction,
+    UndefinedObject,
     UndefinedTable,
     UnsupportedQuery,
 )
@@ -430,13 +433,13 @@ class _Rewriter:
                 and this.is_string and not self.is_token(this):
             items = _pg_array_items(this.this)
             if items is None:
-                raise DPSQLError(f'malformed array literal: "{this.this}"', sqlstate="22P02")
+                raise InvalidTextRepresentation(f'malformed array literal: "{this.this}"')
             node.set("this", exp.Array(expressions=[exp.null() if v is None else exp.Literal.string(v) for v in items]))
             return node
         if isinstance(node.to, exp.DataType) and node.to.this == exp.DataType.Type.USERDEFINED:
             resolved = canonical_name(key) if key else None
             if resolved is None:
-                raise DPSQLError(f'type "{key}" does not exist', sqlstate="42704")
+                raise UndefinedObject(f'type "{key}" does not exist')
             from dpsql.proxy.catalog.pgtypes import duckdb_type
 
             return _cast(this, duckdb_type(resolved))
@@ -465,7 +468,7 @@ class _Rewriter:
             if literal is not None:
                 resolved = canonical_name(literal)
                 if resolved is None:
-                    raise DPSQLError(f'type "{literal}" does not exist', sqlstate="42704")
+                    raise UndefinedObject(f'type "{literal}" does not exist')
                 oid = _oid(BY_NAME[resolved].oid)
             elif self._texty(this):
                 oid = _fn("dpsql_to_regtype", this)
@@ -476,7 +479,7 @@ class _Rewriter:
             if literal is not None:
                 n = literal[1:-1] if literal.startswith('"') else literal.lower()
                 if n not in self.objects.schemas:
-                    raise DPSQLError(f'schema "{n}" does not exist', sqlstate="3F000")
+                    raise InvalidSchemaName(f'schema "{n}" does not exist')
                 oid = _oid(self.objects.schemas[n])
             elif self._texty(this):
                 oid = _fn("dpsql_to_regnamespace", this)
@@ -486,7 +489,7 @@ class _Rewriter:
         # regrole
         if literal is not None:
             if literal not in self.objects.roles:
-                raise DPSQLError(f'role "{literal}" does not exist', sqlstate="42704")
+                raise UndefinedObject(f'role "{literal}" does not exist')
             oid = _oid(self.objects.roles[literal])
         else:
             oid = _cast(this, OID)
@@ -635,7 +638,7 @@ class _Rewriter:
             idx = int(m.group(1)) - 1 if m.group(1) else pos
             pos = idx + 1
             if idx >= len(args):
-                raise DPSQLError("too few arguments for format()", sqlstate="22023")
+                raise InvalidParameterValue("too few arguments for format()")
             arg = _cast(args[idx].copy(), "VARCHAR")
             if kind == "s":
                 out.append(exp.Coalesce(this=arg, expressions=[exp.Literal.string("")]))

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from dpsql.errors import DPSQLError, InvalidParameterValue
+from dpsql.errors import CantChangeRuntimeParam, InsufficientPrivilege, UndefinedObject
 from dpsql.proxy.catalog import pg_snapshot as snap
 from dpsql.proxy.catalog.objects import Objects
 from dpsql.proxy.session_info import SessionInfo, accepts_setting
@@ -40,12 +40,12 @@ def set_setting(info: SessionInfo, name: str, value: str) -> str:
     """Apply ``set_config(name, value, …)`` to the session and return the value; refuse read-only and ``dp.*`` names."""
     key = name.lower()
     if key.startswith("dp."):
-        raise DPSQLError(f'use SET {key} = … to change "{key}"', hint="dp.* settings are changed with SET, not set_config()",
-                         sqlstate="42501")
+        raise InsufficientPrivilege(f'use SET {key} = … to change "{key}"', hint="dp.* settings are changed with SET, not set_config()",
+)
     if key in READ_ONLY_SETTINGS:
-        raise DPSQLError(f'parameter "{key}" cannot be changed', sqlstate="55P02")
+        raise CantChangeRuntimeParam(f'parameter "{key}" cannot be changed')
     if not accepts_setting(key):  # the same names SET accepts: nothing dpsql ignores is echoed back as set
-        raise InvalidParameterValue(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
+        raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
     info.settings[key] = value
     return value
 

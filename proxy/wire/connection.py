@@ -33,7 +33,23 @@ from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
-from dpsql.errors import DPSQLError, PrivacyViolation, QueryCanceled, UnsupportedQuery
+from dpsql.errors import (
+    ActiveTransaction,
+    DPSQLError,
+    DuplicateCursor,
+    DuplicatePreparedStatement,
+    InFailedTransaction,
+    InvalidCursorName,
+    InvalidSavepoint,
+    InvalidStatementName,
+    LimitExceeded,
+    NoActiveTransaction,
+    PrivacyViolation,
+    ProtocolViolation,
+    QueryCanceled,
+    QuerySyntaxError,
+    UnsupportedQuery,
+)
 from dpsql.proxy.commands import classify
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
@@ -584,15 +600,14 @@ class Connection:
     def _unsupported(self, msg: m.Unsupported) -> None:
         if msg.type in (b"d", b"c", b"f"):
             return  # CopyData/CopyDone/CopyFail outside COPY are ignored, as PostgreSQL does
-        self._error(DPSQLError("the function-call protocol message is not supported", sqlstate="0A000"))
+        self._error(UnsupportedQuery("the function-call protocol message is not supported"))
         self._ready()
 
     @staticmethod
     def _oversized(msg: m.Oversized) -> DPSQLError:
-        return DPSQLError(
+        return LimitExceeded(
             f"message of {msg.length} bytes exceeds the server's limit",
             hint="send a shorter statement or smaller parameter values",
-            sqlstate="54000",
         )
 
     # ------------------------------------------------------------------------------ simple query
@@ -689,18 +704,18 @@ class Connection:
 
     def _check_aborted(self, route: Route) -> None:
         if self.txn == "E" and route.kind not in _TXN_EXIT:
-            raise DPSQLError("current transaction is aborted, commands ignored until end of transaction block", sqlstate="25P02")
+            raise InFailedTransaction("current transaction is aborted, commands ignored until end of transaction block")
 
     def _parse(self, msg: m.Parse) -> None:
         if msg.name and msg.name in self.statements:
-            raise DPSQLError(f'prepared statement "{msg.name}" already exists', sqlstate="42P05")
+            raise DuplicatePreparedStatement(f'prepared statement "{msg.name}" already exists')
         if msg.name and len(self.statements) >= MAX_STATEMENTS:
-            raise DPSQLError(f"too many prepared statements (at most {MAX_STATEMENTS} per connection)",
-                             hint="DEALLOCATE or Close statements you no longer use", sqlstate="54000")
+            raise LimitExceeded(f"too many prepared statements (at most {MAX_STATEMENTS} per connection)",
+                             hint="DEALLOCATE or Close statements you no longer use")
         check_length(msg.sql, self.ctx.max_statement_bytes)
         stmts = lex(msg.sql).statements
         if len(stmts) > 1:
-            raise DPSQLError("cannot insert multiple commands into a prepared statement", sqlstate="42601")
+            raise QuerySyntaxError("cannot insert multiple commands into a prepared statement")
         sql = stmts[0] if stmts else ""
         route = self._route(sql) if sql else Route("empty", "")
         self._check_aborted(route)
@@ -730,21 +745,20 @@ class Connection:
     def _bind(self, msg: m.Bind) -> None:
         stmt = self.statements.get(msg.statement)
         if stmt is None:
-            raise DPSQLError(f'prepared statement "{msg.statement}" does not exist', sqlstate="26000")
+            raise InvalidStatementName(f'prepared statement "{msg.statement}" does not exist')
         if msg.portal and msg.portal in self.portals:
-            raise DPSQLError(f'portal "{msg.portal}" already exists', sqlstate="42P03")
+            raise DuplicateCursor(f'portal "{msg.portal}" already exists')
         if msg.portal and len(self.portals) >= MAX_STATEMENTS:
-            raise DPSQLError(f"too many open portals (at most {MAX_STATEMENTS} per connection)", hint="Close portals", sqlstate="54000")
+            raise LimitExceeded(f"too many open portals (at most {MAX_STATEMENTS} per connection)", hint="Close portals")
         self._check_aborted(stmt.route)
         n = len(stmt.param_oids)
         if len(msg.params) != n:
-            raise DPSQLError(
+            raise ProtocolViolation(
                 f'bind message supplies {len(msg.params)} parameters, but prepared statement "{msg.statement}" requires {n}',
-                sqlstate="08P01",
             )
         fmts = msg.param_formats
         if len(fmts) not in (0, 1, n):
-            raise DPSQLError(f"bind message has {len(fmts)} parameter formats but {n} parameters", sqlstate="08P01")
+            raise ProtocolViolation(f"bind message has {len(fmts)} parameter formats but {n} parameters")
         values: list[Any] = []
         tz = self._output_ctx().timezone
         for i, (raw, oid) in enumerate(zip(msg.params, stmt.param_oids, strict=True)):
@@ -762,7 +776,7 @@ class Connection:
         if msg.kind == "S":
             stmt = self.statements.get(msg.name)
             if stmt is None:
-                raise DPSQLError(f'prepared statement "{msg.name}" does not exist', sqlstate="26000")
+                raise InvalidStatementName(f'prepared statement "{msg.name}" does not exist')
             self.out += m.encode_parameter_description(stmt.param_oids)
             if not stmt.describe_done:
                 params = tuple(dummy_value(o) for o in stmt.param_oids)
@@ -772,7 +786,7 @@ class Connection:
             return
         portal = self.portals.get(msg.name)
         if portal is None:
-            raise DPSQLError(f'portal "{msg.name}" does not exist', sqlstate="34000")
+            raise InvalidCursorName(f'portal "{msg.name}" does not exist')
         if portal.described is None:
             if portal.result is not None:
                 r = portal.result
@@ -840,7 +854,7 @@ class Connection:
     def _execute(self, msg: m.Execute) -> Handler:
         portal = self.portals.get(msg.portal)
         if portal is None:
-            raise DPSQLError(f'portal "{msg.portal}" does not exist', sqlstate="34000")
+            raise InvalidCursorName(f'portal "{msg.portal}" does not exist')
         route = portal.statement.route
         self._error_context = (route.sql, 0) if not portal.params else None
         if portal.result is None:
@@ -925,7 +939,7 @@ class Connection:
     def _fields(self, names: Sequence[str], types: Sequence[str], formats: Sequence[int]) -> list[m.FieldDescription]:
         n = len(names)
         if len(formats) not in (0, 1, n):
-            raise DPSQLError(f"bind message has {len(formats)} result formats but query has {n} columns", sqlstate="08P01")
+            raise ProtocolViolation(f"bind message has {len(formats)} result formats but query has {n} columns")
         out = []
         for i, (name, tname) in enumerate(zip(names, types, strict=True)):
             t = self._type(tname)
@@ -1088,18 +1102,18 @@ class Connection:
 
     def _savepoint(self, route: Route) -> Result:
         if self.txn == "I":
-            raise DPSQLError("SAVEPOINT can only be used in transaction blocks", sqlstate="25P01")
+            raise NoActiveTransaction("SAVEPOINT can only be used in transaction blocks")
         assert self.info is not None
         self.savepoints.append((route.arg, dict(self.info.settings)))
         return _tag_only("SAVEPOINT")
 
     def _find_savepoint(self, name: str, what: str) -> int:
         if self.txn == "I":
-            raise DPSQLError(f"{what} can only be used in transaction blocks", sqlstate="25P01")
+            raise NoActiveTransaction(f"{what} can only be used in transaction blocks")
         for i in range(len(self.savepoints) - 1, -1, -1):
             if self.savepoints[i][0] == name:
                 return i
-        raise DPSQLError(f'savepoint "{name}" does not exist', sqlstate="3B001")
+        raise InvalidSavepoint(f'savepoint "{name}" does not exist')
 
     def _release(self, route: Route) -> Result:
         i = self._find_savepoint(route.arg, "RELEASE SAVEPOINT")
@@ -1147,7 +1161,7 @@ class Connection:
         elif len(toks) == 1:
             self.gucs.reset(identifier(tokens(route.sql)[1]))
         else:
-            raise DPSQLError("syntax error in RESET", sqlstate="42601")
+            raise QuerySyntaxError("syntax error in RESET")
         return _tag_only("RESET")
 
     def _show(self, route: Route) -> Result:
@@ -1165,7 +1179,7 @@ class Connection:
         elif len(toks) == 1:
             name = identifier(toks[0])
         else:
-            raise DPSQLError("syntax error in SHOW", sqlstate="42601")
+            raise QuerySyntaxError("syntax error in SHOW")
         shown, value = self.gucs.show(name)
         return Result((shown,), ("text",), [(value,)], command="SHOW")
 
@@ -1173,7 +1187,7 @@ class Connection:
         what = route.arg or ""
         if what == "all":
             if self.txn != "I":
-                raise DPSQLError("DISCARD ALL cannot run inside a transaction block", sqlstate="25001")
+                raise ActiveTransaction("DISCARD ALL cannot run inside a transaction block")
             self.statements = {k: v for k, v in self.statements.items() if k == ""}
             self.portals = {}
             self.cursors = {}
@@ -1182,7 +1196,7 @@ class Connection:
             return _tag_only("DISCARD ALL")
         if what in ("plans", "sequences", "temp", "temporary"):
             return _tag_only(f"DISCARD {'TEMP' if what.startswith('temp') else what.upper()}")
-        raise DPSQLError("syntax error in DISCARD", sqlstate="42601")
+        raise QuerySyntaxError("syntax error in DISCARD")
 
     def _deallocate(self, route: Route) -> Result:
         name = route.arg
@@ -1190,7 +1204,7 @@ class Connection:
             self.statements = {k: v for k, v in self.statements.items() if k == ""}
             return _tag_only("DEALLOCATE ALL")
         if name not in self.statements:
-            raise DPSQLError(f'prepared statement "{name}" does not exist', sqlstate="26000")
+            raise InvalidStatementName(f'prepared statement "{name}" does not exist')
         del self.statements[name]
         return _tag_only("DEALLOCATE")
 
@@ -1202,15 +1216,14 @@ class Connection:
     def _declare(self, route: Route) -> Generator[Request, Any, Result]:
         cmd = parse_declare(route.sql)
         if self.txn == "I" and not cmd.hold:
-            raise DPSQLError("DECLARE CURSOR can only be used in transaction blocks", sqlstate="25P01")
+            raise NoActiveTransaction("DECLARE CURSOR can only be used in transaction blocks")
         if cmd.name in self.cursors:
-            raise DPSQLError(f'cursor "{cmd.name}" already exists', sqlstate="42P03")
+            raise DuplicateCursor(f'cursor "{cmd.name}" already exists')
         if len(self.cursors) >= MAX_CURSORS:
-            raise DPSQLError(f"too many open cursors (at most {MAX_CURSORS} per connection)", hint="CLOSE cursors you no longer use",
-                             sqlstate="54000")
+            raise LimitExceeded(f"too many open cursors (at most {MAX_CURSORS} per connection)", hint="CLOSE cursors you no longer use")
         inner = self._route(cmd.query)
         if inner.kind not in ("query", "catalog", "engine_cmd", "show"):
-            raise DPSQLError("DECLARE CURSOR must be followed by a query", sqlstate="42601")
+            raise QuerySyntaxError("DECLARE CURSOR must be followed by a query")
         result = yield from self._run(inner, ())
         self.cursors[cmd.name] = Cursor(cmd.name, result, cmd.binary, cmd.hold, rows=list(result.rows))
         self.cursor_txn[cmd.name] = self.txn_id
@@ -1221,7 +1234,7 @@ class Connection:
     def _cursor(self, name: str) -> Cursor:
         cursor = self.cursors.get(name)
         if cursor is None:
-            raise DPSQLError(f'cursor "{name}" does not exist', sqlstate="34000")
+            raise InvalidCursorName(f'cursor "{name}" does not exist')
         return cursor
 
     def _fetch(self, route: Route) -> Result:

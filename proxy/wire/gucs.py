@@ -19,7 +19,15 @@ import re
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 
-from dpsql.errors import DPSQLError
+from dpsql.errors import (
+    CantChangeRuntimeParam,
+    DPSQLError,
+    InsufficientPrivilege,
+    InvalidParameterValue,
+    QuerySyntaxError,
+    UndefinedObject,
+    UnsupportedQuery,
+)
 from dpsql.proxy.session_info import SessionInfo, accepts_setting
 from dpsql.proxy.wire.sqltext import identifier, string_literal, tokens
 from dpsql.proxy.wire.types import zone
@@ -87,18 +95,18 @@ def unknown_setting(name: str) -> DPSQLError:
     hint = ("dpsql accepts the settings drivers send (application_name, DateStyle, TimeZone, search_path, "
             "statement_timeout, extra_float_digits, client_min_messages …; SHOW ALL lists them) and its own "
             "dp.epsilon, dp.delta and dp.session_epsilon")
-    return DPSQLError(f'unrecognized configuration parameter "{name}"', hint=hint, sqlstate="42704")
+    return UndefinedObject(f'unrecognized configuration parameter "{name}"', hint=hint)
 
 
 def _check_name(name: str) -> None:
     if name in READ_ONLY:
-        raise DPSQLError(f'parameter "{name}" cannot be changed', sqlstate="55P02")
+        raise CantChangeRuntimeParam(f'parameter "{name}" cannot be changed')
     if not accepts_setting(name):
         raise unknown_setting(name)
 
 
 def _bad_value(name: str, value: str, hint: str | None = None) -> DPSQLError:
-    return DPSQLError(f'invalid value for parameter "{display_name(name)}": "{value}"', hint=hint, sqlstate="22023")
+    return InvalidParameterValue(f'invalid value for parameter "{display_name(name)}": "{value}"', hint=hint)
 
 
 @dataclass(frozen=True, slots=True)
@@ -113,7 +121,7 @@ class SetCommand:
 def _value_text(name: str, toks: Sequence[str]) -> str | None:
     """The value of ``SET name TO <toks>``: items joined by ``", "``; None for DEFAULT."""
     if not toks:
-        raise DPSQLError(f'syntax error at end of input in SET {name}', sqlstate="42601")
+        raise QuerySyntaxError(f'syntax error at end of input in SET {name}')
     if len(toks) == 1 and toks[0].lower() == "default":
         return None
     items: list[str] = []
@@ -121,7 +129,7 @@ def _value_text(name: str, toks: Sequence[str]) -> str | None:
     for t in toks:
         if t == ",":
             if expect_item:
-                raise DPSQLError('syntax error at or near ","', sqlstate="42601")
+                raise QuerySyntaxError('syntax error at or near ","')
             expect_item = True
             continue
         if not expect_item:
@@ -161,7 +169,7 @@ def parse_set(sql: str, user: str) -> SetCommand:
         local = low[i] == "local"
         i += 1
     if len(low) <= i:
-        raise DPSQLError("syntax error at end of input", sqlstate="42601")
+        raise QuerySyntaxError("syntax error at end of input")
     head = low[i]
     if head == "time" and len(low) > i + 1 and low[i + 1] == "zone":
         rest = toks[i + 2 :]
@@ -181,14 +189,14 @@ def parse_set(sql: str, user: str) -> SetCommand:
         return SetCommand("search_path", _value_text("search_path", toks[i + 1 :]), local)
     name = identifier(toks[i]) if toks[i].startswith('"') else head
     if len(low) <= i + 1 or low[i + 1] not in ("=", "to"):
-        raise DPSQLError(f'syntax error at or near "{toks[i + 1] if len(toks) > i + 1 else toks[i]}"', sqlstate="42601")
+        raise QuerySyntaxError(f'syntax error at or near "{toks[i + 1] if len(toks) > i + 1 else toks[i]}"')
     return SetCommand(name, _value_text(name, toks[i + 2 :]), local)
 
 
 def _check_role(toks: Sequence[str], user: str) -> None:
     if len(toks) == 1 and (toks[0].lower() in ("default", "none") or identifier(toks[0]) == user or string_literal(toks[0]) == user):
         return
-    raise DPSQLError("permission denied to set role", hint="dpsql sessions run as the user who logged in", sqlstate="42501")
+    raise InsufficientPrivilege("permission denied to set role", hint="dpsql sessions run as the user who logged in")
 
 
 class Gucs:
@@ -209,8 +217,8 @@ class Gucs:
         _check_name(name)
         if name == "intervalstyle":
             if value.lower() != "postgres":
-                raise DPSQLError(f'dpsql sends intervals in the "postgres" IntervalStyle only, not "{value}"',
-                                 hint="SET IntervalStyle = postgres", sqlstate="0A000")
+                raise UnsupportedQuery(f'dpsql sends intervals in the "postgres" IntervalStyle only, not "{value}"',
+                                 hint="SET IntervalStyle = postgres")
             return "postgres"
         if name == "client_encoding":
             low = re.sub(r"[^a-z0-9]", "", value.lower())  # PostgreSQL's clean_encoding_name: 'utf-8' is utf8
@@ -218,8 +226,8 @@ class Gucs:
                 return "UTF8"
             if low == "sqlascii":
                 return "SQL_ASCII"
-            raise DPSQLError(
-                f'client encoding "{value}" is not supported by dpsql', hint="use client_encoding UTF8", sqlstate="0A000"
+            raise UnsupportedQuery(
+                f'client encoding "{value}" is not supported by dpsql', hint="use client_encoding UTF8"
             )
         if name == "timezone":
             if zone(value) is None:
@@ -233,17 +241,17 @@ class Gucs:
             except ValueError:
                 raise _bad_value(name, value) from None
             if not -15 <= v <= 3:
-                raise DPSQLError(f"{v} is outside the valid range for parameter \"extra_float_digits\" (-15 .. 3)", sqlstate="22023")
+                raise InvalidParameterValue(f"{v} is outside the valid range for parameter \"extra_float_digits\" (-15 .. 3)")
             return str(v)
         if name == "standard_conforming_strings" and value.lower() in ("off", "false", "0", "no"):
-            raise DPSQLError("dpsql requires standard_conforming_strings = on", sqlstate="0A000")
+            raise UnsupportedQuery("dpsql requires standard_conforming_strings = on")
         if name == "bytea_output" and value.lower() != "hex":
-            raise DPSQLError("dpsql sends bytea in hex format only", sqlstate="0A000")
+            raise UnsupportedQuery("dpsql sends bytea in hex format only")
         if name in ("statement_timeout", "lock_timeout", "idle_in_transaction_session_timeout") and duration_ms(value) is None:
             raise _bad_value(name, value)
         if name in ("session_authorization", "role"):
             if value not in (self.info.user, "default", "none"):
-                raise DPSQLError("permission denied to set role", sqlstate="42501")
+                raise InsufficientPrivilege("permission denied to set role")
             return self.info.user
         return value
 
@@ -253,8 +261,8 @@ class Gucs:
             p = part.strip().lower()
             if p in _DATE_STYLES:
                 if p != "iso":
-                    raise DPSQLError(f'dpsql sends dates in the ISO DateStyle only, not "{_DATE_STYLES[p]}"',
-                                     hint="SET DateStyle = 'ISO, MDY'", sqlstate="0A000")
+                    raise UnsupportedQuery(f'dpsql sends dates in the ISO DateStyle only, not "{_DATE_STYLES[p]}"',
+                                     hint="SET DateStyle = 'ISO, MDY'")
                 style = _DATE_STYLES[p]
             elif p in _DATE_ORDERS:
                 order = _DATE_ORDERS[p]
@@ -314,7 +322,7 @@ class Gucs:
         key = name.lower()
         value = self.info.settings.get(key)
         if value is None:
-            raise DPSQLError(f'unrecognized configuration parameter "{name}"', sqlstate="42704")
+            raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
         return display_name(key), value
 
     def show_all(self) -> list[tuple[str, str, str]]:

@@ -32,7 +32,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
-from dpsql.errors import DPSQLError, QuerySyntaxError
+from dpsql.errors import CharacterNotInRepertoire, QuerySyntaxError, UndefinedParameter
 from dpsql.proxy.wire import types as pgt
 from dpsql.proxy.wire.sqltext import lex
 from dpsql.schema import Catalog
@@ -272,7 +272,7 @@ def literal(value: Any, oid: int = TEXT_OID) -> exp.Expression:
         return exp.Array(expressions=[literal(v, elem) for v in value])
     text = str(value)
     if "\0" in text:
-        raise DPSQLError('invalid byte sequence for encoding "UTF8": 0x00', sqlstate="22021")
+        raise CharacterNotInRepertoire('invalid byte sequence for encoding "UTF8": 0x00')
     sql_type = _SQL_TYPE.get(tname)
     if sql_type is not None and tname not in ("text", "varchar", "bpchar", "name"):
         return _cast(text, sql_type)
@@ -295,7 +295,7 @@ def bind_sql(sql: str, values: Sequence[Any], oids: Sequence[int] = ()) -> str:
         if n is None:
             continue
         if not 0 < n <= len(values):
-            raise DPSQLError(f"there is no parameter ${n}", sqlstate="42P02")
+            raise UndefinedParameter(f"there is no parameter ${n}")
         p.replace(literal(values[n - 1], oids[n - 1] if n - 1 < len(oids) else TEXT_OID))
     return copy.sql(dialect="postgres")
 

@@ -17,7 +17,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any
 
-from dpsql.errors import DPSQLError
+from dpsql.errors import QuerySyntaxError
 from dpsql.proxy.wire.sqltext import identifier, strip_leading, tokens
 
 
@@ -86,7 +86,7 @@ def parse_declare(sql: str) -> DeclareCommand:
     """Parse DECLARE; 42601 when malformed."""
     m = _DECLARE.match(strip_leading(sql).strip().rstrip(";"))
     if m is None:
-        raise DPSQLError("syntax error in DECLARE CURSOR", hint="DECLARE name [BINARY] CURSOR [WITH HOLD] FOR query", sqlstate="42601")
+        raise QuerySyntaxError("syntax error in DECLARE CURSOR", hint="DECLARE name [BINARY] CURSOR [WITH HOLD] FOR query")
     opts = m.group(2).lower()
     return DeclareCommand(identifier(m.group(1)), "binary" in opts, (m.group(3) or "").lower() == "with", m.group(4).strip())
 
@@ -108,7 +108,7 @@ def parse_fetch(sql: str) -> FetchCommand:
     move = bool(toks) and toks[0].lower() == "move"
     what = "MOVE" if move else "FETCH"
     if len(toks) < 2:
-        raise DPSQLError(f"syntax error in {what}", hint=f"{what} [FORWARD] n|ALL FROM cursor", sqlstate="42601")
+        raise QuerySyntaxError(f"syntax error in {what}", hint=f"{what} [FORWARD] n|ALL FROM cursor")
     name_tok = toks[-1]
     words = [t.lower() for t in toks[1:-1]]
     if words and words[-1] in ("from", "in"):
@@ -118,7 +118,7 @@ def parse_fetch(sql: str) -> FetchCommand:
         try:
             return int(words[i])
         except (IndexError, ValueError):
-            raise DPSQLError(f"syntax error in {what}", sqlstate="42601") from None
+            raise QuerySyntaxError(f"syntax error in {what}") from None
 
     simple = {
         (): ("forward", 1), ("next",): ("forward", 1), ("prior",): ("backward", 1), ("first",): ("absolute", 1),
@@ -133,7 +133,7 @@ def parse_fetch(sql: str) -> FetchCommand:
     elif len(words) == 1:
         kind, count = "forward", number(0)
     else:
-        raise DPSQLError(f"syntax error in {what}", sqlstate="42601")
+        raise QuerySyntaxError(f"syntax error in {what}")
     if kind in ("forward", "backward") and count is not None and count < 0:
         kind, count = ("backward" if kind == "forward" else "forward"), -count
     return FetchCommand(move, kind, count, identifier(name_tok))

@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from dpsql.errors import DPSQLError, QuerySyntaxError
+from dpsql.errors import LimitExceeded, QuerySyntaxError
 
 _SPECIAL = re.compile(r"""['";\-/$]""")
 _DOLLAR_TAG = re.compile(r"\$([A-Za-z_\x80-\uffff][A-Za-z0-9_\x80-\uffff]*)?\$")
@@ -234,8 +234,7 @@ def string_literal(token: str) -> str | None:
 def check_length(sql: str, limit: int) -> None:
     """Raise 54000 when ``sql`` is longer than ``limit`` bytes (UTF-8)."""
     if len(sql) > limit // 4 and len(sql.encode("utf-8", "surrogatepass")) > limit:
-        raise DPSQLError(
+        raise LimitExceeded(
             f"the statement is longer than {limit} bytes",
             hint="shorten the query or raise [limits] max_statement_bytes",
-            sqlstate="54000",
         )

@@ -26,7 +26,7 @@ from zoneinfo import ZoneInfo
 
 import numpy as np
 
-from dpsql.errors import DPSQLError
+from dpsql.errors import CharacterNotInRepertoire, DPSQLError, InvalidBinaryRepresentation, NumericValueOutOfRange, UnsupportedQuery
 
 Encoder = Callable[[Any], bytes]
 
@@ -688,7 +688,7 @@ def _invalid(type_label: str, text: str, sqlstate: str = "22P02") -> DPSQLError:
 
 
 def _binary_error() -> DPSQLError:
-    return DPSQLError("incorrect binary data format in bind parameter", sqlstate="22P03")
+    return InvalidBinaryRepresentation("incorrect binary data format in bind parameter")
 
 
 _INT_RANGES = {"int2": (16, "smallint"), "int4": (32, "integer"), "int8": (64, "bigint"), "oid": (33, "oid")}
@@ -705,10 +705,10 @@ def _parse_int(name: str, text: str) -> int:
         raise _invalid(label, text) from None
     if name == "oid":
         if not 0 <= v < 2**32:
-            raise DPSQLError(f'value "{text}" is out of range for type oid', sqlstate="22003")
+            raise NumericValueOutOfRange(f'value "{text}" is out of range for type oid')
         return v
     if not -(2 ** (bits - 1)) <= v < 2 ** (bits - 1):
-        raise DPSQLError(f'value "{text}" is out of range for type {label}', sqlstate="22003")
+        raise NumericValueOutOfRange(f'value "{text}" is out of range for type {label}')
     return v
 
 
@@ -723,7 +723,7 @@ def _parse_float(label: str, text: str) -> float:
     except ValueError:
         raise _invalid(label, text) from None
     if math.isinf(v):
-        raise DPSQLError(f'"{text}" is out of range for type {label}', sqlstate="22003")
+        raise NumericValueOutOfRange(f'"{text}" is out of range for type {label}')
     return v
 
 
@@ -891,7 +891,7 @@ def parse_array(text: str, elem: Callable[[str], Any]) -> list[Any]:
             while i < n and body[i] != ",":
                 i += 1
         elif i < n and body[i] == "{":
-            raise DPSQLError("multidimensional array parameters are not supported", sqlstate="0A000")
+            raise UnsupportedQuery("multidimensional array parameters are not supported")
         else:
             j = body.find(",", i)
             j = n if j < 0 else j
@@ -962,7 +962,7 @@ def _dec_text(data: bytes) -> str:
     try:
         return data.decode("utf-8")
     except UnicodeDecodeError:
-        raise DPSQLError('invalid byte sequence for encoding "UTF8"', sqlstate="22021") from None
+        raise CharacterNotInRepertoire('invalid byte sequence for encoding "UTF8"') from None
 
 
 def _dec_array(elem_dec: Callable[[bytes], Any]) -> Callable[[bytes], list[Any]]:
@@ -973,7 +973,7 @@ def _dec_array(elem_dec: Callable[[bytes], Any]) -> Callable[[bytes], list[Any]]
         if ndim == 0:
             return []
         if ndim != 1 or len(data) < 20:
-            raise DPSQLError("multidimensional array parameters are not supported", sqlstate="0A000")
+            raise UnsupportedQuery("multidimensional array parameters are not supported")
         count, _lb = struct.unpack_from("!ii", data, 12)
         pos = 20
         out: list[Any] = []
@@ -1048,7 +1048,7 @@ def decode_param(data: bytes | None, oid: int, fmt: int, tz: dt.tzinfo = dt.UTC)
             raise _binary_error() from None
     text = _dec_text(data)
     if "\0" in text:
-        raise DPSQLError('invalid byte sequence for encoding "UTF8": 0x00', sqlstate="22021")
+        raise CharacterNotInRepertoire('invalid byte sequence for encoding "UTF8": 0x00')
     return text_parser(oid, tz)(text)
 
 

@@ -46,7 +46,8 @@ def test_pgjdbc(compat_server: Running, jdbc_classes: Path) -> None:
     assert {"column patient_id int8", "column cost float8", "column visit_date date", "column age int4"} <= set(lines)
     assert "pkeys 0" in lines and "fkeys 0" in lines
     assert lines.count("count n int8 true") == 7
-    assert lines.count("warning true") == 7
+    # the first execution is charged; the six identical ones after it replay the stored answer
+    assert [line for line in lines if line.startswith("warning ")] == ["warning spent"] + ["warning replayed"] * 6
     assert "department cardiology 3" in lines
     assert "avg true" in lines
     assert "fetched 8" in lines

@@ -49,7 +49,7 @@ public class DpsqlJdbc {
                         ResultSetMetaData m = rs.getMetaData();
                         out("count " + m.getColumnName(1) + " " + m.getColumnTypeName(1) + " " + (rs.getLong(1) >= 0));
                         SQLWarning w = ps.getWarnings();
-                        out("warning " + (w != null && w.getMessage().contains("dpsql: this query spent")));
+                        out("warning " + (w == null ? "none" : w.getMessage().contains("dpsql: this query spent") ? "spent" : w.getMessage().contains("dpsql: replayed, no budget spent") ? "replayed" : "other"));
                     }
                 }
             }
