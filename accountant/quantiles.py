@@ -1,0 +1,317 @@
+"""The DP quantile mechanism: quantile scores over a public candidate grid + report-noisy-max.
+
+Model: OpenDP's ``make_private_quantile`` = ``make_quantile_score_candidates`` >> ``make_noisy_max``
+(Smith 2011; McKenna–Sheldon 2020). Nothing here reads data except :meth:`QuantileMechanism.release`,
+which sees a per-candidate histogram and returns one candidate index per group.
+
+**Grid.** :class:`QuantileGrid` is public: ``k`` candidates ``lower + i·step`` (i = 0…k−1) with
+``lower`` and ``lower + (k−1)·step ≤ upper`` from the column's declared bounds. The bounded SQL
+clamps each value to the bounds and snaps it to the nearest candidate (a deterministic per-row
+map, so it cannot raise the sensitivity); the engine returns, per group, the histogram
+``h[i]`` = number of kept values snapped to candidate ``i``.
+
+**Score** (OpenDP's, computed from the histogram). With α = num/den exact (from the SQL literal),
+n = Σh, lt_i = Σ_{j<i} h_j and eq_i = h_i: ``score_i = |den·lt_i − num·(n − eq_i)|``, smaller is
+better; it is 0 when candidate i splits the data at rank α. Scores are capped at ``SCORE_CAP``
+(min(·, C) is 1-Lipschitz, so the cap cannot raise the sensitivity and no private count can make
+the sampler's u64 input overflow or raise).
+
+**Sensitivity (derivation).** Removing one value x from a group's multiset changes, for each
+candidate c, the signed quantity den·lt − num·(n − eq) by −(den − num) if x < c, by 0 if x = c and
+by +num if x > c; |·| is 1-Lipschitz, so every score moves by at most max(num, den − num). A privacy
+unit keeps at most ``max_rows`` values in each group (chosen from its own rows) and touches at most
+``max_groups`` groups, so in each of ≤ L0 = max_groups groups the score vector moves by at most
+Δ∞ = max_rows·max(num, den − num) in L∞. This equals OpenDP's stability map of
+``make_quantile_score_candidates`` at d_in = max_rows (checked in the tests).
+
+**Sampler (the choice).** OpenDP ``make_noisy_max`` over ``vector(u64)`` with ``negate=True`` (report
+noisy *min*): under ``zcdp`` it adds Gumbel noise (= the exponential mechanism, P(i) ∝ e^{−score_i/s}),
+under ``basic`` exponential noise (report-noisy-max with exponential noise = permute-and-flip,
+never worse than the exponential mechanism at the same ε). OpenDP samples both exactly: the noise is
+drawn lazily from OpenSSL's CSPRNG and refined in arbitrary precision until the arg-min is
+determined, so no float rounding shapes the output law (security.md R1, R2). We do not sample
+Gumbel noise in floats ourselves (that would not be exact) nor write our own sampler.
+
+**Privacy map** (non-monotone scores, OpenDP's map for ``LInfDistance(monotonic=False)``): per group
+ε_g = 2Δ∞/s under ``basic``; under ``zcdp`` the exponential mechanism is ε_g-bounded-range, hence
+ρ_g = ε_g²/8-zCDP (Cesar–Rogers 2021), i.e. ρ_g = Δ∞²/(2s²). The groups a unit touches hold disjoint
+data, each with its own draw, so the query's loss is L0·ε_g (basic) or L0·ρ_g (zcdp). Losses are
+exact Fractions rounded up to the 1e-15 grid and never below OpenDP's own map (we charge the max).
+
+**Error.** For report-noisy-min with Gumbel or exponential noise of scale s over k candidates,
+P[score(out) > best + t] ≤ k·e^{−t/s}; so with probability ≥ confidence the released candidate's rank
+is within r = s·ln(k/(1−confidence))/den rows of the best candidate's, and its value is within the grid
+step of that candidate (:meth:`QuantileMechanism.rank_error`). A rank error does not bound the value
+error: that depends on how dense the data are near the quantile, which is private.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any, Literal
+
+import opendp.prelude as dp
+
+from dpsql.accountant.calibration import (
+    MAX_SCALE,
+    ScaleOutOfRange,
+    ceil_to_grid,
+    gaussian_rho,
+    gaussian_sigma,
+    laplace_epsilon,
+    laplace_scale,
+)
+
+dp.enable_features("contrib")
+
+Accounting = Literal["zcdp", "basic"]
+
+MAX_ALPHA_DENOMINATOR = 10**6  # q is exact with at most 6 decimal digits (0.999999)
+MAX_CANDIDATES = 4096  # candidates per grid: the engine returns ≤ this many histogram rows per group
+DEFAULT_CANDIDATES = 1000  # target grid size when the policy says nothing finer
+SCORE_CAP = 2**62  # scores are min(score, SCORE_CAP): u64-safe, 1-Lipschitz
+
+
+class QuantileFailure(RuntimeError):
+    """The sampler returned something unusable. Carries no values."""
+
+
+# ---------------------------------------------------------------------------------------------
+# α and the grid
+
+
+def alpha_fraction(q: object) -> Fraction:
+    """The exact quantile level q ∈ [0, 1] as a Fraction with denominator ≤ 10^6.
+
+    Accepts an int, a Fraction, a Decimal or a decimal string (the SQL literal's text); a float is
+    taken by its shortest repr (0.95 → 19/20). Raises ValueError outside [0, 1] or when q needs a
+    finer denominator (more than 6 decimal digits).
+    """
+    if isinstance(q, bool):
+        raise ValueError("the quantile level must be a number")
+    if isinstance(q, float):
+        if not math.isfinite(q):
+            raise ValueError("the quantile level must be finite")
+        q = repr(q)
+    try:
+        a = Fraction(Decimal(q)) if isinstance(q, str | Decimal) else Fraction(q)  # type: ignore[arg-type]
+    except (ArithmeticError, ValueError, TypeError) as exc:
+        raise ValueError("the quantile level must be a number between 0 and 1") from exc
+    if not 0 <= a <= 1:
+        raise ValueError("the quantile level must be between 0 and 1")
+    if a.denominator > MAX_ALPHA_DENOMINATOR:
+        raise ValueError("the quantile level may have at most 6 decimal digits")
+    return a
+
+
+def _nice_step(span: Fraction, k: int, integral: bool) -> Fraction:
+    """The smallest step of the form {1, 2, 5}·10^e with span/step ≤ k (a whole number when integral)."""
+    raw = span / k
+    if integral and raw <= 1:
+        return Fraction(1)
+    e = math.floor(math.log10(float(raw))) - 1
+    while True:
+        for m in (1, 2, 5):
+            step = Fraction(m) * (Fraction(10) ** e)
+            if step >= raw and (not integral or step.denominator == 1):
+                return step
+        e += 1
+
+
+@dataclass(frozen=True)
+class QuantileGrid:
+    """A public grid of candidates ``lower + i·step``, i = 0…size−1, all within [lower, upper].
+
+    Built only from the policy (declared bounds) and the column's type, never from data.
+    """
+
+    lower: Fraction
+    step: Fraction
+    size: int
+
+    def candidate(self, i: int) -> Fraction:
+        """The i-th candidate (exact)."""
+        if not 0 <= i < self.size:
+            raise IndexError("candidate index out of range")
+        return self.lower + i * self.step
+
+    @property
+    def upper(self) -> Fraction:
+        """The last candidate (≤ the declared upper bound)."""
+        return self.lower + (self.size - 1) * self.step
+
+    def candidates(self) -> list[Fraction]:
+        """Every candidate in increasing order."""
+        return [self.lower + i * self.step for i in range(self.size)]
+
+    @staticmethod
+    def from_bounds(lower: object, upper: object, *, integral: bool, target: int = DEFAULT_CANDIDATES) -> QuantileGrid:
+        """The grid for declared bounds [lower, upper]: at most ``target`` + 1 candidates, a {1,2,5}·10^e
+        step (a whole number when ``integral``: integers, days, seconds), first candidate = lower.
+
+        Raises ValueError when lower > upper or ``target`` is outside 2…MAX_CANDIDATES.
+        """
+        lo, hi = Fraction(lower), Fraction(upper)  # type: ignore[arg-type]
+        if lo > hi:
+            raise ValueError("lower bound above upper bound")
+        if not 2 <= target < MAX_CANDIDATES:
+            raise ValueError("the number of candidates must be between 2 and 4096")
+        if lo == hi:
+            return QuantileGrid(lo, Fraction(1), 1)
+        step = _nice_step(hi - lo, target, integral)
+        size = int((hi - lo) // step) + 1
+        return QuantileGrid(lo, step, size)
+
+
+# ---------------------------------------------------------------------------------------------
+# scores and sensitivity
+
+
+def quantile_scores(histogram: Sequence[int], alpha: Fraction) -> list[int]:
+    """OpenDP's quantile scores |den·lt_i − num·(n − eq_i)| from a per-candidate histogram, capped
+    at ``SCORE_CAP``. Smaller is better; exact integer arithmetic."""
+    num, den = alpha.numerator, alpha.denominator
+    n = sum(histogram)
+    out: list[int] = []
+    lt = 0
+    for h in histogram:
+        out.append(min(abs(den * lt - num * (n - h)), SCORE_CAP))
+        lt += h
+    return out
+
+
+def score_sensitivity(alpha: Fraction, max_rows: int) -> int:
+    """Δ∞ of the score vector of one group when one unit's ≤ ``max_rows`` values leave it:
+    max_rows·max(num, den − num) (module docstring: derivation)."""
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError("max_rows must be a positive integer")
+    return max_rows * max(alpha.numerator, alpha.denominator - alpha.numerator)
+
+
+# ---------------------------------------------------------------------------------------------
+# the mechanism
+
+
+def _check_scale(scale: float) -> float:
+    s = float(scale)
+    if not (s > 0 and math.isfinite(s)):
+        raise ValueError("noise scale must be positive")
+    if not s <= MAX_SCALE:
+        raise ScaleOutOfRange("noise scale must be at most 2^52")
+    return s
+
+
+@dataclass(frozen=True)
+class QuantileMechanism:
+    """Report-noisy-min over quantile scores of ``k`` candidates (OpenDP ``make_noisy_max``).
+
+    ``sensitivity`` is Δ∞ per group (integer score units); ``scale`` the noise scale in score units;
+    ``den`` is α's denominator (one rank = ``den`` score units).
+    """
+
+    accounting: Accounting
+    scale: float
+    sensitivity: int
+    den: int
+    _meas: Any = field(repr=False, compare=False)
+
+    @property
+    def name(self) -> str:
+        """``exponential_mechanism`` (Gumbel noise, zcdp) or ``permute_and_flip`` (exponential noise, basic)."""
+        return "exponential_mechanism" if self.accounting == "zcdp" else "permute_and_flip"
+
+    def map(self, l0: int) -> Fraction:
+        """ρ (zcdp) or ε (basic) when one unit changes ≤ ``l0`` groups by ≤ Δ∞ each: l0·Δ∞²/(2s²) or
+        l0·2Δ∞/s, exact, rounded up to the 1e-15 grid, and never below l0 × OpenDP's own map."""
+        if self.accounting == "zcdp":
+            ours = gaussian_rho(l0, self.sensitivity, self.scale)
+        else:
+            ours = laplace_epsilon(l0, 2 * self.sensitivity, self.scale)
+        theirs = ceil_to_grid(Fraction(self._meas.map(self.sensitivity)) * l0)
+        return max(ours, theirs)
+
+    def select(self, scores: Sequence[int]) -> int:
+        """The index of the noisy minimum of ``scores`` (one OpenDP call, CSPRNG, exact sampling)."""
+        if not scores:
+            raise QuantileFailure("no candidates")
+        i = self._meas([int(s) for s in scores])
+        if isinstance(i, bool) or not isinstance(i, int) or not 0 <= i < len(scores):
+            raise QuantileFailure("the selection returned an unusable index")
+        return i
+
+    def release(self, histogram: Sequence[int], alpha: Fraction) -> int:
+        """The released candidate index for one group's histogram at level ``alpha``."""
+        return self.select(quantile_scores(histogram, alpha))
+
+    def rank_error(self, candidates: int, confidence: float = 0.95) -> Fraction:
+        """r such that, with probability ≥ ``confidence``, the released candidate's score exceeds the
+        best candidate's by at most r·den, i.e. its rank is within r rows of the best grid point's:
+        r = s·ln(k/(1−confidence))/den (union bound over k candidates)."""
+        if not 0 < confidence < 1 or candidates < 1:
+            raise ValueError("confidence must be in (0, 1) and candidates ≥ 1")
+        t = self.scale * math.log(candidates / (1.0 - confidence))
+        return Fraction(math.ceil(t)) / self.den
+
+
+def make_quantile_mechanism(accounting: Accounting, scale: float, sensitivity: int, den: int) -> QuantileMechanism:
+    """A quantile selection with noise scale ``scale`` for scores of per-group L∞ sensitivity
+    ``sensitivity``: Gumbel noise (zCDP measure) under ``zcdp``, exponential noise (pure DP) under
+    ``basic``; OpenDP ``make_noisy_max(negate=True)`` over ``vector(u64)``."""
+    s = _check_scale(scale)
+    if isinstance(sensitivity, bool) or not isinstance(sensitivity, int) or sensitivity < 1:
+        raise ValueError("sensitivity must be a positive integer")
+    if accounting not in ("zcdp", "basic"):
+        raise ValueError("accounting must be 'zcdp' or 'basic'")
+    measure = dp.zero_concentrated_divergence() if accounting == "zcdp" else dp.max_divergence()
+    space = dp.vector_domain(dp.atom_domain(T="u64")), dp.linf_distance(T="u64")
+    meas = dp.m.make_noisy_max(*space, measure, scale=s, negate=True)
+    return QuantileMechanism(accounting, s, sensitivity, den, meas)
+
+
+def calibrate_quantile(accounting: Accounting, loss: Fraction, l0: int, sensitivity: int, den: int) -> QuantileMechanism:
+    """The least-noise quantile mechanism whose :meth:`QuantileMechanism.map` at ``l0`` is ≤ ``loss``
+    (ρ under zcdp, ε under basic). Raises ScaleOutOfRange when ``loss`` is too small."""
+    s = gaussian_sigma(l0, sensitivity, loss) if accounting == "zcdp" else laplace_scale(l0, 2 * sensitivity, loss)
+    m = make_quantile_mechanism(accounting, s, sensitivity, den)
+    while m.map(l0) > loss:  # OpenDP's float map may sit a hair above ours: step up until both fit
+        s = math.nextafter(s, math.inf) * (1 + 1e-15)
+        m = make_quantile_mechanism(accounting, s, sensitivity, den)
+    return m
+
+
+# ---------------------------------------------------------------------------------------------
+# the exact output law (for the audit and for EXPLAIN's statements)
+
+
+def exact_distribution(scores: Sequence[int], scale: float, accounting: Accounting) -> list[float]:
+    """P[select(scores) = i] of the ideal mechanism, in floats.
+
+    zcdp (Gumbel noise): the exponential mechanism, P(i) ∝ e^{−score_i/s}. basic (exponential noise
+    on u_i = −score_i): P(i) = Σ_{S ⊆ others} (−1)^{|S|} e^{(u_i + Σ_S u_j − (1+|S|)·max u)/s}/(1+|S|),
+    the closed form of ∫ f(x−u_i) Π_{j≠i} F(x−u_j) dx; exponential in k, meant for k ≤ 12.
+    """
+    s = float(scale)
+    lo = min(scores)
+    if accounting == "zcdp":
+        w = [math.exp(-(x - lo) / s) for x in scores]
+        tot = math.fsum(w)
+        return [x / tot for x in w]
+    k = len(scores)
+    if k > 12:
+        raise ValueError("the exact permute-and-flip law is computed for at most 12 candidates")
+    u = [-(x - lo) for x in scores]  # max u = 0
+    out = []
+    for i in range(k):
+        others = [u[j] for j in range(k) if j != i]
+        terms = []
+        for mask in range(1 << len(others)):
+            size = bin(mask).count("1")
+            tot = u[i] + sum(others[j] for j in range(len(others)) if mask >> j & 1)
+            terms.append((-1) ** size * math.exp(tot / s) / (1 + size))
+        out.append(max(0.0, math.fsum(terms)))
+    z = math.fsum(out)
+    return [p / z for p in out]
