@@ -38,6 +38,13 @@ Gumbel noise in floats ourselves (that would not be exact) nor write our own sam
 data, each with its own draw, so the query's loss is L0·ε_g (basic) or L0·ρ_g (zcdp). Losses are
 exact Fractions rounded up to the 1e-15 grid and never below OpenDP's own map (we charge the max).
 
+**Extremes (MIN/MAX).** OpenDP's score at α = 0 is 0 on *every* candidate below the minimum, so
+the 0-quantile is uniform over [lower, min]: useless. MIN instead targets the r-th smallest value
+with :func:`order_scores` (score max(lt − r + 1, r − le, 0), Δ∞ = max_rows per group, the same
+mechanism and map), where r is public: the mechanism's own 95 % rank error (:func:`extreme_rank`),
+so candidates below the minimum score ≥ r and are rarely chosen. The semantics, stated wherever
+MIN/MAX is answered: *a DP estimate near the minimum (maximum); it may lie inside the data.*
+
 **Error.** For report-noisy-min with Gumbel or exponential noise of scale s over k candidates,
 P[score(out) > best + t] ≤ k·e^{−t/s}; so with probability ≥ confidence the released candidate's rank
 is within r = s·ln(k/(1−confidence))/den rows of the best candidate's, and its value is within the grid
@@ -182,6 +189,39 @@ def quantile_scores(histogram: Sequence[int], alpha: Fraction) -> list[int]:
         out.append(min(abs(den * lt - num * (n - h)), SCORE_CAP))
         lt += h
     return out
+
+
+def order_scores(histogram: Sequence[int], rank: int, *, from_top: bool) -> list[int]:
+    """Scores for the ``rank``-th smallest (or, ``from_top``, largest) value: with lt_i/le_i the
+    numbers of values < / ≤ candidate i, ``max(lt_i − (r − 1), r − le_i, 0)`` (0 exactly on the
+    candidate holding the r-th order statistic, lt < r ≤ le); from the top, the same over the reversed order. Capped at
+    ``SCORE_CAP``. MIN/MAX use this with a public r ≥ 1 (module docstring: Extremes)."""
+    if isinstance(rank, bool) or not isinstance(rank, int) or rank < 1:
+        raise ValueError("rank must be a positive integer")
+    n = sum(histogram)
+    out: list[int] = []
+    lt = 0
+    for h in histogram:
+        le = lt + h
+        a, b = (lt, le) if not from_top else (n - le, n - lt)  # (# strictly beyond, # at or beyond)
+        out.append(min(max(a - (rank - 1), rank - b, 0), SCORE_CAP))
+        lt = le
+    return out
+
+
+def order_sensitivity(max_rows: int) -> int:
+    """Δ∞ of :func:`order_scores` when one unit's ≤ ``max_rows`` values leave a group: lt and le
+    each drop by at most 1 per value, so each score moves by at most ``max_rows``."""
+    if isinstance(max_rows, bool) or not isinstance(max_rows, int) or max_rows < 1:
+        raise ValueError("max_rows must be a positive integer")
+    return max_rows
+
+
+def extreme_rank(mechanism: QuantileMechanism, candidates: int, confidence: float = 0.95) -> int:
+    """The public order-statistic rank r that MIN/MAX target: the mechanism's rank error at
+    ``confidence`` (at least 1), so the estimate falls below the true minimum (above the maximum)
+    with probability about 1 − confidence at most, and lies at most about 2r values inside the data."""
+    return max(1, math.ceil(mechanism.rank_error(candidates, confidence)))
 
 
 def score_sensitivity(alpha: Fraction, max_rows: int) -> int:

@@ -258,3 +258,41 @@ def test_two_mechanisms_are_not_seeded_alike() -> None:
     flat = [0] * 50
     assert [m1.select(flat) for _ in range(40)] != [m2.select(flat) for _ in range(40)]
     assert 0 <= m1.release([0] * 50, a) < 50
+
+
+# ---------------------------------------------------------------------------------------------
+# MIN/MAX: order-statistic scores
+
+
+def test_order_scores_target_the_rank() -> None:
+    h = [0, 0, 2, 1, 0, 3, 0]  # values 2, 2, 3, 5, 5, 5
+    assert Q.order_scores(h, 1, from_top=False) == [1, 1, 0, 1, 2, 2, 5]
+    assert Q.order_scores(h, 2, from_top=True) == [5, 5, 3, 2, 2, 0, 2]
+    assert Q.order_scores([0, 0, 0], 3, from_top=False) == [3, 3, 3]  # an empty group: flat
+    with pytest.raises(ValueError):
+        Q.order_scores(h, 0, from_top=False)
+
+
+@pytest.mark.parametrize("from_top", [False, True])
+@pytest.mark.parametrize("m", [1, 3])
+def test_order_sensitivity_holds_and_is_attained(from_top: bool, m: int) -> None:
+    rng = random.Random(3)
+    k, worst = 8, 0
+    for _ in range(500):
+        values = [rng.randrange(k) for _ in range(rng.randrange(0, 20))]
+        removed = [rng.randrange(k) for _ in range(rng.randrange(1, m + 1))]
+        r = rng.randrange(1, 6)
+        s1 = Q.order_scores(_histogram(values + removed, k), r, from_top=from_top)
+        s0 = Q.order_scores(_histogram(values, k), r, from_top=from_top)
+        worst = max(worst, max(abs(x - y) for x, y in zip(s1, s0, strict=True)))
+    assert worst == Q.order_sensitivity(m)
+
+
+def test_extreme_rank_is_the_rank_error() -> None:
+    mech = Q.calibrate_quantile("zcdp", Fraction(1, 2), 1, Q.order_sensitivity(1), 1)
+    r = Q.extreme_rank(mech, 101)
+    assert r == math.ceil(mech.scale * math.log(101 / 0.05)) and r >= 1
+    # the estimate of the minimum rarely falls below it: P(score ≥ r) ≤ k·e^{−r/s} ≤ 0.05
+    h = [0] * 50 + [5] * 51
+    probs = Q.exact_distribution(Q.order_scores(h, r, from_top=False), mech.scale, "zcdp")
+    assert sum(probs[:50]) <= 0.05
