@@ -266,7 +266,7 @@ def test_two_mechanisms_are_not_seeded_alike() -> None:
 
 def test_order_scores_target_the_rank() -> None:
     h = [0, 0, 2, 1, 0, 3, 0]  # values 2, 2, 3, 5, 5, 5
-    assert Q.order_scores(h, 1, from_top=False) == [1, 1, 0, 1, 2, 2, 5]
+    assert Q.order_scores(h, 1, from_top=False) == [1, 1, 0, 2, 3, 3, 6]
     assert Q.order_scores(h, 2, from_top=True) == [5, 5, 3, 2, 2, 0, 2]
     assert Q.order_scores([0, 0, 0], 3, from_top=False) == [3, 3, 3]  # an empty group: flat
     with pytest.raises(ValueError):
