@@ -271,3 +271,70 @@ def exact_distribution(scores: Sequence[int], scale: float, accounting: Accounti
         out.append(max(0.0, math.fsum(terms)))
     z = math.fsum(out)
     return [p / z for p in out]
+
+
+# ---------------------------------------------------------------------------------------------
+# one planned quantile release
+
+
+Target = Literal["quantile", "min", "max"]
+
+
+@dataclass(frozen=True)
+class QuantileNoise:
+    """A calibrated DP quantile (or MIN/MAX) for one output column, over ``candidates`` grid points.
+
+    ``cost`` is the mechanism's map at ``l0`` groups (ρ or ε). For MIN/MAX, ``rank`` is the public
+    order statistic targeted (see :func:`extreme_rank`)."""
+
+    column: str
+    target: Target
+    alpha: Fraction | None
+    candidates: int
+    l0: int
+    mechanism: QuantileMechanism
+    cost: Fraction
+    rank: int | None = None
+
+    @property
+    def rank_error95(self) -> Fraction:
+        """Rows by which the released candidate's rank may miss the best candidate's (95 %)."""
+        return self.mechanism.rank_error(self.candidates, 0.95)
+
+    def scores(self, histogram: Sequence[int]) -> list[int]:
+        """The scores of one group's histogram (length ``candidates``)."""
+        if len(histogram) != self.candidates:
+            raise QuantileFailure("histogram of the wrong size")
+        if self.target == "quantile":
+            assert self.alpha is not None
+            return quantile_scores(histogram, self.alpha)
+        assert self.rank is not None
+        return order_scores(histogram, self.rank, from_top=self.target == "max")
+
+    def release(self, histogram: Sequence[int]) -> int:
+        """The released candidate index for one group (one exact selection draw)."""
+        return self.mechanism.select(self.scores(histogram))
+
+
+def plan_quantile(
+    column: str,
+    target: Target,
+    alpha: Fraction | None,
+    *,
+    candidates: int,
+    max_rows: int,
+    l0: int,
+    accounting: Accounting,
+    loss: Fraction,
+) -> QuantileNoise:
+    """Calibrate one quantile release to privacy loss ``loss`` (ρ under zcdp, ε under basic) for
+    units touching ≤ ``l0`` groups with ≤ ``max_rows`` values each. Pure: no data, no randomness."""
+    if target == "quantile":
+        if alpha is None:
+            raise ValueError("a quantile needs its level")
+        sens, den = score_sensitivity(alpha, max_rows), alpha.denominator
+    else:
+        sens, den = order_sensitivity(max_rows), 1
+    mech = calibrate_quantile(accounting, loss, l0, sens, den)
+    rank = extreme_rank(mech, candidates) if target != "quantile" else None
+    return QuantileNoise(column, target, alpha, candidates, l0, mech, mech.map(l0), rank)
