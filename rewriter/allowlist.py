@@ -27,8 +27,9 @@ from dpsql.errors import (
     UndefinedFunction,
     UnsupportedQuery,
 )
+from dpsql.rewriter.aggregates import SUPPORTED_AGGREGATES
 from dpsql.rewriter.bounds import literal_fraction
-from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
+from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,

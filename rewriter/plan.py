@@ -16,16 +16,9 @@ from fractions import Fraction
 from typing import Literal
 
 StatKind = Literal["count", "sum", "units"]
-AggKind = Literal[
-    "count",
-    "count_units",
-    "sum",
-    "avg",
-    "var_pop",
-    "var_samp",
-    "stddev_pop",
-    "stddev_samp",
-]
+# An aggregate release kind: one of the RELEASE_KINDS of a module in dpsql.rewriter.aggregates
+# (count, count_units, sum, avg, var_pop, var_samp, stddev_pop, stddev_samp, …).
+AggKind = str
 
 
 @dataclass(frozen=True)

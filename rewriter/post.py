@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
+from dpsql.rewriter import aggregates
 from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX, QueryShape
 from dpsql.rewriter.literals import check_divisors
 from dpsql.rewriter.plan import AggregateRelease, KeyColumn, OutputColumn
@@ -53,11 +54,7 @@ class Post:
 
 def aggregate_pg_type(release: AggregateRelease) -> str:
     """The PostgreSQL type of a released aggregate: int8 for counts and integer sums, else float8."""
-    if release.kind in ("count", "count_units"):
-        return "int8"
-    if release.kind == "sum" and release.integer:
-        return "int8"
-    return "float8"
+    return str(aggregates.module_for_release(release.kind).pg_type(release))
 
 
 def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[AggregateRelease, ...], names: list[str]) -> Post:

@@ -1,0 +1,109 @@
+"""The aggregate registry: one module per aggregate kind (OpenDP's one-module-per-expression layout).
+
+Every module in :data:`MODULES` has the same shape:
+
+``NODES``
+    the sqlglot aggregate node types it may accept (the allowlist admits exactly these);
+``ALIASES``
+    other dialects' function names (parsed as ``exp.Anonymous``) mapped to one of its node types,
+    rewritten before the query is qualified (``VAR(x)`` → ``VAR_SAMP(x)``);
+``SPEC_KINDS`` / ``RELEASE_KINDS``
+    the :class:`~dpsql.rewriter.aggregates.base.AggregateSpec` kinds it classifies and bounds, and
+    the :class:`~dpsql.rewriter.plan.AggregateRelease` kinds it post-processes;
+``classify(node, ctx) -> AggregateSpec | None``
+    its row-level input, or None to let the next module with the same node type try (modules are
+    tried in :data:`MODULES` order); it may raise a refusal;
+``bound(spec, builder) -> AggregateRelease``
+    its per-(unit, group) partials with their clamps, the statistics it needs and their
+    sensitivities, requested from the :class:`~dpsql.rewriter.aggregates.base.Builder`;
+``finalize(release, stats, noisy_columns, groups) -> list[value]``
+    its post-processing of noisy integers (pure, no exact value ever);
+``pg_type(release) -> str``
+    the PostgreSQL type of the released value.
+
+Adding an aggregate is one new module plus one entry in :data:`MODULES` (see DEVELOPERS.md).
+
+>>> from sqlglot import exp
+>>> module_for_release("avg").__name__, module_for_spec("count_star").__name__
+('dpsql.rewriter.aggregates.avg', 'dpsql.rewriter.aggregates.count')
+>>> exp.Variance in SUPPORTED_AGGREGATES
+True
+"""
+
+from __future__ import annotations
+
+from types import ModuleType
+
+from sqlglot import exp
+
+from dpsql.errors import UnsupportedQuery
+from dpsql.rewriter.aggregates import avg, count, count_distinct_unit, variance
+from dpsql.rewriter.aggregates import sum as sum_
+from dpsql.rewriter.aggregates.base import AggregateSpec, Builder, ClassifyContext, Value
+
+__all__ = [
+    "MODULES",
+    "SUPPORTED_AGGREGATES",
+    "AggregateSpec",
+    "Builder",
+    "ClassifyContext",
+    "Value",
+    "classify",
+    "module_for_release",
+    "module_for_spec",
+    "normalize_aliases",
+]
+
+# Order matters only among modules sharing a node type: the first whose classify answers wins.
+MODULES: tuple[ModuleType, ...] = (
+    count_distinct_unit,
+    count,
+    sum_,
+    avg,
+    variance,
+)
+
+SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = tuple(dict.fromkeys(n for m in MODULES for n in m.NODES))
+ALIASES: dict[str, type[exp.Expression]] = {name.upper(): node for m in MODULES for name, node in m.ALIASES.items()}
+
+_BY_SPEC: dict[str, ModuleType] = {k: m for m in MODULES for k in m.SPEC_KINDS}
+_BY_RELEASE: dict[str, ModuleType] = {k: m for m in MODULES for k in m.RELEASE_KINDS}
+
+
+def module_for_spec(kind: str) -> ModuleType:
+    """The module that bounds aggregates classified as ``kind`` (KeyError if none)."""
+    return _BY_SPEC[kind]
+
+
+def module_for_release(kind: str) -> ModuleType:
+    """The module that post-processes releases of ``kind`` (KeyError if none)."""
+    return _BY_RELEASE[kind]
+
+
+def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec:
+    """The spec of one aggregate node (FILTER already unwrapped into ``ctx.condition``).
+
+    Raises UnsupportedQuery for an aggregate no module accepts, and whatever refusal the
+    accepting module raises.
+    """
+    for m in MODULES:
+        if isinstance(node, m.NODES):
+            spec = m.classify(node, ctx)
+            if spec is not None:
+                return spec
+    raise UnsupportedQuery(f"aggregate {node.sql_name()} is not supported")
+
+
+def normalize_aliases(tree: exp.Expression) -> exp.Expression:
+    """Rewrite other dialects' aggregate names (``ALIASES``) to the registry's nodes, in place."""
+    if not ALIASES:
+        return tree
+    for node in list(tree.find_all(exp.Anonymous)):
+        cls = ALIASES.get(str(node.name).upper())
+        if cls is None:
+            continue
+        args = node.expressions
+        if len(args) != 1:
+            raise UnsupportedQuery(f"{str(node.name).upper()} takes exactly one argument")
+        node.replace(cls(this=args[0].copy()))
+    return tree
