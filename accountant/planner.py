@@ -49,8 +49,9 @@ from dpsql.accountant.mechanisms import (
     make_gaussian_threshold,
     make_laplace_threshold,
 )
+from dpsql.accountant.quantiles import QuantileNoise, plan_quantile
 from dpsql.errors import InvalidParameterValue, UnsupportedQuery
-from dpsql.rewriter.plan import ReleasePlan, Statistic
+from dpsql.rewriter.plan import QuantileStatistic, ReleasePlan, Statistic
 
 SELECTION_DELTA_SHARE = Fraction(1, 10)  # zcdp: the part of the query's δ given to partition selection
 _MAX_THRESHOLD = 2**62
@@ -118,6 +119,7 @@ class NoisePlan:
     cost: Cost
     conversion_delta: Fraction | None
     epsilon_bound: float
+    quantiles: tuple[QuantileNoise, ...] = ()  # DP selections (quantiles, MIN/MAX), in plan order
 
     def stat(self, column: str) -> StatisticNoise:
         """The noise of the statistic called ``column`` (KeyError if none)."""
@@ -152,7 +154,7 @@ def _units_stat(plan: ReleasePlan) -> Statistic | None:
     return None
 
 
-def _positive_weight(s: Statistic) -> int:
+def _positive_weight(s: Statistic | QuantileStatistic) -> int:
     if isinstance(s.weight, bool) or not isinstance(s.weight, int) or s.weight < 1:
         raise ValueError(f"statistic {s.column}: weight must be a positive integer")
     return s.weight
@@ -246,7 +248,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
     sel_weight = 0
     if selection_needed:
         sel_weight = _positive_weight(units) if units is not None else 1
-    total_weight = sum(_positive_weight(s) for s in own) + sel_weight
+    total_weight = sum(_positive_weight(s) for s in own) + sel_weight + sum(_positive_weight(q) for q in plan.quantiles)
 
     if accounting == "zcdp":
         delta_sel = dlt * SELECTION_DELTA_SHARE if selection_needed else Fraction(0)
@@ -298,6 +300,17 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
                         from_selection=True,
                     )
                 )
+        quantiles: list[QuantileNoise] = []
+        for q in plan.quantiles:
+            share = budget * _positive_weight(q) / total_weight
+            qn = plan_quantile(
+                q.column, q.target, q.alpha, candidates=q.candidates, max_rows=q.max_contribution, l0=l0,
+                accounting=accounting, loss=share,
+            )
+            if qn.cost > share:  # pragma: no cover - guaranteed by calibrate_quantile
+                raise RuntimeError("calibration produced a map above its share")
+            spent += qn.cost
+            quantiles.append(qn)
     except ScaleOutOfRange as e:
         raise UnsupportedQuery(
             "this query needs more noise than dpsql can sample",
@@ -319,4 +332,5 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         cost=Cost(accounting, spent, sel_delta),
         conversion_delta=delta_conv,
         epsilon_bound=bound,
+        quantiles=tuple(quantiles),
     )

@@ -338,3 +338,31 @@ def plan_quantile(
     mech = calibrate_quantile(accounting, loss, l0, sens, den)
     rank = extreme_rank(mech, candidates) if target != "quantile" else None
     return QuantileNoise(column, target, alpha, candidates, l0, mech, mech.map(l0), rank)
+
+
+def release_selections(
+    quantiles: Sequence[QuantileNoise],
+    histogram_of: Sequence[int],
+    histograms: Sequence[Sequence[Sequence[int]]],
+    groups: int,
+) -> dict[str, list[int]]:
+    """The released candidate index of each quantile in each of ``groups`` kept groups.
+
+    ``histograms[h][g]`` is histogram ``h``'s dense counts (one per candidate) in kept group ``g``;
+    quantile ``i`` reads histogram ``histogram_of[i]``. One exact selection draw per (quantile,
+    group). Call only after the query's cost has been charged. Any failure raises
+    ExecutionFailed without values (R10).
+    """
+    from dpsql.errors import ExecutionFailed
+
+    try:
+        out: dict[str, list[int]] = {}
+        for q, h in zip(quantiles, histogram_of, strict=True):
+            hist = histograms[h]
+            if len(hist) != groups:
+                raise QuantileFailure("histogram count mismatch")
+            out[q.column] = [q.release(hist[g]) for g in range(groups)]
+        return out
+    except Exception:
+        pass
+    raise ExecutionFailed("the DP quantile selection failed", hint="retry the query; the charge for it stands") from None

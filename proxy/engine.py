@@ -29,7 +29,7 @@ from typing import Any
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
-from dpsql.accountant.noise import draw_ahead, release
+from dpsql.accountant.noise import Released, draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
 from dpsql.errors import DataException, DPSQLError, ExecutionFailed, InvalidAuthorization, LimitExceeded, QueryCanceled
@@ -38,6 +38,7 @@ from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.quantile_release import extreme_notices, quantile_values
 from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
@@ -425,7 +426,12 @@ class Session:
         units = exact.get(plan.units_column) if plan.units_column else None
         if units is not None and not isinstance(units, list):
             units = list(units)
-        released = release(noise, exact, units, ahead=ahead)
+        released = release(noise, exact, units, ahead=ahead, groups=len(public_keys) if public_keys is not None else 1)
+        if plan.quantiles:  # DP selections over bounded histograms, for the kept groups
+            picked = quantile_values(
+                lambda q: self.backend.execute(q, timeout=limits.statement_timeout), plan, noise, [kept_of(i) for i in released.kept]
+            )
+            released = Released(released.kept, {**released.values, **picked})
         keys_kept = [tuple(coerce(v, t) for v, t in zip(kept_of(i), key_types, strict=True)) for i in released.kept]
         # Release groups in key order: the engine's row order can depend on groups never released.
         order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys_kept[j]))
@@ -448,6 +454,7 @@ class Session:
             data += values
             _, out_rows = self.engine.post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
         notices.insert(0, self._cost_notice(noise))
+        notices += extreme_notices(plan)
         return Result(
             tuple(o.name for o in plan.outputs),
             tuple(o.pg_type for o in plan.outputs),

@@ -26,6 +26,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
+from dpsql.rewriter.aggregates import normalize_aliases
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
@@ -34,7 +35,7 @@ from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.literals import check_divisors, check_row_counts
 from dpsql.rewriter.parse import parse_statement
-from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
+from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import _pg_type, build_post
 from dpsql.rewriter.rowcost import check_row_cost
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
@@ -63,6 +64,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     else:
         tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
         text = sql
+    normalize_aliases(tree)
     check_row_counts(tree)
     refs = resolve_tables(tree, catalog)
     check_allowed(tree, private=bool(refs.private))
@@ -99,11 +101,14 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     shape = analyze_shape(flat, private_alias=alias, unit_column=info.policy.privacy_unit)
 
     bounds: dict[tuple[str, str], tuple[Fraction, Fraction] | None] = {}
+    time_bounds: dict[tuple[str, str], tuple[object, object]] = {}
     for a, t in relations.items():
         for c in t.policy.columns.values():
             if c.bounded:
                 assert c.lower is not None and c.upper is not None
                 bounds[(a, c.name)] = (c.lower, c.upper)
+            if c.time_bounded:
+                time_bounds[(a, c.name)] = (c.time_lower, c.time_upper)
     key_sources: list[KeySource | None] = []
     for key in shape.keys:
         src: KeySource | None = None
@@ -125,6 +130,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         key_sources=key_sources,
         salt=make_salt(text),
         max_released_groups=limits.max_released_groups,
+        time_bounds=time_bounds,
     )
     bounded = build_bounded(shape, ctx)
     post = build_post(shape, bounded.keys, bounded.aggregates, names)
@@ -149,6 +155,8 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         tables=(info.policy.qualified,),
         description=tuple(notes),
         constants_sql=emit(exp.select(*constants), dialect) if constants else None,
+        quantiles=bounded.quantiles,
+        histograms=tuple(Histogram(emit(physical_names(q, dialect), dialect), k) for q, k in bounded.histograms),
     )
     return Rewrite(sql=emit(physical_names(bounded.query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
 

@@ -193,7 +193,7 @@ def _time_literal(v: dt.date) -> exp.Expression:
 
 
 def _dec(v: Fraction) -> exp.Expression:
-    from dpsql.rewriter.contribution import decimal_literal
+    from dpsql.rewriter.aggregates.base import decimal_literal
 
     return decimal_literal(v)
 

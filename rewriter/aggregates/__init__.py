@@ -37,7 +37,7 @@ from types import ModuleType
 from sqlglot import exp
 
 from dpsql.errors import UnsupportedQuery
-from dpsql.rewriter.aggregates import avg, count, count_distinct_unit, variance
+from dpsql.rewriter.aggregates import avg, count, count_distinct_unit, quantile, variance
 from dpsql.rewriter.aggregates import sum as sum_
 from dpsql.rewriter.aggregates.base import AggregateSpec, Builder, ClassifyContext, Value
 
@@ -61,6 +61,7 @@ MODULES: tuple[ModuleType, ...] = (
     sum_,
     avg,
     variance,
+    quantile,
 )
 
 SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = tuple(dict.fromkeys(n for m in MODULES for n in m.NODES))
@@ -95,10 +96,14 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec:
 
 
 def normalize_aliases(tree: exp.Expression) -> exp.Expression:
-    """Rewrite other dialects' aggregate names (``ALIASES``) to the registry's nodes, in place."""
-    if not ALIASES:
-        return tree
+    """Rewrite other dialects' aggregate names (``ALIASES``, and a module's own ``normalize`` hook
+    for other shapes) to the registry's nodes, in place."""
+    hooks = [m.normalize for m in MODULES if hasattr(m, "normalize")]
     for node in list(tree.find_all(exp.Anonymous)):
+        new = next((n for n in (h(node) for h in hooks) if n is not None), None)
+        if new is not None:
+            node.replace(new)
+            continue
         cls = ALIASES.get(str(node.name).upper())
         if cls is None:
             continue
