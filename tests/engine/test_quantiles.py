@@ -11,6 +11,7 @@ from pathlib import Path
 from statistics import median
 
 import duckdb
+import pandas as pd
 import pytest
 
 from dpsql.api import Connection, connect
@@ -30,9 +31,13 @@ def _data(path: Path) -> list[tuple]:
             seen = dt.datetime(2022, 1, 1) + dt.timedelta(seconds=rng.randrange(0, 86400 * 30))
             cost = None if (p + i) % 50 == 0 else round(rng.uniform(100, 3000), 2)
             rows.append((p, rng.randrange(18, 90), cost, dept, city, day, seen))
+    frame = pd.DataFrame(rows, columns=["patient_id", "age", "cost", "dept", "city", "visit_date", "seen_at"])
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE visits (patient_id INT, age INT, cost DOUBLE, dept TEXT, city TEXT, visit_date DATE, seen_at TIMESTAMP)")
-    con.executemany("INSERT INTO visits VALUES (?, ?, ?, ?, ?, ?, ?)", rows)
+    con.register("frame", frame)
+    con.execute(
+        "CREATE TABLE visits AS SELECT patient_id::INT AS patient_id, age::INT AS age, cost::DOUBLE AS cost, dept, city, "
+        "visit_date::DATE AS visit_date, seen_at::TIMESTAMP AS seen_at FROM frame"
+    )
     con.close()
     return rows
 
