@@ -55,7 +55,10 @@ error: that depends on how dense the data are near the quantile, which is privat
 from __future__ import annotations
 
 import math
+import os
+import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any, Literal
@@ -340,6 +343,19 @@ def plan_quantile(
     return QuantileNoise(column, target, alpha, candidates, l0, mech, mech.map(l0), rank)
 
 
+_PARALLEL_FROM = 8
+_pool: ThreadPoolExecutor | None = None
+_pool_lock = threading.Lock()
+
+
+def _selection_pool() -> ThreadPoolExecutor:
+    global _pool
+    with _pool_lock:
+        if _pool is None:
+            _pool = ThreadPoolExecutor(max_workers=max(1, min(8, os.cpu_count() or 1)), thread_name_prefix="dpsql-quantile")
+        return _pool
+
+
 def release_selections(
     quantiles: Sequence[QuantileNoise],
     histogram_of: Sequence[int],
@@ -356,12 +372,19 @@ def release_selections(
     from dpsql.errors import ExecutionFailed
 
     try:
-        out: dict[str, list[int]] = {}
+        jobs = []
         for q, h in zip(quantiles, histogram_of, strict=True):
             hist = histograms[h]
             if len(hist) != groups:
                 raise QuantileFailure("histogram count mismatch")
-            out[q.column] = [q.release(hist[g]) for g in range(groups)]
+            jobs += [(q, hist[g]) for g in range(groups)]
+        if len(jobs) >= _PARALLEL_FROM:  # OpenDP's sampler runs outside the GIL (ctypes)
+            picked = list(_selection_pool().map(lambda job: job[0].release(job[1]), jobs))
+        else:
+            picked = [q.release(h) for q, h in jobs]
+        out: dict[str, list[int]] = {}
+        for i, q in enumerate(quantiles):
+            out[q.column] = picked[i * groups:(i + 1) * groups]
         return out
     except Exception:
         pass

@@ -46,11 +46,11 @@ def test_alpha_out_of_range_is_refused(q: object) -> None:
 
 def test_grid_from_bounds() -> None:
     g = Q.QuantileGrid.from_bounds(0, 5000.0, integral=False)
-    assert (g.lower, g.step, g.size, g.upper) == (0, 5, 1001, 5000)
+    assert (g.lower, g.step, g.size, g.upper) == (0, 20, 251, 5000)
     g = Q.QuantileGrid.from_bounds(0, 120, integral=True)
     assert (g.step, g.size) == (1, 121)
     g = Q.QuantileGrid.from_bounds(Fraction(1, 2), Fraction(3, 4), integral=False)
-    assert g.step == Fraction(1, 2000) and g.upper <= Fraction(3, 4) and g.size <= Q.DEFAULT_CANDIDATES + 1
+    assert g.step == Fraction(1, 1000) and g.upper <= Fraction(3, 4) and g.size <= Q.DEFAULT_CANDIDATES + 1
     g = Q.QuantileGrid.from_bounds(7, 7, integral=True)
     assert g.candidates() == [7]
     for lo, hi, integral in ((0, 10**9, True), (-3, 17, False), (0, 2191, True)):

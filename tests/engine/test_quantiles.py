@@ -102,12 +102,12 @@ def test_huge_epsilon_is_exact_up_to_the_grid(conn: Connection, dataset: tuple[P
     )
     med, p90, q25, dmin, dmax, smax, amin = r.rows[0]
     costs, ages, days, seen = _truth(rows, 2), _truth(rows, 1), _truth(rows, 5), _truth(rows, 6)
-    assert abs(med - median(costs)) <= 10  # grid step 5, nearest candidate
+    assert abs(med - median(costs)) <= 20  # grid step 20, nearest candidate
     assert abs(p90 - ages[int(0.9 * len(ages))]) <= 1 and isinstance(p90, int)
     assert abs(q25 - ages[len(ages) // 4]) <= 1 and isinstance(q25, float)
-    assert abs((dmin - days[0]).days) <= 5 and abs((dmax - days[-1]).days) <= 5  # step 5 days
+    assert abs((dmin - days[0]).days) <= 10 and abs((dmax - days[-1]).days) <= 10  # step 10 days
     assert isinstance(dmin, dt.date) and isinstance(smax, dt.datetime)
-    assert abs((smax - seen[-1]).total_seconds()) <= 5000  # step 5000 s over 59 days
+    assert abs((smax - seen[-1]).total_seconds()) <= 50000  # step 50000 s over 59 days
     assert amin == ages[0]
     assert r.types == ("float8", "int8", "float8", "date", "date", "timestamp", "int8")
     assert any("MAX and MIN are DP estimates near the maximum and minimum; they may lie inside the data" in n for n in r.notices)
@@ -123,7 +123,7 @@ def test_public_keys_and_partition_selection(conn: Connection, dataset: tuple[Pa
     assert sorted(row[0] for row in r.rows) == ["x", "y", "z"]
     for city, top, m in r.rows:
         assert top == _truth(rows, 1, lambda x, c=city: x[4] == c)[-1]
-        assert abs(m - median(_truth(rows, 2, lambda x, c=city: x[4] == c))) <= 10
+        assert abs(m - median(_truth(rows, 2, lambda x, c=city: x[4] == c))) <= 20
 
 
 def test_several_levels_share_one_histogram(conn: Connection) -> None:
@@ -143,7 +143,7 @@ def test_several_levels_share_one_histogram(conn: Connection) -> None:
 def test_explain_states_rank_and_value_error(conn: Connection) -> None:
     r = conn.execute("EXPLAIN SELECT city, MEDIAN(cost), MIN(visit_date) FROM visits GROUP BY city")
     text = "\n".join(row[0] for row in r.rows)
-    assert "DP quantile" in text and "rows of the target rank" in text and "within one step (5)" in text
+    assert "DP quantile" in text and "rows of the target rank" in text and "within one step (20)" in text
     assert "a DP estimate near the minimum; it may lie inside the data" in text
     assert "histogram 0 SQL" in text and "__dp_vrank <= 2" in text
 

@@ -78,10 +78,10 @@ def _bins(vg: QS.ValueGrid, values: list[object], sql_type: str) -> list[int | N
 
 def test_numeric_index_is_total_and_clamped() -> None:
     vg = QS.numeric_grid(Fraction(-5), Fraction(20), integral=False)
-    assert vg.grid.step == Fraction(1, 20) and vg.grid.size == 501
-    got = _bins(vg, [None, float("nan"), float("inf"), float("-inf"), -1e308, 1e308, -5.0, 20.0, 0.0, 0.024, 0.026, 19.99], "DOUBLE")
-    assert got == [None, 500, 500, 0, 0, 500, 0, 500, 100, 100, 101, 500]
-    assert vg.decode(100) == 0.0 and vg.decode(101) == 0.05
+    assert vg.grid.step == Fraction(1, 10) and vg.grid.size == 251
+    got = _bins(vg, [None, float("nan"), float("inf"), float("-inf"), -1e308, 1e308, -5.0, 20.0, 0.0, 0.04, 0.06, 19.99], "DOUBLE")
+    assert got == [None, 250, 250, 0, 0, 250, 0, 250, 50, 50, 51, 250]
+    assert vg.decode(50) == 0.0 and vg.decode(51) == 0.1
 
 
 def test_integer_index_and_decode() -> None:
@@ -92,10 +92,10 @@ def test_integer_index_and_decode() -> None:
 
 def test_date_index() -> None:
     vg = QS.time_grid(dt.date(2020, 1, 1), dt.date(2025, 12, 31))
-    assert vg.grid.step == 5 and vg.pg_type == "date"
+    assert vg.grid.step == 10 and vg.pg_type == "date"
     got = _bins(vg, [None, dt.date(1, 1, 1), dt.date(9999, 12, 31), dt.date(2020, 1, 1), dt.date(2020, 1, 8), dt.date(2020, 1, 3)], "DATE")
-    assert got == [None, 0, vg.grid.size - 1, 0, 1, 0]  # the nearest candidate: 7 days → 1.4 → 1, 2 days → 0.4 → 0
-    assert vg.decode(1) == dt.date(2020, 1, 6)
+    assert got == [None, 0, vg.grid.size - 1, 0, 1, 0]  # the nearest candidate: 7 days → 0.7 → 1, 2 days → 0.2 → 0
+    assert vg.decode(1) == dt.date(2020, 1, 11)
 
 
 def test_date_index_on_infinite_dates() -> None:
@@ -109,10 +109,10 @@ def test_date_index_on_infinite_dates() -> None:
 def test_timestamp_index() -> None:
     lo, hi = dt.datetime(2020, 1, 1), dt.datetime(2020, 1, 2)
     vg = QS.time_grid(lo, hi)
-    assert vg.grid.step == 100 and vg.pg_type == "timestamp"
+    assert vg.grid.step == 500 and vg.pg_type == "timestamp"
     got = _bins(vg, [None, dt.datetime(2019, 1, 1), dt.datetime(2021, 1, 1), dt.datetime(2020, 1, 1, 0, 10)], "TIMESTAMP")
-    assert got == [None, 0, vg.grid.size - 1, 6]
-    assert vg.decode(6) == dt.datetime(2020, 1, 1, 0, 10)
+    assert got == [None, 0, vg.grid.size - 1, 1]
+    assert vg.decode(1) == dt.datetime(2020, 1, 1, 0, 8, 20)
 
 
 # ---------------------------------------------------------------------------------------------
