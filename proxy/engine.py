@@ -69,9 +69,17 @@ class Result:
         return f"SELECT {len(self.rows)}" if self.command == "SELECT" else self.command
 
 
-def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None]:
+def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None, tuple[str, ...]]:
     assert rw.plan is not None
-    return (rw.sql, rw.plan.constants_sql, rw.plan.post_sql)
+    return (rw.sql, rw.plan.constants_sql, rw.plan.post_sql, tuple(h.sql for h in rw.plan.histograms))
+
+
+def _timing_text(rw: Rewrite) -> str:
+    """The SQL whose masked form is the statement's timing shape: the bounded SQL and its
+    histogram queries (quantiles), which run inside the same deadline."""
+    if rw.plan is None or not rw.plan.histograms:
+        return rw.sql
+    return ";\n".join([rw.sql, *(h.sql for h in rw.plan.histograms)])
 
 
 class Engine:
@@ -140,14 +148,15 @@ class Engine:
 
     def shape(self, rw: Rewrite) -> str:
         """The (cached) timing shape of a rewrite: its bounded SQL with literals masked."""
+        text = _timing_text(rw)
         with self._lock:
-            hit = self._shapes.get(rw.sql)
+            hit = self._shapes.get(text)
             if hit is not None:
-                self._shapes.move_to_end(rw.sql)
+                self._shapes.move_to_end(text)
                 return hit
-        result = shape_of(rw.sql)
+        result = shape_of(text)
         with self._lock:
-            self._shapes[rw.sql] = result
+            self._shapes[text] = result
             if len(self._shapes) > _REWRITE_CACHE_SIZE:
                 self._shapes.popitem(last=False)
         return result
@@ -296,7 +305,7 @@ class Session:
             return Result(names, rs.types, rs.rows)
         assert noise is not None
         self.trail.kind, self.trail.noise = "private", noise
-        self.trail.query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
+        self.trail.query_hash = hashlib.sha256(_timing_text(rw).encode()).hexdigest()[:32]
         with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
             return self._replayable(sql, rw, rw.plan, noise)
 
@@ -356,7 +365,7 @@ class Session:
                 )
 
         self._validate(rw, plan)
-        query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
+        query_hash = hashlib.sha256(_timing_text(rw).encode()).hexdigest()[:32]
         self._charge(noise, query_hash)
         # ---- from here on, the charge stands whatever happens, and the answer (result or error)
         # leaves at the deadline the timing shield fixes now, before any private row is read.
@@ -470,6 +479,8 @@ class Session:
         if self.engine.validated(rw):
             return
         self.engine.backend.validate(rw.sql)
+        for h in plan.histograms:  # quantiles: their bounded histogram queries bind before the charge too
+            self.engine.backend.validate(h.sql)
         if plan.constants_sql is not None:
             try:
                 self.backend.execute(plan.constants_sql, timeout=self.engine.policy.limits.statement_timeout)

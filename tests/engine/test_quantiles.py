@@ -176,3 +176,13 @@ def test_refusals_spend_nothing(conn: Connection, sql: str, sqlstate: str) -> No
         conn.execute(sql)
     assert info.value.sqlstate == sqlstate, info.value
     assert conn.execute("SELECT * FROM dpsql.budget").rows == before
+
+
+def test_histograms_are_part_of_the_timing_shape_and_validated(conn: Connection) -> None:
+    """Two quantile-only queries share the trivial bounded SQL; their timing shapes (and audit
+    hashes) still differ by their histogram queries, which are validated before the charge."""
+    e = conn.engine
+    a, b = e.rewrite("SELECT MEDIAN(cost) FROM visits"), e.rewrite("SELECT MEDIAN(age) FROM visits")
+    assert a.sql == b.sql and e.shape(a) != e.shape(b)
+    conn.execute("SELECT MEDIAN(age) FROM visits")
+    assert e.validated(b) and not e.validated(a)
