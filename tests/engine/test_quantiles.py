@@ -186,3 +186,13 @@ def test_histograms_are_part_of_the_timing_shape_and_validated(conn: Connection)
     assert a.sql == b.sql and e.shape(a) != e.shape(b)
     conn.execute("SELECT MEDIAN(age) FROM visits")
     assert e.validated(b) and not e.validated(a)
+
+
+def test_post_processing_of_quantiles(conn: Connection, dataset: tuple[Path, list[tuple]]) -> None:
+    rows = dataset[1]
+    r = conn.execute("SELECT city, MEDIAN(age) AS m FROM visits GROUP BY city HAVING MEDIAN(age) > 10 ORDER BY m DESC, city")
+    assert len(r.rows) == 3 and [x[1] for x in r.rows] == sorted((x[1] for x in r.rows), reverse=True)
+    r = conn.execute("SELECT MAX(visit_date) - MIN(visit_date) AS span, MEDIAN(cost) / 2 AS half FROM visits")
+    days = _truth(rows, 5)
+    assert r.types == ("int4", "float8")
+    assert abs(r.rows[0][0] - (days[-1] - days[0]).days) <= 20
