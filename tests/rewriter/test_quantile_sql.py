@@ -10,6 +10,7 @@ from collections import Counter
 from fractions import Fraction
 
 import duckdb
+import pandas as pd
 import pytest
 import sqlglot
 from sqlglot import exp
@@ -145,24 +146,23 @@ def _run(con: duckdb.DuckDBPyConnection, sql: str, keyed: bool) -> Counter:
 
 @pytest.mark.parametrize("keyed", [True, False])
 def test_histogram_t1_replay(keyed: bool) -> None:
-    """On 16 random databases plus one with a unit of 10⁴ rows in every group and NULL/NaN values,
+    """On 30 random databases plus one with a unit of 10⁴ rows in every group and NULL/NaN values,
     removing any unit changes at most max_groups groups, each by at most max_rows values (L1 over
     the group's candidates)."""
     rng = random.Random(1)
     sql = _histogram_sql(keyed=keyed)
-    for db in range(17):
+    for db in range(31):
         rows: list[tuple[object, ...]] = []
         units = rng.randrange(1, 9)
         for u in range(units):
             for _ in range(rng.randrange(0, 12)):
                 rows.append((u, rng.choice("abcdef"), rng.choice([None, float("nan"), rng.uniform(-3, 13), float(rng.randrange(11))])))
-        if db == 16:
+        if db == 30:
             rows += [(99, "abcdef"[i % 6], float(i % 11)) for i in range(10_000)]
             rows += [(None, "a", 1.0)] * 5
         con = duckdb.connect()
-        con.execute("CREATE TABLE full_t (uid INT, g TEXT, x DOUBLE)")
-        if rows:
-            con.executemany("INSERT INTO full_t VALUES (?, ?, ?)", rows)
+        con.register("frame", pd.DataFrame(rows or [(None, None, None)], columns=["uid", "g", "x"]))
+        con.execute("CREATE TABLE full_t AS SELECT uid::INT AS uid, g::TEXT AS g, x::DOUBLE AS x FROM frame")
         con.execute("CREATE VIEW t AS SELECT * FROM full_t")
         full = _run(con, sql, keyed)
         for u in sorted({r[0] for r in rows if r[0] is not None}):
