@@ -26,6 +26,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
+from dpsql.rewriter import aggregates
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
@@ -65,9 +66,10 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         text = sql
     check_row_counts(tree)
     refs = resolve_tables(tree, catalog)
+    names = output_names(tree)  # as written: VAR(x) is named "var" even though it becomes VAR_SAMP(x)
+    alias_notes = aggregates.normalize_aliases(tree)
     check_allowed(tree, private=bool(refs.private))
     check_no_star(tree, refs)
-    names = output_names(tree)
     qualified = qualify_names(tree, catalog)
     if not refs.private:
         check_divisors(qualified)
@@ -128,7 +130,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     )
     bounded = build_bounded(shape, ctx)
     post = build_post(shape, bounded.keys, bounded.aggregates, names)
-    notes = list(ctx.notes)
+    notes = [*alias_notes, *ctx.notes]
     if bounded.keys and not bounded.keys_public:
         notes.append("group keys are not declared public: released only through DP partition selection")
     plan = ReleasePlan(

@@ -1,4 +1,4 @@
-"""VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP (and their aliases): count, centred sum, sum of squares.
+"""VAR_POP, VAR_SAMP, STDDEV_POP, STDDEV_SAMP (and VARIANCE, STDDEV, STDEV, VAR, VARP, STD, STDEVP): count, centred sum, sum of squares.
 
 Row-level input: the argument clamped to [L, U] on the grid, as for AVG. Partials: AVG's count
 and centred sum, plus the sum of squared centred values (exact, on the input's grid), scaled to
@@ -43,7 +43,14 @@ _KINDS: dict[type[exp.Expression], str] = {
 NODES: tuple[type[exp.Expression], ...] = tuple(_KINDS)
 SPEC_KINDS = ("var_pop", "var_samp", "stddev_pop", "stddev_samp")
 RELEASE_KINDS = SPEC_KINDS
-ALIASES: dict[str, type[exp.Expression]] = {}
+# Names PostgreSQL and DuckDB lack, in the meaning of the dialect that defines them. VARIANCE,
+# STDDEV and STDEV parse to the sample forms already (PostgreSQL, DuckDB and SQL Server agree).
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {
+    "VAR": (exp.Variance, "VAR(…) is read as VAR_SAMP (SQL Server)"),
+    "VARP": (exp.VariancePop, "VARP(…) is read as VAR_POP (SQL Server)"),
+    "STDEVP": (exp.StddevPop, "STDEVP(…) is read as STDDEV_POP (SQL Server)"),
+    "STD": (exp.StddevPop, "STD(…) is read as STDDEV_POP (MySQL; Spark reads it as STDDEV_SAMP)"),
+}
 
 
 def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None:
