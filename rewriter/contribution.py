@@ -1,4 +1,4 @@
-"""Pass 7: contribution bounding — the bounded SQL and the statistics it returns (DESIGN §1).
+"""Pass 10 (``contribution``): contribution bounding — the bounded SQL and the statistics it returns (DESIGN §1).
 
 The bounded query has three layers:
 

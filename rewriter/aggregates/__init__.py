@@ -1,5 +1,9 @@
 """The aggregate registry: one module per aggregate kind (OpenDP's one-module-per-expression layout).
 
+Used by pass 3 (``aliases``: :func:`normalize_aliases`), pass 4 (the allowlist admits
+:data:`SUPPORTED_AGGREGATES`), pass 9 (``analyze``: :func:`classify`), pass 10 (``contribution``:
+each module's ``bound``) and post-processing (``finalize``).
+
 Every module in :data:`MODULES` has the same shape:
 
 ``NODES``
