@@ -18,6 +18,9 @@ Rules this module keeps (security.md R9, R10):
   on a worker thread while the bounded SQL runs, and :func:`release` adds them to the exact
   values. The draws live only inside the opaque :class:`NoiseDraws` until then, so the rules
   above hold; the query just no longer waits for the pad after its SQL.
+* The noise comes from the measurement objects in the :class:`NoisePlan` — the same objects
+  whose privacy maps the planner summed into the charged cost — never from a mechanism rebuilt
+  by name.
 * There is no seeded or deterministic mode.
 """
 
@@ -31,12 +34,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dpsql.accountant.mechanisms import (
-    make_discrete_gaussian,
-    make_discrete_laplace,
-    make_gaussian_threshold,
-    make_laplace_threshold,
-)
 from dpsql.accountant.planner import NoisePlan, StatisticNoise
 from dpsql.errors import ExecutionFailed
 
@@ -126,9 +123,8 @@ def _noisy(
         counts_src = units if units is not None else exact.get(noise_plan.units_column or "")
         if counts_src is None:
             raise ValueError("partition selection needs the distinct-unit counts")
-        make = make_gaussian_threshold if sel.mechanism == "gaussian_threshold" else make_laplace_threshold
         counts = {i: int(c) for i, c in enumerate(counts_src)}
-        mechanism = make(sel.scale, sel.threshold)
+        mechanism = sel.measurement  # the measurement the planner charged
         sizes = _chunks(len(counts))
         if len(sizes) == 1:
             selected = mechanism.release(counts)
@@ -203,12 +199,11 @@ def _add_ahead(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], ahead:
 
 
 def _sampler(s: StatisticNoise) -> Callable[[int], list[int]]:
-    """The vector sampler of one statistic's mechanism."""
-    if s.mechanism == "discrete_gaussian":
-        return make_discrete_gaussian(s.scale).sample
-    if s.mechanism == "discrete_laplace":
-        return make_discrete_laplace(s.scale).sample
-    raise ValueError("unknown mechanism")
+    """The vector sampler of the measurement the planner charged for this statistic."""
+    sample = getattr(s.measurement, "sample", None)
+    if s.from_selection or sample is None:
+        raise ValueError("this statistic is released by partition selection, not sampled")
+    return sample
 
 
 def _from_selection(noise_plan: NoisePlan, column: str) -> bool:

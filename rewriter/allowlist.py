@@ -1,4 +1,4 @@
-"""Pass 2: default-deny allowlist of syntax node types and functions (security.md R12, R13).
+"""Pass 4 (``allowlist``): default-deny allowlist of syntax node types and functions (security.md R12, R13).
 
 Every node of the parsed tree must be of an allowed type; a function must be in
 :data:`~dpsql.rewriter.functions.SCALAR_FUNCTIONS` or be a supported aggregate. Constructs that let

@@ -1,4 +1,4 @@
-"""Pass 5: read the flattened query's shape — the private relation, group keys and aggregates.
+"""Pass 9 (``analyze``): read the flattened query's shape — the private relation, group keys and aggregates.
 
 After this pass the query is known to be: one private table (the *privacy unit* source) joined with
 public relations, a row-level WHERE, GROUP BY over row-level expressions, and a projection,

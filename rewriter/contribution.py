@@ -1,4 +1,4 @@
-"""Pass 7: contribution bounding — the bounded SQL and the statistics it returns (DESIGN §1).
+"""Pass 10 (``contribution``): contribution bounding — the bounded SQL and the statistics it returns (DESIGN §1).
 
 The bounded query has three layers:
 
@@ -185,6 +185,11 @@ def _key_columns(
             # possibly another unit's. Adding +0.0 maps -0.0 to 0.0 (IEEE 754), so the key text
             # no longer depends on other rows.
             total = exp.Add(this=exp.paren(total, copy=False), expression=exp.Literal.number("0.0"))
+            if ctx.dialect == "duckdb":
+                # Likewise NaN and -NaN are one group in DuckDB but print as "nan" and "-nan"
+                # (PostgreSQL's NaN has no sign): map every NaN to the positive one.
+                nan = exp.Cast(this=exp.Literal.string("NaN"), to=exp.DataType.build("DOUBLE"))
+                total = exp.Case(ifs=[exp.If(this=exp.IsNan(this=total.copy()), true=nan)], default=total)
         row_cols.append(exp.alias_(total, name, copy=False))
         src = ctx.key_sources[i]
         key_cols.append(
@@ -268,7 +273,12 @@ def _final_query(
     final_from = "__dp_ranked" if ranked is not None else "__dp_per_unit"
     finals: list[exp.Expression] = [exp.column(k) for k in key_names]
     for i, st in enumerate(b.stats):
-        finals.append(exp.alias_(coalesce0(exp.Sum(this=exp.column(f"__dp_p{i}"))), st.column, copy=False))
+        total = coalesce0(exp.Sum(this=exp.column(f"__dp_p{i}")))
+        shift = b.total_shifts[i]
+        if shift:  # non-negative totals rounded once per group (see Builder.stat)
+            half = exp.Add(this=total, expression=exp.Literal.number(2 ** (shift - 1)))
+            total = exp.IntDiv(this=exp.paren(half, copy=False), expression=exp.Literal.number(2**shift))
+        finals.append(exp.alias_(total, st.column, copy=False))
     if b.units_column:
         finals.append(exp.alias_(exp.Count(this=exp.Star()), b.units_column, copy=False))
     if not finals:  # only DP selections (quantiles, MIN/MAX) and no group keys: nothing to read here
@@ -334,12 +344,21 @@ def _few_public_keys(ctx: BoundingContext, max_groups: int) -> bool:
 
 
 def _hash_order(key_names: list[str], ctx: BoundingContext) -> exp.Expression:
-    salt = exp.Literal.string(ctx.salt)
-    if ctx.dialect == "duckdb":
-        return exp.Anonymous(this="HASH", expressions=[*(exp.column(k) for k in key_names), salt])
-    parts = [exp.Cast(this=exp.column(k), to=exp.DataType.build("TEXT")) for k in key_names]
+    """The tie-break order of one unit's groups: MD5 of (the unit's id, the group's keys, the salt).
+
+    The unit's id is hashed with the keys, so each unit ranks the groups in its own order (without
+    it every unit would keep the same groups: with ``max_groups = 3`` over 5 keys, the last two
+    groups would lose every unit). Still a function of the unit's own rows and the query text.
+    The same expression on DuckDB and PostgreSQL (``MD5(CONCAT_WS(…))`` of text casts, a NULL key
+    as its own marker), so both engines keep the same groups for integer, text and date keys.
+    """
     sep = exp.Literal.string("\x1f")
-    return exp.Anonymous(this="MD5", expressions=[exp.Anonymous(this="CONCAT_WS", expressions=[sep, *parts, salt])])
+    parts: list[exp.Expression] = [exp.Cast(this=exp.column("__dp_uid"), to=exp.DataType.build("TEXT"))]
+    for k in key_names:
+        text = exp.DPipe(this=exp.Literal.string("+"), expression=exp.Cast(this=exp.column(k), to=exp.DataType.build("TEXT")))
+        parts.append(exp.Coalesce(this=text, expressions=[exp.Literal.string("-")]))
+    parts.append(exp.Literal.string(ctx.salt))
+    return exp.Anonymous(this="MD5", expressions=[exp.Anonymous(this="CONCAT_WS", expressions=[sep, *parts])])
 
 
 def _key_pg_type(key: exp.Expression, ctx: BoundingContext) -> str:

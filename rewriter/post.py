@@ -1,4 +1,4 @@
-"""Pass 8: post-processing — the analyst's projection, HAVING, ORDER BY and LIMIT over noisy values.
+"""Pass 11 (``post``): post-processing — the analyst's projection, HAVING, ORDER BY and LIMIT over noisy values.
 
 These run after noise, on a small table ``__dp_noisy`` holding one row per released group: the keys
 ``__dp_k{i}`` and the noisy aggregates ``__dp_a{j}``. Post-processing of DP outputs is free

@@ -1,12 +1,17 @@
 """The aggregate registry: one module per aggregate kind (OpenDP's one-module-per-expression layout).
 
+Used by pass 3 (``aliases``: :func:`normalize_aliases`), pass 4 (the allowlist admits
+:data:`SUPPORTED_AGGREGATES`), pass 9 (``analyze``: :func:`classify`), pass 10 (``contribution``:
+each module's ``bound``) and post-processing (``finalize``).
+
 Every module in :data:`MODULES` has the same shape:
 
 ``NODES``
     the sqlglot aggregate node types it may accept (the allowlist admits exactly these);
 ``ALIASES``
-    other dialects' function names (parsed as ``exp.Anonymous``) mapped to one of its node types,
-    rewritten before the query is qualified (``VAR(x)`` → ``VAR_SAMP(x)``);
+    other dialects' function names (parsed as ``exp.Anonymous``) mapped to (one of its node types,
+    a note for EXPLAIN saying whose meaning was taken), rewritten before the allowlist
+    (``VAR(x)`` → ``VAR_SAMP(x)``);
 ``SPEC_KINDS`` / ``RELEASE_KINDS``
     the :class:`~dpsql.rewriter.aggregates.base.AggregateSpec` kinds it classifies and bounds, and
     the :class:`~dpsql.rewriter.plan.AggregateRelease` kinds it post-processes;
@@ -65,7 +70,7 @@ MODULES: tuple[ModuleType, ...] = (
 )
 
 SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = tuple(dict.fromkeys(n for m in MODULES for n in m.NODES))
-ALIASES: dict[str, type[exp.Expression]] = {name.upper(): node for m in MODULES for name, node in m.ALIASES.items()}
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {name.upper(): a for m in MODULES for name, a in m.ALIASES.items()}
 
 _BY_SPEC: dict[str, ModuleType] = {k: m for m in MODULES for k in m.SPEC_KINDS}
 _BY_RELEASE: dict[str, ModuleType] = {k: m for m in MODULES for k in m.RELEASE_KINDS}
@@ -95,20 +100,34 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec:
     raise UnsupportedQuery(f"aggregate {node.sql_name()} is not supported")
 
 
-def normalize_aliases(tree: exp.Expression) -> exp.Expression:
+def normalize_aliases(tree: exp.Expression) -> list[str]:
     """Rewrite other dialects' aggregate names (``ALIASES``, and a module's own ``normalize`` hook
-    for other shapes) to the registry's nodes, in place."""
+    for other shapes, e.g. DuckDB's two-argument QUANTILE_CONT) to the registry's nodes, in place;
+    returns a note per alias used (for EXPLAIN), saying what it was read as.
+
+    >>> from sqlglot import parse_one
+    >>> t = parse_one("SELECT VAR(x), STD(y), STDEV(z) FROM t")
+    >>> normalize_aliases(t)
+    ['VAR(…) is read as VAR_SAMP (SQL Server)', 'STD(…) is read as STDDEV_POP (MySQL; Spark reads it as STDDEV_SAMP)']
+    >>> t.sql("postgres")
+    'SELECT VAR_SAMP(x), STDDEV_POP(y), STDDEV(z) FROM t'
+    """
+    notes: list[str] = []
     hooks = [m.normalize for m in MODULES if hasattr(m, "normalize")]
     for node in list(tree.find_all(exp.Anonymous)):
         new = next((n for n in (h(node) for h in hooks) if n is not None), None)
         if new is not None:
             node.replace(new)
             continue
-        cls = ALIASES.get(str(node.name).upper())
-        if cls is None:
+        name = str(node.name).upper()
+        alias = ALIASES.get(name)
+        if alias is None:
             continue
+        cls, note = alias
         args = node.expressions
-        if len(args) != 1:
-            raise UnsupportedQuery(f"{str(node.name).upper()} takes exactly one argument")
+        if len(args) != 1 or isinstance(args[0], exp.Star):
+            raise UnsupportedQuery(f"{name} takes exactly one argument", hint=f"write {name}(column)")
         node.replace(cls(this=args[0].copy()))
-    return tree
+        if note not in notes:
+            notes.append(note)
+    return notes

@@ -31,7 +31,7 @@ from dpsql.rewriter.plan import AggregateRelease, Statistic
 NODES: tuple[type[exp.Expression], ...] = (exp.Avg,)
 SPEC_KINDS = ("avg",)
 RELEASE_KINDS = ("avg",)
-ALIASES: dict[str, type[exp.Expression]] = {}
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {}
 
 DISTINCT_HINT = (
     "AVG(DISTINCT …) averages distinct values, which no per-person bound makes private; "

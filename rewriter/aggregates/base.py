@@ -255,6 +255,7 @@ class Builder:
     partials: list[exp.Expression] = field(default_factory=list)
     stats: list[Statistic] = field(default_factory=list)
     units_column: str | None = None
+    total_shifts: list[int] = field(default_factory=list)  # per statistic: group total rounded to 2^shift
     time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)
     histogram_bins: list[tuple[exp.Expression, int]] = field(default_factory=list)  # (bin expression, candidates)
     quantiles: list[QuantileStatistic] = field(default_factory=list)
@@ -285,13 +286,21 @@ class Builder:
         *,
         grid: Fraction = Fraction(1),
         weight: int = 1,
+        total_shift: int = 0,
     ) -> str:
         """The statistic for ``key``, added when new: ``partial`` per (unit, group), which must be
-        clamped so one unit changes the group's total by at most ``linf`` integer units."""
+        clamped so one unit changes the group's released total by at most ``linf`` integer units.
+
+        With ``total_shift = k > 0`` the partials must be non-negative, and the released total is the
+        group's exact sum rounded to a multiple of 2^k (``(T + 2^(k-1)) // 2^k``, in units of
+        ``grid``): the rounding happens once per group, so its error is at most half a unit of the
+        total. ``linf`` is then in the rounded units (a partial bound P gives ``P // 2^k + 1``).
+        """
         if key not in self._stat_index:
             name = f"__dp_s{len(self.stats)}"
             self.partials.append(exp.alias_(partial, f"__dp_p{len(self.stats)}", copy=False))
             self.stats.append(Statistic(name, kind, description, max(1, linf), grid, weight))  # type: ignore[arg-type]
+            self.total_shifts.append(total_shift)
             self._stat_index[key] = name
         return self._stat_index[key]
 

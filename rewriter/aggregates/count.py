@@ -1,7 +1,8 @@
-"""COUNT(*) and COUNT(expr): rows per (unit, group), clamped to ``max_rows``.
+"""COUNT(*), COUNT(expr) and COUNT_IF(cond): rows per (unit, group), clamped to ``max_rows``.
 
 Row-level input: nothing for COUNT(*) (also COUNT(1) and COUNT(unit), which count the same
-rows), the argument for COUNT(expr), under ``CASE WHEN cond THEN … END`` for a FILTER.
+rows), the argument for COUNT(expr), ``CASE WHEN cond THEN 1 END`` for COUNT_IF, and
+``CASE WHEN filter THEN … END`` for a FILTER.
 Partial: ``LEAST(COUNT(…), max_rows)`` per (unit, group); sensitivity ``max_rows`` per group.
 Post-processing: the noisy integer, floored at 0. With ``max_rows = 1`` a unit's COUNT(*)
 partial is 1 in each group it keeps, so COUNT(*) is the distinct-unit count and shares its
@@ -18,14 +19,18 @@ from dpsql.errors import UnsupportedQuery
 from dpsql.rewriter.aggregates.base import AggregateSpec, Builder, ClassifyContext, Value, check_row_level, pretty
 from dpsql.rewriter.plan import AggregateRelease, Statistic
 
-NODES: tuple[type[exp.Expression], ...] = (exp.Count,)
+NODES: tuple[type[exp.Expression], ...] = (exp.Count, exp.CountIf)
 SPEC_KINDS = ("count_star", "count_col")
 RELEASE_KINDS = ("count",)
-ALIASES: dict[str, type[exp.Expression]] = {}
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {}
 
 
 def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None:
-    """COUNT(*)/COUNT(x), with FILTER; refuses COUNT(DISTINCT …) not claimed before."""
+    """COUNT(*)/COUNT(x)/COUNT_IF(c), with FILTER; refuses COUNT(DISTINCT …) not claimed before."""
+    if isinstance(node, exp.CountIf):  # DuckDB's COUNT_IF(cond): the rows where cond is true
+        check_row_level(node.this)
+        cond = node.this if ctx.condition is None else exp.and_(ctx.condition.copy(), node.this.copy())
+        return AggregateSpec("count_col", exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))]), ctx.label, node)
     arg = node.this
     if isinstance(arg, exp.Distinct):
         raise UnsupportedQuery(

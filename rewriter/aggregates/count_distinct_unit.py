@@ -18,7 +18,7 @@ from dpsql.rewriter.plan import AggregateRelease, Statistic
 NODES: tuple[type[exp.Expression], ...] = (exp.Count,)
 SPEC_KINDS = ("count_units",)
 RELEASE_KINDS = ("count_units",)
-ALIASES: dict[str, type[exp.Expression]] = {}
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {}
 
 
 def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None:

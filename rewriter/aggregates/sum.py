@@ -29,7 +29,7 @@ from dpsql.rewriter.plan import AggregateRelease, Statistic
 NODES: tuple[type[exp.Expression], ...] = (exp.Sum,)
 SPEC_KINDS = ("sum",)
 RELEASE_KINDS = ("sum",)
-ALIASES: dict[str, type[exp.Expression]] = {}
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {}
 
 
 def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None:
