@@ -106,17 +106,7 @@ SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
     exp.CurrentTimestamp: _r("current_timestamp", "total", "total"),
 }
 
-# Aggregates the rewriter understands (others are refused with a specific message).
-SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = (
-    exp.Count,
-    exp.Sum,
-    exp.Avg,
-    exp.Variance,
-    exp.VariancePop,
-    exp.Stddev,
-    exp.StddevPop,
-    exp.StddevSamp,
-)
+# The aggregates the rewriter understands are the registry's: dpsql.rewriter.aggregates.SUPPORTED_AGGREGATES.
 
 # Aggregates refused because they would release a raw value of one individual.
 RAW_VALUE_AGGREGATES: dict[type[exp.Expression], str] = {
