@@ -26,6 +26,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
+from dpsql.rewriter import spark as spark_dialect
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
@@ -42,11 +43,11 @@ from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["ReleasePlan", "Rewrite", "rewrite"]
 
-DIALECTS = ("duckdb", "postgres")
+DIALECTS = ("duckdb", "postgres", "spark")
 
 
 def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duckdb") -> Rewrite:
-    """Rewrite one query for ``dialect`` ("duckdb" or "postgres").
+    """Rewrite one query for ``dialect`` ("duckdb", "postgres" or "spark").
 
     Guarantees: the returned SQL reads private rows only through per-unit contribution bounding
     whose sensitivities, recorded in the plan, follow from the policy alone; the plan (and so the
@@ -150,7 +151,8 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         description=tuple(notes),
         constants_sql=emit(exp.select(*constants), dialect) if constants else None,
     )
-    return Rewrite(sql=emit(physical_names(bounded.query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
+    query = spark_dialect.lower_bounded(bounded.query) if dialect == "spark" else bounded.query
+    return Rewrite(sql=emit(physical_names(query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
 
 
 def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> int:
@@ -164,7 +166,10 @@ def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> in
 
 
 def physical_names(tree: exp.Expression, dialect: str) -> exp.Expression:
-    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema."""
+    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema; on
+    Spark every policy table is a session view (:func:`dpsql.rewriter.spark.view_name`)."""
+    if dialect == "spark":
+        return spark_dialect.physical_names(tree)
     if dialect != "duckdb":
         return tree
     for table in tree.find_all(exp.Table):
