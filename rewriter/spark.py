@@ -65,11 +65,14 @@ def physical_names(tree: exp.Expression) -> exp.Expression:
 
 
 def lower_bounded(tree: exp.Expression) -> exp.Expression:
-    """The bounded query with every SUM exact (DECIMAL(38, 0)) and the hash separator as CHR(31)."""
+    """The bounded query with every SUM exact (DECIMAL(38, 0)), every TRY_CAST written as such,
+    and the hash separator as CHR(31)."""
     for node in list(tree.find_all(exp.Sum)):
         arg = node.this
         if not (isinstance(arg, exp.Cast) and arg.to == _EXACT):
             node.set("this", exp.Cast(this=arg, to=_EXACT.copy()))
+    for node in list(tree.find_all(exp.TryCast)):
+        node.set("safe", True)  # without it sqlglot writes a TryCast as CAST for Spark (which raises under ANSI)
     for node in list(tree.find_all(exp.Anonymous)):
         if node.name.upper() == "CONCAT_WS" and node.expressions:
             sep = node.expressions[0]

@@ -305,7 +305,8 @@ def _cast(n: exp.Cast | exp.TryCast, src: str, dialect: str) -> exp.Expression:
         return exp.Cast(this=value, to=to)
     if dialect == "spark":
         if src == "text" and target not in ("text", "wideint"):
-            return exp.TryCast(this=value, to=to)  # Spark's try_cast: NULL on a bad value, under ANSI too
+            # safe: else sqlglot writes CAST for Spark; try_cast is NULL on a bad value, under ANSI too
+            return exp.TryCast(this=value, to=to, safe=True)
         if (src, target) not in PG_TOTAL_CASTS | _DUCK_TOTAL_CASTS:
             raise UnsupportedQuery(f"CAST from {_PG_NAMES.get(src, src)} to {target} can fail on some values on Spark",
                                    hint="compare or group by the column without the cast")

@@ -16,6 +16,8 @@ from dpsql.proxy.backends.base import Backend, BackendSession, ResultSet
 from dpsql.proxy.backends.spark import SparkBackend
 from dpsql.proxy.engine import Engine
 
+pytestmark = pytest.mark.spark
+
 # ~10^10 joined rows: runs for minutes unless interrupted (it reads only the backend's views)
 SLOW = "SELECT COUNT(*) AS n FROM dpsql_6_public_visits a CROSS JOIN dpsql_6_public_visits b CROSS JOIN dpsql_6_public_visits c"
 

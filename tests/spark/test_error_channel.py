@@ -31,6 +31,8 @@ from dpsql.proxy.backends.spark import SparkBackend  # noqa: E402
 from dpsql.rewriter import rewrite  # noqa: E402
 from dpsql.schema import Catalog, build_catalog  # noqa: E402
 
+pytestmark = pytest.mark.spark
+
 GENERATED = 30
 HAND_PICKED = [
     "SELECT SUM(LEAST(GREATEST(a * 9223372036854775807, -5), 5)) FROM t",

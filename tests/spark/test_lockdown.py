@@ -22,6 +22,8 @@ from dpsql.proxy.backends.spark_setup import lock_down
 from dpsql.rewriter.emit import RewriteInvariantError
 from dpsql.rewriter.spark import verify
 
+pytestmark = pytest.mark.spark
+
 VIEWS = {"dpsql_6_public_visits"}
 
 

@@ -27,6 +27,8 @@ from dpsql.proxy.backends.duckdb import DuckDBBackend
 from dpsql.proxy.backends.spark import SparkBackend
 from dpsql.proxy.engine import Engine
 
+pytestmark = pytest.mark.spark
+
 QUERIES: dict[str, str] = pg_parity.QUERIES
 REFUSED: list[str] = [*pg_parity.REFUSED, "SELECT reflect('java.lang.System', 'getProperty', 'user.name')",
                       "SELECT COUNT(*) FROM text.`/etc/hostname`", "SELECT java_method('java.lang.Runtime', 'getRuntime') FROM visits"]
