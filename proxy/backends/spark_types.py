@@ -72,8 +72,17 @@ def arrow_pg_type(t: Any) -> str:
 
 
 def column_values(column: Any, pg_type: str) -> list[Any]:
-    """The Python values of one Arrow column: timestamptz as aware UTC datetimes, text for nested types."""
-    values = column.to_pylist()
+    """The Python values of one Arrow column: timestamptz as aware UTC datetimes, text for nested types.
+
+    Total: a column holding a value Python cannot represent (a date beyond year 9999, which Spark
+    can compute) comes back as Spark's text of its values instead of failing, so whether the
+    result converts cannot depend on the data."""
+    try:
+        values = column.to_pylist()
+    except (ValueError, OverflowError, ArithmeticError):
+        import pyarrow as pa
+
+        return [None if v is None else str(v) for v in column.cast(pa.string(), safe=False).to_pylist()]
     if pg_type == "timestamptz":
         return [v if v is None or v.tzinfo is not None else v.replace(tzinfo=dt.UTC) for v in values]
     if pg_type == "text":

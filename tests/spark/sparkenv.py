@@ -59,5 +59,8 @@ def write_policy(tmp: Path, name: str, env: SparkEnv, kind: str, *, ansi: bool =
     """A hospital policy file for ``kind`` with its own SQLite ledger (options as pgenv.policy_text)."""
     path = tmp / f"{name}-{kind}{'' if ansi else '-noansi'}.toml"
     ledger = f'path = "{tmp / (path.stem + ".sqlite")}"'
+    if "statement_timeout" not in options.get("extra", ""):
+        # the first jobs of a cold local-mode server (JIT, codegen) can take long on a busy machine
+        options["extra"] = options.get("extra", "") + '\n[limits]\nstatement_timeout = "300s"\n'
     path.write_text(policy_text(source_line(env, kind, ansi=ansi), ledger=ledger, **options))
     return path

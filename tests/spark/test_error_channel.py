@@ -55,7 +55,8 @@ HAND_PICKED = [
 def _policy(db_dir: Path, url: str, ansi: bool) -> Policy:
     tables = {name: {**spec, "file": str(db_dir / f"{name}.parquet")} for name, spec in R.POLICY["tables"].items()}
     source: dict[str, Any] = {"spark": url, "spark_ansi": ansi}
-    return policy_from_dict({**R.POLICY, "source": source, "tables": tables}, db_dir / "policy.toml")
+    limits = {"statement_timeout": "300s"}  # a cold local-mode server on a busy machine can be slow
+    return policy_from_dict({**R.POLICY, "source": source, "tables": tables, "limits": limits}, db_dir / "policy.toml")
 
 
 @pytest.fixture(scope="module")
