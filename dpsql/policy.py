@@ -76,6 +76,8 @@ class TablePolicy:
     columns: Mapping[str, ColumnPolicy]
     file: Path | None = None
     columns_declared: bool = True  # False for a public table whose columns are all exposed
+    spark_table: str | None = None  # Spark source only: the catalog table ([catalog.]db.table) it reads
+    spark_path: str | None = None  # Spark source only: a Parquet path or URI (s3a://…, hdfs://…) the cluster reads
 
     @property
     def qualified(self) -> str:
@@ -188,10 +190,14 @@ class LedgerSettings:
 
 @dataclass(frozen=True)
 class Source:
-    """The data source: a DuckDB file (or in-memory with file-mapped tables) or an upstream PostgreSQL."""
+    """The data source: a DuckDB file (or in-memory with file-mapped tables), an upstream
+    PostgreSQL, or a Spark Connect server (``sc://host:port``, its TLS/token parameters passed
+    through as Spark Connect reads them)."""
 
     duckdb: Path | None = None
     postgres: str | None = None
+    spark: str | None = None
+    spark_ansi: bool = True  # the spark.sql.ansi.enabled value dpsql pins on its Spark session
 
 
 @dataclass(frozen=True)
@@ -431,11 +437,19 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
     if (s := root.sub("source")) is not None:
         duck = s.string("duckdb")
         pg = s.string("postgres")
+        spark = s.string("spark")
         if duck and pg:
             raise s.fail("postgres", "set either duckdb or postgres, not both")
+        if spark and (duck or pg):
+            raise s.fail("spark", "set only one of duckdb, postgres and spark")
         if pg is not None and not pg.startswith(("postgresql://", "postgres://")):
             raise s.fail("postgres", "must be a postgresql:// URL")
-        source = Source(duckdb=_resolve(base, duck) if duck else None, postgres=pg)
+        if spark is not None and not re.match(r"^sc://[^/;:]+(:\d+)?/?(;.*)?$", spark):
+            raise s.fail("spark", "must be a Spark Connect URL, sc://host:port (parameters after ';', e.g. ;use_ssl=true;token=…)")
+        ansi = s.boolean("spark_ansi", True)
+        if s.has("spark_ansi") and not spark:
+            raise s.fail("spark_ansi", "applies only with [source] spark")
+        source = Source(duckdb=_resolve(base, duck) if duck else None, postgres=pg, spark=spark, spark_ansi=ansi)
         s.finish()
 
     # [server]
@@ -549,7 +563,7 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
     for name in list(t.data):
         tr = t.sub(name)
         assert tr is not None
-        tp = _read_table(tr, name, base)
+        tp = _read_table(tr, name, base, spark=source.spark is not None)
         if tp.qualified in tables:
             raise t.fail(name, f"declares {tp.qualified} a second time")
         tables[tp.qualified] = tp
@@ -689,7 +703,7 @@ def _read_budget(r: _Reader, inherit: Budget | None) -> Budget:
     return Budget(epsilon=eps, delta=delta, window_seconds=window)
 
 
-def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
+def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> TablePolicy:
     parts = name.split(".")
     if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
         raise PolicyError(tr.file, tr.prefix, "table names must be NAME or SCHEMA.NAME made of letters, digits and _")
@@ -702,6 +716,19 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
         (".csv.gz", ".tsv.gz")
     ):
         raise tr.fail("file", f"must be a .parquet or .csv file, got {file!r}")
+    spark_table = tr.string("spark_table")
+    spark_path = tr.string("spark_path")
+    for key, value in (("spark_table", spark_table), ("spark_path", spark_path)):
+        if value is not None and not spark:
+            raise tr.fail(key, "applies only with [source] spark")
+    if sum(v is not None for v in (file, spark_table, spark_path)) > 1:
+        raise tr.fail("file", "set at most one of file, spark_table and spark_path")
+    if spark_table is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$", spark_table):
+        raise tr.fail("spark_table", "must be [catalog.]database.table made of letters, digits and _")
+    if spark and fpath is not None and fpath.suffix.lower() != ".parquet":
+        raise tr.fail("file", "the Spark source reads Parquet files only")
+    if spark_path is not None and (not spark_path or "`" in spark_path or any(ord(c) < 32 for c in spark_path)):
+        raise tr.fail("spark_path", "must be a Parquet path or URI without backquotes or control characters")
     max_groups = tr.integer("max_groups", 1)
     max_rows = tr.integer("max_rows", 1)
     if public:
@@ -764,4 +791,6 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
         columns=columns,
         file=fpath,
         columns_declared=cols is not None or not public,
+        spark_table=spark_table,
+        spark_path=spark_path,
     )

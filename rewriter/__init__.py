@@ -38,6 +38,7 @@ from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
 from dpsql.rewriter import aggregates
+from dpsql.rewriter import spark as spark_dialect
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import QueryShape, analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
@@ -54,7 +55,7 @@ from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["RULES", "ReleasePlan", "Rewrite", "RewriteState", "rewrite", "rewrite_until"]
 
-DIALECTS = ("duckdb", "postgres")
+DIALECTS = ("duckdb", "postgres", "spark")
 
 
 @dataclass
@@ -221,10 +222,16 @@ def _emit(st: RewriteState) -> None:
         description=tuple(notes),
         constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
         quantiles=bounded.quantiles,
-        histograms=tuple(Histogram(emit(physical_names(q, dialect), dialect), k) for q, k in bounded.histograms),
+        histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
     )
-    sql = emit(physical_names(bounded.query, dialect), dialect)
+    query = _lowered(bounded.query, dialect)
+    sql = emit(physical_names(query, dialect), dialect)
     st.result = Rewrite(sql=sql, dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def _lowered(query: exp.Expression, dialect: str) -> exp.Expression:
+    """The engine-specific lowering of a bounded query (Spark: exact sums, TRY_CAST kept)."""
+    return spark_dialect.lower_bounded(query) if dialect == "spark" else query
 
 
 Pass = Callable[[RewriteState], None]
@@ -259,7 +266,7 @@ def _run(sql: str | exp.Expression, catalog: Catalog, dialect: str, until: str |
 
 
 def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duckdb") -> Rewrite:
-    """Rewrite one query for ``dialect`` ("duckdb" or "postgres"), applying :data:`RULES` in order.
+    """Rewrite one query for ``dialect`` ("duckdb", "postgres" or "spark"), applying :data:`RULES` in order.
 
     Guarantees: the returned SQL reads private rows only through per-unit contribution bounding
     whose sensitivities, recorded in the plan, follow from the policy alone; the plan (and so the
@@ -293,7 +300,10 @@ def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> in
 
 
 def physical_names(tree: exp.Expression, dialect: str) -> exp.Expression:
-    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema."""
+    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema; on
+    Spark every policy table is a session view (:func:`dpsql.rewriter.spark.view_name`)."""
+    if dialect == "spark":
+        return spark_dialect.physical_names(tree)
     if dialect != "duckdb":
         return tree
     for table in tree.find_all(exp.Table):

@@ -178,7 +178,7 @@ def _key_columns(
     for i, key in enumerate(shape.keys):
         name = f"__dp_k{i}"
         total = totalize(key, ctx.dialect, ctx.families)
-        if ctx.dialect == "duckdb" and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
+        if ctx.dialect in ("duckdb", "spark") and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
             total = guards.integer_cast(total, "int8")  # integer arithmetic ran in DOUBLE; NULL beyond BIGINT
         elif type_family(key, ctx.families) == "float":
             # -0.0 and 0.0 form one group, whose printed key would be whichever row came first —
