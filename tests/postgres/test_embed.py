@@ -116,3 +116,16 @@ def test_shared_ledger_charge_stands(pg: PgEnv, ledger_schema: str, tmp_path: Pa
         led.close()
         conn.close()
         engine.close()
+
+
+def test_psycopg_example_runs(pg: PgEnv, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    """examples/embed_psycopg.py against a database the caller owns (loaded by --load)."""
+    import pgcluster
+
+    from dpsql.examples.embed_psycopg import main
+
+    pg.sql("DROP DATABASE IF EXISTS embed_example", "CREATE DATABASE embed_example")
+    assert main(["--dsn", pg.cluster.dsn(pgcluster.SUPERUSER, "embed_example"), "--load", "--dir", str(tmp_path)]) == 0
+    out = capsys.readouterr().out
+    assert "count | avg" in out and "building | sum" in out and "region | n" in out
+    assert out.count("NOTICE: dpsql: this query spent ε=0.5") == 3
