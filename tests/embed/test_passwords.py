@@ -41,3 +41,9 @@ def test_serve_with_trust_needs_no_password(write_policy: Callable[..., Path]) -
 
     server = build_server(write_policy(server='[server]\nauth = "trust"'))
     server.engine.close()
+
+
+def test_check_notes_missing_passwords(write_policy: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["check", "--policy", str(write_policy())]) == 0
+    out = capsys.readouterr().out
+    assert "policy OK" in out and "alice, bob have no password: `dpsql serve` needs one per user" in out
