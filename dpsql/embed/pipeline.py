@@ -274,7 +274,7 @@ class EmbedSession:
         outcome: Release | DPSQLError
         try:
             cells = check_rows(plan, columns, rows, token.public_keys)
-            out_rows, notices = release_cells(plan, noise, cells, self.pipeline.post)
+            out_rows, notices = release_cells(plan, noise, cells, self.pipeline.post, self.settings)
             outcome = Release(
                 tuple(o.name for o in plan.outputs),
                 tuple(o.pg_type for o in plan.outputs),

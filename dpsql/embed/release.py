@@ -7,14 +7,18 @@ group keys coerced to the plan's types, groups in key order, truncation to the
 ``max_released_groups`` largest by noisy count, :func:`dpsql.rewriter.postprocess.aggregate_values`
 and either :func:`~dpsql.rewriter.postprocess.output_rows` or the data-free post-processing DuckDB
 (:class:`dpsql.proxy.postsql.PostProcessor`). This module is the one place the embedding API
-calls them, so switching to a shared release function of the engine is a one-file change.
+calls them. When the engine's release step is a module of its own (``dpsql.proxy.release``,
+with ``finish``), it is used instead, so both paths run literally the same code (intervals and
+rounding included, with the session's ``dp.confidence``/``dp.rounding``).
 
 Call :func:`release_cells` only after the query's cost is charged; exact values never leave it.
 """
 
 from __future__ import annotations
 
+import importlib
 from collections.abc import Sequence
+from types import ModuleType
 from typing import Any
 
 from dpsql.accountant.noise import release
@@ -23,12 +27,23 @@ from dpsql.embed.shape import ExactCells
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.engine import _sort_key  # the engine's group order, shared on purpose
 from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.settings import DPSettings
 from dpsql.rewriter.plan import ReleasePlan
 from dpsql.rewriter.post import NOISY_TABLE
 from dpsql.rewriter.postprocess import aggregate_values, output_rows
 
 
-def release_cells(plan: ReleasePlan, noise: NoisePlan, cells: ExactCells, post: PostProcessor) -> tuple[list[tuple[Any, ...]], list[str]]:
+def _shared_release() -> ModuleType | None:
+    """The engine's release module, if this dpsql has one with ``finish``."""
+    try:
+        module = importlib.import_module("dpsql.proxy.release")
+    except ImportError:
+        return None
+    return module if hasattr(module, "finish") else None
+
+
+def release_cells(plan: ReleasePlan, noise: NoisePlan, cells: ExactCells, post: PostProcessor,
+                  settings: DPSettings) -> tuple[list[tuple[Any, ...]], list[str]]:
     """The released rows of the analyst's query and any notices (truncation), from exact cells.
 
     Guarantees: every released number is a deterministic function of noisy values and public
@@ -37,6 +52,12 @@ def release_cells(plan: ReleasePlan, noise: NoisePlan, cells: ExactCells, post: 
     without values; post-processing errors are PostgreSQL-style errors computed from noisy values.
     """
     stat_cols = [s.column for s in plan.stats]
+    shared = _shared_release()
+    if shared is not None:
+        columns = [k.column for k in plan.keys] + stat_cols
+        rows = [tuple(cells.keys[g]) + tuple(cells.exact[c][g] for c in stat_cols) for g in range(cells.groups)]
+        out = shared.finish(plan, noise, columns, rows, None, post, options=settings.release_options())
+        return list(out.rows), list(out.notices)
     units = cells.exact.get(plan.units_column) if plan.units_column else None
     released = release(noise, cells.exact, units)
     key_types = [k.pg_type for k in plan.keys]
