@@ -25,7 +25,6 @@ from dpsql.accountant.noise import release
 from dpsql.accountant.planner import NoisePlan
 from dpsql.embed.shape import ExactCells
 from dpsql.proxy.coerce import coerce
-from dpsql.proxy.engine import _sort_key  # the engine's group order, shared on purpose
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.proxy.settings import DPSettings
 from dpsql.rewriter.plan import ReleasePlan
@@ -58,6 +57,7 @@ def release_cells(plan: ReleasePlan, noise: NoisePlan, cells: ExactCells, post: 
         rows = [tuple(cells.keys[g]) + tuple(cells.exact[c][g] for c in stat_cols) for g in range(cells.groups)]
         out = shared.finish(plan, noise, columns, rows, None, post, options=settings.release_options())
         return list(out.rows), list(out.notices)
+    from dpsql.proxy.engine import _sort_key  # the engine's group order, shared on purpose
     units = cells.exact.get(plan.units_column) if plan.units_column else None
     released = release(noise, cells.exact, units)
     key_types = [k.pg_type for k in plan.keys]
