@@ -228,6 +228,17 @@ class Policy:
         """The user called ``name``, or None if the policy does not list them."""
         return self.users.get(name)
 
+    def require_passwords(self) -> None:
+        """Serving over the wire with ``[server] auth = 'scram-sha-256'`` needs a SCRAM verifier for
+        every user: PolicyError naming the first user without one. Passwords belong to serving
+        only; in-process use (``dpsql query``, :mod:`dpsql.api`, :mod:`dpsql.embed`) needs none."""
+        if self.server.auth != "scram-sha-256":
+            return
+        for name, u in self.users.items():
+            if u.password is None:
+                raise PolicyError(str(self.file), f"users.{name}.password",
+                                  "is required to serve with [server] auth = 'scram-sha-256' (make one with `dpsql passwd`)")
+
     @property
     def ledger_path(self) -> Path:
         """The SQLite ledger path: configured, or ``dpsql-ledger.sqlite`` beside the policy file."""
@@ -550,8 +561,6 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
             usess = ur.number("session_epsilon", session_eps, positive=True)
             udefault = _read_user_default_epsilon(ur, privacy, usess)
             ur.finish()
-            if server.auth == "scram-sha-256" and pw is None:
-                raise ur.fail("password", "is required when [server] auth is 'scram-sha-256'")
             users[name] = UserPolicy(name=name, password=pw, budget=ubudget, session_epsilon=usess, default_epsilon=udefault)
     if not users:
         raise root.fail("users", "list at least one user ([users.NAME]); only listed users may connect")

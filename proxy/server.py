@@ -473,6 +473,7 @@ def build_server(
     from dpsql.policy import Policy, load_policy
 
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    pol.require_passwords()
     host, port = pol.server.listen_host, pol.server.listen_port
     if listen:
         h, sep, p = listen.rpartition(":")
