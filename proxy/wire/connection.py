@@ -50,7 +50,7 @@ from dpsql.errors import (
     QuerySyntaxError,
     UnsupportedQuery,
 )
-from dpsql.proxy.commands import classify
+from dpsql.proxy.commands import Command, classify, rebound
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
 from dpsql.proxy.trail import ClientInfo
@@ -191,17 +191,30 @@ class ServerContext:
 
 @dataclass(frozen=True, slots=True)
 class Route:
-    """How one statement is answered. ``kind`` is one of: empty, begin, commit, rollback,
-    savepoint, release, rollback_to, set, reset, show, checkpoint, discard, deallocate, listen, unlisten,
-    declare, fetch, close_cursor, engine_fast, engine_cmd, catalog, query."""
+    """How one statement is answered: its classification, made once per statement text. ``kind`` is
+    one of: empty, begin, commit, rollback, savepoint, release, rollback_to, set, reset, show,
+    checkpoint, discard, deallocate, listen, unlisten, declare, fetch, close_cursor, engine_fast,
+    engine_cmd, catalog, query. ``command`` is the engine's classification of the statement
+    (:func:`~dpsql.proxy.commands.classify`) for the kinds the engine answers (engine_fast,
+    engine_cmd, catalog, query); it is passed to :meth:`Session.execute`, which then does not
+    classify again. ``arg`` is ``"default"`` for ``SET dp.x TO DEFAULT`` (a RESET with tag SET)."""
 
     kind: str
     sql: str
     arg: str = ""
+    command: Command | None = None
 
 
 _TXN_EXIT = frozenset({"commit", "rollback", "rollback_to"})
 _SET_DP_DEFAULT = re.compile(r"^\s*set\s+(?:session\s+|local\s+)?(dp\.[a-z_]+)\s*(?:=|\bto\b)\s*default\s*;?\s*$", re.I)
+
+
+def _engine_fast(sql: str) -> Route:
+    """A ``SET/SHOW/RESET dp.*`` for the engine; ``SET dp.x TO DEFAULT`` means ``RESET dp.x``."""
+    m_default = _SET_DP_DEFAULT.match(sql)
+    if m_default is not None:
+        return Route("engine_fast", sql, "default", Command("reset", name=m_default.group(1).lower()))
+    return Route("engine_fast", sql, command=classify(sql))
 
 
 def route_statement(sql: str, catalog: Any) -> Route:
@@ -236,7 +249,7 @@ def route_statement(sql: str, catalog: Any) -> Route:
         name_pos = 2 if w1 in ("session", "local") else 1
         name = words[name_pos] if len(words) > name_pos else ""
         if name.startswith("dp."):
-            return Route("engine_fast", sql)
+            return _engine_fast(sql)
         return Route(w0, sql)
     if w0 == "checkpoint":
         return Route("checkpoint", sql)
@@ -254,14 +267,14 @@ def route_statement(sql: str, catalog: Any) -> Route:
     if w0 == "close":
         toks = tokens(sql)
         return Route("close_cursor", sql, identifier(toks[-1]) if len(toks) > 1 else "")
-    kind = classify(sql).kind
-    if kind in ("set", "reset", "show"):
-        return Route("engine_fast", sql)
-    if kind in ("explain", "budget"):
-        return Route("engine_cmd", sql)
+    command = classify(sql)
+    if command.kind in ("set", "reset", "show"):
+        return _engine_fast(sql)
+    if command.kind in ("explain", "budget"):
+        return Route("engine_cmd", sql, command=command)
     if catalog is not None and catalog.handles(sql):
-        return Route("catalog", sql)
-    return Route("query", sql)
+        return Route("catalog", sql, command=command)
+    return Route("query", sql, command=command)
 
 
 # ---------------------------------------------------------------------------------------------
@@ -681,8 +694,8 @@ class Connection:
                     route = self._route(parse_declare(route.sql).query)
                 if route.kind != "query":
                     continue
-                command = classify(route.sql)
-                if command.kind == "query" and self.ctx.engine.rewrite(command.query).plan is not None:
+                command = route.command
+                if command is not None and command.kind == "query" and self.ctx.engine.rewrite(command.query).plan is not None:
                     out.append(stmt)
             except Exception:  # it fails the same way when its turn comes
                 continue
@@ -828,11 +841,11 @@ class Connection:
             names, types = self.ctx.catalog.describe(route.sql, info)
             return Described(tuple(names), tuple(types)) if names else None
         if kind == "engine_cmd":
-            command = classify(route.sql)
-            if command.kind == "explain":
+            command = route.command
+            if command is not None and command.kind == "explain":
                 return Described(("QUERY PLAN",), ("text",))
             session = self.session
-            r = yield Offload(lambda: session.execute(route.sql))  # the budget view: free, reads the ledger only
+            r = yield Offload(lambda: session.execute(route.sql, command))  # the budget view: free, reads the ledger only
             return Described(r.columns, r.types)
         if kind == "engine_fast":
             words = command_words(route.sql, 3)
@@ -1002,18 +1015,16 @@ class Connection:
         session = self.session
         assert session is not None and self.info is not None
         if kind == "engine_fast":
-            m_default = _SET_DP_DEFAULT.match(route.sql)
-            if m_default is not None:  # SET dp.x TO DEFAULT means RESET dp.x
-                session.execute(f"RESET {m_default.group(1)}")
-                return _tag_only("SET")
-            return session.execute(route.sql)
+            result = session.execute(route.sql, route.command)
+            return _tag_only("SET") if route.arg == "default" else result
         if kind == "catalog":
             return (yield from self._run_catalog(route.sql, params))
         if kind == "declare":
             return (yield from self._declare(route))
         sql = bind_sql(route.sql, params, oids) if params else route.sql
+        command = rebound(route.command, sql) if params and route.command is not None else route.command
         timeout = self._client_timeout()
-        job = Offload(lambda: session.execute(sql), cancel=session.cancel, timeout=timeout)
+        job = Offload(lambda: session.execute(sql, command), cancel=session.cancel, timeout=timeout)
         self._running = job
         try:
             result = yield job
