@@ -3,10 +3,10 @@ transactions, portals and cursors, and routing of each statement.
 
 It is sans-I/O. :meth:`Connection.handle` takes one decoded frontend message and returns a
 generator; the generator appends backend messages to :attr:`Connection.out` and yields a request
-when it needs the driver: :class:`Offload` (run a blocking call — a DP query on the engine
-session, which holds a DuckDB cursor — in a worker thread and send back its result or exception),
-:class:`StartTLS` (upgrade the socket after answering an SSLRequest with 'S') or :class:`Drain`
-(flush and wait until the transport accepts more output). :func:`run_sync` drives a generator
+(:mod:`~dpsql.proxy.wire.driver`) when it needs the driver: ``Offload`` (run a blocking call — a DP
+query on the engine session, which holds a DuckDB cursor — in a worker thread and send back its
+result or exception), ``StartTLS`` (upgrade the socket after answering an SSLRequest with 'S') or
+``Drain`` (flush and wait until the transport accepts more output). ``run_sync`` drives a generator
 inline, for tests. The server loop (:mod:`dpsql.proxy.server`) drives it with asyncio.
 
 Routing of one statement: the wire layer answers transaction control, ``SET``/``SHOW``/``RESET``
@@ -58,6 +58,7 @@ from dpsql.proxy.wire import messages as m
 from dpsql.proxy.wire import params as params_mod
 from dpsql.proxy.wire import types as pgt
 from dpsql.proxy.wire.auth import AuthError, ChannelBinding, LoginThrottle, ScramExchange, Verifiers, parse_sasl_initial
+from dpsql.proxy.wire.driver import Drain, Handler, Offload, Request, StartTLS, run_sync
 from dpsql.proxy.wire.gucs import Gucs, duration_ms, parse_set
 from dpsql.proxy.wire.params import bind_sql, dummy_value, infer_param_types
 from dpsql.proxy.wire.portals import Cursor, Described, FetchCommand, Portal, PreparedStatement, fetch_rows, parse_declare, parse_fetch
@@ -67,6 +68,12 @@ if TYPE_CHECKING:
     from dpsql.policy import Policy
     from dpsql.proxy.engine import Engine, Session
 
+# The driver's requests and the router are re-exported: the server and tests import them from here.
+__all__ = [
+    "Connection", "Drain", "Fatal", "Handler", "Offload", "Request", "Route", "ServerContext", "StartTLS", "route_statement",
+    "run_sync",
+]
+
 log = logging.getLogger("dpsql.wire")
 
 ROW_CHUNK = 256  # rows encoded between flow-control checks
@@ -74,58 +81,6 @@ OUT_HIGH_WATER = 256 * 1024  # bytes of pending output that trigger a Drain whil
 MAX_STATEMENTS = 10_000  # named prepared statements (and portals) per connection
 MAX_CURSORS = 100  # open cursors per connection (each holds its materialised rows)
 SLOW_CATALOG_SECONDS = 0.002  # catalog statements slower than this run off the event loop next time
-
-
-# ---------------------------------------------------------------------------------------------
-# Requests to the driver
-
-
-@dataclass(slots=True)
-class Offload:
-    """Run ``fn`` off the event loop; the generator receives its return value (or its exception).
-    ``cancel`` interrupts it from any thread; ``timeout`` (seconds) calls ``cancel`` when it expires."""
-
-    fn: Callable[[], Any]
-    cancel: Callable[[], None] | None = None
-    timeout: float | None = None
-    timed_out: bool = False
-
-
-@dataclass(slots=True)
-class StartTLS:
-    """Upgrade the connection to TLS (after 'S' was flushed)."""
-
-
-@dataclass(slots=True)
-class Drain:
-    """Flush pending output and resume when the transport can take more."""
-
-
-Request = Offload | StartTLS | Drain
-Handler = Generator[Request, Any, None]
-
-
-def run_sync(gen: Handler | None, *, tls: Callable[[], None] | None = None) -> None:
-    """Drive a handler generator inline: offloaded calls run in this thread (for tests and tools)."""
-    if gen is None:
-        return
-    value: Any = None
-    exc: BaseException | None = None
-    while True:
-        try:
-            req = gen.throw(exc) if exc is not None else gen.send(value)
-        except StopIteration:
-            return
-        value, exc = None, None
-        if isinstance(req, Offload):
-            try:
-                value = req.fn()
-            except BaseException as e:
-                exc = e
-        elif isinstance(req, StartTLS):
-            if tls is None:
-                raise RuntimeError("TLS requested but the sync driver has no TLS")
-            tls()
 
 
 # ---------------------------------------------------------------------------------------------
