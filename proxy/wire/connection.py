@@ -59,6 +59,7 @@ from dpsql.proxy.wire.portals import Cursor, Described, FetchCommand, Portal, Pr
 from dpsql.proxy.wire.results import _EMPTY, OUT_HIGH_WATER, ResultsMixin, _FetchResult, _returns_rows, _tag_only
 from dpsql.proxy.wire.routing import Route, route_statement
 from dpsql.proxy.wire.sqltext import check_length, command_words, identifier, lex, tokens
+from dpsql.proxy.wire.transaction import TransactionStatus
 
 if TYPE_CHECKING:
     from dpsql.policy import Policy
@@ -174,7 +175,7 @@ class Connection(ResultsMixin):
         self.portals: dict[str, Portal] = {}
         self.cursors: dict[str, Cursor] = {}
         self.cursor_txn: dict[str, int] = {}
-        self.txn = "I"
+        self.txn: TransactionStatus = TransactionStatus.IDLE
         self.txn_id = 0
         self.savepoints: list[tuple[str, dict[str, str]]] = []
         self.skip_to_sync = False
@@ -364,7 +365,7 @@ class Connection(ResultsMixin):
         for name, value in gucs.reports():
             self.out += m.encode_parameter_status(name, value)
         self.out += m.encode_backend_key_data(self.pid, self.secret)
-        self.out += m.READY["I"]
+        self.out += m.READY[TransactionStatus.IDLE]
 
     def _count_user(self) -> None:
         """Take one of the user's connection slots, or refuse as PostgreSQL does for a role's
@@ -451,8 +452,8 @@ class Connection(ResultsMixin):
                       "".join(traceback.format_tb(e.__traceback__)))
             fields = m.error_fields("XX000", "internal error", hint="the server log has details; the query text is not logged")
         self.out += m.encode_error(fields)
-        if self.txn == "T":
-            self.txn = "E"
+        if self.txn == TransactionStatus.IN_BLOCK:
+            self.txn = TransactionStatus.FAILED
 
     def _notice(self, message: str, *, severity: str = "NOTICE", sqlstate: str = "00000") -> None:
         info = self.info
@@ -569,7 +570,7 @@ class Connection(ResultsMixin):
     # ---------------------------------------------------------------------------- extended query
 
     def _check_aborted(self, route: Route) -> None:
-        if self.txn == "E" and route.kind not in _TXN_EXIT:
+        if self.txn == TransactionStatus.FAILED and route.kind not in _TXN_EXIT:
             raise InFailedTransaction("current transaction is aborted, commands ignored until end of transaction block")
 
     def _parse(self, msg: m.Parse) -> None:
@@ -822,10 +823,10 @@ class Connection(ResultsMixin):
     # transaction control
 
     def _begin(self, route: Route) -> Result:
-        if self.txn != "I":
+        if self.txn != TransactionStatus.IDLE:
             self._notice("there is already a transaction in progress", severity="WARNING", sqlstate="25001")
             return _tag_only("BEGIN")
-        self.txn = "T"
+        self.txn = TransactionStatus.IN_BLOCK
         self.txn_id += 1
         self.savepoints = []
         assert self.gucs is not None
@@ -843,33 +844,33 @@ class Connection(ResultsMixin):
             if (commit and not self.cursors[name].hold) or (not commit and created_here):
                 del self.cursors[name]
                 self.cursor_txn.pop(name, None)
-        self.txn = "I"
+        self.txn = TransactionStatus.IDLE
         self.savepoints = []
 
     def _commit(self, route: Route) -> Result:
-        if self.txn == "I":
+        if self.txn == TransactionStatus.IDLE:
             self._notice("there is no transaction in progress", severity="WARNING", sqlstate="25P01")
             return _tag_only("COMMIT")
-        failed = self.txn == "E"
+        failed = self.txn == TransactionStatus.FAILED
         self._end_txn(commit=not failed)
         return _tag_only("ROLLBACK" if failed else "COMMIT")
 
     def _rollback(self, route: Route) -> Result:
-        if self.txn == "I":
+        if self.txn == TransactionStatus.IDLE:
             self._notice("there is no transaction in progress", severity="WARNING", sqlstate="25P01")
             return _tag_only("ROLLBACK")
         self._end_txn(commit=False)
         return _tag_only("ROLLBACK")
 
     def _savepoint(self, route: Route) -> Result:
-        if self.txn == "I":
+        if self.txn == TransactionStatus.IDLE:
             raise NoActiveTransaction("SAVEPOINT can only be used in transaction blocks")
         assert self.info is not None
         self.savepoints.append((route.arg, dict(self.info.settings)))
         return _tag_only("SAVEPOINT")
 
     def _find_savepoint(self, name: str, what: str) -> int:
-        if self.txn == "I":
+        if self.txn == TransactionStatus.IDLE:
             raise NoActiveTransaction(f"{what} can only be used in transaction blocks")
         for i in range(len(self.savepoints) - 1, -1, -1):
             if self.savepoints[i][0] == name:
@@ -888,7 +889,7 @@ class Connection(ResultsMixin):
         self.info.settings.clear()
         self.info.settings.update(snapshot)
         del self.savepoints[i + 1 :]
-        self.txn = "T"
+        self.txn = TransactionStatus.IN_BLOCK
         return _tag_only("ROLLBACK")
 
     def _checkpoint(self, route: Route) -> Result:
@@ -903,9 +904,9 @@ class Connection(ResultsMixin):
         assert self.gucs is not None
         cmd = parse_set(route.sql, self.user)
         if cmd.name is not None:
-            if cmd.local and self.txn == "I":
+            if cmd.local and self.txn == TransactionStatus.IDLE:
                 self._notice("SET LOCAL can only be used in transaction blocks", severity="WARNING", sqlstate="25P01")
-            self.gucs.set(cmd.name, cmd.value, local=cmd.local, in_transaction=self.txn != "I")
+            self.gucs.set(cmd.name, cmd.value, local=cmd.local, in_transaction=self.txn != TransactionStatus.IDLE)
         return _tag_only("SET")
 
     def _reset(self, route: Route) -> Result:
@@ -947,7 +948,7 @@ class Connection(ResultsMixin):
     def _discard(self, route: Route) -> Result:
         what = route.arg or ""
         if what == "all":
-            if self.txn != "I":
+            if self.txn != TransactionStatus.IDLE:
                 raise ActiveTransaction("DISCARD ALL cannot run inside a transaction block")
             self.statements = {k: v for k, v in self.statements.items() if k == ""}
             self.portals = {}
@@ -976,7 +977,7 @@ class Connection(ResultsMixin):
 
     def _declare(self, route: Route) -> Generator[Request, Any, Result]:
         cmd = parse_declare(route.sql)
-        if self.txn == "I" and not cmd.hold:
+        if self.txn == TransactionStatus.IDLE and not cmd.hold:
             raise NoActiveTransaction("DECLARE CURSOR can only be used in transaction blocks")
         if cmd.name in self.cursors:
             raise DuplicateCursor(f'cursor "{cmd.name}" already exists')
