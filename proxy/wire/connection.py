@@ -59,6 +59,7 @@ from dpsql.proxy.wire.portals import Cursor, Described, FetchCommand, Portal, Pr
 from dpsql.proxy.wire.results import _EMPTY, OUT_HIGH_WATER, ResultsMixin, _FetchResult, _returns_rows, _tag_only
 from dpsql.proxy.wire.routing import Route, route_statement
 from dpsql.proxy.wire.sqltext import check_length, command_words, identifier, lex, tokens
+from dpsql.proxy.wire.startup import Phase
 from dpsql.proxy.wire.transaction import TransactionStatus
 
 if TYPE_CHECKING:
@@ -162,7 +163,7 @@ class Connection(ResultsMixin):
         self.tls = False
         self.out = bytearray()
         self.closing = False
-        self.phase = "startup"  # startup → sasl_first → sasl_final → ready → closed
+        self.phase: Phase = Phase.STARTUP
         self.counted = False
         self.user_counted = False  # counted in ctx.user_connections (after authentication)
         self.pid = 0
@@ -191,11 +192,11 @@ class Connection(ResultsMixin):
     def handle(self, msg: m.FrontendMessage) -> Handler:
         """Process one frontend message (see the module docstring)."""
         try:
-            if self.phase == "ready":
+            if self.phase == Phase.READY:
                 yield from self._dispatch(msg)
-            elif self.phase == "startup":
+            elif self.phase == Phase.STARTUP:
                 yield from self._startup(msg)
-            elif self.phase in ("sasl_first", "sasl_final"):
+            elif self.phase in (Phase.SASL_FIRST, Phase.SASL_FINAL):
                 self._auth(msg)
         except Fatal as f:
             self.fatal(f.sqlstate, f.message, f.hint)
@@ -222,9 +223,9 @@ class Connection(ResultsMixin):
 
     def close(self) -> None:
         """Release the session and the backend id; idempotent."""
-        if self.phase == "closed":
+        if self.phase == Phase.CLOSED:
             return
-        self.phase = "closed"
+        self.phase = Phase.CLOSED
         ctx = self.ctx
         with ctx.lock:
             if self.pid and ctx.backends.get(self.pid) is self:
@@ -310,7 +311,7 @@ class Connection(ResultsMixin):
         binding = ctx.channel_binding if self.tls else None
         self._exchange = ScramExchange(ctx.verifiers.get(user), valid=known, binding=binding)
         self.out += m.encode_auth_sasl(ScramExchange.mechanisms(binding))
-        self.phase = "sasl_first"
+        self.phase = Phase.SASL_FIRST
 
     def _auth(self, msg: m.FrontendMessage) -> None:
         if not isinstance(msg, m.PasswordData):
@@ -321,10 +322,10 @@ class Connection(ResultsMixin):
         exchange = self._exchange
         assert exchange is not None
         try:
-            if self.phase == "sasl_first":
+            if self.phase == Phase.SASL_FIRST:
                 mechanism, data = parse_sasl_initial(msg.data)
                 self.out += m.encode_auth_sasl_continue(exchange.first(mechanism, data))
-                self.phase = "sasl_final"
+                self.phase = Phase.SASL_FINAL
                 return
             final = exchange.final(msg.data)
         except AuthError:
@@ -360,7 +361,7 @@ class Connection(ResultsMixin):
         self.info, self.gucs, self.session = info, gucs, session
         with ctx.lock:
             ctx.backends[self.pid] = self
-        self.phase = "ready"
+        self.phase = Phase.READY
         self.out += m.AUTH_OK
         for name, value in gucs.reports():
             self.out += m.encode_parameter_status(name, value)
