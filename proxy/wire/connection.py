@@ -32,9 +32,7 @@ from dpsql.errors import (
     DPSQLError,
     DuplicateCursor,
     DuplicatePreparedStatement,
-    InFailedTransaction,
     InvalidCursorName,
-    InvalidSavepoint,
     InvalidStatementName,
     LimitExceeded,
     NoActiveTransaction,
@@ -60,7 +58,7 @@ from dpsql.proxy.wire.results import _EMPTY, OUT_HIGH_WATER, ResultsMixin, _Fetc
 from dpsql.proxy.wire.routing import Route, route_statement
 from dpsql.proxy.wire.sqltext import check_length, command_words, identifier, lex, tokens
 from dpsql.proxy.wire.startup import Phase
-from dpsql.proxy.wire.transaction import TransactionStatus
+from dpsql.proxy.wire.transaction import TransactionMixin, TransactionStatus
 
 if TYPE_CHECKING:
     from dpsql.policy import Policy
@@ -136,9 +134,6 @@ class ServerContext:
         return False
 
 
-_TXN_EXIT = frozenset({"commit", "rollback", "rollback_to"})
-
-
 # ---------------------------------------------------------------------------------------------
 # The connection
 
@@ -153,7 +148,7 @@ class Fatal(Exception):
         self.hint = hint
 
 
-class Connection(ResultsMixin):
+class Connection(ResultsMixin, TransactionMixin):
     """One client connection's protocol state. Not thread-safe except :meth:`cancel`."""
 
     def __init__(self, ctx: ServerContext, *, address: str = "127.0.0.1", loopback: bool = True) -> None:
@@ -570,10 +565,6 @@ class Connection(ResultsMixin):
 
     # ---------------------------------------------------------------------------- extended query
 
-    def _check_aborted(self, route: Route) -> None:
-        if self.txn == TransactionStatus.FAILED and route.kind not in _TXN_EXIT:
-            raise InFailedTransaction("current transaction is aborted, commands ignored until end of transaction block")
-
     def _parse(self, msg: m.Parse) -> None:
         if msg.name and msg.name in self.statements:
             raise DuplicatePreparedStatement(f'prepared statement "{msg.name}" already exists')
@@ -820,78 +811,6 @@ class Connection(ResultsMixin):
         elif sql in slow:
             del slow[sql]
         return result
-
-    # transaction control
-
-    def _begin(self, route: Route) -> Result:
-        if self.txn != TransactionStatus.IDLE:
-            self._notice("there is already a transaction in progress", severity="WARNING", sqlstate="25001")
-            return _tag_only("BEGIN")
-        self.txn = TransactionStatus.IN_BLOCK
-        self.txn_id += 1
-        self.savepoints = []
-        assert self.gucs is not None
-        self.gucs.begin()
-        return _tag_only("BEGIN")
-
-    def _end_txn(self, commit: bool) -> None:
-        assert self.gucs is not None
-        if commit:
-            self.gucs.commit()
-        else:
-            self.gucs.rollback()
-        for name in list(self.cursors):
-            created_here = self.cursor_txn.get(name) == self.txn_id
-            if (commit and not self.cursors[name].hold) or (not commit and created_here):
-                del self.cursors[name]
-                self.cursor_txn.pop(name, None)
-        self.txn = TransactionStatus.IDLE
-        self.savepoints = []
-
-    def _commit(self, route: Route) -> Result:
-        if self.txn == TransactionStatus.IDLE:
-            self._notice("there is no transaction in progress", severity="WARNING", sqlstate="25P01")
-            return _tag_only("COMMIT")
-        failed = self.txn == TransactionStatus.FAILED
-        self._end_txn(commit=not failed)
-        return _tag_only("ROLLBACK" if failed else "COMMIT")
-
-    def _rollback(self, route: Route) -> Result:
-        if self.txn == TransactionStatus.IDLE:
-            self._notice("there is no transaction in progress", severity="WARNING", sqlstate="25P01")
-            return _tag_only("ROLLBACK")
-        self._end_txn(commit=False)
-        return _tag_only("ROLLBACK")
-
-    def _savepoint(self, route: Route) -> Result:
-        if self.txn == TransactionStatus.IDLE:
-            raise NoActiveTransaction("SAVEPOINT can only be used in transaction blocks")
-        assert self.info is not None
-        self.savepoints.append((route.arg, dict(self.info.settings)))
-        return _tag_only("SAVEPOINT")
-
-    def _find_savepoint(self, name: str, what: str) -> int:
-        if self.txn == TransactionStatus.IDLE:
-            raise NoActiveTransaction(f"{what} can only be used in transaction blocks")
-        for i in range(len(self.savepoints) - 1, -1, -1):
-            if self.savepoints[i][0] == name:
-                return i
-        raise InvalidSavepoint(f'savepoint "{name}" does not exist')
-
-    def _release(self, route: Route) -> Result:
-        i = self._find_savepoint(route.arg, "RELEASE SAVEPOINT")
-        del self.savepoints[i:]
-        return _tag_only("RELEASE")
-
-    def _rollback_to(self, route: Route) -> Result:
-        i = self._find_savepoint(route.arg, "ROLLBACK TO SAVEPOINT")
-        assert self.info is not None
-        snapshot = self.savepoints[i][1]
-        self.info.settings.clear()
-        self.info.settings.update(snapshot)
-        del self.savepoints[i + 1 :]
-        self.txn = TransactionStatus.IN_BLOCK
-        return _tag_only("ROLLBACK")
 
     def _checkpoint(self, route: Route) -> Result:
         raise PrivacyViolation(
