@@ -53,8 +53,9 @@ from dpsql.proxy.wire.driver import Drain, Handler, Offload, Request, StartTLS, 
 from dpsql.proxy.wire.gucs import Gucs, duration_ms, parse_set
 from dpsql.proxy.wire.params import bind_sql, dummy_value, infer_param_types
 from dpsql.proxy.wire.portals import Cursor, Described, FetchCommand, Portal, PreparedStatement, fetch_rows, parse_declare, parse_fetch
-from dpsql.proxy.wire.results import _EMPTY, OUT_HIGH_WATER, ResultsMixin, _FetchResult, _returns_rows, _tag_only
+from dpsql.proxy.wire.results import _EMPTY, ResultsMixin, _FetchResult, _returns_rows, _tag_only
 from dpsql.proxy.wire.routing import Route, route_statement
+from dpsql.proxy.wire.simple_query import SimpleQueryMixin
 from dpsql.proxy.wire.sqltext import check_length, command_words, identifier, lex, tokens
 from dpsql.proxy.wire.startup import Fatal, Phase, StartupMixin
 from dpsql.proxy.wire.transaction import TransactionMixin, TransactionStatus
@@ -137,7 +138,7 @@ class ServerContext:
 # The connection
 
 
-class Connection(ResultsMixin, TransactionMixin, StartupMixin):
+class Connection(ResultsMixin, TransactionMixin, StartupMixin, SimpleQueryMixin):
     """One client connection's protocol state. Not thread-safe except :meth:`cancel`."""
 
     def __init__(self, ctx: ServerContext, *, address: str = "127.0.0.1", loopback: bool = True) -> None:
@@ -328,84 +329,6 @@ class Connection(ResultsMixin, TransactionMixin, StartupMixin):
             f"message of {msg.length} bytes exceeds the server's limit",
             hint="send a shorter statement or smaller parameter values",
         )
-
-    # ------------------------------------------------------------------------------ simple query
-
-    def _simple_query(self, sql: str) -> Handler:
-        self.statements.pop("", None)
-        self.portals.pop("", None)
-        try:
-            check_length(sql, self.ctx.max_statement_bytes)
-            stmts = lex(sql).statements
-        except DPSQLError as e:
-            self._error(e)
-            self._ready()
-            return
-        if not stmts:
-            self.out += m.EMPTY_QUERY
-            self._ready()
-            return
-        candidates = self._query_statements(stmts) if len(stmts) > 1 else []
-        if len(candidates) > 1:  # rewriting is pure but not instant: off the event loop
-            private = yield Offload(lambda: self._private_statements(candidates))
-            if len(private) > 1:
-                self._error(UnsupportedQuery(
-                    f"this query string holds {len(private)} differentially private queries; dpsql runs at most one "
-                    "per simple-query message, and ran none of the statements",
-                    hint="send each private query in its own message (one psql -c or driver call per query); SET, SHOW, "
-                    "EXPLAIN and catalog statements may share a string with one query",
-                ))
-                self._ready()
-                return
-        search_from = 0
-        for stmt in stmts:
-            offset = sql.find(stmt, search_from)
-            search_from = max(offset, 0) + len(stmt)
-            self._error_context = (stmt, max(offset, 0))
-            try:
-                route = self._route(stmt)
-                result = yield from self._run(route, ())
-                if result is _EMPTY:
-                    self.out += m.EMPTY_QUERY
-                    continue
-                binary = route.kind == "fetch" and result.command.startswith("FETCH") and getattr(result, "binary", False)
-                yield from self._send_result(result, (1,) if binary else (), describe=True)
-                if len(self.out) > OUT_HIGH_WATER:
-                    yield Drain()
-            except Exception as e:
-                self._error(e)
-                break
-        self._ready()
-
-    def _query_statements(self, stmts: Sequence[str]) -> list[str]:
-        """The statements routed to the engine as queries or cursors (cheap: routing is cached)."""
-        out = []
-        for stmt in stmts:
-            try:
-                if self._route(stmt).kind in ("query", "declare"):
-                    out.append(stmt)
-            except Exception:  # it fails the same way when its turn comes
-                continue
-        return out
-
-    def _private_statements(self, stmts: Sequence[str]) -> list[str]:
-        """The statements of a multi-statement string that would be charged: queries (or cursors
-        over queries) that read a private table. Reads no data (the rewrite is pure and cached); a
-        statement that does not rewrite is not counted, as it will fail on its own when it runs."""
-        out = []
-        for stmt in stmts:
-            try:
-                route = self._route(stmt)
-                if route.kind == "declare":
-                    route = self._route(parse_declare(route.sql).query)
-                if route.kind != "query":
-                    continue
-                command = route.command
-                if command is not None and command.kind == "query" and self.ctx.engine.rewrite(command.query).plan is not None:
-                    out.append(stmt)
-            except Exception:  # it fails the same way when its turn comes
-                continue
-        return out
 
     def _route(self, sql: str) -> Route:
         cache = self.ctx.routes
