@@ -30,11 +30,8 @@ from typing import TYPE_CHECKING, Any
 from dpsql.errors import (
     ActiveTransaction,
     DPSQLError,
-    DuplicateCursor,
-    InvalidCursorName,
     InvalidStatementName,
     LimitExceeded,
-    NoActiveTransaction,
     PrivacyViolation,
     QueryCanceled,
     QuerySyntaxError,
@@ -47,12 +44,13 @@ from dpsql.proxy.wire import messages as m
 from dpsql.proxy.wire import params as params_mod
 from dpsql.proxy.wire import types as pgt
 from dpsql.proxy.wire.auth import ChannelBinding, LoginThrottle, ScramExchange, Verifiers
+from dpsql.proxy.wire.cursors import CursorMixin
 from dpsql.proxy.wire.driver import Drain, Handler, Offload, Request, StartTLS, run_sync
 from dpsql.proxy.wire.extended_query import ExtendedQueryMixin
 from dpsql.proxy.wire.gucs import Gucs, duration_ms, parse_set
 from dpsql.proxy.wire.params import bind_sql
-from dpsql.proxy.wire.portals import Cursor, FetchCommand, Portal, PreparedStatement, fetch_rows, parse_declare, parse_fetch
-from dpsql.proxy.wire.results import _EMPTY, ResultsMixin, _FetchResult, _tag_only
+from dpsql.proxy.wire.portals import Cursor, Portal, PreparedStatement
+from dpsql.proxy.wire.results import _EMPTY, ResultsMixin, _tag_only
 from dpsql.proxy.wire.routing import Route, route_statement
 from dpsql.proxy.wire.simple_query import SimpleQueryMixin
 from dpsql.proxy.wire.sqltext import identifier, tokens
@@ -71,7 +69,6 @@ __all__ = [
 
 log = logging.getLogger("dpsql.wire")
 
-MAX_CURSORS = 100  # open cursors per connection (each holds its materialised rows)
 SLOW_CATALOG_SECONDS = 0.002  # catalog statements slower than this run off the event loop next time
 
 
@@ -136,7 +133,7 @@ class ServerContext:
 # The connection
 
 
-class Connection(ResultsMixin, TransactionMixin, StartupMixin, SimpleQueryMixin, ExtendedQueryMixin):
+class Connection(ResultsMixin, TransactionMixin, StartupMixin, SimpleQueryMixin, ExtendedQueryMixin, CursorMixin):
     """One client connection's protocol state. Not thread-safe except :meth:`cancel`."""
 
     def __init__(self, ctx: ServerContext, *, address: str = "127.0.0.1", loopback: bool = True) -> None:
@@ -488,53 +485,6 @@ class Connection(ResultsMixin, TransactionMixin, StartupMixin, SimpleQueryMixin,
 
     def _listen(self, route: Route) -> Result:
         return _tag_only(route.kind.upper())
-
-    # cursors
-
-    def _declare(self, route: Route) -> Generator[Request, Any, Result]:
-        cmd = parse_declare(route.sql)
-        if self.txn == TransactionStatus.IDLE and not cmd.hold:
-            raise NoActiveTransaction("DECLARE CURSOR can only be used in transaction blocks")
-        if cmd.name in self.cursors:
-            raise DuplicateCursor(f'cursor "{cmd.name}" already exists')
-        if len(self.cursors) >= MAX_CURSORS:
-            raise LimitExceeded(f"too many open cursors (at most {MAX_CURSORS} per connection)", hint="CLOSE cursors you no longer use")
-        inner = self._route(cmd.query)
-        if inner.kind not in ("query", "catalog", "engine_cmd", "show"):
-            raise QuerySyntaxError("DECLARE CURSOR must be followed by a query")
-        result = yield from self._run(inner, ())
-        self.cursors[cmd.name] = Cursor(cmd.name, result, cmd.binary, cmd.hold, rows=list(result.rows))
-        self.cursor_txn[cmd.name] = self.txn_id
-        # A cursor's notices (the DP cost) are reported when it is declared: that is when it ran.
-        self._send_notices(result)
-        return _tag_only("DECLARE CURSOR")
-
-    def _cursor(self, name: str) -> Cursor:
-        cursor = self.cursors.get(name)
-        if cursor is None:
-            raise InvalidCursorName(f'cursor "{name}" does not exist')
-        return cursor
-
-    def _fetch(self, route: Route) -> Result:
-        cmd: FetchCommand = parse_fetch(route.sql)
-        cursor = self._cursor(cmd.cursor)
-        rows = fetch_rows(cursor, cmd)
-        if cmd.move:
-            return _tag_only(f"MOVE {len(rows)}")
-        r = _FetchResult(cursor.result.columns, cursor.result.types, rows, command=f"FETCH {len(rows)}")
-        r.binary = cursor.binary
-        return r
-
-    def _close_cursor(self, route: Route) -> Result:
-        if route.arg == "all":
-            self.cursors.clear()
-            self.cursor_txn.clear()
-        else:
-            self._cursor(route.arg)
-            del self.cursors[route.arg]
-            self.cursor_txn.pop(route.arg, None)
-        return _tag_only("CLOSE CURSOR")
-
 
 _COMMANDS: dict[str, Callable[[Connection, Route], Result]] = {
     "begin": Connection._begin,
