@@ -1,6 +1,15 @@
 """The per-connection protocol state machine: startup, authentication, simple and extended query,
 transactions, portals and cursors, and routing of each statement.
 
+This module holds the state shared by a server's connections (:class:`ServerContext`) and the
+:class:`Connection` core: message dispatch by phase, errors and notices, the route cache and
+running a routed statement. Each protocol area is a mixin in its own module, shaped like the
+``api/`` modules of the Rust ``pgwire`` crate: :mod:`~dpsql.proxy.wire.startup` (startup and
+authentication, :class:`Phase`), :mod:`~dpsql.proxy.wire.simple_query`,
+:mod:`~dpsql.proxy.wire.extended_query`, :mod:`~dpsql.proxy.wire.transaction`
+(:class:`TransactionStatus`), :mod:`~dpsql.proxy.wire.cursors`,
+:mod:`~dpsql.proxy.wire.session_commands` and :mod:`~dpsql.proxy.wire.results`.
+
 It is sans-I/O. :meth:`Connection.handle` takes one decoded frontend message and returns a
 generator; the generator appends backend messages to :attr:`Connection.out` and yields a request
 (:mod:`~dpsql.proxy.wire.driver`) when it needs the driver: ``Offload`` (run a blocking call — a DP
@@ -27,12 +36,7 @@ from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
-from dpsql.errors import (
-    DPSQLError,
-    LimitExceeded,
-    QueryCanceled,
-    UnsupportedQuery,
-)
+from dpsql.errors import DPSQLError, LimitExceeded, QueryCanceled, UnsupportedQuery
 from dpsql.proxy.commands import rebound
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
