@@ -24,7 +24,7 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
@@ -48,6 +48,9 @@ from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post import NOISY_TABLE
 from dpsql.rewriter.postprocess import aggregate_values, output_rows
 from dpsql.schema import Catalog, build_catalog
+
+if TYPE_CHECKING:
+    from dpsql.proxy.commands import Command
 
 _REWRITE_CACHE_SIZE = 2048
 
@@ -208,17 +211,19 @@ class Session:
 
     # ----------------------------------------------------------------------------------------- API
 
-    def execute(self, sql: str) -> Result:
+    def execute(self, sql: str, command: Command | None = None) -> Result:
         """Answer one statement: a DP query, a query over public tables, EXPLAIN, a ``dp.*`` setting
         or the ``dpsql.budget`` view. Raises DPSQLError (with SQLSTATE) on refusal or failure.
-        Every statement leaves one audit line (AuditLogUnavailable if it cannot be written)."""
+        Every statement leaves one audit line (AuditLogUnavailable if it cannot be written).
+        ``command`` is ``sql``'s classification when the caller made it already (the wire server
+        classifies each statement once, when it routes it); without it ``sql`` is classified here."""
         self.trail = Trail()
         self._canceled.clear()
         started = time.perf_counter()
         self._deadline = time.monotonic() + self.engine.policy.limits.statement_timeout
         sqlstate = "00000"
         try:
-            return self._execute(sql)
+            return self._execute(sql, command)
         except DPSQLError as e:
             sqlstate = e.sqlstate
             raise
@@ -228,10 +233,11 @@ class Session:
         finally:
             self.engine.trail.record(self, sql, self.trail, sqlstate, time.perf_counter() - started)
 
-    def _execute(self, sql: str) -> Result:
+    def _execute(self, sql: str, command: Command | None) -> Result:
         from dpsql.proxy.commands import classify
 
-        command = classify(sql)
+        if command is None:
+            command = classify(sql)
         self.trail.kind = command.kind
         if command.kind == "set":
             self.settings.set(command.name, command.value)
