@@ -461,7 +461,8 @@ def classify_pums(case: dict[str, Any], db: Path, engine: Any, user: str) -> Out
     truth, limit = pums_truth(case["sql"], db)
     ignore = frozenset(case.get("ignore_columns", []))
     unmatched = [r for r in rows if not any(row_matches(list(t), r, answer.slack, ignore) for t in truth)]
-    if unmatched or (limit is not None and len(rows) > limit) or (not rows and truth):
+    grouped = re.search(r"\bGROUP\s+BY\b", case["sql"], re.I) is not None
+    if unmatched or (limit is not None and len(rows) > limit) or (not grouped and len(rows) != len(truth)):
         return Outcome("WRONG", detail=f"released rows not in the exact answer: {plain(unmatched)[:5]}", rows=plain(rows[:5]))
     held = len(rows) < len(truth) and limit is None
     kept = f"{len(rows)} of {len(truth)} rows" + (" (the rest held back by partition selection)" if held else "")
