@@ -1,5 +1,5 @@
-"""Public-corpus conformance (issues 10 and 11): ZetaSQL's DP compliance cases and SmartNoise SQL's
-PUMS validation lists, run in process at a huge ε (run.py). Fails when a case's status drops below
+"""Public-corpus conformance (issues 10 and 11): ZetaSQL's DP compliance cases, SmartNoise SQL's
+PUMS validation lists and Qrlew's integration queries, run in process at a huge ε (run.py). Fails when a case's status drops below
 the one recorded in expected_status.json; improvements are recorded with
 ``python tests/conformance/run.py --update``.
 
@@ -35,7 +35,8 @@ def test_no_case_regresses() -> None:
 
 
 def test_corpora_are_complete() -> None:
-    """The committed corpora hold every case of their sources: 97 ZetaSQL cases, 14 + 10 SmartNoise queries."""
+    """The committed corpora hold every case of their sources: 97 ZetaSQL cases, 14 + 10 SmartNoise
+    queries, 54 distinct Qrlew queries."""
     import json
 
     zeta = json.loads(run.ZETASQL_CASES.read_text())
@@ -43,3 +44,5 @@ def test_corpora_are_complete() -> None:
     pums = json.loads(run.PUMS_CASES.read_text())
     assert sum(c["list"] == "valid" for c in pums["cases"]) == 14
     assert sum(c["list"] == "fail" for c in pums["cases"]) == 10
+    qrlew = json.loads(run.QRLEW_CASES.read_text())
+    assert len(qrlew["cases"]) == 54 and len({c["sql"] for c in qrlew["cases"]}) == 54
