@@ -22,6 +22,7 @@ the tolerance: |Δ| ≤ 0.05 + 1% of the expected value, or the case's own toler
 from __future__ import annotations
 
 import argparse
+import csv
 import json
 import logging
 import random
@@ -439,11 +440,12 @@ def exact_answer(sql: str, read: str, db: Path) -> tuple[list[tuple[Any, ...]], 
     if tree.args.get("limit") is not None:
         limit = int(tree.args["limit"].expression.name)
         tree.set("limit", None)
-    con = duckdb.connect(str(db), read_only=True)
-    try:
-        return con.execute(tree.sql(dialect="duckdb")).fetchall(), limit
-    finally:
-        con.close()
+    if db not in _EXACT:
+        _EXACT[db] = duckdb.connect(str(db), read_only=True)
+    return _EXACT[db].execute(tree.sql(dialect="duckdb")).fetchall(), limit
+
+
+_EXACT: dict[Path, duckdb.DuckDBPyConnection] = {}  # read-only connections for exact answers, closed by run_all
 
 
 def classify_pums(case: dict[str, Any], db: Path, engine: Any, user: str) -> Outcome:
@@ -509,8 +511,12 @@ def build_qrlew_db(path: Path) -> None:
     try:
         for name, cols in QRLEW_TABLES.items():
             con.execute(f"CREATE TABLE {name} ({', '.join(f'{c} {t}' for c, t in cols)})")
-            con.executemany(f"INSERT INTO {name} VALUES ({', '.join('?' for _ in cols)})",
-                            [gen[name](i) for i in range(1, QRLEW_SIZES[name] + 1)])
+            csv_path = path.parent / f"{name}.csv"  # one bulk load: executemany inserts row by row
+            with csv_path.open("w", newline="") as f:
+                csv.writer(f).writerows(gen[name](i) for i in range(1, QRLEW_SIZES[name] + 1))
+            types = ", ".join(f"'{c}': '{t}'" for c, t in cols)
+            con.execute(f"INSERT INTO {name} SELECT * FROM read_csv('{csv_path}', header = false, "
+                        f"columns = {{{types}}}, nullstr = '')")
     finally:
         con.close()
 
@@ -591,7 +597,12 @@ def run_all(corpora: list[str] | None = None) -> dict[str, dict[str, Outcome]]:
         for name in corpora or list(CORPORA):
             sub = Path(d) / name
             sub.mkdir()
-            out[name] = CORPORA[name](sub)
+            try:
+                out[name] = CORPORA[name](sub)
+            finally:
+                for con in _EXACT.values():
+                    con.close()
+                _EXACT.clear()
     return out
 
 
