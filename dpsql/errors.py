@@ -138,6 +138,12 @@ class StatementTooComplex(LimitExceeded):
     sqlstate = "54001"
 
 
+class DatetimeFieldOverflow(DPSQLError):
+    """A date/time field value out of range, e.g. make_date(2023, 2, 29) (22008)."""
+
+    sqlstate = "22008"
+
+
 class SubstringError(DPSQLError):
     """A negative substring length (22011)."""
 

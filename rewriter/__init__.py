@@ -4,7 +4,9 @@ Pure: no I/O, no randomness. The passes run in order, each in its own module (sq
 is the model):
 
 1. :mod:`~dpsql.rewriter.parse` — one read-only statement, size limits; then
-   :mod:`~dpsql.rewriter.literals` — PostgreSQL's errors on constant LIMIT/OFFSET counts;
+   :mod:`~dpsql.rewriter.normalize` — PostgreSQL spellings (E/$$/U& strings, ANY/ALL arrays, to_char,
+   width_bucket, make_date, age) as canonical nodes, and :mod:`~dpsql.rewriter.literals` — PostgreSQL's
+   errors on constant LIMIT/OFFSET counts;
 2. :mod:`~dpsql.rewriter.bind` (tables) — every table is in the policy;
 3. :mod:`~dpsql.rewriter.allowlist` — default-deny node types and functions;
 4. :mod:`~dpsql.rewriter.bind` (columns) — sqlglot ``qualify`` against the visible schema;
@@ -33,6 +35,7 @@ from dpsql.rewriter.contribution import BoundingContext, KeySource, build_bounde
 from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.literals import check_divisors, check_row_counts
+from dpsql.rewriter.normalize import normalize, postgres_to_char
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import _pg_type, build_post
@@ -63,6 +66,7 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     else:
         tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
         text = sql
+    tree = normalize(tree)
     check_row_counts(tree)
     refs = resolve_tables(tree, catalog)
     check_allowed(tree, private=bool(refs.private))
@@ -71,8 +75,9 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     qualified = qualify_names(tree, catalog)
     if not refs.private:
         check_divisors(qualified)
+        public = physical_names(qualified.copy(), dialect)
         return Rewrite(
-            sql=emit(physical_names(qualified.copy(), dialect), dialect),
+            sql=emit(postgres_to_char(public) if dialect == "postgres" else public, dialect),
             dialect=dialect,
             plan=None,
             outputs=_public_outputs(qualified, names, catalog),

@@ -28,7 +28,7 @@ from dpsql.errors import (
     UnsupportedQuery,
 )
 from dpsql.rewriter.bounds import literal_fraction
-from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
+from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES, function_rule
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,
@@ -215,7 +215,7 @@ def _check_node(node: exp.Expression) -> None:
             f"aggregate {node.sql_name().upper()} is not supported",
             hint="use COUNT, SUM, AVG, VAR_POP, VAR_SAMP, STDDEV_POP or STDDEV_SAMP",
         )
-    rule = SCALAR_FUNCTIONS.get(cls)
+    rule = function_rule(node)
     if rule is not None:
         for arg in rule.literal_args:
             value = node.args.get(arg)

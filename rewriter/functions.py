@@ -104,7 +104,26 @@ SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
     exp.DateTrunc: _r("date_trunc", "guard", "guard", ("unit",)),
     exp.CurrentDate: _r("current_date", "total", "total"),
     exp.CurrentTimestamp: _r("current_timestamp", "total", "total"),
+    # BI tools' date functions (normalize.py maps PostgreSQL's spellings onto these nodes).
+    # to_date/to_timestamp parse text, which can fail: literal arguments only (a constant, so it is
+    # evaluated before the charge); to_char/age are guarded to the safe date domain.
+    exp.StrToDate: _r("to_date", "total", "total", ("this", "format")),
+    exp.StrToTime: _r("to_timestamp", "total", "total", ("this", "format")),
+    exp.UnixToTime: _r("to_timestamp", "total", "total", ("this",)),
+    exp.TimeToStr: _r("to_char", "guard", "guard", ("format",)),  # pattern checked by normalize: ≤ 64 bytes out
 }
+
+# Functions sqlglot keeps as named calls (exp.Anonymous), by lower-case name.
+NAMED_FUNCTIONS: dict[str, FunctionRule] = {
+    "age": _r("age", "guard", "guard"),
+}
+
+
+def function_rule(node: exp.Expression) -> FunctionRule | None:
+    """The rule of a scalar function node (by class, or by name for a named call), else None."""
+    if isinstance(node, exp.Anonymous):
+        return NAMED_FUNCTIONS.get(str(node.name).lower())
+    return SCALAR_FUNCTIONS.get(type(node))
 
 # Aggregates the rewriter understands (others are refused with a specific message).
 SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = (
