@@ -66,12 +66,12 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     else:
         tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
         text = sql
+    names = output_names(tree)  # PostgreSQL's names of what the user wrote (before normalize)
     tree = normalize(tree)
     check_row_counts(tree)
     refs = resolve_tables(tree, catalog)
     check_allowed(tree, private=bool(refs.private))
     check_no_star(tree, refs)
-    names = output_names(tree)
     qualified = qualify_names(tree, catalog)
     if not refs.private:
         check_divisors(qualified)

@@ -28,6 +28,7 @@ from dpsql.errors import (
     UnsupportedQuery,
 )
 from dpsql.rewriter.bounds import literal_fraction
+from dpsql.rewriter.normalize import display_name
 from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES, function_rule
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
@@ -174,9 +175,8 @@ def _check_public_node(node: exp.Expression) -> None:
     if isinstance(node, _PUBLIC_EXTRA) or cls in SCALAR_FUNCTIONS or cls in _ALLOWED:
         return
     if isinstance(node, exp.Func):
-        name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
-        raise UndefinedFunction(f"function {name.lower()}() is not allowed by dpsql", hint="see docs/sql.md")
-    raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+        raise UndefinedFunction(f"function {display_name(node)}() is not allowed by dpsql", hint="see docs/sql.md")
+    raise UnsupportedQuery(f"{display_name(node)} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
 
 
 def _check_node(node: exp.Expression) -> None:
@@ -226,14 +226,18 @@ def _check_node(node: exp.Expression) -> None:
         for arg in rule.int_args:
             _check_int_arg(node, rule.name, arg)
         return
+    if isinstance(node, exp.WithinGroup):
+        raise UnsupportedQuery(
+            f"{node.this.sql('postgres')} WITHIN GROUP (…) is not supported",
+            hint="ordered-set aggregates are not supported here; use AVG, SUM or COUNT",
+        )
     if isinstance(node, exp.Func) and not isinstance(node, SUPPORTED_AGGREGATES) and cls not in _ALLOWED:
-        name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
         raise UndefinedFunction(
-            f"function {name.lower()}() is not allowed by dpsql",
+            f"function {display_name(node)}() is not allowed by dpsql",
             hint="see the list of supported functions in the documentation (docs/sql.md)",
         )
     if cls not in _ALLOWED:
-        raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+        raise UnsupportedQuery(f"{display_name(node)} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
 
 
 def _check_int_arg(node: exp.Expression, name: str, arg: str) -> None:

@@ -50,7 +50,6 @@ DISPLAY_NAMES: dict[type[exp.Expression], str] = {
     exp.Extract: "extract",
     exp.TimestampTrunc: "date_trunc",
     exp.DateTrunc: "date_trunc",
-    exp.CurrentTimestamp: "now",
     exp.WidthBucket: "width_bucket",
     exp.GroupConcat: "string_agg",
     exp.ArrayAgg: "array_agg",
