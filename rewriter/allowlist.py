@@ -28,8 +28,8 @@ from dpsql.errors import (
     UnsupportedQuery,
 )
 from dpsql.rewriter.bounds import literal_fraction
-from dpsql.rewriter.normalize import display_name
 from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES, function_rule
+from dpsql.rewriter.normalize import display_name
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,
