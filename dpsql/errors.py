@@ -144,6 +144,12 @@ class DatetimeFieldOverflow(DPSQLError):
     sqlstate = "22008"
 
 
+class InvalidArgumentForWidthBucket(DPSQLError):
+    """width_bucket's bounds are equal or its bucket count is not positive (2201G)."""
+
+    sqlstate = "2201G"
+
+
 class SubstringError(DPSQLError):
     """A negative substring length (22011)."""
 

@@ -6,7 +6,8 @@ is the model):
 1. :mod:`~dpsql.rewriter.parse` — one read-only statement, size limits; then
    :mod:`~dpsql.rewriter.normalize` — PostgreSQL spellings (E/$$/U& strings, ANY/ALL arrays, to_char,
    width_bucket, make_date, age) as canonical nodes, and :mod:`~dpsql.rewriter.literals` — PostgreSQL's
-   errors on constant LIMIT/OFFSET counts;
+   errors on constant LIMIT/OFFSET counts; :mod:`~dpsql.rewriter.layers` — SQL over an aggregated
+   subquery/CTE is split into its DP release and a post-processing query over the noisy rows;
 2. :mod:`~dpsql.rewriter.bind` (tables) — every table is in the policy;
 3. :mod:`~dpsql.rewriter.allowlist` — default-deny node types and functions;
 4. :mod:`~dpsql.rewriter.bind` (columns) — sqlglot ``qualify`` against the visible schema;
@@ -34,6 +35,8 @@ from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, reso
 from dpsql.rewriter.contribution import BoundingContext, KeySource, build_bounded, column_families, make_salt
 from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
+from dpsql.rewriter.layers import compose as compose_layers
+from dpsql.rewriter.layers import split as split_layers
 from dpsql.rewriter.literals import check_divisors, check_row_counts
 from dpsql.rewriter.normalize import normalize, postgres_to_char
 from dpsql.rewriter.parse import parse_statement
@@ -69,6 +72,9 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     names = output_names(tree)  # PostgreSQL's names of what the user wrote (before normalize)
     tree = normalize(tree)
     check_row_counts(tree)
+    layer = split_layers(tree, lambda name: _is_private(catalog, name))
+    if layer is not None:  # SQL over a DP result: the release, then post-processing of its noisy rows
+        return compose_layers(rewrite(layer.inner, catalog, dialect=dialect), layer)
     refs = resolve_tables(tree, catalog)
     check_allowed(tree, private=bool(refs.private))
     check_no_star(tree, refs)
@@ -101,7 +107,9 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
     check_types(flat, families)
     check_row_cost(flat, families)
     constants = [c.copy() for c in constant_subexpressions(flat)]
-    shape = analyze_shape(flat, private_alias=alias, unit_column=info.policy.privacy_unit)
+    bounded_columns = {c.name for c in info.policy.columns.values() if c.bounded}
+    shape = analyze_shape(flat, private_alias=alias, unit_column=info.policy.privacy_unit, families=families,
+                          bounded=bounded_columns)
 
     bounds: dict[tuple[str, str], tuple[Fraction, Fraction] | None] = {}
     for a, t in relations.items():
@@ -156,6 +164,13 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         constants_sql=emit(exp.select(*constants), dialect) if constants else None,
     )
     return Rewrite(sql=emit(physical_names(bounded.query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def _is_private(catalog: Catalog, name: str) -> bool:
+    """True when ``name`` (``t`` or ``schema.t``, as written) is a private table of the policy."""
+    schema, _, table = name.rpartition(".")
+    info = catalog.table(f"{'public' if schema in ('', 'main') else schema}.{table}")
+    return info is not None and not info.policy.public
 
 
 def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> int:

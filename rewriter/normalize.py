@@ -34,7 +34,14 @@ from fractions import Fraction
 
 from sqlglot import exp
 
-from dpsql.errors import DataException, DatetimeFieldOverflow, InvalidParameterValue, UndefinedFunction, UnsupportedQuery
+from dpsql.errors import (
+    DataException,
+    DatetimeFieldOverflow,
+    InvalidArgumentForWidthBucket,
+    InvalidParameterValue,
+    UndefinedFunction,
+    UnsupportedQuery,
+)
 
 __all__ = ["DISPLAY_NAMES", "display_name", "normalize", "to_char_format", "to_char_pattern"]
 
@@ -251,9 +258,9 @@ def _width_bucket(node: exp.WidthBucket) -> exp.Expression:
             hint="write width_bucket(col, 0, 100, 10) with constants",
         )
     if n.denominator != 1 or n <= 0 or n > 2**31 - 2:
-        raise InvalidParameterValue("count must be greater than zero", hint="width_bucket's fourth argument counts buckets")
+        raise InvalidArgumentForWidthBucket("count must be greater than zero", hint="width_bucket's fourth argument counts buckets")
     if lo == hi:
-        raise InvalidParameterValue("lower bound cannot equal upper bound", hint="give width_bucket two different bounds")
+        raise InvalidArgumentForWidthBucket("lower bound cannot equal upper bound", hint="give width_bucket two different bounds")
     x = node.this
     operand = x if isinstance(x, exp.Column | exp.Literal | exp.Func | exp.Paren) else exp.Paren(this=x)
     lo_sql, hi_sql, n_sql = (node.args[k] for k in ("min_value", "max_value", "num_buckets"))
