@@ -43,7 +43,7 @@ from dpsql.errors import (
     UnsupportedQuery,
 )
 
-__all__ = ["DISPLAY_NAMES", "display_name", "normalize", "to_char_format", "to_char_pattern"]
+__all__ = ["DISPLAY_NAMES", "display_name", "normalize", "to_char_format", "to_char_pattern", "to_char_source"]
 
 
 # What the user wrote, for sqlglot nodes whose class name is not the SQL they came from.
@@ -302,7 +302,7 @@ _TO_PG = {directive: token for token, directive, _ in reversed(TO_CHAR_PATTERNS)
 MAX_TO_CHAR_BYTES = 64  # what to_char may print: the row-cost model's size of a date printed as text
 
 
-def _pg_format(node: exp.TimeToStr) -> str:
+def to_char_source(node: exp.TimeToStr) -> str:
     """The pattern as the user wrote it (sqlglot stores it translated to strftime)."""
     from sqlglot.dialects.postgres import Postgres
     from sqlglot.time import format_time
@@ -391,7 +391,7 @@ def postgres_to_char(tree: exp.Expression) -> exp.Expression:
 
 
 def _to_char(node: exp.TimeToStr) -> exp.Expression:
-    node.set("format", exp.Literal.string(to_char_format(_pg_format(node))))
+    node.set("format", exp.Literal.string(to_char_format(to_char_source(node))))
     return node
 
 

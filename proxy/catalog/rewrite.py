@@ -549,6 +549,11 @@ class _Rewriter:
 
     def func(self, node: exp.Func, ctx: str = "") -> exp.Expression:
         """Map a PostgreSQL function to a macro, a UDF, a constant, a session token, or leave DuckDB's own."""
+        if isinstance(node, exp.TimeToStr):  # to_char: the same text as PostgreSQL, or refused naming the pattern
+            from dpsql.rewriter.normalize import to_char_format, to_char_source
+
+            node.set("format", exp.Literal.string(to_char_format(to_char_source(node))))
+            return node
         if isinstance(node, exp.CurrentVersion):
             return self.token("version")
         if isinstance(node, exp.CurrentSchema):
