@@ -138,6 +138,18 @@ class StatementTooComplex(LimitExceeded):
     sqlstate = "54001"
 
 
+class DatetimeFieldOverflow(DPSQLError):
+    """A date/time field value out of range, e.g. make_date(2023, 2, 29) (22008)."""
+
+    sqlstate = "22008"
+
+
+class InvalidArgumentForWidthBucket(DPSQLError):
+    """width_bucket's bounds are equal or its bucket count is not positive (2201G)."""
+
+    sqlstate = "2201G"
+
+
 class SubstringError(DPSQLError):
     """A negative substring length (22011)."""
 

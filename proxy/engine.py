@@ -32,6 +32,7 @@ from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
 from dpsql.accountant.noise import Released, draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
+from dpsql.accountant.units import from_atto, from_pico
 from dpsql.errors import DataException, DPSQLError, ExecutionFailed, InvalidAuthorization, LimitExceeded, QueryCanceled
 from dpsql.policy import Policy
 from dpsql.proxy.admission import Admission
@@ -310,10 +311,40 @@ class Session:
             names = tuple(o.name for o in rw.outputs) if len(rw.outputs) == len(rs.columns) else rs.columns
             return Result(names, rs.types, rs.rows)
         assert noise is not None
+        if not rw.plan.stats and not rw.plan.quantiles and rw.plan.keys_public:
+            return self._free(rw, rw.plan)
         self.trail.kind, self.trail.noise = "private", noise
         self.trail.query_hash = hashlib.sha256(_timing_text(rw).encode()).hexdigest()[:32]
         with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
             return self._replayable(sql, rw, rw.plan, noise)
+
+    def _free(self, rw: Rewrite, plan: ReleasePlan) -> Result:
+        """A query whose answer the policy fixes (group keys with declared values or from public
+        tables, no aggregate): answered from the public key set alone — no charge, nothing in the
+        ledger, no private row read — with a NOTICE that says so."""
+        self.trail.kind = "free"
+        limits = self.engine.policy.limits
+        rows: list[tuple[Any, ...]] = []
+        if plan.public_keys_sql is not None:
+            rows = self.backend.execute(plan.public_keys_sql, timeout=limits.statement_timeout).rows
+        key_types = [k.pg_type for k in plan.keys]
+        keys = sorted(dict.fromkeys(tuple(coerce(v, t) for v, t in zip(r, key_types, strict=True)) for r in rows), key=_sort_key)
+        if len(keys) > plan.max_released_groups:
+            raise LimitExceeded(
+                f"the query would release {len(keys)} groups, more than the limit of {plan.max_released_groups}",
+                hint="group by fewer columns or filter the groups",
+            )
+        self._validate(rw, plan)
+        values = aggregate_values(plan, {}, len(keys))
+        if plan.post_sql is None:
+            out_rows = output_rows(plan, keys, values)
+        else:
+            data: list[Sequence[Any]] = [[k[i] for k in keys] for i in range(len(plan.keys))]
+            data += values
+            _, out_rows = self.engine.post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
+        notice = "dpsql: this query spent nothing and read no private row (its answer follows from the policy alone)"
+        notice += self._remaining_text()
+        return Result(tuple(o.name for o in plan.outputs), tuple(o.pg_type for o in plan.outputs), out_rows, notices=[notice])
 
     def _replayable(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
         """:meth:`_private` with replay: a stored answer if there is one (free), else the query,
@@ -502,7 +533,19 @@ class Session:
     def _cost_notice(self, noise: NoisePlan) -> str:
         if noise.cost.amount == 0 and noise.cost.delta == 0:
             return f"dpsql: this query spent nothing (its answer follows from the policy alone){self._remaining_text()}"
-        return f"dpsql: this query spent ε={float(noise.epsilon):g}, δ={float(noise.delta):.3g}{self._remaining_text()}"
+        spent = f"dpsql: this query spent ε={float(noise.epsilon):g}, δ={float(noise.delta):.3g}"
+        return spent + self._recorded_text() + self._remaining_text()
+
+    def _recorded_text(self) -> str:
+        """" (ledger: ρ=…, δ=…)": exactly what the charge of the running statement recorded."""
+        receipt = self.trail.receipt
+        if receipt is None:
+            return ""
+        cost = receipt.cost
+        text = f" (ledger: {cost.symbol}={float(from_pico(cost.amount_pico)):.6g}"
+        if cost.delta_atto:
+            text += f", selection δ={float(from_atto(cost.delta_atto)):.3g}"
+        return text + ")"
 
     def _remaining_text(self) -> str:
         """"; remaining for USER: ε=…, δ=…" from the ledger now ("" if it cannot be read)."""

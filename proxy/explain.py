@@ -24,7 +24,10 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
     plan = rw.plan
     lines = [f"dpsql differentially private query ({noise.accounting} accounting)"]
     cost = noise.cost
-    if noise.accounting == "zcdp":
+    if not plan.stats and not plan.quantiles and plan.keys_public:
+        lines.append("  cost: nothing — the answer follows from the policy alone (declared or public keys, no aggregate); "
+                     "no private row is read and nothing is charged")
+    elif noise.accounting == "zcdp":
         lines.append(
             f"  cost: ε = {_g(noise.epsilon)}, δ = {_g(noise.delta)} for this query alone; "
             f"charged ρ = {_g(cost.amount)} (zCDP) and δ = {_g(cost.delta)}"

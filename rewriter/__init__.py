@@ -6,6 +6,10 @@ one used by DEVELOPERS.md and by every pass module's docstring:
 
 1. ``parse`` — :mod:`~dpsql.rewriter.parse`: one read-only statement, size limits; with
    :mod:`~dpsql.rewriter.literals`: PostgreSQL's errors on constant LIMIT/OFFSET counts;
+1b. ``normalize`` — :mod:`~dpsql.rewriter.normalize`: PostgreSQL spellings (E/$$/U& strings, ANY/ALL
+   arrays, to_char, width_bucket, make_date, age) as canonical nodes;
+1c. ``layers`` — :mod:`~dpsql.rewriter.layers`: SQL over an aggregated subquery/CTE is split into its
+   DP release (rewritten by the whole pipeline) and a post-processing query over the noisy rows;
 2. ``bind_tables`` — :mod:`~dpsql.rewriter.bind`: every table is in the policy;
 3. ``aliases`` — :mod:`~dpsql.rewriter.aggregates`: other dialects' aggregate names (VAR, STD …);
 4. ``allowlist`` — :mod:`~dpsql.rewriter.allowlist`: default-deny node types and functions;
@@ -45,7 +49,10 @@ from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, reso
 from dpsql.rewriter.contribution import Bounded, BoundingContext, KeySource, build_bounded, column_families, make_salt
 from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
+from dpsql.rewriter.layers import compose as compose_layers
+from dpsql.rewriter.layers import split as split_layers
 from dpsql.rewriter.literals import check_divisors, check_row_counts
+from dpsql.rewriter.normalize import normalize, postgres_to_char
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import Post, _pg_type, build_post
@@ -94,7 +101,20 @@ def _parse(st: RewriteState) -> None:
     else:
         st.tree = parse_statement(st.sql, max_bytes=st.limits.max_statement_bytes, max_nodes=st.limits.max_ast_nodes)
         st.text = st.sql
+    # PostgreSQL's names of what the user wrote (before normalize; VAR(x) is named "var" though it
+    # becomes VAR_SAMP(x))
+    st.names = output_names(st.tree)
+
+
+def _normalize(st: RewriteState) -> None:
+    st.tree = normalize(st.tree)
     check_row_counts(st.tree)
+
+
+def _layers(st: RewriteState) -> None:
+    layer = split_layers(st.tree, lambda name: _is_private(st.catalog, name))
+    if layer is not None:  # SQL over a DP result: the release, then post-processing of its noisy rows
+        st.result = compose_layers(rewrite(layer.inner, st.catalog, dialect=st.dialect), layer)
 
 
 def _bind_tables(st: RewriteState) -> None:
@@ -102,7 +122,6 @@ def _bind_tables(st: RewriteState) -> None:
 
 
 def _aliases(st: RewriteState) -> None:
-    st.names = output_names(st.tree)  # as written: VAR(x) is named "var" though it becomes VAR_SAMP(x)
     st.notes.extend(aggregates.normalize_aliases(st.tree))
 
 
@@ -115,8 +134,9 @@ def _qualify(st: RewriteState) -> None:
     st.tree = qualify_names(st.tree, st.catalog)
     if not st.refs.private:
         check_divisors(st.tree)
+        public = physical_names(st.tree.copy(), st.dialect)
         st.result = Rewrite(
-            sql=emit(physical_names(st.tree.copy(), st.dialect), st.dialect),
+            sql=emit(postgres_to_char(public) if st.dialect == "postgres" else public, st.dialect),
             dialect=st.dialect,
             plan=None,
             outputs=_public_outputs(st.tree, st.names, st.catalog),
@@ -152,7 +172,9 @@ def _rowcost(st: RewriteState) -> None:
 
 def _analyze(st: RewriteState) -> None:
     assert st.info is not None
-    st.shape = analyze_shape(st.tree, private_alias=st.alias, unit_column=st.info.policy.privacy_unit)
+    bounded_columns = {c.name for c in st.info.policy.columns.values() if c.bounded}
+    st.shape = analyze_shape(st.tree, private_alias=st.alias, unit_column=st.info.policy.privacy_unit,
+                             families=st.families, bounded=bounded_columns)
 
 
 def _contribution(st: RewriteState) -> None:
@@ -238,6 +260,8 @@ Pass = Callable[[RewriteState], None]
 
 RULES: tuple[tuple[str, Pass], ...] = (
     ("parse", _parse),
+    ("normalize", _normalize),
+    ("layers", _layers),
     ("bind_tables", _bind_tables),
     ("aliases", _aliases),
     ("allowlist", _allowlist),
@@ -287,6 +311,13 @@ def rewrite_until(sql: str | exp.Expression, catalog: Catalog, pass_name: str, *
         assert st.result is not None
         return st.result.sql
     return st.tree.sql(dialect)
+
+
+def _is_private(catalog: Catalog, name: str) -> bool:
+    """True when ``name`` (``t`` or ``schema.t``, as written) is a private table of the policy."""
+    schema, _, table = name.rpartition(".")
+    info = catalog.table(f"{'public' if schema in ('', 'main') else schema}.{table}")
+    return info is not None and not info.policy.public
 
 
 def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> int:

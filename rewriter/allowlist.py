@@ -29,7 +29,8 @@ from dpsql.errors import (
 )
 from dpsql.rewriter.aggregates import SUPPORTED_AGGREGATES
 from dpsql.rewriter.bounds import literal_fraction
-from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS
+from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, function_rule
+from dpsql.rewriter.normalize import display_name
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,
@@ -175,9 +176,8 @@ def _check_public_node(node: exp.Expression) -> None:
     if isinstance(node, _PUBLIC_EXTRA) or cls in SCALAR_FUNCTIONS or cls in _ALLOWED:
         return
     if isinstance(node, exp.Func):
-        name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
-        raise UndefinedFunction(f"function {name.lower()}() is not allowed by dpsql", hint="see docs/sql.md")
-    raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+        raise UndefinedFunction(f"function {display_name(node)}() is not allowed by dpsql", hint="see docs/sql.md")
+    raise UnsupportedQuery(f"{display_name(node)} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
 
 
 def _check_node(node: exp.Expression) -> None:
@@ -216,7 +216,7 @@ def _check_node(node: exp.Expression) -> None:
             f"aggregate {node.sql_name().upper()} is not supported",
             hint="use COUNT, SUM, AVG, VAR_POP, VAR_SAMP, STDDEV_POP or STDDEV_SAMP",
         )
-    rule = SCALAR_FUNCTIONS.get(cls)
+    rule = function_rule(node)
     if rule is not None:
         for arg in rule.literal_args:
             value = node.args.get(arg)
@@ -228,13 +228,12 @@ def _check_node(node: exp.Expression) -> None:
             _check_int_arg(node, rule.name, arg)
         return
     if isinstance(node, exp.Func) and not isinstance(node, SUPPORTED_AGGREGATES) and cls not in _ALLOWED:
-        name = node.name if isinstance(node, exp.Anonymous) else node.sql_name()
         raise UndefinedFunction(
-            f"function {name.lower()}() is not allowed by dpsql",
+            f"function {display_name(node)}() is not allowed by dpsql",
             hint="see the list of supported functions in the documentation (docs/sql.md)",
         )
     if cls not in _ALLOWED:
-        raise UnsupportedQuery(f"{cls.__name__} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
+        raise UnsupportedQuery(f"{display_name(node)} syntax is not supported", hint="rewrite the query with plain SELECT syntax")
 
 
 def _check_int_arg(node: exp.Expression, name: str, arg: str) -> None:

@@ -13,6 +13,7 @@ table used outside an aggregate or group key is refused (42501).
 
 from __future__ import annotations
 
+from collections.abc import Callable, Mapping, Set
 from dataclasses import dataclass, field
 
 from sqlglot import exp
@@ -44,8 +45,12 @@ class QueryShape:
     relation_aliases: set[str] = field(default_factory=set)
 
 
-def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: str | None = None) -> QueryShape:
+def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: str | None = None,
+                  families: Mapping[str, str] | None = None, bounded: Set[str] = frozenset()) -> QueryShape:
     """Split a flattened, qualified SELECT into keys, aggregates and post-processing parts.
+
+    ``families`` (``alias.column`` → type family) and ``bounded`` (the private columns with declared
+    lower/upper) only shape the hints of refusals: each suggests what is valid for that column.
 
     Raises PrivacyViolation for raw private columns outside aggregates or keys and for aggregates over
     the privacy unit, and UnsupportedQuery for shapes outside the supported subset.
@@ -85,8 +90,12 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
             aggregates.append(spec)
         return exp.column(f"{AGG_PREFIX}{agg_index[key]}")
 
+    def hint(column: str) -> str:
+        return column_hint(column, (families or {}).get(f"{private_alias}.{column}", "unknown"), column in bounded,
+                           column == unit_column)
+
     def outer(node: exp.Expression) -> exp.Expression:
-        return _replace(node.copy(), keys, agg_ref, private_alias)
+        return _replace(node.copy(), keys, agg_ref, private_alias, hint)
 
     projections = [outer(p) for p in select.expressions]
     if not aggregates and not keys:
@@ -143,7 +152,28 @@ def _classify(node: exp.Expression, alias: str, unit: str | None) -> AggregateSp
     return aggregates.classify(node, ClassifyContext(alias=alias, unit=unit, label=label, condition=condition))
 
 
-def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str) -> exp.Expression:
+def column_hint(column: str, family: str, bounded: bool, unit: bool) -> str:
+    """A hint that suggests only what is valid for ``column``: never grouping by the privacy unit,
+    never AVG/SUM of text, dates or columns without declared bounds.
+
+    >>> column_hint("cost", "float", True, False)
+    'aggregate it (e.g. AVG(cost) or SUM(cost)) or group by it'
+    >>> column_hint("visit_date", "date", False, False)
+    "group by it (or by date_trunc('month', visit_date)), or count it: COUNT(visit_date)"
+    """
+    if unit:
+        return f"{column} is the privacy unit: count individuals with COUNT(DISTINCT {column}), or group by another column"
+    if family in ("int", "float", "numeric"):
+        if bounded:
+            return f"aggregate it (e.g. AVG({column}) or SUM({column})) or group by it"
+        return f"group by it or count it (COUNT({column})); AVG and SUM need lower/upper bounds for it in the policy"
+    if family in ("date", "timestamp"):
+        return f"group by it (or by date_trunc('month', {column})), or count it: COUNT({column})"
+    return f"group by it, or count it: COUNT({column})"
+
+
+def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str,
+             hint: Callable[[str], str] | None = None) -> exp.Expression:
     """Replace group keys and aggregates by column references; refuse leftover private columns."""
 
     def visit(n: exp.Expression) -> exp.Expression:
@@ -165,7 +195,7 @@ def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: s
         if col.table == alias:
             raise PrivacyViolation(
                 f'column "{col.name}" of a private table must be inside an aggregate or in GROUP BY',
-                hint=f"aggregate it (e.g. AVG({col.name})) or group by it",
+                hint=hint(col.name) if hint is not None else "aggregate it or group by it",
             )
         raise GroupingError(
             f'column "{col.table}.{col.name}" must appear in the GROUP BY clause or be used in an aggregate function',

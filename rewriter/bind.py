@@ -65,6 +65,8 @@ def resolve_tables(tree: exp.Expression, catalog: Catalog) -> TableRefs:
             continue
         schema = _SCHEMA_ALIASES.get(db, db) if db else "public"
         info = catalog.table(f"{schema}.{name}")
+        if info is not None and isinstance(table.this, exp.Identifier) and table.this.quoted and info.policy.table != name:
+            info = None  # a quoted name is case-sensitive: "PAYMENTS" is not payments
         if info is None:
             shown = f"{db}.{name}" if db else name
             raise UndefinedTable(
@@ -98,8 +100,9 @@ def qualify_names(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     unknown table alias.
     """
     schema = catalog.mapping_schema
+    sides = _using_sides(tree)
     try:
-        return qualify(
+        qualified = qualify(
             tree,
             schema=schema,
             dialect="postgres",
@@ -120,6 +123,67 @@ def qualify_names(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
         if "Unknown table" in text or "not found" in text:
             raise UndefinedTable(f"unknown table reference: {text.split(':')[-1].strip()}") from None
         raise UndefinedColumn(f"could not resolve the query's names: {text.splitlines()[0]}") from None
+    _bind_using_columns(qualified, sides)
+    _drop_column_aliases(qualified, catalog)
+    return qualified
+
+
+def _using_sides(tree: exp.Expression) -> dict[tuple[str, str], str]:
+    """(alias of the joined table, USING column) → join side, for every ``JOIN … USING``."""
+    out: dict[tuple[str, str], str] = {}
+    for join in tree.find_all(exp.Join):
+        using = join.args.get("using")
+        if not using or not isinstance(join.this, exp.Table):
+            continue
+        side = (join.side or "").upper()
+        for col in using:
+            out[(join.this.alias_or_name.lower(), col.name.lower())] = side
+    return out
+
+
+def _bind_using_columns(tree: exp.Expression, sides: dict[tuple[str, str], str]) -> None:
+    """qualify turns a USING column into COALESCE(left.k, right.k). PostgreSQL's merged column is
+    exactly that for FULL JOIN; for INNER and LEFT it is the left side's value and for RIGHT JOIN
+    the right side's (equal wherever both exist), so bind it to that one column — which lets a
+    public right side's keys be released as public keys."""
+    if not sides:
+        return
+
+    def visit(node: exp.Expression) -> exp.Expression:
+        if not isinstance(node, exp.Coalesce) or node.expressions is None or len(node.expressions) != 1:
+            return node
+        left, right = node.this, node.expressions[0]
+        if not (isinstance(left, exp.Column) and isinstance(right, exp.Column) and left.name == right.name):
+            return node
+        side = sides.get((right.table.lower(), right.name.lower()))
+        if side is None or side == "FULL":
+            return node
+        return (right if side == "RIGHT" else left).copy()
+
+    tree.transform(visit, copy=False)
+
+
+def _drop_column_aliases(tree: exp.Expression, catalog: Catalog) -> None:
+    """``FROM t AS a(x, y)``: refer to the base table's own column names (in the visible schema's
+    order, as qualify bound them) and drop the column list, so that every later pass — bounds,
+    public key sets, families — sees policy columns."""
+    renames: dict[tuple[str, str], str] = {}
+    for table in tree.find_all(exp.Table):
+        alias = table.args.get("alias")
+        if not isinstance(alias, exp.TableAlias) or not alias.columns or table.args.get("db") is None:
+            continue
+        info = catalog.table(f"{table.db}.{table.name}")
+        if info is None:
+            continue
+        for given, col in zip(alias.columns, info.columns, strict=False):
+            renames[(alias.name, given.name)] = col.name
+        alias.set("columns", None)
+    if not renames:
+        return
+    for col in tree.find_all(exp.Column):
+        real = renames.get((col.table, col.name))
+        if real is not None:
+            col.set("this", exp.to_identifier(real, quoted=True))
 
 
 def output_names(tree: exp.Expression) -> list[str]:
@@ -173,9 +237,9 @@ def _pg_name(node: exp.Expression) -> str:
     if type(node) in _FUNC_NAMES:
         return _FUNC_NAMES[type(node)]
     if isinstance(node, exp.Func):
-        if isinstance(node, exp.Anonymous):
-            return node.name.lower()
-        return node.sql_name().lower()
+        from dpsql.rewriter.normalize import display_name
+
+        return display_name(node)
     return "?column?"
 
 

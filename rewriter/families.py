@@ -67,8 +67,14 @@ def type_family(node: exp.Expression, columns: Families) -> str:
         return "numeric"
     if isinstance(node, exp.TimestampTrunc | exp.DateTrunc):
         return "timestamp"
-    if isinstance(node, exp.CurrentDate):
+    if isinstance(node, exp.CurrentDate | exp.StrToDate):
         return "date"
+    if isinstance(node, exp.StrToTime | exp.UnixToTime):
+        return "timestamp"
+    if isinstance(node, exp.TimeToStr):
+        return "text"
+    if isinstance(node, exp.Anonymous) and str(node.name).lower() == "age":
+        return "interval"
     if isinstance(node, exp.CurrentTimestamp):
         return "timestamp"
     if isinstance(node, exp.Round | exp.Floor | exp.Ceil | exp.Trunc | exp.Abs):

@@ -109,6 +109,13 @@ SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
     exp.DateTrunc: _r("date_trunc", "guard", "guard", ("unit",)),
     exp.CurrentDate: _r("current_date", "total", "total"),
     exp.CurrentTimestamp: _r("current_timestamp", "total", "total"),
+    # BI tools' date functions (normalize.py maps PostgreSQL's spellings onto these nodes).
+    # to_date/to_timestamp parse text, which can fail: literal arguments only (a constant, so it is
+    # evaluated before the charge); to_char/age are guarded to the safe date domain.
+    exp.StrToDate: _r("to_date", "total", "total", ("this", "format")),
+    exp.StrToTime: _r("to_timestamp", "total", "total", ("this", "format")),
+    exp.UnixToTime: _r("to_timestamp", "total", "total", ("this",)),
+    exp.TimeToStr: _r("to_char", "guard", "guard", ("format",)),  # pattern checked by normalize: ≤ 64 bytes out
 }
 
 # The aggregates the rewriter understands are the registry's: dpsql.rewriter.aggregates.SUPPORTED_AGGREGATES.
@@ -160,6 +167,18 @@ for _fn, _mode in SPARK_MODES.items():
 
 # EXTRACT fields whose values are the same on Spark as on PostgreSQL (Spark's DOW counts from 1).
 SPARK_EXTRACT_FIELDS = frozenset({"year", "quarter", "month", "week", "day", "doy", "hour", "minute"})
+
+# Functions sqlglot keeps as named calls (exp.Anonymous), by lower-case name.
+NAMED_FUNCTIONS: dict[str, FunctionRule] = {
+    "age": _r("age", "guard", "guard"),
+}
+
+
+def function_rule(node: exp.Expression) -> FunctionRule | None:
+    """The rule of a scalar function node (by class, or by name for a named call), else None."""
+    if isinstance(node, exp.Anonymous):
+        return NAMED_FUNCTIONS.get(str(node.name).lower())
+    return SCALAR_FUNCTIONS.get(type(node))
 
 # Aggregates refused because they would release a raw value of one individual.
 RAW_VALUE_AGGREGATES: dict[type[exp.Expression], str] = {

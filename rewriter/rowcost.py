@@ -133,7 +133,7 @@ def _size(node: exp.Expression, fams: Families, work: list[Fraction]) -> Size:
         return Size(Fraction(0), Fraction(len(node.this.encode())))
     sizes = {id(k): _size(k, fams, work) for k in kids}
     text_inputs = sum((sizes[id(k)].mult for k in kids if type_family(k, fams) in ("text", "unknown")), Fraction(0))
-    rule = F.SCALAR_FUNCTIONS.get(type(node))
+    rule = F.function_rule(node)
     first = sizes[id(node.this)] if isinstance(node.args.get("this"), exp.Expression) else _ZERO
     if (rule is not None and rule.text_size != "none") or isinstance(node, _TEXT_SCANNING):
         work[0] += text_inputs

@@ -51,7 +51,14 @@ from sqlglot import exp
 from dpsql.errors import UndefinedFunction, UnsupportedQuery
 from dpsql.rewriter import guards
 from dpsql.rewriter.families import NUMERIC_FAMILIES, TEMPORAL_FAMILIES, Families, type_family
-from dpsql.rewriter.functions import MAX_DAY_OFFSET, MAX_INTERVAL_DAYS, PG_TOTAL_CASTS, SCALAR_FUNCTIONS, SPARK_EXTRACT_FIELDS
+from dpsql.rewriter.functions import (
+    MAX_DAY_OFFSET,
+    MAX_INTERVAL_DAYS,
+    PG_TOTAL_CASTS,
+    SPARK_EXTRACT_FIELDS,
+    function_rule,
+)
+from dpsql.rewriter.normalize import to_char_pattern
 
 __all__ = ["Families", "totalize", "type_family"]
 
@@ -129,7 +136,7 @@ def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families,
             # PostgreSQL's LIKE escapes with a backslash by default; DuckDB's has no default escape.
             n.set("expression", exp.Escape(this=pattern, expression=exp.Literal.string("\\")))
         return n
-    rule = SCALAR_FUNCTIONS.get(type(n))
+    rule = function_rule(n)
     if rule is None:
         return n
     mode = rule.mode(dialect)
@@ -145,6 +152,8 @@ def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families,
     if dialect == "spark":
         n = _spark_function(n)
     if mode == "guard":
+        if isinstance(n, exp.Anonymous):
+            return _guard_dates(n, dict(enumerate(type_family(a, cols) for a in n.expressions)), dialect)  # type: ignore[arg-type]
         return _GUARDS[type(n)](n, opfam, dialect)
     return n
 
@@ -486,6 +495,28 @@ def _guard_trunc(n: exp.Expression, opfam: Mapping[str, str], dialect: str) -> e
     return guards.guarded(guards.in_domain(n.this, fam), n)
 
 
+def _guard_dates(n: exp.Expression, opfam: Mapping[str, str], dialect: str) -> exp.Expression:
+    """to_char/age: every date/timestamp operand in the safe domain (±infinity and beyond → NULL);
+    an operand of another type is refused (no run-time conversion of private values)."""
+    rule = function_rule(n)
+    name = rule.name if rule is not None else "?"
+    operands = list(enumerate(n.expressions)) if isinstance(n, exp.Anonymous) else [("this", n.this)]
+    conds: list[exp.Expression] = []
+    for key, value in operands:
+        fam = opfam.get(key, "unknown")  # type: ignore[call-overload]
+        if fam not in TEMPORAL_FAMILIES:
+            raise UndefinedFunction(
+                f"function {name}({_PG_NAMES.get(fam, fam)}) does not exist",
+                hint="it takes a date or timestamp (to_char of numbers is not supported)",
+            )
+        conds.append(guards.in_domain(value, fam))
+    out: exp.Expression = n
+    if isinstance(n, exp.TimeToStr) and dialect == "postgres":
+        fmt = n.args["format"]
+        out = exp.Anonymous(this="TO_CHAR", expressions=[n.this, exp.Literal.string(to_char_pattern(str(fmt.this)))])
+    return guards.guarded(exp.and_(*conds), out)
+
+
 def _operand(n: exp.Expression, key: str, dialect: str) -> exp.Expression:
     """The operand ``key`` of ``n`` (as numeric on PostgreSQL, so that the guard and the function see one value)."""
     value = n.args[key]
@@ -502,4 +533,5 @@ _GUARDS: dict[type[exp.Expression], Callable[[exp.Expression, Mapping[str, str],
     exp.Exp: _guard_exp,
     exp.TimestampTrunc: _guard_trunc,
     exp.DateTrunc: _guard_trunc,
+    exp.TimeToStr: _guard_dates,
 }

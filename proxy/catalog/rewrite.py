@@ -126,11 +126,13 @@ _ALIAS_KEYWORDS = {TokenType.SELECT, TokenType.INSERT, TokenType.UPDATE, TokenTy
                    TokenType.FROM, TokenType.WHERE, TokenType.ORDER_BY, TokenType.GROUP_BY, TokenType.LIMIT, TokenType.USING}
 _ARRAY_TYPE_FIX = {"oid": "bigint", "xid": "bigint", "name": "text", "regtype": "bigint", "regclass": "bigint", "regproc": "text",
                    "regnamespace": "bigint", "regrole": "bigint", '"char"': "text", "char": "text"}
-_NEEDS_FIX = re.compile(r"\[\s*\]|\bas\s+(select|insert|update|delete|table|schema|from|where|order|group|limit|using)\b", re.I)
+_NEEDS_FIX = re.compile(r"\[\s*\]|\bas\s+(select|insert|update|delete|table|schema|from|where|order|group|limit|using)\b"
+                        r"|\bselect\s+from\b", re.I)
 
 
 def _prepare(sql: str) -> str:
-    """Quote keyword aliases (``AS select``) and map ``::oid[]``-style array types sqlglot can't parse."""
+    """Quote keyword aliases (``AS select``), map ``::oid[]``-style array types sqlglot can't parse, and
+    give ``EXISTS (SELECT FROM …)`` (an empty select list, which only EXISTS ignores) a constant one."""
     if not _NEEDS_FIX.search(sql):
         return sql
     try:
@@ -141,7 +143,10 @@ def _prepare(sql: str) -> str:
     for i, tok in enumerate(tokens):
         prev = tokens[i - 1] if i else None
         nxt = tokens[i + 1] if i + 1 < len(tokens) else None
-        if prev is not None and prev.token_type == TokenType.ALIAS and tok.token_type in _ALIAS_KEYWORDS:
+        if (tok.token_type == TokenType.SELECT and nxt is not None and nxt.token_type == TokenType.FROM and i >= 2
+                and prev is not None and prev.token_type == TokenType.L_PAREN and tokens[i - 2].token_type == TokenType.EXISTS):
+            edits.append((tok.start, tok.end, f"{tok.text} 1"))
+        elif prev is not None and prev.token_type == TokenType.ALIAS and tok.token_type in _ALIAS_KEYWORDS:
             edits.append((tok.start, tok.end, f'"{tok.text.lower()}"'))
         elif (nxt is not None and nxt.token_type == TokenType.L_BRACKET and i + 2 < len(tokens)
               and tokens[i + 2].token_type == TokenType.R_BRACKET and prev is not None
@@ -332,6 +337,8 @@ class _Rewriter:
             return exp.Literal.string(node.this)
         if isinstance(node, exp.Placeholder | exp.Parameter):
             return self.param(node)
+        if isinstance(node, exp.Any):
+            return self.any_array(node)
         if isinstance(node, exp.Div):
             return self.div(node)
         if isinstance(node, exp.Dot) and isinstance(node.this, exp.Identifier) and node.this.name.lower() in SYSTEM_SCHEMAS:
@@ -506,6 +513,24 @@ class _Rewriter:
 
     # ---------------------------------------------------------------------------------- values
 
+    def any_array(self, node: exp.Any) -> exp.Expression:
+        """``= ANY($1)`` with a text[] parameter (pgcli sends the array as text, ``'{r,p}'``) and
+        ``= ANY('{r,p,""}')``: the operand is an array, so a string is read as an array literal."""
+        inner = node.this
+        while isinstance(inner, exp.Paren):
+            inner = inner.this
+        if self.is_token(inner):
+            i = self._token_index(inner)
+            if self.tokens[i].kind == "param":
+                self.tokens[i] = Token("param_array", self.tokens[i].arg)
+            return node
+        if isinstance(inner, exp.Literal) and inner.is_string:
+            items = _pg_array_items(inner.this)
+            if items is None:
+                raise InvalidTextRepresentation(f'malformed array literal: "{inner.this}"')
+            node.set("this", exp.Array(expressions=[exp.null() if v is None else exp.Literal.string(v) for v in items]))
+        return node
+
     def param(self, node: exp.Expression) -> exp.Expression:
         """``$n`` → a parameter token."""
         name = node.name if isinstance(node, exp.Placeholder) else node.this.name if isinstance(node.this, exp.Expression) else ""
@@ -524,6 +549,11 @@ class _Rewriter:
 
     def func(self, node: exp.Func, ctx: str = "") -> exp.Expression:
         """Map a PostgreSQL function to a macro, a UDF, a constant, a session token, or leave DuckDB's own."""
+        if isinstance(node, exp.TimeToStr):  # to_char: the same text as PostgreSQL, or refused naming the pattern
+            from dpsql.rewriter.normalize import to_char_format, to_char_source
+
+            node.set("format", exp.Literal.string(to_char_format(to_char_source(node))))
+            return node
         if isinstance(node, exp.CurrentVersion):
             return self.token("version")
         if isinstance(node, exp.CurrentSchema):

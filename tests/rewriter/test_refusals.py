@@ -24,7 +24,9 @@ REFUSALS = [
     ("SELECT SUM(LENGTH(diagnosis)) FROM visits", "42501"),  # no bounds
     ("SELECT COUNT(*) FROM (SELECT * FROM visits LIMIT 10) s", "42501"),
     ("SELECT COUNT(*) FROM (SELECT * FROM visits ORDER BY age) s", "42501"),
-    ("SELECT COUNT(*) FROM (SELECT DISTINCT department FROM visits) s", "42501"),
+    # SQL over a DP result is post-processing (rewriter/layers.py): COUNT(*) over SELECT DISTINCT of a
+    # declared column is free; a DISTINCT that keeps the privacy unit is grouping by it
+    ("SELECT COUNT(*) FROM (SELECT DISTINCT patient_id, department FROM visits) s", "42501"),
     ("SELECT COUNT(*) FROM visits TABLESAMPLE BERNOULLI (10)", "42501"),
     ("COPY visits TO '/tmp/x.csv'", "42501"),
     ("PRAGMA database_list", "42501"),
@@ -53,7 +55,7 @@ REFUSALS = [
     ("SELECT COUNT(*) FROM visits v JOIN patients p ON v.patient_id = p.patient_id", "0A000"),
     ("SELECT COUNT(*) FROM visits UNION SELECT COUNT(*) FROM visits", "0A000"),
     ("SELECT COUNT(DISTINCT diagnosis) FROM visits", "0A000"),
-    ("SELECT AVG(n) FROM (SELECT patient_id, COUNT(*) n FROM visits GROUP BY patient_id) s", "0A000"),
+    ("SELECT AVG(n) FROM (SELECT patient_id, COUNT(*) n FROM visits GROUP BY patient_id) s", "42501"),  # the release groups by the unit
     ("SELECT department, COUNT(*) FROM visits GROUP BY ROLLUP (department)", "0A000"),
     ("SELECT COUNT(*) FROM visits WHERE diagnosis ~ 'a.*'", "0A000"),
     ("SELECT COUNT(*) FROM visits WHERE diagnosis LIKE note", "0A000"),

@@ -67,6 +67,12 @@ FUNCTION_PROBES: dict[str, str] = {
     "date_trunc": _where(f"date_trunc('month', paid_at + {DAY} * INTERVAL '1 second') > TIMESTAMP '2020-01-01'"),
     "current_date": _where(f"paid_on + {DAY} < current_date"),
     "current_timestamp": _where(f"paid_at + {DAY} * INTERVAL '1 second' < current_timestamp"),
+    # BI tools' date functions: to_date/to_timestamp take literals only (constants, evaluated before
+    # the charge); to_char and age see the target's date pushed out of range
+    "to_date": _where(f"paid_on + {DAY} > to_date('2020-01-01', 'YYYY-MM-DD')"),
+    "to_timestamp": _where(f"paid_at + {DAY} * INTERVAL '1 second' > to_timestamp('2020-01-01 00:00:00', 'YYYY-MM-DD HH24:MI:SS')"),
+    "to_char": _where(f"to_char(paid_on + {DAY}, 'YYYY-MM-DD HH24:MI:SS') > '2020'"),
+    "age": _where(f"age(paid_at + {DAY} * INTERVAL '1 second', TIMESTAMP '2000-01-01') > INTERVAL '1 year'"),
 }
 
 _TERM = f"(CASE WHEN paid_on + (CASE WHEN {T} THEN 2000000000 + {{i}} ELSE 1 END) * INTERVAL '1 day' > DATE '2020-01-01' THEN 0 ELSE 1 END)"

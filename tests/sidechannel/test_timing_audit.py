@@ -19,7 +19,7 @@ import pytest
 from probes import FUNCTION_PROBES, Probe, corpus, string_blowup
 from sidechannel_lib import RARE_CITY, Twin, Verdict, needs_layer1, paired, run_once, set_shield
 
-from dpsql.rewriter.functions import SCALAR_FUNCTIONS
+from dpsql.rewriter.functions import NAMED_FUNCTIONS, SCALAR_FUNCTIONS
 
 PAIRS = 60  # per product probe: distinguishable at ≥ 57/60 (see sidechannel_lib)
 CONTROL_PAIRS = 80  # per negative control: caught at ≥ 72/80
@@ -51,7 +51,7 @@ def _run_corpus(twin: Twin) -> list[str]:
 
 
 def test_corpus_covers_every_allowlisted_function() -> None:
-    names = {rule.name for rule in SCALAR_FUNCTIONS.values()}
+    names = {rule.name for rule in [*SCALAR_FUNCTIONS.values(), *NAMED_FUNCTIONS.values()]}
     assert names <= set(FUNCTION_PROBES), f"functions without a T6 probe: {sorted(names - set(FUNCTION_PROBES))}"
 
 

@@ -83,12 +83,16 @@ def test_dashboard_loads_are_charged_once(demo: tuple[Running, Path]) -> None:
     assert 'dpsql_replays_total{user="alice"} 80.0' in text
     assert 'dpsql_charged_queries_total{user="alice"} 4.0' in text
     assert 'dpsql_epsilon_charged_total{user="alice"} 4.0' in text
-    assert 'dpsql_statement_duration_seconds_count{kind="private"} 105.0' in text
+    # the filter-values query is a free answer (declared keys, no aggregate): kind "free", never charged
+    assert 'dpsql_statement_duration_seconds_count{kind="private"} 84.0' in text
+    assert 'dpsql_statement_duration_seconds_count{kind="free"} 21.0' in text
     assert "53000" not in text
 
     lines = [json.loads(line) for line in (policy.parent / "dpsql-audit.jsonl").read_text().splitlines()]
     private = [r for r in lines if r["kind"] == "private"]
-    assert len(private) == 105 and sum(r["replayed"] for r in private) == 80
+    assert len(private) == 84 and sum(r["replayed"] for r in private) == 80
+    free = [r for r in lines if r["kind"] == "free"]
+    assert len(free) == 21 and not any(r["replayed"] for r in free)
     assert {(r["peer"], r["tls"], r["auth"]) for r in lines} == {("127.0.0.1", False, "scram-sha-256")}
     assert all(r["outcome"] == "ok" for r in lines)
 
