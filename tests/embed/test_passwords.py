@@ -37,9 +37,9 @@ def test_serve_requires_a_password_per_user(write_policy: Callable[..., Path]) -
 
 
 def test_serve_with_trust_needs_no_password(write_policy: Callable[..., Path]) -> None:
-    from dpsql.proxy.server import build_server
-
     import asyncio
+
+    from dpsql.proxy.server import build_server
 
     loop = asyncio.new_event_loop()
     try:
