@@ -43,7 +43,12 @@ def _policy(policy: str | Path | Policy) -> Policy:
 
 
 def open_backend(policy: Policy, *, duckdb: str | Path | None = None, postgres: str | None = None) -> Backend:
-    """The execution backend for ``policy``: ``postgres`` DSN, else a DuckDB file (flag or policy), else file-mapped tables."""
+    """The execution backend for ``policy``: ``postgres`` DSN, else a DuckDB file (flag or policy), else
+    the policy's Spark Connect server, else file-mapped tables."""
+    if postgres is None and duckdb is None and policy.source.spark:
+        from dpsql.proxy.backends.spark import SparkBackend
+
+        return SparkBackend(policy)
     dsn = postgres or (policy.source.postgres if duckdb is None else None)
     if dsn:
         from dpsql.proxy.backends.postgres import PostgresBackend
