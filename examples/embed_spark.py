@@ -5,10 +5,11 @@
 The shape of an embedding on Spark: the application keeps its SparkSession, dpsql rewrites the
 query for the rewriter's ``spark`` dialect, charges the ledger, the application runs the bounded
 SQL as one tagged Spark job (cancellable, with a timeout) and hands the collected rows back to
-dpsql to release. It needs the rewriter's Spark dialect; until the installed dpsql has one it
-stops with a message. Never transpile the DuckDB or PostgreSQL bounded SQL to Spark with sqlglot
-instead: that drops ``TRY``, and Spark's ANSI errors, integer sums, casts and ``LIKE`` escapes
-differ, so the transpiled SQL is neither total nor exact (issue 13, docs/embedding.md).
+dpsql to release. The session is checked with the Spark backend's lock-down and the policy
+tables are exposed as the session views the Spark bounded SQL reads (``create_views``).
+Never transpile the DuckDB or PostgreSQL bounded SQL to Spark with sqlglot instead: that drops
+``TRY``, and Spark's ANSI errors, integer sums, casts and ``LIKE`` escapes differ, so the
+transpiled SQL is neither total nor exact (issue 13, docs/embedding.md).
 
 The module imports without pyspark; :func:`main` imports it.
 """
@@ -26,39 +27,14 @@ from typing import Any
 from dpsql.embed import Pipeline, Runner
 from dpsql.policy import Policy, load_policy
 
-#: Spark SQL type (``DataType.simpleString()``) → PostgreSQL type name, for the pipeline's schema
-_SPARK_TYPES = {
-    "tinyint": "int2", "smallint": "int2", "int": "int4", "bigint": "int8",
-    "float": "float4", "double": "float8", "boolean": "bool", "string": "text",
-    "date": "date", "timestamp": "timestamptz", "timestamp_ntz": "timestamp",
-}  # fmt: skip
-
-#: settings a Spark session must have before it may hold private tables (see README, Spark)
-REQUIRED_SETTINGS = {"spark.sql.runSQLOnFiles": "false"}
-
-
-def pg_type(spark_type: str) -> str:
-    """The PostgreSQL type name of a Spark SQL type (decimals → numeric, char/varchar → text)."""
-    t = spark_type.strip().lower()
-    if t.startswith("decimal"):
-        return "numeric"
-    if t.startswith(("varchar", "char")):
-        return "text"
-    return _SPARK_TYPES.get(t, "text")
-
-
-def spark_table(policy_schema: str, table: str) -> str:
-    """The Spark catalog name of a policy table: schema ``public`` is Spark's ``default`` database."""
-    return f"{'default' if policy_schema == 'public' else policy_schema}.{table}"
-
 
 def describe_spark(spark: Any, policy: Policy) -> dict[str, list[tuple[str, str]]]:
-    """Columns of every policy table from the Spark catalog; ``.schema`` analyses, runs no job."""
-    out: dict[str, list[tuple[str, str]]] = {}
-    for qualified, t in policy.tables.items():
-        fields = spark.table(spark_table(t.schema, t.table)).schema.fields
-        out[qualified] = [(f.name, pg_type(f.dataType.simpleString())) for f in fields]
-    return out
+    """Create the session views the Spark bounded SQL reads (one per policy table, over its catalog
+    table or Parquet path, as dpsql's Spark backend does) and return their columns with PostgreSQL
+    types; ``.schema`` analyses, runs no job."""
+    from dpsql.proxy.backends.spark_setup import create_views
+
+    return {q: [(name, pg) for name, _, pg in cols] for q, cols in create_views(spark, policy).items()}
 
 
 def spark_runner(spark: Any, *, timeout: float = 300.0) -> Runner:
@@ -80,12 +56,13 @@ def spark_runner(spark: Any, *, timeout: float = 300.0) -> Runner:
     return run
 
 
-def check_session(spark: Any) -> None:
-    """Refuse a session whose settings would let SQL read files (fail closed, naming the setting)."""
-    for key, want in REQUIRED_SETTINGS.items():
-        got = str(spark.conf.get(key, None)).lower()
-        if got != want:
-            raise SystemExit(f"the Spark session has {key}={got}; set it to {want} on the Spark Connect server")
+def check_session(spark: Any, policy: Policy) -> None:
+    """Fail closed unless the session is locked down as dpsql's Spark backend requires (no SQL on
+    files, ANSI mode as the emitter expects, no reflection or file-reading functions); PolicyError
+    names the setting."""
+    from dpsql.proxy.backends.spark_setup import lock_down
+
+    lock_down(spark, policy)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -108,8 +85,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
     spark = SparkSession.builder.remote(args.remote).getOrCreate()
     try:
-        check_session(spark)
         policy = load_policy(args.policy)
+        check_session(spark, policy)
         with Pipeline(policy, dialect="spark", schema=describe_spark(spark, policy)) as pipe:
             session = pipe.session(args.user)
             answer = session.execute(args.sql, spark_runner(spark), epsilon=args.epsilon)

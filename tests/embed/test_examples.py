@@ -22,3 +22,16 @@ def test_duckdb_example_runs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
 def test_spark_sketch_imports_without_pyspark() -> None:
     module = importlib.import_module("dpsql.examples.embed_spark")
     assert callable(module.main) and callable(module.spark_runner) and callable(module.describe_spark)
+
+
+def test_scale_out_policy_loads_once_verifiers_are_filled_in(tmp_path: Path) -> None:
+    """examples/scale-out/policy.toml is a valid policy (Spark source, shared PostgreSQL ledger)."""
+    from dpsql.policy import load_policy
+
+    verifier = ("SCRAM-SHA-256$4096:c2FsdHNhbHRzYWx0$YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=:"
+                "YWJjZGVmZ2hpamtsbW5vcHFyc3R1dnd4eXoxMjM0NTY=")
+    text = (Path(__file__).resolve().parents[2] / "examples" / "scale-out" / "policy.toml").read_text()
+    (tmp_path / "policy.toml").write_text(text.replace("SCRAM-SHA-256$4096:…", verifier))
+    policy = load_policy(tmp_path / "policy.toml")
+    assert policy.source.spark is not None and policy.ledger.url is not None
+    policy.require_passwords()

@@ -32,15 +32,21 @@ def test_serve_requires_a_password_per_user(write_policy: Callable[..., Path]) -
 
     path = write_policy()
     with pytest.raises(PolicyError) as e:
-        build_server(path)
+        build_server(path)  # refused before any event loop or engine is made
     assert e.value.key == "users.alice.password" and "dpsql passwd" in str(e.value)
 
 
 def test_serve_with_trust_needs_no_password(write_policy: Callable[..., Path]) -> None:
+    import asyncio
+
     from dpsql.proxy.server import build_server
 
-    server = build_server(write_policy(server='[server]\nauth = "trust"'))
-    server.engine.close()
+    loop = asyncio.new_event_loop()
+    try:
+        server = build_server(write_policy(server='[server]\nauth = "trust"'), loop=loop)
+        server.engine.close()
+    finally:
+        loop.close()
 
 
 def test_check_notes_missing_passwords(write_policy: Callable[..., Path], capsys: pytest.CaptureFixture[str]) -> None:
