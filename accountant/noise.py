@@ -106,14 +106,16 @@ def _pad_until(start: float, quantum: float) -> None:
             time.sleep(left - _SPIN)
 
 
-def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None) -> Released:
+def _noisy(
+    noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None, groups: int | None = None
+) -> Released:
     columns = [s.column for s in noise_plan.stats]
     lengths = {len(exact[c]) for c in columns if c in exact}
     if units is not None:
         lengths.add(len(units))
     if len(lengths) > 1 or any(c not in exact for c in columns if not _from_selection(noise_plan, c)):
         raise ValueError("inconsistent exact input")
-    n = lengths.pop() if lengths else 0
+    n = lengths.pop() if lengths else (groups or 0)
 
     selected: dict[int, int] | None = None
     if noise_plan.selection is not None:
@@ -215,6 +217,7 @@ def release(
     *,
     pad_quantum: float = PAD_QUANTUM,
     ahead: NoiseDraws | None = None,
+    groups: int | None = None,
 ) -> Released:
     """Draw all noise for one query and return only the noisy values (R10), padded in time (R9).
 
@@ -224,7 +227,8 @@ def release(
     selection every group is kept. Call this only after the query's cost has been charged.
     With ``ahead`` (from :func:`draw_ahead` on the same plan) the draws made and padded while
     the SQL ran are added instead; ``exact`` must then hold exactly ``ahead.cells`` groups.
-    Any failure raises ExecutionFailed without values.
+    ``groups`` is the number of groups when the plan has no statistic to count them by (a query of
+    quantiles only, without partition selection). Any failure raises ExecutionFailed without values.
     """
     if ahead is not None:
         try:
@@ -236,7 +240,7 @@ def release(
     failed = False
     result: Released | None = None
     try:
-        result = _noisy(noise_plan, exact, units)
+        result = _noisy(noise_plan, exact, units, groups)
     except Exception:
         failed = True
     _pad_until(start, pad_quantum)

@@ -36,8 +36,9 @@ from dpsql.accountant.accounting import SELECTION_DELTA_SHARE, AccountingMode, a
 from dpsql.accountant.calibration import ScaleOutOfRange
 from dpsql.accountant.costs import Accounting, Cost
 from dpsql.accountant.mechanisms import AdditiveMechanism, ThresholdMechanism
+from dpsql.accountant.quantiles import QuantileNoise, plan_quantile
 from dpsql.errors import InvalidParameterValue, UnsupportedQuery
-from dpsql.rewriter.plan import ReleasePlan, Statistic
+from dpsql.rewriter.plan import QuantileStatistic, ReleasePlan, Statistic
 
 __all__ = ["SELECTION_DELTA_SHARE", "NoisePlan", "SelectionNoise", "StatisticNoise", "calibrate"]
 _MAX_THRESHOLD = 2**62
@@ -130,6 +131,7 @@ class NoisePlan:
     cost: Cost
     conversion_delta: Fraction | None
     epsilon_bound: float
+    quantiles: tuple[QuantileNoise, ...] = ()  # DP selections (quantiles, MIN/MAX), in plan order
 
     def stat(self, column: str) -> StatisticNoise:
         """The noise of the statistic called ``column`` (KeyError if none)."""
@@ -162,7 +164,7 @@ def _units_stat(plan: ReleasePlan) -> Statistic | None:
     return None
 
 
-def _positive_weight(s: Statistic) -> int:
+def _positive_weight(s: Statistic | QuantileStatistic) -> int:
     if isinstance(s.weight, bool) or not isinstance(s.weight, int) or s.weight < 1:
         raise ValueError(f"statistic {s.column}: weight must be a positive integer")
     return s.weight
@@ -259,7 +261,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
     sel_weight = 0
     if selection_needed:
         sel_weight = _positive_weight(units) if units is not None else 1
-    total_weight = sum(_positive_weight(s) for s in own) + sel_weight
+    total_weight = sum(_positive_weight(s) for s in own) + sel_weight + sum(_positive_weight(q) for q in plan.quantiles)
 
     split = mode.query_budget(eps, dlt, selection_needed)
     budget, delta_sel, delta_conv = split.amount, split.selection_delta, split.conversion_delta
@@ -299,6 +301,17 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
                         from_selection=True,
                     )
                 )
+        quantiles: list[QuantileNoise] = []
+        for q in plan.quantiles:
+            share = budget * _positive_weight(q) / total_weight
+            qn = plan_quantile(
+                q.column, q.target, q.alpha, candidates=q.candidates, max_rows=q.max_contribution, l0=l0,
+                accounting=accounting, loss=share,
+            )
+            if qn.cost > share:  # pragma: no cover - guaranteed by calibrate_quantile
+                raise RuntimeError("calibration produced a map above its share")
+            spent += qn.cost
+            quantiles.append(qn)
     except ScaleOutOfRange as e:
         raise UnsupportedQuery(
             "this query needs more noise than dpsql can sample",
@@ -320,4 +333,5 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         cost=Cost(accounting, spent, sel_delta),
         conversion_delta=delta_conv,
         epsilon_bound=bound,
+        quantiles=tuple(quantiles),
     )

@@ -7,6 +7,7 @@ Unknown keys are errors too, so a typo never silently weakens a policy.
 
 from __future__ import annotations
 
+import datetime as _dt
 import ipaddress
 import math
 import re
@@ -21,6 +22,7 @@ from dpsql.errors import PolicyError
 
 Accounting = Literal["zcdp", "basic"]
 ScalarValue = str | int | float | bool
+TimeBound = _dt.date | _dt.datetime  # a datetime is a date subclass: check it first
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -45,11 +47,19 @@ class ColumnPolicy:
     lower: Fraction | None = None
     upper: Fraction | None = None
     values: tuple[ScalarValue, ...] | None = None
+    time_lower: TimeBound | None = None  # bounds on a DATE/TIMESTAMP column (quantiles, MIN/MAX)
+    time_upper: TimeBound | None = None
 
     @property
     def bounded(self) -> bool:
-        """True when both bounds are declared, so the column may be summed."""
+        """True when both numeric bounds are declared, so the column may be summed."""
         return self.lower is not None and self.upper is not None
+
+    @property
+    def time_bounded(self) -> bool:
+        """True when date/timestamp bounds are declared (``lower = 2020-01-01``): the column has
+        quantiles and MIN/MAX, never sums."""
+        return self.time_lower is not None and self.time_upper is not None
 
 
 @dataclass(frozen=True)
@@ -66,6 +76,8 @@ class TablePolicy:
     columns: Mapping[str, ColumnPolicy]
     file: Path | None = None
     columns_declared: bool = True  # False for a public table whose columns are all exposed
+    spark_table: str | None = None  # Spark source only: the catalog table ([catalog.]db.table) it reads
+    spark_path: str | None = None  # Spark source only: a Parquet path or URI (s3a://…, hdfs://…) the cluster reads
 
     @property
     def qualified(self) -> str:
@@ -178,10 +190,14 @@ class LedgerSettings:
 
 @dataclass(frozen=True)
 class Source:
-    """The data source: a DuckDB file (or in-memory with file-mapped tables) or an upstream PostgreSQL."""
+    """The data source: a DuckDB file (or in-memory with file-mapped tables), an upstream
+    PostgreSQL, or a Spark Connect server (``sc://host:port``, its TLS/token parameters passed
+    through as Spark Connect reads them)."""
 
     duckdb: Path | None = None
     postgres: str | None = None
+    spark: str | None = None
+    spark_ansi: bool = True  # the spark.sql.ansi.enabled value dpsql pins on its Spark session
 
 
 @dataclass(frozen=True)
@@ -211,6 +227,17 @@ class Policy:
     def user(self, name: str) -> UserPolicy | None:
         """The user called ``name``, or None if the policy does not list them."""
         return self.users.get(name)
+
+    def require_passwords(self) -> None:
+        """Serving over the wire with ``[server] auth = 'scram-sha-256'`` needs a SCRAM verifier for
+        every user: PolicyError naming the first user without one. Passwords belong to serving
+        only; in-process use (``dpsql query``, :mod:`dpsql.api`, :mod:`dpsql.embed`) needs none."""
+        if self.server.auth != "scram-sha-256":
+            return
+        for name, u in self.users.items():
+            if u.password is None:
+                raise PolicyError(str(self.file), f"users.{name}.password",
+                                  "is required to serve with [server] auth = 'scram-sha-256' (make one with `dpsql passwd`)")
 
     @property
     def ledger_path(self) -> Path:
@@ -353,6 +380,27 @@ def _to_fraction(v: Any) -> Fraction | None:
     return Fraction(v) if isinstance(v, int) else Fraction(str(v))
 
 
+def _read_time_bounds(cr: _Reader) -> tuple[TimeBound | None, TimeBound | None]:
+    """Date or local date-time bounds (TOML ``lower = 2020-01-01`` / ``2020-01-01T00:00:00``), or
+    (None, None) when neither bound is a date. Both must be of one kind, without a UTC offset, and
+    lower ≤ upper."""
+    lo, hi = cr.get("lower"), cr.get("upper")
+    if not isinstance(lo, _dt.date) and not isinstance(hi, _dt.date):
+        return None, None
+    if lo is None or hi is None:
+        raise cr.fail("upper" if lo is not None else "lower", "lower and upper must be declared together")
+    for name, v in (("lower", lo), ("upper", hi)):
+        if isinstance(v, _dt.time) or not isinstance(v, _dt.date):
+            raise cr.fail(name, f"must be a date or a date-time like the other bound, got {v!r}")
+        if isinstance(v, _dt.datetime) and v.utcoffset() is not None:
+            raise cr.fail(name, "must be a local date-time without a UTC offset (e.g. 2020-01-01T00:00:00)")
+    if isinstance(lo, _dt.datetime) != isinstance(hi, _dt.datetime):
+        raise cr.fail("upper", "lower and upper must both be dates or both be date-times")
+    if lo > hi:
+        raise cr.fail("lower", f"({lo.isoformat()}) is after upper ({hi.isoformat()})")
+    return lo, hi
+
+
 def _g(x: Fraction) -> str:
     """A number for messages (``1e-12``, ``0.01``)."""
     return f"{float(x):g}"
@@ -400,11 +448,19 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
     if (s := root.sub("source")) is not None:
         duck = s.string("duckdb")
         pg = s.string("postgres")
+        spark = s.string("spark")
         if duck and pg:
             raise s.fail("postgres", "set either duckdb or postgres, not both")
+        if spark and (duck or pg):
+            raise s.fail("spark", "set only one of duckdb, postgres and spark")
         if pg is not None and not pg.startswith(("postgresql://", "postgres://")):
             raise s.fail("postgres", "must be a postgresql:// URL")
-        source = Source(duckdb=_resolve(base, duck) if duck else None, postgres=pg)
+        if spark is not None and not re.match(r"^sc://[^/;:]+(:\d+)?/?(;.*)?$", spark):
+            raise s.fail("spark", "must be a Spark Connect URL, sc://host:port (parameters after ';', e.g. ;use_ssl=true;token=…)")
+        ansi = s.boolean("spark_ansi", True)
+        if s.has("spark_ansi") and not spark:
+            raise s.fail("spark_ansi", "applies only with [source] spark")
+        source = Source(duckdb=_resolve(base, duck) if duck else None, postgres=pg, spark=spark, spark_ansi=ansi)
         s.finish()
 
     # [server]
@@ -505,8 +561,6 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
             usess = ur.number("session_epsilon", session_eps, positive=True)
             udefault = _read_user_default_epsilon(ur, privacy, usess)
             ur.finish()
-            if server.auth == "scram-sha-256" and pw is None:
-                raise ur.fail("password", "is required when [server] auth is 'scram-sha-256'")
             users[name] = UserPolicy(name=name, password=pw, budget=ubudget, session_epsilon=usess, default_epsilon=udefault)
     if not users:
         raise root.fail("users", "list at least one user ([users.NAME]); only listed users may connect")
@@ -518,7 +572,7 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
     for name in list(t.data):
         tr = t.sub(name)
         assert tr is not None
-        tp = _read_table(tr, name, base)
+        tp = _read_table(tr, name, base, spark=source.spark is not None)
         if tp.qualified in tables:
             raise t.fail(name, f"declares {tp.qualified} a second time")
         tables[tp.qualified] = tp
@@ -658,7 +712,7 @@ def _read_budget(r: _Reader, inherit: Budget | None) -> Budget:
     return Budget(epsilon=eps, delta=delta, window_seconds=window)
 
 
-def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
+def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> TablePolicy:
     parts = name.split(".")
     if len(parts) > 2 or not all(_IDENT.match(p) for p in parts):
         raise PolicyError(tr.file, tr.prefix, "table names must be NAME or SCHEMA.NAME made of letters, digits and _")
@@ -671,6 +725,19 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
         (".csv.gz", ".tsv.gz")
     ):
         raise tr.fail("file", f"must be a .parquet or .csv file, got {file!r}")
+    spark_table = tr.string("spark_table")
+    spark_path = tr.string("spark_path")
+    for key, value in (("spark_table", spark_table), ("spark_path", spark_path)):
+        if value is not None and not spark:
+            raise tr.fail(key, "applies only with [source] spark")
+    if sum(v is not None for v in (file, spark_table, spark_path)) > 1:
+        raise tr.fail("file", "set at most one of file, spark_table and spark_path")
+    if spark_table is not None and not re.match(r"^[A-Za-z_][A-Za-z0-9_]*(\.[A-Za-z_][A-Za-z0-9_]*){0,2}$", spark_table):
+        raise tr.fail("spark_table", "must be [catalog.]database.table made of letters, digits and _")
+    if spark and fpath is not None and fpath.suffix.lower() != ".parquet":
+        raise tr.fail("file", "the Spark source reads Parquet files only")
+    if spark_path is not None and (not spark_path or "`" in spark_path or any(ord(c) < 32 for c in spark_path)):
+        raise tr.fail("spark_path", "must be a Parquet path or URI without backquotes or control characters")
     max_groups = tr.integer("max_groups", 1)
     max_rows = tr.integer("max_rows", 1)
     if public:
@@ -692,8 +759,9 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
                 raise cols.fail(cname, "is not a valid column name")
             cr = cols.sub(cname)
             assert cr is not None
-            lower = cr.number("lower")
-            upper = cr.number("upper")
+            time_lower, time_upper = _read_time_bounds(cr)
+            lower = None if time_lower is not None else cr.number("lower")
+            upper = None if time_lower is not None else cr.number("upper")
             if (lower is None) != (upper is None):
                 raise cr.fail("upper" if lower is not None else "lower", "lower and upper must be declared together")
             if lower is not None and upper is not None and lower > upper:
@@ -713,9 +781,10 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
                     raise cr.fail("values", "lists a value twice")
                 vals = tuple(values)
             cr.finish()
-            if unit is not None and cname.lower() == unit.lower() and (lower is not None or vals is not None):
+            bounds_declared = lower is not None or time_lower is not None
+            if unit is not None and cname.lower() == unit.lower() and (bounds_declared or vals is not None):
                 raise cr.fail("values" if vals is not None else "lower", "the privacy unit cannot carry bounds or values")
-            columns[cname.lower()] = ColumnPolicy(cname.lower(), lower, upper, vals)
+            columns[cname.lower()] = ColumnPolicy(cname.lower(), lower, upper, vals, time_lower, time_upper)
         cols.finish()
     if unit is not None and unit.lower() not in columns:
         columns[unit.lower()] = ColumnPolicy(unit.lower())
@@ -731,4 +800,6 @@ def _read_table(tr: _Reader, name: str, base: Path) -> TablePolicy:
         columns=columns,
         file=fpath,
         columns_declared=cols is not None or not public,
+        spark_table=spark_table,
+        spark_path=spark_path,
     )

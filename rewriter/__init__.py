@@ -38,6 +38,7 @@ from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
 from dpsql.rewriter import aggregates
+from dpsql.rewriter import spark as spark_dialect
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import QueryShape, analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
@@ -46,7 +47,7 @@ from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.literals import check_divisors, check_row_counts
 from dpsql.rewriter.parse import parse_statement
-from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
+from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post import Post, _pg_type, build_post
 from dpsql.rewriter.rowcost import check_row_cost
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
@@ -54,7 +55,7 @@ from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["RULES", "ReleasePlan", "Rewrite", "RewriteState", "rewrite", "rewrite_until"]
 
-DIALECTS = ("duckdb", "postgres")
+DIALECTS = ("duckdb", "postgres", "spark")
 
 
 @dataclass
@@ -157,11 +158,14 @@ def _analyze(st: RewriteState) -> None:
 def _contribution(st: RewriteState) -> None:
     assert st.shape is not None and st.info is not None
     bounds: dict[tuple[str, str], tuple[Fraction, Fraction] | None] = {}
+    time_bounds: dict[tuple[str, str], tuple[object, object]] = {}
     for a, t in st.relations.items():
         for c in t.policy.columns.values():
             if c.bounded:
                 assert c.lower is not None and c.upper is not None
                 bounds[(a, c.name)] = (c.lower, c.upper)
+            if c.time_bounded:
+                time_bounds[(a, c.name)] = (c.time_lower, c.time_upper)
     key_sources: list[KeySource | None] = []
     for key in st.shape.keys:
         src: KeySource | None = None
@@ -182,6 +186,7 @@ def _contribution(st: RewriteState) -> None:
         key_sources=key_sources,
         salt=make_salt(st.text),
         max_released_groups=st.limits.max_released_groups,
+        time_bounds=time_bounds,
     )
     st.bounded = build_bounded(st.shape, st.ctx)
     st.tree = st.bounded.query
@@ -216,9 +221,17 @@ def _emit(st: RewriteState) -> None:
         tables=(st.info.policy.qualified,),
         description=tuple(notes),
         constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
+        quantiles=bounded.quantiles,
+        histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
     )
-    sql = emit(physical_names(bounded.query, dialect), dialect)
+    query = _lowered(bounded.query, dialect)
+    sql = emit(physical_names(query, dialect), dialect)
     st.result = Rewrite(sql=sql, dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def _lowered(query: exp.Expression, dialect: str) -> exp.Expression:
+    """The engine-specific lowering of a bounded query (Spark: exact sums, TRY_CAST kept)."""
+    return spark_dialect.lower_bounded(query) if dialect == "spark" else query
 
 
 Pass = Callable[[RewriteState], None]
@@ -253,7 +266,7 @@ def _run(sql: str | exp.Expression, catalog: Catalog, dialect: str, until: str |
 
 
 def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duckdb") -> Rewrite:
-    """Rewrite one query for ``dialect`` ("duckdb" or "postgres"), applying :data:`RULES` in order.
+    """Rewrite one query for ``dialect`` ("duckdb", "postgres" or "spark"), applying :data:`RULES` in order.
 
     Guarantees: the returned SQL reads private rows only through per-unit contribution bounding
     whose sensitivities, recorded in the plan, follow from the policy alone; the plan (and so the
@@ -287,7 +300,10 @@ def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> in
 
 
 def physical_names(tree: exp.Expression, dialect: str) -> exp.Expression:
-    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema."""
+    """Map the policy's logical schema to the engine's: ``public`` is DuckDB's ``main`` schema; on
+    Spark every policy table is a session view (:func:`dpsql.rewriter.spark.view_name`)."""
+    if dialect == "spark":
+        return spark_dialect.physical_names(tree)
     if dialect != "duckdb":
         return tree
     for table in tree.find_all(exp.Table):

@@ -206,7 +206,7 @@ def _check_node(node: exp.Expression) -> None:
     elif isinstance(node, exp.Select) and node.parent is not None:
         _check_inner_select(node)
     for name, reason in RAW_VALUE_AGGREGATES.items():
-        if isinstance(node, name):
+        if isinstance(node, name) and not isinstance(node, SUPPORTED_AGGREGATES):
             raise PrivacyViolation(
                 f"{reason} would release a value of one individual",
                 hint="use AVG, SUM or COUNT (with GROUP BY) for differentially private statistics",

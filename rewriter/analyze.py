@@ -79,7 +79,7 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
 
     def agg_ref(node: exp.Expression) -> exp.Expression:
         spec = _classify(node, private_alias, unit_column)
-        key = f"{spec.kind}:{spec.input.sql() if spec.input is not None else ''}"
+        key = f"{spec.kind}:{spec.input.sql() if spec.input is not None else ''}:{spec.params!r}"
         if key not in agg_index:
             agg_index[key] = len(aggregates)
             aggregates.append(spec)
@@ -136,8 +136,9 @@ def _classify(node: exp.Expression, alias: str, unit: str | None) -> AggregateSp
         where = node.expression
         condition = where.this if isinstance(where, exp.Where) else where
         node = node.this
+    own = node.this if isinstance(node, exp.WithinGroup) else node  # PERCENTILE_CONT(q) WITHIN GROUP (…)
     for inner in node.find_all(exp.AggFunc):
-        if inner is not node:
+        if inner is not own:
             raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
     return aggregates.classify(node, ClassifyContext(alias=alias, unit=unit, label=label, condition=condition))
 
@@ -149,7 +150,9 @@ def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: s
         for i, k in enumerate(keys):
             if n == k:
                 return exp.column(f"{KEY_PREFIX}{i}")
-        if (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)) or isinstance(n, exp.AggFunc):
+        if (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc | exp.WithinGroup)) or isinstance(
+            n, exp.AggFunc | exp.WithinGroup
+        ):
             return agg_ref(n)
         return n
 

@@ -41,7 +41,8 @@ from dpsql.rewriter.aggregates.base import (
 from dpsql.rewriter.aggregates.variance import SQUARE_BITS
 from dpsql.rewriter.analyze import QueryShape
 from dpsql.rewriter.bounds import Bounds
-from dpsql.rewriter.plan import AggregateRelease, KeyColumn, Statistic
+from dpsql.rewriter.plan import AggregateRelease, KeyColumn, QuantileStatistic, Statistic
+from dpsql.rewriter.quantile_sql import BIN_COLUMN, histogram_query
 from dpsql.rewriter.totalize import Families, totalize, type_family
 from dpsql.schema import TableInfo
 
@@ -84,6 +85,7 @@ class BoundingContext:
     salt: str
     max_released_groups: int = 10_000
     notes: list[str] = field(default_factory=list)
+    time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)  # date/timestamp columns
 
 
 @dataclass
@@ -97,6 +99,8 @@ class Bounded:
     units_column: str | None
     keys_public: bool
     public_keys_query: exp.Expression | None
+    quantiles: tuple[QuantileStatistic, ...] = ()
+    histograms: tuple[tuple[exp.Expression, int], ...] = ()  # (bounded histogram query, candidates)
 
 
 def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
@@ -116,6 +120,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         bounds=ctx.bounds,
         max_rows=tp.max_rows,
         row_cols=[exp.alias_(unit.copy(), "__dp_uid", copy=False)],
+        time_bounds=dict(ctx.time_bounds),
     )
     filters: list[exp.Expression] = [unit.is_(exp.null()).not_()]
     key_cols = _key_columns(shape, ctx, b.row_cols, filters)
@@ -132,7 +137,37 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     if b.units_column:
         all_stats.append(Statistic(b.units_column, "units", "distinct units per group", 1, Fraction(1), 1))
     public_keys = _public_keys_query(shape, ctx, key_cols) if keys_public and shape.keys else None
-    return Bounded(final, tuple(key_cols), tuple(all_stats), tuple(releases), b.units_column, keys_public, public_keys)
+    histograms = _histogram_queries(shape, ctx, b, rows, key_names)
+    return Bounded(
+        final, tuple(key_cols), tuple(all_stats), tuple(releases), b.units_column, keys_public, public_keys,
+        tuple(b.quantiles), histograms,
+    )
+
+
+def _histogram_queries(
+    shape: QueryShape, ctx: BoundingContext, b: Builder, rows: exp.Select, key_names: list[str]
+) -> tuple[tuple[exp.Expression, int], ...]:
+    """The bounded histogram query of each quantile input (``quantile_sql.histogram_query``), over
+    the same rows, keys and key filters as ``__dp_rows``."""
+    if not b.histogram_bins:
+        return ()
+    tp = ctx.private.policy
+    head = rows.expressions[: 1 + len(key_names)]  # __dp_uid, then the keys
+    out = []
+    for bin_expr, candidates in b.histogram_bins:
+        h_rows = rows.copy()
+        h_rows.set("expressions", [e.copy() for e in head] + [exp.alias_(bin_expr.copy(), BIN_COLUMN, copy=False)])
+        q = histogram_query(
+            h_rows,
+            key_names,
+            max_rows=tp.max_rows,
+            max_groups=tp.max_groups,
+            rank_groups=bool(shape.keys) and not _few_public_keys(ctx, tp.max_groups),
+            salt=ctx.salt,
+            dialect=ctx.dialect,
+        )
+        out.append((q, candidates))
+    return tuple(out)
 
 
 def _key_columns(
@@ -143,7 +178,7 @@ def _key_columns(
     for i, key in enumerate(shape.keys):
         name = f"__dp_k{i}"
         total = totalize(key, ctx.dialect, ctx.families)
-        if ctx.dialect == "duckdb" and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
+        if ctx.dialect in ("duckdb", "spark") and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
             total = guards.integer_cast(total, "int8")  # integer arithmetic ran in DOUBLE; NULL beyond BIGINT
         elif type_family(key, ctx.families) == "float":
             # -0.0 and 0.0 form one group, whose printed key would be whichever row came first —
@@ -246,6 +281,8 @@ def _final_query(
         finals.append(exp.alias_(total, st.column, copy=False))
     if b.units_column:
         finals.append(exp.alias_(exp.Count(this=exp.Star()), b.units_column, copy=False))
+    if not finals:  # only DP selections (quantiles, MIN/MAX) and no group keys: nothing to read here
+        return exp.select(exp.alias_(exp.Literal.number(1), "__dp_none", copy=False), copy=False)
     final = exp.select(*finals, copy=False).from_(exp.to_table(final_from), copy=False)
     if ranked is not None:
         final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)), copy=False)

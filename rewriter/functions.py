@@ -29,7 +29,7 @@ the text work per row is at most ``MAX_TEXT_WORK``·L bytes processed, and expre
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from sqlglot import exp
@@ -61,6 +61,11 @@ class FunctionRule:
     literal_args: tuple[str, ...] = ()  # sqlglot arg names that must hold literals
     int_args: tuple[str, ...] = ()  # of those, the ones that must be integers within INT4_RANGE
     text_size: TextSize = "none"
+    spark: Mode = "refuse"  # Spark (ANSI on or off); set in SPARK_MODES below — unlisted functions are refused
+
+    def mode(self, dialect: str) -> Mode:
+        """How this function is made total on ``dialect`` ("duckdb", "postgres" or "spark")."""
+        return self.duckdb if dialect == "duckdb" else self.postgres if dialect == "postgres" else self.spark
 
 
 def _r(name: str, duckdb: Mode, pg: Mode, lits: tuple[str, ...] = (), ints: tuple[str, ...] = (),
@@ -107,6 +112,54 @@ SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
 }
 
 # The aggregates the rewriter understands are the registry's: dpsql.rewriter.aggregates.SUPPORTED_AGGREGATES.
+
+# The Spark column of the table above (Spark 4, with spark.sql.ansi.enabled on or off: no function
+# listed here raises on any value once totalize has rewritten it). Default-deny: a function missing
+# here is refused on Spark. How each differs from PostgreSQL, and what totalize does about it:
+# concat skips NULLs (sqlglot's COALESCE), log(x) is emitted as LOG(10, x), abs of an exact value
+# runs in DOUBLE, substring/left/right take only literal positions that mean the same on both
+# (start ≥ 1, lengths ≥ 0), extract takes only fields with PostgreSQL's meaning, LIKE patterns are
+# re-escaped (Spark rejects a backslash before an ordinary character). Refused: floor/ceil/trunc
+# (BIGINT results on Spark, not DOUBLE), split_part (errors on some part indexes).
+SPARK_MODES: dict[type[exp.Expression], Mode] = {
+    exp.Lower: "total",
+    exp.Upper: "total",
+    exp.Length: "total",
+    exp.Trim: "total",
+    exp.Concat: "total",
+    exp.DPipe: "total",
+    exp.Replace: "total",
+    exp.Left: "total",
+    exp.Right: "total",
+    exp.Substring: "total",
+    exp.StrPosition: "total",
+    exp.StartsWith: "total",
+    exp.Reverse: "total",
+    exp.MD5: "total",
+    exp.Coalesce: "total",
+    exp.Nullif: "total",
+    exp.Greatest: "total",
+    exp.Least: "total",
+    exp.Abs: "total",
+    exp.Round: "total",
+    exp.Sign: "total",
+    exp.Sqrt: "guard",
+    exp.Ln: "guard",
+    exp.Log: "guard",
+    exp.Exp: "guard",
+    exp.Pow: "total",  # Math.pow: inf/NaN, never an error
+    exp.Extract: "total",
+    exp.TimestampTrunc: "guard",
+    exp.DateTrunc: "guard",
+    exp.CurrentDate: "total",
+    exp.CurrentTimestamp: "total",
+}
+for _fn, _mode in SPARK_MODES.items():
+    if _fn in SCALAR_FUNCTIONS:
+        SCALAR_FUNCTIONS[_fn] = replace(SCALAR_FUNCTIONS[_fn], spark=_mode)
+
+# EXTRACT fields whose values are the same on Spark as on PostgreSQL (Spark's DOW counts from 1).
+SPARK_EXTRACT_FIELDS = frozenset({"year", "quarter", "month", "week", "day", "doy", "hour", "minute"})
 
 # Aggregates refused because they would release a raw value of one individual.
 RAW_VALUE_AGGREGATES: dict[type[exp.Expression], str] = {

@@ -47,13 +47,15 @@ def _number(v: Fraction) -> exp.Expression:
     return exp.Neg(this=lit) if v < 0 else lit
 
 
-def integer_cast(value: exp.Expression, target: str) -> exp.Expression:
+def integer_cast(value: exp.Expression, target: str, *, rounded: exp.Expression | None = None) -> exp.Expression:
     """``value`` (a number of any type) cast to the integer type ``target`` (int2/int4/int8), NULL
     when the rounded value would not fit — instead of the engine's overflow error. Engines round
-    on the cast, so the guard is lo − ½ < value < hi + ½ (exclusive)."""
+    on the cast, so the guard is lo − ½ < value < hi + ½ (exclusive). ``rounded`` is what is cast
+    instead of ``value`` on an engine whose cast truncates (Spark: ``BROUND(value)``)."""
     lo, hi = INTEGER_RANGES[target]
     cond = _half_open(value, Fraction(2 * lo - 1, 2), Fraction(2 * hi + 1, 2))
-    return guarded(cond, exp.Cast(this=value.copy(), to=exp.DataType.build(_SQL_TYPES[target])))
+    operand = value.copy() if rounded is None else rounded
+    return guarded(cond, exp.Cast(this=operand, to=exp.DataType.build(_SQL_TYPES[target])))
 
 
 def decimal_cast(value: exp.Expression, to: exp.DataType, precision: int, scale: int) -> exp.Expression:

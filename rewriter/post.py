@@ -139,6 +139,10 @@ def _projection_type(p: exp.Expression, known: dict[str, str]) -> str:
     inner = p.this if isinstance(p, exp.Alias) else p
     if isinstance(inner, exp.Column) and inner.name in known:
         return known[inner.name]
+    if isinstance(inner, exp.Sub) and all(
+        side.type is not None and side.type.is_type(exp.DataType.Type.DATE) for side in (inner.this, inner.expression)
+    ):
+        return "int4"  # date − date is a number of days (sqlglot types it DATE), e.g. MAX(d) − MIN(d)
     return _pg_type(p.type)
 
 

@@ -18,7 +18,8 @@ __all__ = ["Value", "aggregate_values", "output_rows"]
 
 def aggregate_values(plan: ReleasePlan, noisy: Mapping[str, Sequence[int]], groups: int) -> list[list[Value]]:
     """Per aggregate of ``plan``, its value in each of ``groups`` released groups, from noisy integers."""
-    stats = {s.column: s for s in plan.stats}
+    stats: dict[str, object] = {s.column: s for s in plan.stats}
+    stats.update({q.column: q for q in plan.quantiles})  # a quantile's "noisy" value is its released candidate
     return [_release(r, stats, noisy, groups) for r in plan.aggregates]
 
 

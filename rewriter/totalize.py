@@ -17,6 +17,14 @@ person's rows visible in the query's timing):
 - functions with a domain (sqrt, ln, log, exp) get a CASE guard (NULL outside it) on both engines,
   so they agree.
 
+On Spark (``dialect="spark"``) every rule must hold with ``spark.sql.ansi.enabled`` on (errors on
+overflow, division by zero and bad casts) and off (silent wrap or NULL): arithmetic runs in DOUBLE
+as on DuckDB, integer division truncates as ``q - q % 1`` (Spark has no numeric TRUNC), casts to
+integers round like DuckDB and PostgreSQL (``BROUND`` from DOUBLE, ``ROUND`` from DECIMAL) inside
+range guards, casts from text are ``TRY_CAST`` (a cast mode, not DuckDB's ``TRY`` re-run), a bare
+DECIMAL is DECIMAL(38, 18), ``date - date`` is ``DATEDIFF``, ``log(x)`` is ``LOG(10, x)`` and LIKE
+patterns are re-escaped for Spark's backslash escape.
+
 The rules per function are in :mod:`~dpsql.rewriter.functions`; the guards in
 :mod:`~dpsql.rewriter.guards`. Type mixing that would make the engine convert a text value at run
 time is refused earlier, by :mod:`~dpsql.rewriter.typecheck`, which also types every literal.
@@ -43,7 +51,7 @@ from sqlglot import exp
 from dpsql.errors import UndefinedFunction, UnsupportedQuery
 from dpsql.rewriter import guards
 from dpsql.rewriter.families import NUMERIC_FAMILIES, TEMPORAL_FAMILIES, Families, type_family
-from dpsql.rewriter.functions import MAX_DAY_OFFSET, MAX_INTERVAL_DAYS, PG_TOTAL_CASTS, SCALAR_FUNCTIONS
+from dpsql.rewriter.functions import MAX_DAY_OFFSET, MAX_INTERVAL_DAYS, PG_TOTAL_CASTS, SCALAR_FUNCTIONS, SPARK_EXTRACT_FIELDS
 
 __all__ = ["Families", "totalize", "type_family"]
 
@@ -59,7 +67,7 @@ def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expre
     path, on any row in ``dialect``. Assumes :func:`dpsql.rewriter.typecheck.check_types` accepted
     the query (literals typed, no run-time text casts). Raises UnsupportedQuery (0A000) for an
     operation that cannot be made total on that engine."""
-    if dialect not in ("duckdb", "postgres"):
+    if dialect not in ("duckdb", "postgres", "spark"):
         raise ValueError(f"unknown dialect {dialect!r}")
     return _walk(node.copy(), columns, dialect)
 
@@ -113,6 +121,8 @@ def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families,
             if n.args.get("default") is not None:
                 n.set("default", _timestamp_side(n.args["default"], type_family(n.args["default"], cols)))
         return n
+    if dialect == "spark" and isinstance(n, exp.Like | exp.ILike | exp.Escape):
+        return _spark_like(n)
     if isinstance(n, exp.Like | exp.ILike) and dialect == "duckdb" and not isinstance(n.parent, exp.Escape):
         pattern = n.expression
         if isinstance(pattern, exp.Literal) and "\\" in pattern.this:
@@ -122,7 +132,7 @@ def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families,
     rule = SCALAR_FUNCTIONS.get(type(n))
     if rule is None:
         return n
-    mode = rule.duckdb if dialect == "duckdb" else rule.postgres
+    mode = rule.mode(dialect)
     if mode == "refuse":
         raise UnsupportedQuery(f"{rule.name}() can fail on some values on {_engine(dialect)}",
                                hint="rewrite the expression without it, or use the DuckDB backend")
@@ -132,13 +142,90 @@ def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families,
             n.set("this", _numeric(n.this))
         elif isinstance(n, exp.Abs):
             n.set("this", _double(n.this))
+    if dialect == "spark":
+        n = _spark_function(n)
     if mode == "guard":
         return _GUARDS[type(n)](n, opfam, dialect)
     return n
 
 
 def _engine(dialect: str) -> str:
-    return "PostgreSQL" if dialect == "postgres" else "DuckDB"
+    return {"postgres": "PostgreSQL", "spark": "Spark"}.get(dialect, "DuckDB")
+
+
+def _literal_int(node: exp.Expression | None) -> int | None:
+    """The value of an integer literal (or a negated one), else None."""
+    neg = False
+    while isinstance(node, exp.Paren | exp.Neg):
+        neg ^= isinstance(node, exp.Neg)
+        node = node.this
+    if isinstance(node, exp.Literal) and not node.is_string:
+        try:
+            v = int(node.this)
+        except ValueError:
+            return None
+        return -v if neg else v
+    return None
+
+
+def _spark_function(n: exp.Expression) -> exp.Expression:
+    """Spark's spelling of a function whose PostgreSQL meaning differs, or a refusal (0A000)."""
+    if isinstance(n, exp.Log) and n.expression is None:  # PostgreSQL's log(x) is base 10; Spark's is natural
+        return exp.Log(this=exp.Literal.number(10), expression=n.this)
+    checks: list[tuple[str, exp.Expression | None, int]] = []
+    if isinstance(n, exp.Substring):
+        checks = [("start", n.args.get("start"), 1), ("length", n.args.get("length"), 0)]
+    elif isinstance(n, exp.Left | exp.Right):
+        checks = [("length", n.expression, 0)]
+    for what, node, least in checks:
+        if node is None:
+            continue
+        v = _literal_int(node)
+        if v is None or v < least:
+            raise UnsupportedQuery(f"{n.sql('postgres')}: on Spark the {what} must be a literal of at least {least} "
+                                   "(smaller values mean something else there)", hint="use a start of 1 or more and a non-negative length")
+    if isinstance(n, exp.Extract):
+        field = n.this.name.lower() if isinstance(n.this, exp.Var | exp.Identifier | exp.Literal) else ""
+        if field not in SPARK_EXTRACT_FIELDS:
+            raise UnsupportedQuery(f"extract({field or n.this.sql()} …) is not supported on Spark (its value differs from PostgreSQL's)",
+                                   hint=f"use one of {', '.join(sorted(SPARK_EXTRACT_FIELDS))}")
+    return n
+
+
+def _spark_like(n: exp.Expression) -> exp.Expression:
+    """A LIKE/ILIKE (or ``… ESCAPE e``) with a literal pattern, the pattern re-escaped so Spark (whose
+    escape is a backslash that may only precede ``%``, ``_`` or another backslash) matches exactly
+    what PostgreSQL matches; other patterns are refused."""
+    if isinstance(n, exp.Escape):
+        like, esc_node = n.this, n.expression
+        if not isinstance(like, exp.Like | exp.ILike) or not isinstance(esc_node, exp.Literal) or not esc_node.is_string \
+                or len(esc_node.this) > 1:
+            raise UnsupportedQuery("LIKE … ESCAPE needs a one-character literal escape on Spark")
+        return _spark_pattern(like, esc_node.this)
+    if isinstance(n.parent, exp.Escape):
+        return n  # handled with its ESCAPE clause
+    return _spark_pattern(n, "\\")
+
+
+def _spark_pattern(like: exp.Expression, escape: str) -> exp.Expression:
+    pattern = like.expression
+    if not isinstance(pattern, exp.Literal) or not pattern.is_string:
+        raise UnsupportedQuery("LIKE patterns must be string literals on Spark", hint="write the pattern as a literal")
+    out: list[str] = []
+    text, i = pattern.this, 0
+    while i < len(text):
+        ch = text[i]
+        if escape and ch == escape:
+            if i + 1 == len(text):
+                raise UnsupportedQuery("a LIKE pattern must not end with its escape character")
+            ch = text[i + 1]
+            out.append("\\" + ch if ch in "%_\\" else ch)
+            i += 2
+            continue
+        out.append(ch if ch in "%_" else "\\" + ch if ch == "\\" else ch)
+        i += 1
+    like.set("expression", exp.Literal.string("".join(out)))
+    return like
 
 
 def _reads_column(n: exp.Expression) -> bool:
@@ -178,7 +265,9 @@ def _target(to: exp.DataType) -> str:
 def _decimal_params(to: exp.DataType, dialect: str) -> tuple[int, int] | None:
     params = to.expressions
     if not params:
-        return (18, 3) if dialect == "duckdb" else None  # DuckDB's bare DECIMAL; PostgreSQL's is unbounded
+        # DuckDB's bare DECIMAL; PostgreSQL's is unbounded; on Spark it would be DECIMAL(10, 0), so
+        # the Spark dialect writes DECIMAL(38, 18) instead (see _cast)
+        return {"duckdb": (18, 3), "spark": (38, 18)}.get(dialect)
     try:
         p = int(params[0].this.this)
         s = int(params[1].this.this) if len(params) > 1 else 0
@@ -197,15 +286,30 @@ def _cast(n: exp.Cast | exp.TryCast, src: str, dialect: str) -> exp.Expression:
     if src in NUMERIC_FAMILIES and target in ("int2", "int4", "int8"):
         if src == "int" and target == "int8":
             return exp.Cast(this=value, to=to)
+        if dialect == "spark" and src != "int":
+            # Spark's cast truncates (2.7 → 2); DuckDB and PostgreSQL round, half-even from DOUBLE
+            # and half away from zero from DECIMAL: BROUND / ROUND first (inside the range guard).
+            rounded = exp.Anonymous(this="BROUND", expressions=[value.copy()]) if src == "float" else exp.Round(this=value.copy())
+            return guards.integer_cast(value, target, rounded=rounded)
         return guards.integer_cast(value, target)
     if src in NUMERIC_FAMILIES and target == "numeric":
         params = _decimal_params(to, dialect)
+        if dialect == "spark" and params is not None and not to.expressions:
+            to = exp.DataType.build(f"DECIMAL({params[0]}, {params[1]})")
         return exp.Cast(this=value, to=to) if params is None else guards.decimal_cast(value, to, *params)
     if src == "date" and target in ("timestamp", "timestamptz"):
         return guards.guarded(guards.in_domain(value, "date"), exp.Cast(this=value, to=to))
     if dialect == "duckdb":
         if src == "text" or src == "unknown" or target in ("wideint",) or (src, target) not in PG_TOTAL_CASTS | _DUCK_TOTAL_CASTS:
             return exp.TryCast(this=value, to=to)
+        return exp.Cast(this=value, to=to)
+    if dialect == "spark":
+        if src == "text" and target not in ("text", "wideint"):
+            # safe: else sqlglot writes CAST for Spark; try_cast is NULL on a bad value, under ANSI too
+            return exp.TryCast(this=value, to=to, safe=True)
+        if (src, target) not in PG_TOTAL_CASTS | _DUCK_TOTAL_CASTS:
+            raise UnsupportedQuery(f"CAST from {_PG_NAMES.get(src, src)} to {target} can fail on some values on Spark",
+                                   hint="compare or group by the column without the cast")
         return exp.Cast(this=value, to=to)
     if (src, target) not in PG_TOTAL_CASTS:
         raise UnsupportedQuery(
@@ -269,7 +373,12 @@ def _numeric_arith(n: exp.Expression, fams: list[str], dialect: str) -> exp.Expr
     if isinstance(n, exp.Div):
         quotient = exp.Div(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)), typed=False, safe=False)
         if fams[0] == fams[1] == "int":
-            return exp.Trunc(this=quotient)  # PostgreSQL's integer division truncates toward zero
+            # PostgreSQL's integer division truncates toward zero; Spark has no numeric TRUNC, and
+            # q - fmod(q, 1) is exact in DOUBLE (NaN/inf stay NaN, clamped later)
+            if dialect == "spark":
+                q = exp.paren(quotient, copy=False)
+                return exp.paren(exp.Sub(this=q, expression=exp.paren(exp.Mod(this=q.copy(), expression=exp.Literal.number(1)))))
+            return exp.Trunc(this=quotient)
         return quotient
     if isinstance(n, exp.Mod):
         return exp.Mod(this=a, expression=exp.Nullif(this=b, expression=exp.Literal.number(0)))
@@ -301,7 +410,11 @@ def _temporal_arith(n: exp.Expression, fams: list[str], dialect: str) -> exp.Exp
             )
         raise UndefinedFunction(f"operator does not exist: {_PG_NAMES.get(a, a)} {op} {_PG_NAMES.get(b, b)}",
                                 hint="dates take + or - with integers (days) and intervals")
-    if dialect == "duckdb" and kinds in {("date", "timestamp"), ("timestamp", "date")}:
+    if dialect == "spark" and kinds == ("date", "date") and isinstance(n, exp.Sub):
+        # Spark's date - date is an INTERVAL (ANSI) where PostgreSQL's is an integer of days
+        diff = exp.Anonymous(this="DATEDIFF", expressions=[left, right])
+        return _guard_operands(diff, [(n.this, a), (n.expression, b)], diff)
+    if dialect in ("duckdb", "spark") and kinds in {("date", "timestamp"), ("timestamp", "date")}:
         # DuckDB has no DATE - TIMESTAMP: both sides as TIMESTAMP (the date side guarded)
         left = guards.as_timestamp(left) if a == "date" else left
         right = guards.as_timestamp(right) if b == "date" else right

@@ -42,7 +42,7 @@ from types import ModuleType
 from sqlglot import exp
 
 from dpsql.errors import UnsupportedQuery
-from dpsql.rewriter.aggregates import avg, count, count_distinct_unit, variance
+from dpsql.rewriter.aggregates import avg, count, count_distinct_unit, quantile, variance
 from dpsql.rewriter.aggregates import sum as sum_
 from dpsql.rewriter.aggregates.base import AggregateSpec, Builder, ClassifyContext, Value
 
@@ -66,6 +66,7 @@ MODULES: tuple[ModuleType, ...] = (
     sum_,
     avg,
     variance,
+    quantile,
 )
 
 SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = tuple(dict.fromkeys(n for m in MODULES for n in m.NODES))
@@ -100,7 +101,8 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec:
 
 
 def normalize_aliases(tree: exp.Expression) -> list[str]:
-    """Rewrite other dialects' aggregate names (``ALIASES``) to the registry's nodes, in place;
+    """Rewrite other dialects' aggregate names (``ALIASES``, and a module's own ``normalize`` hook
+    for other shapes, e.g. DuckDB's two-argument QUANTILE_CONT) to the registry's nodes, in place;
     returns a note per alias used (for EXPLAIN), saying what it was read as.
 
     >>> from sqlglot import parse_one
@@ -111,7 +113,12 @@ def normalize_aliases(tree: exp.Expression) -> list[str]:
     'SELECT VAR_SAMP(x), STDDEV_POP(y), STDDEV(z) FROM t'
     """
     notes: list[str] = []
+    hooks = [m.normalize for m in MODULES if hasattr(m, "normalize")]
     for node in list(tree.find_all(exp.Anonymous)):
+        new = next((n for n in (h(node) for h in hooks) if n is not None), None)
+        if new is not None:
+            node.replace(new)
+            continue
         name = str(node.name).upper()
         alias = ALIASES.get(name)
         if alias is None:

@@ -21,7 +21,7 @@ from sqlglot import exp
 from dpsql.errors import NumericValueOutOfRange, PrivacyViolation, UnsupportedQuery
 from dpsql.rewriter.bounds import Bounds, interval
 from dpsql.rewriter.families import Families, type_family
-from dpsql.rewriter.plan import Statistic
+from dpsql.rewriter.plan import QuantileStatistic, Statistic
 from dpsql.rewriter.totalize import totalize
 
 GRID_BITS = 24  # per-row values use at most 2^24 grid steps on each side of zero
@@ -39,6 +39,7 @@ class AggregateSpec:
     input: exp.Expression | None  # the row-level argument (None for COUNT(*) and COUNT(DISTINCT unit))
     label: str  # SQL of the aggregate as written (qualified), for EXPLAIN
     node: exp.Expression  # the aggregate node (for matching)
+    params: tuple[object, ...] = ()  # literal parameters that tell two aggregates apart (a quantile's level)
 
 
 @dataclass(frozen=True)
@@ -255,6 +256,10 @@ class Builder:
     stats: list[Statistic] = field(default_factory=list)
     units_column: str | None = None
     total_shifts: list[int] = field(default_factory=list)  # per statistic: group total rounded to 2^shift
+    time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)
+    histogram_bins: list[tuple[exp.Expression, int]] = field(default_factory=list)  # (bin expression, candidates)
+    quantiles: list[QuantileStatistic] = field(default_factory=list)
+    _hist_index: dict[str, int] = field(default_factory=dict)
     _stat_index: dict[str, str] = field(default_factory=dict)
     _input_cols: dict[str, str] = field(default_factory=dict)
     _grids: dict[str, Grid] = field(default_factory=dict)
@@ -315,6 +320,22 @@ class Builder:
         col = col or self.input_column(node, grid=None)
         partial = least(exp.Count(this=exp.column(col)), exp.Literal.number(r))
         return self.stat(f"count:{node.sql()}", "count", partial, r, f"COUNT({label}): ≤ {r} rows per unit and group")
+
+    def histogram(self, key: str, bin_expr: exp.Expression, candidates: int) -> int:
+        """The histogram (index) of the row-level candidate index ``bin_expr``, shared by every
+        quantile of the same input and grid (``key``)."""
+        if key not in self._hist_index:
+            self._hist_index[key] = len(self.histogram_bins)
+            self.histogram_bins.append((bin_expr, candidates))
+        return self._hist_index[key]
+
+    def quantile(self, q: QuantileStatistic) -> str:
+        """Add a DP selection over a histogram; returns its column name."""
+        for old in self.quantiles:
+            if (old.histogram, old.target, old.alpha) == (q.histogram, q.target, q.alpha):
+                return old.column
+        self.quantiles.append(q)
+        return q.column
 
     def units(self) -> str:
         """The distinct-unit count per kept group (one per unit: sensitivity 1), added last."""
