@@ -87,8 +87,7 @@ def zero_noise(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replace the samplers (and the threshold mechanism's noise) by zero noise, in this test only:
     dpsql has no seeded mode, so this is how two paths are compared bit for bit."""
     monkeypatch.setattr(noise_module, "_sampler", lambda s: (lambda n: [0] * n))
-    monkeypatch.setattr(noise_module, "make_gaussian_threshold", _ExactThreshold)
-    monkeypatch.setattr(noise_module, "make_laplace_threshold", _ExactThreshold)
+    monkeypatch.setattr(noise_module, "_threshold", lambda sel: _ExactThreshold(sel.scale, sel.threshold))
 
 
 def session_runner(session: BackendSession) -> Any:
