@@ -35,6 +35,7 @@ from dpsql.accountant.mechanisms import (
 )
 
 SELECTION_DELTA_SHARE = Fraction(1, 10)  # zcdp: the part of the query's δ given to partition selection
+CONVERSION_DELTA_SHARE = Fraction(1, 10)  # zcdp: part of a budget's δ_B reserved for the ρ → (ε, δ) conversion
 
 
 @dataclass(frozen=True)
@@ -86,6 +87,22 @@ class AccountingMode:
         """The largest amount a query with (ε, δ) can be charged."""
         raise NotImplementedError
 
+    def filter_deltas(self, budget_delta: Fraction) -> tuple[Fraction | None, Fraction]:
+        """A budget's (conversion δ, δ left for charges): zcdp keeps δ_B/10 for the conversion."""
+        raise NotImplementedError
+
+    def budget_amount(self, epsilon: Fraction, conversion_delta: Fraction | None) -> Fraction:
+        """A budget ε in the mode's currency (ρ at the conversion δ, or ε)."""
+        raise NotImplementedError
+
+    def epsilon_of(self, amount: Fraction, conversion_delta: Fraction | None) -> Fraction:
+        """The ε an ``amount`` stands for, exactly (basic) or via CKS20 (zcdp)."""
+        return Fraction(self.epsilon_bound(amount, conversion_delta))
+
+    def rho(self, amount: Fraction) -> Fraction | None:
+        """``amount`` as ρ when the mode counts in ρ, else None (for budget reports)."""
+        return None
+
 
 class _ZCDP(AccountingMode):
     """ρ-zCDP: discrete Gaussian noise, Gaussian thresholds, CKS20 conversion to (ε, δ)."""
@@ -126,6 +143,20 @@ class _ZCDP(AccountingMode):
         """ρ_q at δ_conv ≤ δ is at most rho_for_epsilon(ε, δ)."""
         return rho_for_epsilon(epsilon, delta)
 
+    def filter_deltas(self, budget_delta: Fraction) -> tuple[Fraction | None, Fraction]:
+        """δ_conv = δ_B·CONVERSION_DELTA_SHARE; the rest may be charged."""
+        conv = budget_delta * CONVERSION_DELTA_SHARE
+        return conv, budget_delta - conv
+
+    def budget_amount(self, epsilon: Fraction, conversion_delta: Fraction | None) -> Fraction:
+        """ρ_B = rho_for_epsilon(ε_B, δ_conv)."""
+        assert conversion_delta is not None
+        return rho_for_epsilon(epsilon, conversion_delta)
+
+    def rho(self, amount: Fraction) -> Fraction | None:
+        """The amount is ρ."""
+        return amount
+
 
 class _Basic(AccountingMode):
     """Pure ε with basic composition: discrete Laplace noise, Laplace thresholds (δ only for selection)."""
@@ -163,6 +194,18 @@ class _Basic(AccountingMode):
     def largest_charge(self, epsilon: Fraction, delta: Fraction) -> Fraction:
         """ε."""
         return epsilon
+
+    def filter_deltas(self, budget_delta: Fraction) -> tuple[Fraction | None, Fraction]:
+        """No conversion: all of δ_B may be charged (by partition selection)."""
+        return None, budget_delta
+
+    def budget_amount(self, epsilon: Fraction, conversion_delta: Fraction | None) -> Fraction:
+        """ε_B itself."""
+        return epsilon
+
+    def epsilon_of(self, amount: Fraction, conversion_delta: Fraction | None) -> Fraction:
+        """The amount is ε (exact)."""
+        return amount
 
 
 ZCDP: AccountingMode = _ZCDP()

@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
-from dpsql.accountant.calibration import cks20_epsilon, rho_for_epsilon
+from dpsql.accountant.accounting import CONVERSION_DELTA_SHARE, accounting_mode
 from dpsql.accountant.filters import budget_filter
 from dpsql.accountant.units import PICO, to_atto_up, to_pico_up
 from dpsql.errors import PolicyError
@@ -50,7 +50,7 @@ def max_query_charge(privacy: PrivacySettings) -> QueryCharge:
     The δ charged (partition selection) is at most the query's δ. Both rounded up as the ledger does.
     """
     eps, delta = privacy.max_epsilon_per_query, privacy.max_delta_per_query
-    main = rho_for_epsilon(eps, delta) if privacy.accounting == "zcdp" else eps
+    main = accounting_mode(privacy.accounting).largest_charge(eps, delta)
     return QueryCharge(to_pico_up(main), to_atto_up(delta))
 
 
@@ -60,10 +60,7 @@ def largest_budget_epsilon(privacy: PrivacySettings, delta: Fraction) -> Fractio
     room = LEDGER_MAX - max_query_charge(privacy).main
     if room <= 0:
         return Fraction(0)
-    if privacy.accounting == "basic":
-        guess = Fraction(room, PICO)
-    else:
-        guess = Fraction(cks20_epsilon(Fraction(room, PICO), delta * Fraction(1, 10)))
+    guess = accounting_mode(privacy.accounting).epsilon_of(Fraction(room, PICO), delta * CONVERSION_DELTA_SHARE)
     while guess > 0:
         nice = _round_down(guess)
         if _fits(privacy, nice, delta, room):

@@ -6,6 +6,7 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
+from dpsql.accountant.accounting import accounting_mode
 from dpsql.accountant.units import to_atto_up, to_pico_up
 
 Accounting = Literal["zcdp", "basic"]
@@ -26,8 +27,7 @@ class Cost:
     delta: Fraction = Fraction(0)
 
     def __post_init__(self) -> None:
-        if self.accounting not in ("zcdp", "basic"):
-            raise ValueError(f"unknown accounting mode {self.accounting!r}")
+        accounting_mode(self.accounting)  # ValueError for an unknown mode
         if self.amount < 0 or self.delta < 0:
             raise ValueError("a privacy cost cannot be negative")
 
@@ -49,4 +49,4 @@ class Cost:
     @property
     def symbol(self) -> str:
         """``"ρ"`` or ``"ε"``: the name of ``amount`` for messages."""
-        return "ρ" if self.accounting == "zcdp" else "ε"
+        return accounting_mode(self.accounting).symbol

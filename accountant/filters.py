@@ -39,13 +39,13 @@ from dataclasses import dataclass
 from fractions import Fraction
 from typing import Literal
 
-from dpsql.accountant.calibration import cks20_epsilon, rho_for_epsilon
+from dpsql.accountant.accounting import CONVERSION_DELTA_SHARE, accounting_mode
 from dpsql.accountant.costs import Accounting
 from dpsql.accountant.units import from_atto, from_pico, to_atto_down, to_pico_down
 from dpsql.policy import Budget, Policy
 
 Scope = Literal["session", "user", "global"]
-CONVERSION_DELTA_SHARE = Fraction(1, 10)  # zcdp: part of δ_B reserved for the ρ → (ε, δ) conversion
+__all__ = ["CONVERSION_DELTA_SHARE", "BudgetStatus", "FilterLimit", "ScopeLimits", "budget_filter", "limits_for", "report"]
 
 
 @dataclass(frozen=True)
@@ -129,16 +129,10 @@ def budget_filter(scope: Scope, accounting: Accounting, budget: Budget, *, sessi
         eps, window = session_epsilon, None
     else:
         eps, window = budget.epsilon, budget.window_seconds
-    if accounting == "zcdp":
-        conv = budget.delta * CONVERSION_DELTA_SHARE
-        main = to_pico_down(rho_for_epsilon(eps, conv)) if eps is not None else None
-        delta_limit = to_atto_down(budget.delta - conv)
-    elif accounting == "basic":
-        conv = None
-        main = to_pico_down(eps) if eps is not None else None
-        delta_limit = to_atto_down(budget.delta)
-    else:
-        raise ValueError(f"unknown accounting mode {accounting!r}")
+    mode = accounting_mode(accounting)
+    conv, chargeable = mode.filter_deltas(budget.delta)
+    main = to_pico_down(mode.budget_amount(eps, conv)) if eps is not None else None
+    delta_limit = to_atto_down(chargeable)
     if scope == "session":
         return FilterLimit(scope, accounting, main, None, None, eps, None, conv)
     return FilterLimit(scope, accounting, main, delta_limit, window, eps, budget.delta, conv)
@@ -163,10 +157,7 @@ def limits_for(policy: Policy, user: str, session_epsilon: Fraction | None = Non
 
 
 def _as_epsilon(limit: FilterLimit, main: Fraction) -> float:
-    if limit.accounting == "basic":
-        return float(main)
-    assert limit.conversion_delta is not None
-    return cks20_epsilon(main, limit.conversion_delta)
+    return accounting_mode(limit.accounting).epsilon_bound(main, limit.conversion_delta)
 
 
 def report(limit: FilterLimit, spent_main: int, spent_delta: int, now: float) -> BudgetStatus:
@@ -181,8 +172,8 @@ def report(limit: FilterLimit, spent_main: int, spent_delta: int, now: float) ->
         spent_delta=from_atto(spent_delta),
         remaining_epsilon=_as_epsilon(limit, remaining_main) if remaining_main is not None else None,
         remaining_delta=from_atto(max(0, limit.delta - spent_delta)) if limit.delta is not None else None,
-        spent_rho=main if limit.accounting == "zcdp" else None,
-        remaining_rho=remaining_main if limit.accounting == "zcdp" else None,
+        spent_rho=accounting_mode(limit.accounting).rho(main),
+        remaining_rho=accounting_mode(limit.accounting).rho(remaining_main) if remaining_main is not None else None,
         budget_epsilon=limit.epsilon,
         budget_delta=limit.budget_delta,
         window_start=start / 1000.0 if length else None,

@@ -76,8 +76,19 @@ def _check_draws(draws: list[int], n: int) -> list[int]:
     return draws
 
 
+class _Immutable:
+    """Measurements are immutable and wrap OpenDP objects (ctypes pointers, not copyable):
+    a copy is the measurement itself, so a copied noise plan still samples with what it charged."""
+
+    def __copy__(self):  # type: ignore[no-untyped-def]
+        return self
+
+    def __deepcopy__(self, memo: dict[int, Any]):  # type: ignore[no-untyped-def]
+        return self
+
+
 @dataclass(frozen=True)
-class DiscreteGaussian:
+class DiscreteGaussian(_Immutable):
     """Additive discrete Gaussian noise with parameter σ = ``scale`` (integer units); zCDP."""
 
     scale: float
@@ -96,7 +107,7 @@ class DiscreteGaussian:
 
 
 @dataclass(frozen=True)
-class DiscreteLaplace:
+class DiscreteLaplace(_Immutable):
     """Additive discrete Laplace noise with scale t = ``scale`` (integer units); pure ε-DP."""
 
     scale: float
@@ -136,7 +147,7 @@ AdditiveMechanism = DiscreteGaussian | DiscreteLaplace
 
 
 @dataclass(frozen=True)
-class _Threshold:
+class _Threshold(_Immutable):
     scale: float
     threshold: int
     _meas: Any = field(repr=False, compare=False)  # releases noisy counts ≥ threshold

@@ -34,7 +34,8 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dpsql.accountant.planner import NoisePlan, StatisticNoise
+from dpsql.accountant.mechanisms import ThresholdMechanism
+from dpsql.accountant.planner import NoisePlan, SelectionNoise, StatisticNoise
 from dpsql.errors import ExecutionFailed
 
 PAD_QUANTUM = 0.005  # seconds
@@ -124,7 +125,7 @@ def _noisy(
         if counts_src is None:
             raise ValueError("partition selection needs the distinct-unit counts")
         counts = {i: int(c) for i, c in enumerate(counts_src)}
-        mechanism = sel.measurement  # the measurement the planner charged
+        mechanism = _threshold(sel)
         sizes = _chunks(len(counts))
         if len(sizes) == 1:
             selected = mechanism.release(counts)
@@ -196,6 +197,11 @@ def _add_ahead(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], ahead:
             raise ValueError("inconsistent exact input")
         values[s.column] = [int(x) + d for x, d in zip(col, z, strict=True)]
     return Released(tuple(range(ahead.cells)), values)
+
+
+def _threshold(sel: SelectionNoise) -> ThresholdMechanism:
+    """The partition-selection measurement the planner charged (tests may replace this seam)."""
+    return sel.measurement
 
 
 def _sampler(s: StatisticNoise) -> Callable[[int], list[int]]:
