@@ -20,8 +20,6 @@ import hashlib
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -29,14 +27,14 @@ from typing import Any
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
-from dpsql.accountant.noise import draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
-from dpsql.errors import DataException, DPSQLError, ExecutionFailed, InvalidAuthorization, LimitExceeded, QueryCanceled
+from dpsql.cache import BoundedCache
+from dpsql.errors import DataException, DPSQLError, InvalidAuthorization, LimitExceeded, QueryCanceled
 from dpsql.policy import Policy
+from dpsql.proxy import release as release_step
 from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
-from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
@@ -45,7 +43,6 @@ from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
 from dpsql.rewriter import rewrite
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post import NOISY_TABLE
-from dpsql.rewriter.postprocess import aggregate_values, output_rows
 from dpsql.schema import Catalog, build_catalog
 
 _REWRITE_CACHE_SIZE = 2048
@@ -93,11 +90,10 @@ class Engine:
             self.ledger.close()
             self.post.close()
             raise
-        self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
-        self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
-        self._validated: OrderedDict[tuple[str, str | None, str | None], None] = OrderedDict()
-        self._shapes: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        self._rewrites: BoundedCache[tuple[str, str], Rewrite] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._noise: BoundedCache[tuple[str, Fraction, Fraction], NoisePlan] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._validated: BoundedCache[tuple[str, str | None, str | None], bool] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._shapes: BoundedCache[str, str] = BoundedCache(_REWRITE_CACHE_SIZE)
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str, client: ClientInfo | None = None) -> Session:
@@ -109,65 +105,27 @@ class Engine:
 
     def rewrite(self, sql: str) -> Rewrite:
         """The (cached) rewrite of ``sql`` for this backend's dialect; pure, so safe to cache by text."""
-        key = (sql, self.backend.dialect)
-        with self._lock:
-            hit = self._rewrites.get(key)
-            if hit is not None:
-                self._rewrites.move_to_end(key)
-                return hit
-        result = rewrite(sql, self.catalog, dialect=self.backend.dialect)
-        with self._lock:
-            self._rewrites[key] = result
-            if len(self._rewrites) > _REWRITE_CACHE_SIZE:
-                self._rewrites.popitem(last=False)
-        return result
+        dialect = self.backend.dialect
+        return self._rewrites.get_or_compute((sql, dialect), lambda: rewrite(sql, self.catalog, dialect=dialect))
 
     def calibrate(self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction) -> NoisePlan:
         """The (cached) noise plan of ``sql``'s release plan at (ε, δ); pure, so safe to cache."""
-        key = (sql, epsilon, delta)
-        with self._lock:
-            hit = self._noise.get(key)
-            if hit is not None:
-                self._noise.move_to_end(key)
-                return hit
-        result = calibrate(plan, epsilon, delta, self.policy.privacy.accounting)
-        with self._lock:
-            self._noise[key] = result
-            if len(self._noise) > _REWRITE_CACHE_SIZE:
-                self._noise.popitem(last=False)
-        return result
+        accounting = self.policy.privacy.accounting
+        return self._noise.get_or_compute((sql, epsilon, delta), lambda: calibrate(plan, epsilon, delta, accounting))
 
     def shape(self, rw: Rewrite) -> str:
         """The (cached) timing shape of a rewrite: its bounded SQL with literals masked."""
-        with self._lock:
-            hit = self._shapes.get(rw.sql)
-            if hit is not None:
-                self._shapes.move_to_end(rw.sql)
-                return hit
-        result = shape_of(rw.sql)
-        with self._lock:
-            self._shapes[rw.sql] = result
-            if len(self._shapes) > _REWRITE_CACHE_SIZE:
-                self._shapes.popitem(last=False)
-        return result
+        return self._shapes.get_or_compute(rw.sql, lambda: shape_of(rw.sql))
 
     def validated(self, rw: Rewrite) -> bool:
         """True when this exact bounded SQL (with its constants and post-processing queries) has
         passed :meth:`Session._validate` before. The checks read no data and depend only on these
         texts and the schema, so a pass stays a pass for the engine's lifetime."""
-        key = _validation_key(rw)
-        with self._lock:
-            if key in self._validated:
-                self._validated.move_to_end(key)
-                return True
-        return False
+        return self._validated.lookup(_validation_key(rw))[0]
 
     def mark_validated(self, rw: Rewrite) -> None:
         """Remember that ``rw`` passed validation (bounded like the rewrite cache)."""
-        with self._lock:
-            self._validated[_validation_key(rw)] = None
-            if len(self._validated) > _REWRITE_CACHE_SIZE:
-                self._validated.popitem(last=False)
+        self._validated.put(_validation_key(rw), True)
 
     def close(self) -> None:
         """Close the backend, the ledger and the post-processor."""
@@ -303,7 +261,7 @@ class Session:
         """:meth:`_private` with replay: a stored answer if there is one (free), else the query,
         charged with the replay slot reserved in the charge's transaction, its answer stored."""
         replays = self.engine.replays
-        ticket = replays.ticket(self.user, rw, noise)
+        ticket = replays.ticket(self.user, rw, noise, self.settings.post_key())
         if ticket is None:
             return self._private(sql, rw, plan, noise)
         while True:
@@ -387,72 +345,18 @@ class Session:
     def _charged(
         self, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan, public_keys: list[tuple[Any, ...]] | None
     ) -> Result:
-        """Everything after the charge: the bounded SQL, noise, post-processing."""
-        limits = self.engine.policy.limits
-        # Without partition selection the released cells are known now (one row, or the public
-        # key set): draw and pad the noise while the bounded SQL runs.
-        cells = len(public_keys) if public_keys is not None else (None if plan.keys else 1)
-        ahead = draw_ahead(noise, cells) if cells is not None and noise.selection is None else None
-        rs = self.backend.execute(rw.sql, timeout=limits.statement_timeout)
-        nkeys = len(plan.keys)
-        stat_cols = [s.column for s in plan.stats]
-        index = {c: i for i, c in enumerate(rs.columns)}
-        try:
-            key_idx = [index[k.column] for k in plan.keys]
-            col_idx = [index[c] for c in stat_cols]
-        except KeyError:
-            raise ExecutionFailed("the bounded query returned an unexpected shape") from None
-
-        key_types = [k.pg_type for k in plan.keys]
-        exact: dict[str, Sequence[int]]
-        if public_keys is not None:
-            by_key = {tuple(r[i] for i in key_idx): r for r in rs.rows}
-            keys = public_keys
-            exact = {c: [int(by_key[k][j]) if k in by_key else 0 for k in keys] for c, j in zip(stat_cols, col_idx, strict=True)}
-            kept_of = keys.__getitem__
-        else:
-            # Candidate groups (partition selection): only the released ones are ever converted
-            # (their keys coerced, their statistics read); the per-candidate work before the
-            # threshold is OpenDP's vector draw on the distinct-unit counts.
-            rows = rs.rows if nkeys or rs.rows else [tuple(0 for _ in rs.columns)]
-            exact = {c: _IntColumn(rows, j) for c, j in zip(stat_cols, col_idx, strict=True)}
-            if nkeys:
-                def kept_of(i: int) -> tuple[Any, ...]:
-                    return tuple(rows[i][k] for k in key_idx)
-            else:
-                def kept_of(i: int) -> tuple[Any, ...]:
-                    return ()
-        units = exact.get(plan.units_column) if plan.units_column else None
-        if units is not None and not isinstance(units, list):
-            units = list(units)
-        released = release(noise, exact, units, ahead=ahead)
-        keys_kept = [tuple(coerce(v, t) for v, t in zip(kept_of(i), key_types, strict=True)) for i in released.kept]
-        # Release groups in key order: the engine's row order can depend on groups never released.
-        order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys_kept[j]))
-        kept_keys = [keys_kept[j] for j in order]
-        released_sorted = {c: [v[j] for j in order] for c, v in released.values.items()}
-        notices: list[str] = []
-        if len(kept_keys) > plan.max_released_groups:
-            by_size = sorted(range(len(kept_keys)), key=lambda j: -released_sorted[plan.units_column or stat_cols[0]][j])
-            keep = sorted(by_size[: plan.max_released_groups])
-            kept_keys = [kept_keys[j] for j in keep]
-            released_values = {c: [v[j] for j in keep] for c, v in released_sorted.items()}
-            notices.append(f"result truncated to the {plan.max_released_groups} largest groups (by noisy count)")
-        else:
-            released_values = released_sorted
-        values = aggregate_values(plan, released_values, len(kept_keys))
-        if plan.post_sql is None:
-            out_rows = output_rows(plan, kept_keys, values)
-        else:
-            data: list[Sequence[Any]] = [[k[i] for k in kept_keys] for i in range(nkeys)]
-            data += values
-            _, out_rows = self.engine.post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
-        notices.insert(0, self._cost_notice(noise))
+        """Everything after the charge: the bounded SQL, then the release step (:mod:`~dpsql.proxy.release`)."""
+        # Without partition selection the released cells are known now: draw and pad the noise
+        # while the bounded SQL runs.
+        ahead = release_step.start(plan, noise, public_keys)
+        rs = self.backend.execute(rw.sql, timeout=self.engine.policy.limits.statement_timeout)
+        out = release_step.finish(plan, noise, rs.columns, rs.rows, public_keys, self.engine.post, ahead=ahead,
+                                  options=self.settings.release_options())
         return Result(
             tuple(o.name for o in plan.outputs),
             tuple(o.pg_type for o in plan.outputs),
-            out_rows,
-            notices=notices,
+            out.rows,
+            notices=[self._cost_notice(noise), *out.notices],
             cost=noise.cost,
         )
 
@@ -502,28 +406,3 @@ class Session:
         data = [[r[i] for r in rows] for i in range(len(BUDGET_COLUMNS))]
         names, types, out = self.engine.post.run_typed("__dp_budget", BUDGET_COLUMNS, data, query)
         return Result(tuple(names), tuple(types), out)
-
-
-class _IntColumn(Sequence[int]):
-    """One statistic column of the bounded SQL's rows, read as exact integers on access (so
-    groups never released are never converted)."""
-
-    def __init__(self, rows: list[tuple[Any, ...]], index: int) -> None:
-        self._rows = rows
-        self._index = index
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, i: int) -> int:  # type: ignore[override]
-        return int(self._rows[i][self._index] or 0)
-
-    def __iter__(self) -> Iterator[int]:
-        j = self._index
-        return (int(r[j] or 0) for r in self._rows)
-
-
-def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Order for group keys: NULLs last, then by type name and value (mixed types never compare)."""
-    return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)
-

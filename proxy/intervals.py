@@ -1,0 +1,207 @@
+"""Noise-only confidence intervals of released aggregates, and rounding to the precision noise supports.
+
+Everything here is post-processing: a function of noisy values and of the public noise scales of
+the query's :class:`~dpsql.accountant.planner.NoisePlan`, so ``DP_INTERVAL_LOW/HIGH`` and rounding
+cost nothing. The intervals cover the *bounded* statistic (after contribution bounding: rows
+dropped by ``max_rows``/``max_groups``, values clamped), not the unbounded truth — bounding bias
+is not included (see ``EXPLAIN (BIAS)``).
+
+**One noisy statistic** (COUNT, COUNT(DISTINCT unit), SUM): ``noisy ± b`` where b is the smallest
+integer with P(|Z| ≤ b) ≥ confidence for the statistic's own mechanism — the discrete Gaussian
+(exact mass sum for σ ≤ 100, the CKS20 normal tail bound above) or the discrete Laplace (closed
+form) — times the statistic's grid (:func:`dpsql.accountant.calibration.discrete_gaussian_error`,
+``discrete_laplace_error``). Counts are intersected with [0, ∞).
+
+**Several statistics** (AVG, VAR, STDDEV and any arithmetic of aggregates inside
+``DP_INTERVAL_LOW/HIGH``): interval arithmetic over the components. With k distinct noisy
+statistics involved, each component interval is taken at level confidence^(1/k) (Šidák: the
+statistics' noises are independent, so all k cover at once with probability ≥ confidence); the
+exact value of the expression lies in its interval-arithmetic image whenever all components
+cover, so coverage is ≥ confidence (conservative: typically above it). AVG = center + S/N uses
+N ∈ [max(1, N_lo), N_hi] (a defined mean has an integer count ≥ 1) and is intersected with the
+column's declared bounds.
+
+Under partition selection the released groups are those whose noisy unit count passed the
+threshold; the intervals ignore that conditioning (they are the unconditional noise intervals).
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping, Sequence
+from decimal import Decimal
+from fractions import Fraction
+from typing import Any
+
+from dpsql.accountant.calibration import discrete_gaussian_error, discrete_laplace_error
+from dpsql.accountant.planner import NoisePlan, StatisticNoise
+from dpsql.rewriter.intervals import HALF_WIDTH_PREFIX, INTERVAL_COLUMN
+from dpsql.rewriter.plan import AggregateRelease, OutputColumn, ReleasePlan
+
+ROUNDING_CONFIDENCE = 0.95
+_FLOATS = ("float4", "float8", "numeric")
+Bound = int | float | None
+_COLUMN = re.compile(INTERVAL_COLUMN)
+
+
+def half_width(s: StatisticNoise, confidence: float) -> Fraction:
+    """b·grid with P(|Z| ≤ b) ≥ ``confidence`` for this statistic's noise Z (released units):
+    exact for the discrete Laplace and for the discrete Gaussian with σ ≤ 100, a CKS20 tail bound
+    (≤ one unit wider) above."""
+    if not 0 < confidence < 1:
+        raise ValueError("confidence must be in (0, 1)")
+    if s.mechanism in ("discrete_gaussian", "gaussian_threshold"):
+        b = discrete_gaussian_error(s.scale, confidence)
+    elif s.mechanism in ("discrete_laplace", "laplace_threshold"):
+        b = discrete_laplace_error(s.scale, confidence)
+    else:
+        raise ValueError(f"unknown mechanism {s.mechanism!r}")
+    return b * s.grid
+
+
+def _stat_interval(noise: NoisePlan, noisy: Mapping[str, Sequence[int]], column: str, g: int,
+                   confidence: float) -> tuple[Fraction, Fraction]:
+    s = noise.stat(column)
+    b = half_width(s, confidence)
+    v = int(noisy[column][g]) * s.grid
+    return v - b, v + b
+
+
+def aggregate_interval(release: AggregateRelease, noise: NoisePlan, noisy: Mapping[str, Sequence[int]], g: int,
+                       component_confidence: float) -> tuple[Bound, Bound]:
+    """The interval of one aggregate in group ``g`` with each of its statistics at
+    ``component_confidence`` (see the module docstring for the method)."""
+    ivs = [_stat_interval(noise, noisy, c, g, component_confidence) for c in release.stats]
+    if release.kind in ("count", "count_units"):
+        lo, hi = ivs[0]
+        return max(0, int(lo)), max(0, int(hi))
+    if release.kind == "sum":
+        lo, hi = ivs[0]
+        return (int(lo), int(hi)) if release.integer else (float(lo), float(hi))
+    assert release.lower is not None and release.upper is not None
+    n_lo, n_hi = max(ivs[0][0], Fraction(1)), ivs[0][1]
+    if n_hi < n_lo:  # the count interval holds no possible count: only the declared bounds remain
+        return _bounds_interval(release)
+    m_lo, m_hi = _ratio(ivs[1], (n_lo, n_hi))
+    if release.kind == "avg":
+        lo = _clamp(release.center + m_lo, release.lower, release.upper)
+        hi = _clamp(release.center + m_hi, release.lower, release.upper)
+        return float(lo), float(hi)
+    q_lo, q_hi = _ratio(ivs[2], (n_lo, n_hi))
+    half = (release.upper - release.lower) / 2
+    sq_min = Fraction(0) if m_lo <= 0 <= m_hi else min(m_lo * m_lo, m_hi * m_hi)
+    sq_max = max(m_lo * m_lo, m_hi * m_hi)
+    v_lo = _clamp(q_lo - sq_max, Fraction(0), half * half)
+    v_hi = _clamp(q_hi - sq_min, Fraction(0), half * half)
+    if release.kind in ("var_samp", "stddev_samp"):
+        v_lo = v_lo * n_hi / (n_hi - 1) if n_hi > 1 else v_lo
+        v_hi = v_hi * n_lo / (n_lo - 1) if n_lo > 1 else v_hi * 2 if n_hi >= 2 else v_hi
+    if release.kind.startswith("stddev"):
+        return math.sqrt(v_lo), math.sqrt(v_hi)
+    return float(v_lo), float(v_hi)
+
+
+def _bounds_interval(release: AggregateRelease) -> tuple[Bound, Bound]:
+    assert release.lower is not None and release.upper is not None
+    if release.kind == "avg":
+        return float(release.lower), float(release.upper)
+    half = (release.upper - release.lower) / 2
+    top = half * half * (2 if release.kind.endswith("_samp") else 1)
+    return (0.0, math.sqrt(top)) if release.kind.startswith("stddev") else (0.0, float(top))
+
+
+def _ratio(num: tuple[Fraction, Fraction], den: tuple[Fraction, Fraction]) -> tuple[Fraction, Fraction]:
+    """Interval of a/b for a ∈ num, b ∈ den with den > 0."""
+    corners = [a / b for a in num for b in den]
+    return min(corners), max(corners)
+
+
+def _clamp(v: Fraction, lo: Fraction, hi: Fraction) -> Fraction:
+    return lo if v < lo else hi if v > hi else v
+
+
+def _stats_of(plan: ReleasePlan, aggregates: set[int]) -> set[str]:
+    return {c for j in aggregates for c in plan.aggregates[j].stats}
+
+
+def interval_columns(plan: ReleasePlan, noise: NoisePlan, noisy: Mapping[str, Sequence[int]], groups: int,
+                     names: Sequence[str], confidence: float) -> list[list[Bound]]:
+    """The values of the noisy table's interval columns ``names`` (see
+    :data:`dpsql.rewriter.intervals.INTERVAL_COLUMN`), one list per column over ``groups`` groups.
+
+    Columns of one ``DP_INTERVAL_*`` argument share a tag ``i<n>``: the k distinct statistics its
+    aggregates use are each taken at ``confidence``^(1/k). Tag ``r`` (rounding) takes each
+    statistic at 95%."""
+    parsed = []
+    for name in names:
+        m = _COLUMN.fullmatch(name)
+        if m is None:
+            raise ValueError(f"unknown noisy-table column {name!r}")
+        parsed.append((int(m.group(1)), m.group(2), m.group(3)))
+    members: dict[str, set[int]] = {}
+    for j, _, tag in parsed:
+        members.setdefault(tag, set()).add(j)
+    level: dict[str, float] = {}
+    for tag, aggs in members.items():
+        if tag == "r":
+            level[tag] = ROUNDING_CONFIDENCE
+        else:
+            k = max(1, len(_stats_of(plan, aggs)))
+            level[tag] = confidence ** (1.0 / k)
+    cache: dict[tuple[int, str], list[tuple[Bound, Bound]]] = {}
+    out: list[list[Bound]] = []
+    for j, side, tag in parsed:
+        key = (j, tag)
+        if key not in cache:
+            cache[key] = [aggregate_interval(plan.aggregates[j], noise, noisy, g, level[tag]) for g in range(groups)]
+        out.append([iv[0] if side == "lo" else iv[1] for iv in cache[key]])
+    return out
+
+
+def rounding_widths(plan: ReleasePlan, noise: NoisePlan, noisy: Mapping[str, Sequence[int]], groups: int) -> list[list[float | None]]:
+    """For a plan without a post-processing query: per group, per output column, the 95% half-width
+    of a floating aggregate output (None for keys and integer outputs)."""
+    per_output: list[list[float | None]] = []
+    for (kind, i), out in zip(plan.output_map, plan.outputs, strict=True):
+        if kind != "agg" or out.pg_type not in _FLOATS:
+            per_output.append([None] * groups)
+            continue
+        col: list[float | None] = []
+        for g in range(groups):
+            lo, hi = aggregate_interval(plan.aggregates[i], noise, noisy, g, ROUNDING_CONFIDENCE)
+            col.append(None if lo is None or hi is None else (float(hi) - float(lo)) / 2)
+        per_output.append(col)
+    return [[c[g] for c in per_output] for g in range(groups)]
+
+
+def round_value(value: Any, width: float | None) -> Any:
+    """``value`` rounded to the power of ten nearest below a tenth of ``width`` (a 95% half-width):
+    e.g. 2454.4869993632146 with width 300 → 2450.0. Integers, None, non-finite values and
+    values without a positive finite width are returned unchanged; the type is kept."""
+    if width is None or not isinstance(width, int | float | Decimal) or isinstance(value, bool) or value is None:
+        return value
+    w = float(width)
+    if not (math.isfinite(w) and w > 0):
+        return value
+    digits = -math.floor(math.log10(w / 10))
+    if isinstance(value, float):
+        if not math.isfinite(value):
+            return value
+        return round(value, digits) + 0.0
+    if isinstance(value, Decimal):
+        if not value.is_finite():
+            return value
+        return value.quantize(Decimal(1).scaleb(-digits)) if digits > 0 else Decimal(int(round(value, digits)))
+    return value
+
+
+def round_row(outputs: Sequence[OutputColumn], row: Sequence[Any], widths: Sequence[Any]) -> tuple[Any, ...]:
+    """One result row with each floating output rounded by :func:`round_value` (widths per output)."""
+    return tuple(
+        round_value(v, w) if o.pg_type in _FLOATS else v for v, w, o in zip(row, widths, outputs, strict=True)
+    )
+
+
+__all__ = ["HALF_WIDTH_PREFIX", "aggregate_interval", "half_width", "interval_columns", "round_row", "round_value",
+           "rounding_widths"]
