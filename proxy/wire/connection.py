@@ -28,11 +28,11 @@ import secrets
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
+from dpsql.cache import BoundedCache
 from dpsql.errors import (
     ActiveTransaction,
     DPSQLError,
@@ -161,7 +161,7 @@ class ServerContext:
         self.backends: dict[int, Connection] = {}
         self.active = 0  # connections past the startup packet (authenticating or ready)
         self.lock = threading.Lock()
-        self.routes: OrderedDict[str, Route] = OrderedDict()
+        self.routes: BoundedCache[str, Route] = BoundedCache(2048)
         self.slow_catalog: dict[str, int] = {}  # catalog statement → consecutive slow runs
         self.row_descriptions: dict[tuple[Any, ...], bytes] = {}
         self.types: dict[str, pgt.PgType] = {}
@@ -695,9 +695,7 @@ class Connection:
             return hit
         route = route_statement(sql, self.ctx.catalog)
         if len(sql) <= 4096:
-            cache[sql] = route
-            if len(cache) > 2048:
-                cache.popitem(last=False)
+            cache.put(sql, route)
         return route
 
     # ---------------------------------------------------------------------------- extended query
