@@ -30,7 +30,7 @@ from __future__ import annotations
 import math
 import re
 from collections.abc import Mapping, Sequence
-from decimal import Decimal
+from decimal import ROUND_CEILING, ROUND_FLOOR, ROUND_HALF_EVEN, Decimal
 from fractions import Fraction
 from typing import Any
 
@@ -175,33 +175,52 @@ def rounding_widths(plan: ReleasePlan, noise: NoisePlan, noisy: Mapping[str, Seq
     return [[c[g] for c in per_output] for g in range(groups)]
 
 
-def round_value(value: Any, width: float | None) -> Any:
-    """``value`` rounded to the power of ten nearest below a tenth of ``width`` (a 95% half-width):
-    e.g. 2454.4869993632146 with width 300 → 2450.0. Integers, None, non-finite values and
+def round_value(value: Any, width: float | None, direction: str = "") -> Any:
+    """``value`` rounded to the power of ten at or below a tenth of ``width`` (a 95% half-width):
+    e.g. 2454.4869993632146 with width 300 → 2450.0. ``direction`` "lo" rounds down and "hi" up
+    (interval bounds only ever widen), "" to nearest. Integers, None, non-finite values and
     values without a positive finite width are returned unchanged; the type is kept."""
     if width is None or not isinstance(width, int | float | Decimal) or isinstance(value, bool) or value is None:
         return value
     w = float(width)
     if not (math.isfinite(w) and w > 0):
         return value
-    digits = -math.floor(math.log10(w / 10))
+    exponent = math.floor(math.log10(w / 10))
     if isinstance(value, float):
         if not math.isfinite(value):
             return value
-        return round(value, digits) + 0.0
+        step = Fraction(10) ** exponent
+        q = Fraction(value) / step
+        n = math.floor(q) if direction == "lo" else math.ceil(q) if direction == "hi" else round(q)
+        return float(n * step) + 0.0
     if isinstance(value, Decimal):
         if not value.is_finite():
             return value
-        return value.quantize(Decimal(1).scaleb(-digits)) if digits > 0 else Decimal(int(round(value, digits)))
+        mode = {"lo": ROUND_FLOOR, "hi": ROUND_CEILING}.get(direction, ROUND_HALF_EVEN)
+        step_d = Decimal(1).scaleb(exponent)
+        rounded = value.quantize(step_d, rounding=mode) if exponent < 0 else (value / step_d).quantize(Decimal(1), rounding=mode) * step_d
+        return rounded if exponent < 0 else Decimal(int(rounded))
     return value
 
 
-def round_row(outputs: Sequence[OutputColumn], row: Sequence[Any], widths: Sequence[Any]) -> tuple[Any, ...]:
-    """One result row with each floating output rounded by :func:`round_value` (widths per output)."""
+def round_row(outputs: Sequence[OutputColumn], row: Sequence[Any], widths: Sequence[Any],
+              directions: Sequence[str] | None = None) -> tuple[Any, ...]:
+    """One result row with each floating output rounded by :func:`round_value` (widths and
+    directions per output)."""
+    dirs = directions if directions is not None else [""] * len(outputs)
     return tuple(
-        round_value(v, w) if o.pg_type in _FLOATS else v for v, w, o in zip(row, widths, outputs, strict=True)
+        round_value(v, w, d) if o.pg_type in _FLOATS else v for v, w, d, o in zip(row, widths, dirs, outputs, strict=True)
     )
 
 
-__all__ = ["HALF_WIDTH_PREFIX", "aggregate_interval", "half_width", "interval_columns", "round_row", "round_value",
-           "rounding_widths"]
+def directions(names: Sequence[str]) -> list[str]:
+    """The rounding direction of each hidden half-width column (``__dp_hwlo3`` → "lo")."""
+    out = []
+    for name in names:
+        rest = name[len(HALF_WIDTH_PREFIX):]
+        out.append(rest[:2] if rest[:2] in ("lo", "hi") else "")
+    return out
+
+
+__all__ = ["HALF_WIDTH_PREFIX", "aggregate_interval", "directions", "half_width", "interval_columns", "round_row",
+           "round_value", "rounding_widths"]

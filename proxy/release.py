@@ -29,7 +29,7 @@ from dpsql.accountant.noise import NoiseDraws, draw_ahead, release
 from dpsql.accountant.planner import NoisePlan
 from dpsql.errors import ExecutionFailed
 from dpsql.proxy.coerce import coerce
-from dpsql.proxy.intervals import interval_columns, round_row, rounding_widths
+from dpsql.proxy.intervals import directions, interval_columns, round_row, rounding_widths
 from dpsql.proxy.postsql import PostProcessor
 from dpsql.rewriter.plan import ReleasePlan
 from dpsql.rewriter.post import NOISY_TABLE
@@ -158,10 +158,11 @@ def _post_process(
     extra = plan.post_types[nkeys + len(values):]
     if extra:
         data += interval_columns(plan, noise, released_values, groups, [name for name, _ in extra], options.confidence)
-    _, out_rows = post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
+    names, out_rows = post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
     width = len(plan.outputs)
-    if out_rows and len(out_rows[0]) > width:  # hidden half-width columns for rounding
-        out_rows = [round_row(plan.outputs, row[:width], row[width:]) if rounding else row[:width] for row in out_rows]
+    if len(names) > width:  # hidden half-width columns for rounding
+        dirs = directions(names[width:])
+        out_rows = [round_row(plan.outputs, row[:width], row[width:], dirs) if rounding else row[:width] for row in out_rows]
     return Output(out_rows, notices)
 
 

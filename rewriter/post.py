@@ -175,11 +175,20 @@ def _add_half_widths(q: exp.Select, outputs: tuple[OutputColumn, ...], releases:
                     m = _INTERVAL.fullmatch(col.name)
                     if m is not None:
                         extra[col.name] = _PG_TO_DUCK[aggregate_pg_type(releases[int(m.group(1))])]
-        hidden.append(exp.alias_(width, f"{HALF_WIDTH_PREFIX}{i}", quoted=True))
+        hidden.append(exp.alias_(width, f"{HALF_WIDTH_PREFIX}{_direction(inner)}{i}", quoted=True))
     if not extra:
         return []
     q.set("expressions", [*q.expressions, *hidden])
     return list(extra.items())
+
+
+def _direction(node: exp.Expression) -> str:
+    """How an output is rounded: ``lo`` (down) for a DP_INTERVAL_LOW bound, ``hi`` (up) for a
+    DP_INTERVAL_HIGH bound — so rounding only widens an interval — else "" (to nearest)."""
+    while isinstance(node, exp.Cast) and not node.meta:
+        node = node.this
+    side = node.meta.get("dp_interval_side") if node.meta else None
+    return side if side in ("lo", "hi") else ""
 
 
 def _as_aggregate(node: exp.Expression) -> exp.Expression:
