@@ -20,6 +20,7 @@ import hashlib
 import threading
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import Any
@@ -190,6 +191,8 @@ class Session:
         if command.kind == "show":
             name, value = self.settings.show(command.name)
             return Result((name,), ("text",), [(value,)], command="SHOW")
+        if command.kind == "explain" and command.bias:
+            return self.explain_bias(command.query)
         if command.kind == "explain":
             from dpsql.proxy.explain import explain_rows
 
@@ -318,12 +321,17 @@ class Session:
         # ---- from here on, the charge stands whatever happens, and the answer (result or error)
         # leaves at the deadline the timing shield fixes now, before any private row is read.
         # Everything before this point depends on the query text, the policy and the ledger only.
-        deadline = self.engine.shield.begin(self.engine.shape(rw), time.perf_counter())
+        return self._shielded(self.engine.shape(rw), lambda: self._charged(rw, plan, noise, public_keys))
+
+    def _shielded(self, shape: str, work: Callable[[], Result]) -> Result:
+        """Run ``work`` (the part after a charge) and answer — result or error — at the deadline
+        the timing shield fixes now for ``shape``, before any private row is read."""
+        deadline = self.engine.shield.begin(shape, time.perf_counter())
         self._client_canceled = False
         self._answer_at = deadline
         outcome: Result | Exception
         try:
-            outcome = self._charged(rw, plan, noise, public_keys)
+            outcome = work()
         except QueryCanceled:
             if deadline is not None and not self._client_canceled:
                 deadline.record_timeout()  # the statement timeout: answered when it fired
@@ -341,6 +349,31 @@ class Session:
         if isinstance(outcome, Exception):
             raise outcome
         return outcome
+
+    def explain_bias(self, sql: str) -> Result:
+        """``EXPLAIN (BIAS) sql``: a DP estimate of what ``sql`` loses to contribution bounding
+        (:mod:`~dpsql.proxy.bias`), at ``dp.bias_epsilon`` and the session's δ, charged to the
+        session's filters before any row is read, answered at the timing shield's deadline."""
+        from dpsql.proxy import bias
+        from dpsql.proxy.measures import measure
+
+        rw, _ = self.plan(sql)
+        bp = bias.build(rw, self.engine.policy, self.settings.bias_epsilon, self.settings.delta)
+        self.trail.kind, self.trail.noise = "private", bp.noise
+        self.engine.backend.validate(bp.sql)
+        query_hash = hashlib.sha256(bp.sql.encode()).hexdigest()[:32]
+        self.trail.query_hash = query_hash
+        with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
+            self._charge(bp.noise, query_hash)
+
+            def work() -> Result:
+                rs = self.backend.execute(bp.sql, timeout=self.engine.policy.limits.statement_timeout)
+                noisy = measure(bp.noise, bp.measures, bias.exact_cells(bp, rs.columns, rs.rows))
+                lines = bias.report(bp, bias.estimates(bp, noisy))
+                return Result(("QUERY PLAN",), ("text",), [(line,) for line in lines], command="EXPLAIN",
+                              notices=[self._cost_notice(bp.noise)], cost=bp.noise.cost)
+
+            return self._shielded(shape_of(bp.sql), work)
 
     def _charged(
         self, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan, public_keys: list[tuple[Any, ...]] | None

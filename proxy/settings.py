@@ -6,7 +6,8 @@ policy's per-query range: ``[min_epsilon_per_query, max_epsilon_per_query]`` for
 pure-ε query). The floors keep probes from being nearly free (docs/privacy.md).
 ``dp.confidence`` (in (0, 1), default 0.95) is the level of ``DP_INTERVAL_LOW/HIGH``;
 ``dp.rounding`` (``auto`` | ``off``, default ``auto``) rounds floating results to the precision
-their noise supports. Both shape post-processing only and cost nothing.
+their noise supports. Both shape post-processing only and cost nothing. ``dp.bias_epsilon``
+(default 0.25, within the policy's per-query ε range) is the ε of ``EXPLAIN (BIAS)``, charged.
 ``SET dp.session_epsilon`` can only lower the session's cap, never raise it. Values are kept exactly (as fractions of their decimal text).
 """
 
@@ -21,7 +22,8 @@ from dpsql.policy import Policy
 if TYPE_CHECKING:
     from dpsql.proxy.release import ReleaseOptions
 
-NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting", "dp.confidence", "dp.rounding")
+NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting", "dp.confidence", "dp.rounding", "dp.bias_epsilon")
+DEFAULT_BIAS_EPSILON = Fraction(1, 4)
 DEFAULT_CONFIDENCE = Fraction(95, 100)
 ROUNDING_MODES = ("auto", "off")
 
@@ -47,6 +49,8 @@ class DPSettings:
         self.session_epsilon: Fraction | None = None
         self.confidence: Fraction = DEFAULT_CONFIDENCE
         self.rounding: str = "auto"
+        self.bias_epsilon: Fraction = min(max(DEFAULT_BIAS_EPSILON, policy.privacy.min_epsilon_per_query),
+                                          policy.privacy.max_epsilon_per_query)
 
     def post_key(self) -> str:
         """The post-processing settings as text for the replay key; "" at the defaults (so answers
@@ -115,6 +119,14 @@ class DPSettings:
                     f"dp.confidence must be between 0 and 1 (exclusive), not {_fmt(v)}", hint="SET dp.confidence = 0.95"
                 )
             self.confidence = v
+        elif name == "dp.bias_epsilon":
+            v = parse_number(name, text)
+            if not pv.min_epsilon_per_query <= v <= pv.max_epsilon_per_query:
+                raise InvalidParameterValue(
+                    f"dp.bias_epsilon must lie in the policy's per-query range [{_fmt(pv.min_epsilon_per_query)}, "
+                    f"{_fmt(pv.max_epsilon_per_query)}]", hint="SET dp.bias_epsilon = 0.25",
+                )
+            self.bias_epsilon = v
         elif name == "dp.rounding":
             mode = text.strip().strip("'\"").strip().lower()
             if mode not in ROUNDING_MODES:
@@ -138,6 +150,9 @@ class DPSettings:
             self.confidence = DEFAULT_CONFIDENCE
         elif name == "dp.rounding":
             self.rounding = "auto"
+        elif name == "dp.bias_epsilon":
+            self.bias_epsilon = min(max(DEFAULT_BIAS_EPSILON, self.policy.privacy.min_epsilon_per_query),
+                                    self.policy.privacy.max_epsilon_per_query)
         elif name in ("dp.session_epsilon", "dp.accounting"):
             pass
         else:
@@ -159,6 +174,8 @@ class DPSettings:
             return name, _fmt(self.confidence)
         if name == "dp.rounding":
             return name, self.rounding
+        if name == "dp.bias_epsilon":
+            return name, _fmt(self.bias_epsilon)
         raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
 
     def effective_session_cap(self) -> Fraction | None:
