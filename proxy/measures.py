@@ -32,12 +32,66 @@ from dpsql.rewriter.plan import ReleasePlan, Statistic
 
 @dataclass(frozen=True)
 class Measure:
-    """``cells`` exact integers; one unit changes them by a vector of norm at most ``bound``."""
+    """``cells`` exact integers; one unit changes them by a vector of L2 norm at most ``bound``
+    and L1 norm at most ``l1`` (default: ``bound``, right for one cell)."""
 
     name: str
     cells: int
     bound: int
     description: str = ""
+    l1: int | None = None
+
+    def sensitivity(self, accounting: Accounting) -> int:
+        """The norm the accounting's mechanism needs: L2 under zcdp, L1 under basic."""
+        return max(1, int(self.bound if accounting == "zcdp" or self.l1 is None else self.l1))
+
+
+def survival(name: str, thresholds: Sequence[int | float], description: str = "") -> Measure:
+    """A measure of #{units with x ≥ t} for each threshold t: one unit adds a 0/1 vector with at
+    most k = len(thresholds) ones, so L2 ≤ ⌈√k⌉ and L1 ≤ k."""
+    k = len(thresholds)
+    return Measure(name, k, math.isqrt(k - 1) + 1 if k > 1 else 1, description, l1=k)
+
+
+def monotone(noisy: Sequence[int], floor: float) -> list[float]:
+    """Post-processing of noisy survival counts: the least-squares non-increasing fit (pool
+    adjacent violators — it averages the noise of flat stretches instead of following its
+    minimum), clipped at 0, and 0 from the first value below ``floor`` on (a thin tail is read as
+    empty)."""
+    blocks: list[list[float]] = []  # [sum, count]
+    for v in noisy:
+        blocks.append([float(v), 1.0])
+        while len(blocks) > 1 and blocks[-2][0] / blocks[-2][1] < blocks[-1][0] / blocks[-1][1]:
+            total, n = blocks.pop()
+            blocks[-1][0] += total
+            blocks[-1][1] += n
+    out: list[float] = []
+    for total, n in blocks:
+        out += [total / n] * int(n)
+    dead = False
+    for i, v in enumerate(out):
+        dead = dead or v < floor
+        out[i] = 0.0 if dead else max(0.0, v)
+    return out
+
+
+def area_above(thresholds: Sequence[int], counts: Sequence[float], r: int) -> float:
+    """Σ_u max(0, x_u − r) for integers x_u from survival counts S(t) at increasing integer
+    ``thresholds`` (t₀ = 1): the sum over integers t > r of S(t), with S interpolated linearly
+    between thresholds (trapezoid) and 0 beyond the last one."""
+    total = 0.0
+    for i in range(len(thresholds)):
+        t, c = thresholds[i], counts[i]
+        nxt_t = thresholds[i + 1] if i + 1 < len(thresholds) else t + 1
+        nxt_c = counts[i + 1] if i + 1 < len(thresholds) else 0.0
+        lo = max(t, r + 1)
+        if nxt_t <= lo:
+            continue
+        # integers t' in [lo, nxt_t): S(t') ≈ c + (nxt_c − c)·(t' − t)/(nxt_t − t)
+        n = nxt_t - lo
+        mid = (lo + nxt_t - 1) / 2
+        total += n * (c + (nxt_c - c) * (mid - t) / (nxt_t - t))
+    return total
 
 
 def calibrate_measures(measures: Sequence[Measure], epsilon: Fraction, delta: Fraction,
@@ -47,7 +101,7 @@ def calibrate_measures(measures: Sequence[Measure], epsilon: Fraction, delta: Fr
     if not measures:
         raise ValueError("no measures")
     stats = tuple(
-        Statistic(column=m.name, kind="count", description=m.description or m.name, max_contribution=max(1, int(m.bound)))
+        Statistic(column=m.name, kind="count", description=m.description or m.name, max_contribution=m.sensitivity(accounting))
         for m in measures
     )
     plan = ReleasePlan(
