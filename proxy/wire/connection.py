@@ -671,7 +671,7 @@ class Connection:
 
     def _private_statements(self, stmts: Sequence[str]) -> list[str]:
         """The statements of a multi-statement string that would be charged: queries (or cursors
-        over queries) that read a private table. Reads no data (the rewrite is pure and cached); a
+        over queries) that read a private table, and EXPLAIN (BIAS). Reads no data (the rewrite is pure and cached); a
         statement that does not rewrite is not counted, as it will fail on its own when it runs."""
         out = []
         for stmt in stmts:
@@ -679,6 +679,9 @@ class Connection:
                 route = self._route(stmt)
                 if route.kind == "declare":
                     route = self._route(parse_declare(route.sql).query)
+                if route.kind == "engine_cmd" and classify(route.sql).bias:
+                    out.append(stmt)  # EXPLAIN (BIAS) is charged like a query
+                    continue
                 if route.kind != "query":
                     continue
                 command = classify(route.sql)
