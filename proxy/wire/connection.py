@@ -659,11 +659,13 @@ class Connection:
         self._ready()
 
     def _query_statements(self, stmts: Sequence[str]) -> list[str]:
-        """The statements routed to the engine as queries or cursors (cheap: routing is cached)."""
+        """The statements routed to the engine as queries or cursors, and EXPLAIN (BIAS) (cheap:
+        routing is cached)."""
         out = []
         for stmt in stmts:
             try:
-                if self._route(stmt).kind in ("query", "declare"):
+                route = self._route(stmt)
+                if route.kind in ("query", "declare") or (route.kind == "engine_cmd" and classify(route.sql).bias):
                     out.append(stmt)
             except Exception:  # it fails the same way when its turn comes
                 continue
