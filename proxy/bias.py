@@ -90,7 +90,7 @@ def build(rw: Rewrite, policy: Policy, epsilon: Fraction, delta: Fraction) -> Bi
     for p in list(select.expressions):
         if not p.alias_or_name.startswith("__dp_g"):
             continue
-        found = _clamp_of(p)
+        found = clamp_of(p)
         if found is None:
             continue
         raw, lo, hi = found
@@ -131,7 +131,7 @@ def build(rw: Rewrite, policy: Policy, epsilon: Fraction, delta: Fraction) -> Bi
                     tuple(clamps))
 
 
-def _clamp_of(node: exp.Expression) -> tuple[exp.Expression, exp.Expression, exp.Expression] | None:
+def clamp_of(node: exp.Expression) -> tuple[exp.Expression, exp.Expression, exp.Expression] | None:
     """(raw expression, lower, upper) of the rewriter's clamp ``CASE WHEN x < lo THEN lo WHEN x > hi
     THEN hi ELSE x END`` inside a value column, or None."""
     for case in node.find_all(exp.Case):

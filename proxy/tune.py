@@ -38,9 +38,10 @@ import hashlib
 import math
 import time
 import uuid
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 import sqlglot
 from sqlglot import exp
@@ -50,8 +51,11 @@ from dpsql.accountant.filters import ScopeLimits, budget_filter
 from dpsql.accountant.ledger import QueryGuarantee
 from dpsql.errors import UnsupportedQuery
 from dpsql.policy import Policy, TablePolicy
-from dpsql.proxy.bias import _clamp_of
+from dpsql.proxy.bias import clamp_of
 from dpsql.proxy.measures import Measure, area_above, calibrate_measures, measure, monotone, sigma, survival
+
+if TYPE_CHECKING:
+    from dpsql.proxy.engine import Engine
 
 DEFAULT_TARGET = 0.02
 OPERATOR_PREFIX = "operator:"
@@ -83,9 +87,9 @@ class TableTune:
     bounds: dict[str, tuple[float, float]] = field(default_factory=dict)
 
 
-def _rows_cte(engine: object, sql: str) -> tuple[exp.Select, str]:
+def _rows_cte(engine: Engine, sql: str) -> tuple[exp.Select, str]:
     """The ``__dp_rows`` select of ``sql``'s bounded SQL (unit, keys, clamped values) and the dialect."""
-    rw = engine.rewrite(sql)  # type: ignore[attr-defined]
+    rw = engine.rewrite(sql)
     tree = sqlglot.parse_one(rw.sql, read=rw.dialect)
     for cte in tree.find_all(exp.CTE):
         if cte.alias == "__dp_rows" and isinstance(cte.this, exp.Select):
@@ -108,10 +112,10 @@ def _lit(v: float) -> str:
     return str(int(v)) if float(v).is_integer() else repr(float(v))
 
 
-def tune(engine: object, *, epsilon: Fraction, operator: str, target: float = DEFAULT_TARGET) -> list[str]:
+def tune(engine: Engine, *, epsilon: Fraction, operator: str, target: float = DEFAULT_TARGET) -> list[str]:
     """Measure every private table of ``engine``'s policy (one charge for all) and return the
     report lines. Raises BudgetExhausted (53400) when the operator's scope cannot pay."""
-    policy: Policy = engine.policy  # type: ignore[attr-defined]
+    policy = engine.policy
     delta = policy.privacy.default_delta
     tables = [t for t in policy.tables.values() if not t.public and t.privacy_unit]
     if not tables:
@@ -143,7 +147,7 @@ def tune(engine: object, *, epsilon: Fraction, operator: str, target: float = DE
             elif c.lower is not None and c.upper is not None:
                 rows_v, d = _rows_cte(engine, f'SELECT SUM("{c.name}") FROM {t.name}')
                 found = next((f for p in rows_v.expressions if p.alias_or_name.startswith("__dp_g")
-                              for f in [_clamp_of(p)] if f is not None), None)
+                              for f in [clamp_of(p)] if f is not None), None)
                 if found is None:
                     continue
                 rows_v.append("expressions", exp.alias_(found[0].copy(), "__dp_x"))
@@ -163,13 +167,14 @@ def tune(engine: object, *, epsilon: Fraction, operator: str, target: float = DE
                 )
         plans.append((tt, m_rows, group_measures, value_measures))
     _, noise = calibrate_measures(measures, epsilon, delta, policy.privacy.accounting)
-    backend = engine.backend  # type: ignore[attr-defined]
+    backend = engine.backend
     for sql in queries:
         backend.validate(sql)  # before the charge: a query that cannot run is refused for free
     query_hash = hashlib.sha256("\n".join(queries).encode()).hexdigest()[:32]
     user = f"{OPERATOR_PREFIX}{operator}"
-    engine.ledger.charge(user, f"tune-{uuid.uuid4().hex}", noise.cost, _operator_limits(policy), time.time(),  # type: ignore[attr-defined]
-                         query_hash, guarantee=QueryGuarantee(noise.epsilon, noise.delta, noise.conversion_delta))
+    guarantee = QueryGuarantee(noise.epsilon, noise.delta, noise.conversion_delta)
+    engine.ledger.charge(user, f"tune-{uuid.uuid4().hex}", noise.cost, _operator_limits(policy), time.time(), query_hash,
+                         guarantee=guarantee)
     # ---- charged: read the rows, add the noise; below, post-processing only.
     session = backend.session()
     exact: dict[str, list[int]] = {}
@@ -261,9 +266,8 @@ def _count_noise(policy: Policy, l0: int, linf: int) -> float:
     return float(discrete_laplace_error(laplace_scale(l0, linf, eps)))
 
 
-def _table_report(policy: Policy, tt: TableTune, total: float, units: float, dropped: object) -> list[str]:
+def _table_report(policy: Policy, tt: TableTune, total: float, units: float, drop: Callable[[int], float]) -> list[str]:
     t = tt.table
-    drop = dropped  # type: ignore[assignment]
     lines = [
         "",
         f"# {t.name}: ≈ {total:,.0f} rows over ≈ {units:,.0f} units ({t.privacy_unit}), from the noisy histograms",
@@ -275,11 +279,12 @@ def _table_report(policy: Policy, tt: TableTune, total: float, units: float, dro
         lines.append(f"[tables.{t.name}.columns]")
         for col, (lo, hi) in tt.bounds.items():
             cp = t.columns[col]
-            lines.append(f"{col} = {{ lower = {_num(lo)}, upper = {_num(hi)} }}  # was [{_num(float(cp.lower))}, {_num(float(cp.upper))}]")  # type: ignore[arg-type]
+            was = f"[{_num(float(cp.lower or 0))}, {_num(float(cp.upper or 0))}]"
+            lines.append(f"{col} = {{ lower = {_num(lo)}, upper = {_num(hi)} }}  # was {was}")
     eps = float(policy.privacy.default_epsilon)
     lines.append(f"# expected COUNT(*) over {t.name} at ε = {eps:g} (bias: rows dropped by max_rows; noise: 95% half-width):")
     for label, r in (("current", t.max_rows), ("suggested", tt.max_rows)):
-        bias = drop(r)  # type: ignore[operator]
+        bias = drop(r)
         hw = _count_noise(policy, 1, r)
         rel = f" ≈ {100 * hw / total:.2f}% of the total" if total > 0 else ""
         lines.append(f"#   {label:9} max_rows = {r:>4}: bias ≈ −{100 * bias:.1f}%, noise ±{hw:,.0f}{rel}")
