@@ -60,65 +60,94 @@ def half_width(s: StatisticNoise, confidence: float) -> Fraction:
     return b * s.grid
 
 
-def _stat_interval(noise: NoisePlan, noisy: Mapping[str, Sequence[int]], column: str, g: int,
-                   confidence: float) -> tuple[Fraction, Fraction]:
+def _stat_intervals(noise: NoisePlan, noisy: Mapping[str, Sequence[int]], column: str, groups: int,
+                    confidence: float) -> tuple[list[float], list[float]]:
+    """``noisy ± b`` of one statistic in released units for every group (floats, nudged outward)."""
     s = noise.stat(column)
-    b = half_width(s, confidence)
-    v = int(noisy[column][g]) * s.grid
-    return v - b, v + b
+    b = float(half_width(s, confidence))
+    grid = float(s.grid)
+    col = noisy[column]
+    vals = [int(col[g]) * grid for g in range(groups)]
+    return [_down(v - b) for v in vals], [_up(v + b) for v in vals]
+
+
+def _down(v: float) -> float:
+    return math.nextafter(v, -math.inf)
+
+
+def _up(v: float) -> float:
+    return math.nextafter(v, math.inf)
+
+
+def aggregate_intervals(release: AggregateRelease, noise: NoisePlan, noisy: Mapping[str, Sequence[int]], groups: int,
+                        component_confidence: float) -> tuple[list[Bound], list[Bound]]:
+    """The interval of one aggregate in each of ``groups`` groups, each of its statistics at
+    ``component_confidence`` (see the module docstring for the method). Float arithmetic, each
+    step rounded outward, so the float interval contains the exact one."""
+    ivs = [_stat_intervals(noise, noisy, c, groups, component_confidence) for c in release.stats]
+    if release.kind in ("count", "count_units"):
+        lo, hi = ivs[0]
+        return [max(0, math.ceil(v - 0.5)) for v in lo], [max(0, math.floor(v + 0.5)) for v in hi]
+    if release.kind == "sum":
+        lo, hi = ivs[0]
+        if release.integer:
+            return [math.ceil(v - 0.5) for v in lo], [math.floor(v + 0.5) for v in hi]
+        return list(lo), list(hi)
+    assert release.lower is not None and release.upper is not None
+    bound_lo, bound_hi = _bounds_interval(release)
+    lower, upper, center = float(release.lower), float(release.upper), float(release.center)
+    half = (upper - lower) / 2
+    out_lo: list[Bound] = []
+    out_hi: list[Bound] = []
+    for g in range(groups):
+        n_lo, n_hi = max(ivs[0][0][g], 1.0), ivs[0][1][g]
+        if n_hi < n_lo:  # the count interval holds no possible count: only the declared bounds remain
+            out_lo.append(bound_lo)
+            out_hi.append(bound_hi)
+            continue
+        m_lo, m_hi = _ratio((ivs[1][0][g], ivs[1][1][g]), (n_lo, n_hi))
+        if release.kind == "avg":
+            out_lo.append(min(max(_down(center + m_lo), lower), upper))
+            out_hi.append(min(max(_up(center + m_hi), lower), upper))
+            continue
+        q_lo, q_hi = _ratio((ivs[2][0][g], ivs[2][1][g]), (n_lo, n_hi))
+        sq_min = 0.0 if m_lo <= 0 <= m_hi else _down(min(m_lo * m_lo, m_hi * m_hi))
+        sq_max = _up(max(m_lo * m_lo, m_hi * m_hi))
+        v_lo = min(max(_down(q_lo - sq_max), 0.0), half * half)
+        v_hi = min(max(_up(q_hi - sq_min), 0.0), half * half)
+        if release.kind in ("var_samp", "stddev_samp"):
+            v_lo = _down(v_lo * n_hi / (n_hi - 1)) if n_hi > 1 else v_lo
+            v_hi = _up(v_hi * n_lo / (n_lo - 1)) if n_lo > 1 else v_hi * 2 if n_hi >= 2 else v_hi
+        if release.kind.startswith("stddev"):
+            out_lo.append(_down(math.sqrt(v_lo)))
+            out_hi.append(_up(math.sqrt(v_hi)))
+        else:
+            out_lo.append(v_lo)
+            out_hi.append(v_hi)
+    return out_lo, out_hi
 
 
 def aggregate_interval(release: AggregateRelease, noise: NoisePlan, noisy: Mapping[str, Sequence[int]], g: int,
                        component_confidence: float) -> tuple[Bound, Bound]:
-    """The interval of one aggregate in group ``g`` with each of its statistics at
-    ``component_confidence`` (see the module docstring for the method)."""
-    ivs = [_stat_interval(noise, noisy, c, g, component_confidence) for c in release.stats]
-    if release.kind in ("count", "count_units"):
-        lo, hi = ivs[0]
-        return max(0, int(lo)), max(0, int(hi))
-    if release.kind == "sum":
-        lo, hi = ivs[0]
-        return (int(lo), int(hi)) if release.integer else (float(lo), float(hi))
-    assert release.lower is not None and release.upper is not None
-    n_lo, n_hi = max(ivs[0][0], Fraction(1)), ivs[0][1]
-    if n_hi < n_lo:  # the count interval holds no possible count: only the declared bounds remain
-        return _bounds_interval(release)
-    m_lo, m_hi = _ratio(ivs[1], (n_lo, n_hi))
-    if release.kind == "avg":
-        lo = _clamp(release.center + m_lo, release.lower, release.upper)
-        hi = _clamp(release.center + m_hi, release.lower, release.upper)
-        return float(lo), float(hi)
-    q_lo, q_hi = _ratio(ivs[2], (n_lo, n_hi))
-    half = (release.upper - release.lower) / 2
-    sq_min = Fraction(0) if m_lo <= 0 <= m_hi else min(m_lo * m_lo, m_hi * m_hi)
-    sq_max = max(m_lo * m_lo, m_hi * m_hi)
-    v_lo = _clamp(q_lo - sq_max, Fraction(0), half * half)
-    v_hi = _clamp(q_hi - sq_min, Fraction(0), half * half)
-    if release.kind in ("var_samp", "stddev_samp"):
-        v_lo = v_lo * n_hi / (n_hi - 1) if n_hi > 1 else v_lo
-        v_hi = v_hi * n_lo / (n_lo - 1) if n_lo > 1 else v_hi * 2 if n_hi >= 2 else v_hi
-    if release.kind.startswith("stddev"):
-        return math.sqrt(v_lo), math.sqrt(v_hi)
-    return float(v_lo), float(v_hi)
+    """The interval of one aggregate in group ``g`` (see :func:`aggregate_intervals`)."""
+    one = {c: [noisy[c][g]] for c in release.stats}
+    lo, hi = aggregate_intervals(release, noise, one, 1, component_confidence)
+    return lo[0], hi[0]
 
 
-def _bounds_interval(release: AggregateRelease) -> tuple[Bound, Bound]:
+def _bounds_interval(release: AggregateRelease) -> tuple[float, float]:
     assert release.lower is not None and release.upper is not None
     if release.kind == "avg":
         return float(release.lower), float(release.upper)
-    half = (release.upper - release.lower) / 2
+    half = float(release.upper - release.lower) / 2
     top = half * half * (2 if release.kind.endswith("_samp") else 1)
-    return (0.0, math.sqrt(top)) if release.kind.startswith("stddev") else (0.0, float(top))
+    return (0.0, _up(math.sqrt(top))) if release.kind.startswith("stddev") else (0.0, _up(top))
 
 
-def _ratio(num: tuple[Fraction, Fraction], den: tuple[Fraction, Fraction]) -> tuple[Fraction, Fraction]:
-    """Interval of a/b for a ∈ num, b ∈ den with den > 0."""
+def _ratio(num: tuple[float, float], den: tuple[float, float]) -> tuple[float, float]:
+    """Interval of a/b for a ∈ num, b ∈ den with den > 0 (rounded outward)."""
     corners = [a / b for a in num for b in den]
-    return min(corners), max(corners)
-
-
-def _clamp(v: Fraction, lo: Fraction, hi: Fraction) -> Fraction:
-    return lo if v < lo else hi if v > hi else v
+    return _down(min(corners)), _up(max(corners))
 
 
 def _stats_of(plan: ReleasePlan, aggregates: set[int]) -> set[str]:
@@ -149,13 +178,13 @@ def interval_columns(plan: ReleasePlan, noise: NoisePlan, noisy: Mapping[str, Se
         else:
             k = max(1, len(_stats_of(plan, aggs)))
             level[tag] = confidence ** (1.0 / k)
-    cache: dict[tuple[int, str], list[tuple[Bound, Bound]]] = {}
+    cache: dict[tuple[int, str], tuple[list[Bound], list[Bound]]] = {}
     out: list[list[Bound]] = []
     for j, side, tag in parsed:
         key = (j, tag)
         if key not in cache:
-            cache[key] = [aggregate_interval(plan.aggregates[j], noise, noisy, g, level[tag]) for g in range(groups)]
-        out.append([iv[0] if side == "lo" else iv[1] for iv in cache[key]])
+            cache[key] = aggregate_intervals(plan.aggregates[j], noise, noisy, groups, level[tag])
+        out.append(cache[key][0] if side == "lo" else cache[key][1])
     return out
 
 
@@ -167,11 +196,8 @@ def rounding_widths(plan: ReleasePlan, noise: NoisePlan, noisy: Mapping[str, Seq
         if kind != "agg" or out.pg_type not in _FLOATS:
             per_output.append([None] * groups)
             continue
-        col: list[float | None] = []
-        for g in range(groups):
-            lo, hi = aggregate_interval(plan.aggregates[i], noise, noisy, g, ROUNDING_CONFIDENCE)
-            col.append(None if lo is None or hi is None else (float(hi) - float(lo)) / 2)
-        per_output.append(col)
+        los, his = aggregate_intervals(plan.aggregates[i], noise, noisy, groups, ROUNDING_CONFIDENCE)
+        per_output.append([None if lo is None or hi is None else (float(hi) - float(lo)) / 2 for lo, hi in zip(los, his, strict=True)])
     return [[c[g] for c in per_output] for g in range(groups)]
 
 
@@ -189,10 +215,15 @@ def round_value(value: Any, width: float | None, direction: str = "") -> Any:
     if isinstance(value, float):
         if not math.isfinite(value):
             return value
-        step = Fraction(10) ** exponent
-        q = Fraction(value) / step
+        step = 10.0 ** exponent
+        q = value / step
         n = math.floor(q) if direction == "lo" else math.ceil(q) if direction == "hi" else round(q)
-        return float(n * step) + 0.0
+        out = round(n * step, -exponent) if exponent < 0 else float(n * step)
+        if direction == "lo" and out > value:  # float rounding must never narrow an interval
+            out = _down(value) if out - step > value else out - step
+        if direction == "hi" and out < value:
+            out = _up(value) if out + step < value else out + step
+        return out + 0.0
     if isinstance(value, Decimal):
         if not value.is_finite():
             return value
@@ -222,5 +253,5 @@ def directions(names: Sequence[str]) -> list[str]:
     return out
 
 
-__all__ = ["HALF_WIDTH_PREFIX", "aggregate_interval", "directions", "half_width", "interval_columns", "round_row",
+__all__ = ["HALF_WIDTH_PREFIX", "aggregate_interval", "aggregate_intervals", "directions", "half_width", "interval_columns", "round_row",
            "round_value", "rounding_widths"]
