@@ -218,7 +218,7 @@ def round_value(value: Any, width: float | None, direction: str = "") -> Any:
         step = 10.0 ** exponent
         q = value / step
         n = math.floor(q) if direction == "lo" else math.ceil(q) if direction == "hi" else round(q)
-        out = round(n * step, -exponent) if exponent < 0 else float(n * step)
+        out = float(f"{n}e{exponent}")  # the nearest float to the decimal: prints as the short decimal
         if direction == "lo" and out > value:  # float rounding must never narrow an interval
             out = _down(value) if out - step > value else out - step
         if direction == "hi" and out < value:

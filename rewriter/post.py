@@ -167,10 +167,11 @@ def _add_half_widths(q: exp.Select, outputs: tuple[OutputColumn, ...], releases:
             except DPSQLError:
                 lo = hi = None
             if lo is not None and hi is not None:
-                width = exp.Div(
+                # TRY: a bound may overflow where the value does not; rounding then just skips the row
+                width = exp.Try(this=exp.Div(
                     this=exp.paren(exp.Sub(this=exp.cast(exp.paren(hi), "DOUBLE"), expression=exp.cast(exp.paren(lo), "DOUBLE"))),
                     expression=exp.Literal.number(2),
-                )
+                ))
                 for col in width.find_all(exp.Column):
                     m = _INTERVAL.fullmatch(col.name)
                     if m is not None:
