@@ -76,6 +76,12 @@ def build_parser() -> argparse.ArgumentParser:
     av.add_argument("--policy", type=Path, help="check the audit log this policy keeps")
     av.add_argument("path", nargs="?", type=Path, help="check this audit log file")
 
+    t = sub.add_parser("tune", help="suggest max_rows, max_groups and value bounds from DP histograms (charged to the operator)")
+    policy_args(t)
+    t.add_argument("--epsilon", default="1", help="ε of the measurement (default 1), charged to operator:NAME")
+    t.add_argument("--operator", help="the operator's name in the ledger (default: the login name)")
+    t.add_argument("--target", type=float, default=0.02, help="share of rows or value mass each bound may lose (default 0.02)")
+
     pw = sub.add_parser("passwd", help="print a SCRAM-SHA-256 verifier for the policy's [users.NAME] password")
     pw.add_argument("--iterations", type=int, default=4096)
     pw.add_argument("--stdin", action="store_true", help="read the password from standard input")
@@ -280,7 +286,30 @@ def cmd_passwd(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
+def cmd_tune(args: argparse.Namespace) -> int:
+    """``dpsql tune``: DP histograms of per-unit contributions and values → suggested bounds."""
+    from dpsql.api import open_engine
+    from dpsql.policy import load_policy
+    from dpsql.proxy.settings import parse_number
+    from dpsql.proxy.tune import tune
+
+    epsilon = parse_number("--epsilon", args.epsilon)
+    if epsilon <= 0:
+        raise UnsupportedQuery("--epsilon must be greater than 0", hint="dpsql tune --epsilon 1")
+    if not 0 < args.target < 1:
+        raise UnsupportedQuery("--target must be between 0 and 1", hint="--target 0.02")
+    policy = load_policy(args.policy)
+    engine = open_engine(policy, duckdb=args.duckdb, postgres=args.postgres)
+    try:
+        for line in tune(engine, epsilon=epsilon, operator=args.operator or getpass.getuser(), target=args.target):
+            print(line)
+    finally:
+        engine.close()
+    return EXIT_OK
+
+
 _COMMANDS = {
+    "tune": cmd_tune,
     "query": cmd_query,
     "explain": cmd_explain,
     "budget": cmd_budget,

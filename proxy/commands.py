@@ -38,6 +38,7 @@ class Command:
     query: str = ""
     name: str = ""
     value: str = ""
+    bias: bool = False  # EXPLAIN (BIAS): a charged DP estimate of contribution-bounding bias
 
 
 def strip_statement(sql: str) -> str:
@@ -67,7 +68,8 @@ def classify(sql: str) -> Command:
                 "EXPLAIN ANALYZE would run the query; dpsql's EXPLAIN shows the plan, cost and noise without reading data",
                 hint="use EXPLAIN without ANALYZE",
             )
-        return Command("explain", query=m.group("query").strip())
+        bias = re.search(r"\bbias\b(?!\s+(false|off|0)\b)", opts, re.I) is not None
+        return Command("explain", query=m.group("query").strip(), bias=bias)
     if _BUDGET.search(text):
         return Command("budget", query=text)
     return Command("query", query=text)

@@ -20,8 +20,7 @@ import hashlib
 import threading
 import time
 import uuid
-from collections import OrderedDict
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
@@ -29,17 +28,17 @@ from typing import TYPE_CHECKING, Any
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
-from dpsql.accountant.noise import Released, draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
 from dpsql.accountant.units import from_atto, from_pico
-from dpsql.errors import DataException, DPSQLError, ExecutionFailed, InvalidAuthorization, LimitExceeded, QueryCanceled
+from dpsql.cache import BoundedCache
+from dpsql.errors import DataException, DPSQLError, InvalidAuthorization, LimitExceeded, QueryCanceled
 from dpsql.policy import Policy
+from dpsql.proxy import release as release_step
 from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
-from dpsql.proxy.quantile_release import extreme_notices, quantile_values
 from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
@@ -106,11 +105,10 @@ class Engine:
             self.ledger.close()
             self.post.close()
             raise
-        self._rewrites: OrderedDict[tuple[str, str], Rewrite] = OrderedDict()
-        self._noise: OrderedDict[tuple[str, Fraction, Fraction], NoisePlan] = OrderedDict()
-        self._validated: OrderedDict[tuple[str, str | None, str | None], None] = OrderedDict()
-        self._shapes: OrderedDict[str, str] = OrderedDict()
-        self._lock = threading.Lock()
+        self._rewrites: BoundedCache[tuple[str, str], Rewrite] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._noise: BoundedCache[tuple[str, Fraction, Fraction], NoisePlan] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._validated: BoundedCache[tuple[str, str | None, str | None], bool] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._shapes: BoundedCache[str, str] = BoundedCache(_REWRITE_CACHE_SIZE)
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str, client: ClientInfo | None = None) -> Session:
@@ -122,66 +120,28 @@ class Engine:
 
     def rewrite(self, sql: str) -> Rewrite:
         """The (cached) rewrite of ``sql`` for this backend's dialect; pure, so safe to cache by text."""
-        key = (sql, self.backend.dialect)
-        with self._lock:
-            hit = self._rewrites.get(key)
-            if hit is not None:
-                self._rewrites.move_to_end(key)
-                return hit
-        result = rewrite(sql, self.catalog, dialect=self.backend.dialect)
-        with self._lock:
-            self._rewrites[key] = result
-            if len(self._rewrites) > _REWRITE_CACHE_SIZE:
-                self._rewrites.popitem(last=False)
-        return result
+        dialect = self.backend.dialect
+        return self._rewrites.get_or_compute((sql, dialect), lambda: rewrite(sql, self.catalog, dialect=dialect))
 
     def calibrate(self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction) -> NoisePlan:
         """The (cached) noise plan of ``sql``'s release plan at (ε, δ); pure, so safe to cache."""
-        key = (sql, epsilon, delta)
-        with self._lock:
-            hit = self._noise.get(key)
-            if hit is not None:
-                self._noise.move_to_end(key)
-                return hit
-        result = calibrate(plan, epsilon, delta, self.policy.privacy.accounting)
-        with self._lock:
-            self._noise[key] = result
-            if len(self._noise) > _REWRITE_CACHE_SIZE:
-                self._noise.popitem(last=False)
-        return result
+        accounting = self.policy.privacy.accounting
+        return self._noise.get_or_compute((sql, epsilon, delta), lambda: calibrate(plan, epsilon, delta, accounting))
 
     def shape(self, rw: Rewrite) -> str:
         """The (cached) timing shape of a rewrite: its bounded SQL with literals masked."""
         text = _timing_text(rw)
-        with self._lock:
-            hit = self._shapes.get(text)
-            if hit is not None:
-                self._shapes.move_to_end(text)
-                return hit
-        result = shape_of(text)
-        with self._lock:
-            self._shapes[text] = result
-            if len(self._shapes) > _REWRITE_CACHE_SIZE:
-                self._shapes.popitem(last=False)
-        return result
+        return self._shapes.get_or_compute(text, lambda: shape_of(text))
 
     def validated(self, rw: Rewrite) -> bool:
         """True when this exact bounded SQL (with its constants and post-processing queries) has
         passed :meth:`Session._validate` before. The checks read no data and depend only on these
         texts and the schema, so a pass stays a pass for the engine's lifetime."""
-        key = _validation_key(rw)
-        with self._lock:
-            if key in self._validated:
-                self._validated.move_to_end(key)
-                return True
-        return False
+        return self._validated.lookup(_validation_key(rw))[0]
 
     def mark_validated(self, rw: Rewrite) -> None:
         """Remember that ``rw`` passed validation (bounded like the rewrite cache)."""
-        with self._lock:
-            self._validated[_validation_key(rw)] = None
-            if len(self._validated) > _REWRITE_CACHE_SIZE:
-                self._validated.popitem(last=False)
+        self._validated.put(_validation_key(rw), True)
 
     def close(self) -> None:
         """Close the backend, the ledger and the post-processor."""
@@ -249,6 +209,8 @@ class Session:
         if command.kind == "show":
             name, value = self.settings.show(command.name)
             return Result((name,), ("text",), [(value,)], command="SHOW")
+        if command.kind == "explain" and command.bias:
+            return self.explain_bias(command.query)
         if command.kind == "explain":
             from dpsql.proxy.explain import explain_rows
 
@@ -328,7 +290,8 @@ class Session:
         if plan.public_keys_sql is not None:
             rows = self.backend.execute(plan.public_keys_sql, timeout=limits.statement_timeout).rows
         key_types = [k.pg_type for k in plan.keys]
-        keys = sorted(dict.fromkeys(tuple(coerce(v, t) for v, t in zip(r, key_types, strict=True)) for r in rows), key=_sort_key)
+        coerced = dict.fromkeys(tuple(coerce(v, t) for v, t in zip(r, key_types, strict=True)) for r in rows)
+        keys = sorted(coerced, key=release_step._sort_key)
         if len(keys) > plan.max_released_groups:
             raise LimitExceeded(
                 f"the query would release {len(keys)} groups, more than the limit of {plan.max_released_groups}",
@@ -350,7 +313,7 @@ class Session:
         """:meth:`_private` with replay: a stored answer if there is one (free), else the query,
         charged with the replay slot reserved in the charge's transaction, its answer stored."""
         replays = self.engine.replays
-        ticket = replays.ticket(self.user, rw, noise)
+        ticket = replays.ticket(self.user, rw, noise, self.settings.post_key())
         if ticket is None:
             return self._private(sql, rw, plan, noise)
         while True:
@@ -407,12 +370,17 @@ class Session:
         # ---- from here on, the charge stands whatever happens, and the answer (result or error)
         # leaves at the deadline the timing shield fixes now, before any private row is read.
         # Everything before this point depends on the query text, the policy and the ledger only.
-        deadline = self.engine.shield.begin(self.engine.shape(rw), time.perf_counter())
+        return self._shielded(self.engine.shape(rw), lambda: self._charged(rw, plan, noise, public_keys))
+
+    def _shielded(self, shape: str, work: Callable[[], Result]) -> Result:
+        """Run ``work`` (the part after a charge) and answer — result or error — at the deadline
+        the timing shield fixes now for ``shape``, before any private row is read."""
+        deadline = self.engine.shield.begin(shape, time.perf_counter())
         self._client_canceled = False
         self._answer_at = deadline
         outcome: Result | Exception
         try:
-            outcome = self._charged(rw, plan, noise, public_keys)
+            outcome = work()
         except QueryCanceled:
             if deadline is not None and not self._client_canceled:
                 deadline.record_timeout()  # the statement timeout: answered when it fired
@@ -431,81 +399,47 @@ class Session:
             raise outcome
         return outcome
 
+    def explain_bias(self, sql: str) -> Result:
+        """``EXPLAIN (BIAS) sql``: a DP estimate of what ``sql`` loses to contribution bounding
+        (:mod:`~dpsql.proxy.bias`), at ``dp.bias_epsilon`` and the session's δ, charged to the
+        session's filters before any row is read, answered at the timing shield's deadline."""
+        from dpsql.proxy import bias
+        from dpsql.proxy.measures import measure
+
+        rw, _ = self.plan(sql)
+        bp = bias.build(rw, self.engine.policy, self.settings.bias_epsilon, self.settings.delta)
+        self.trail.kind, self.trail.noise = "private", bp.noise
+        self.engine.backend.validate(bp.sql)
+        query_hash = hashlib.sha256(bp.sql.encode()).hexdigest()[:32]
+        self.trail.query_hash = query_hash
+        with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
+            self._charge(bp.noise, query_hash)
+
+            def work() -> Result:
+                rs = self.backend.execute(bp.sql, timeout=self.engine.policy.limits.statement_timeout)
+                noisy = measure(bp.noise, bp.measures, bias.exact_cells(bp, rs.columns, rs.rows))
+                lines = bias.report(bp, bias.estimates(bp, noisy))
+                return Result(("QUERY PLAN",), ("text",), [(line,) for line in lines], command="EXPLAIN",
+                              notices=[self._cost_notice(bp.noise)], cost=bp.noise.cost)
+
+            return self._shielded(shape_of(bp.sql), work)
+
     def _charged(
         self, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan, public_keys: list[tuple[Any, ...]] | None
     ) -> Result:
-        """Everything after the charge: the bounded SQL, noise, post-processing."""
-        limits = self.engine.policy.limits
-        # Without partition selection the released cells are known now (one row, or the public
-        # key set): draw and pad the noise while the bounded SQL runs.
-        cells = len(public_keys) if public_keys is not None else (None if plan.keys else 1)
-        ahead = draw_ahead(noise, cells) if cells is not None and noise.selection is None else None
-        rs = self.backend.execute(rw.sql, timeout=limits.statement_timeout)
-        nkeys = len(plan.keys)
-        stat_cols = [s.column for s in plan.stats]
-        index = {c: i for i, c in enumerate(rs.columns)}
-        try:
-            key_idx = [index[k.column] for k in plan.keys]
-            col_idx = [index[c] for c in stat_cols]
-        except KeyError:
-            raise ExecutionFailed("the bounded query returned an unexpected shape") from None
-
-        key_types = [k.pg_type for k in plan.keys]
-        exact: dict[str, Sequence[int]]
-        if public_keys is not None:
-            by_key = {tuple(r[i] for i in key_idx): r for r in rs.rows}
-            keys = public_keys
-            exact = {c: [int(by_key[k][j]) if k in by_key else 0 for k in keys] for c, j in zip(stat_cols, col_idx, strict=True)}
-            kept_of = keys.__getitem__
-        else:
-            # Candidate groups (partition selection): only the released ones are ever converted
-            # (their keys coerced, their statistics read); the per-candidate work before the
-            # threshold is OpenDP's vector draw on the distinct-unit counts.
-            rows = rs.rows if nkeys or rs.rows else [tuple(0 for _ in rs.columns)]
-            exact = {c: _IntColumn(rows, j) for c, j in zip(stat_cols, col_idx, strict=True)}
-            if nkeys:
-                def kept_of(i: int) -> tuple[Any, ...]:
-                    return tuple(rows[i][k] for k in key_idx)
-            else:
-                def kept_of(i: int) -> tuple[Any, ...]:
-                    return ()
-        units = exact.get(plan.units_column) if plan.units_column else None
-        if units is not None and not isinstance(units, list):
-            units = list(units)
-        released = release(noise, exact, units, ahead=ahead, groups=len(public_keys) if public_keys is not None else 1)
-        if plan.quantiles:  # DP selections over bounded histograms, for the kept groups
-            picked = quantile_values(
-                lambda q: self.backend.execute(q, timeout=limits.statement_timeout), plan, noise, [kept_of(i) for i in released.kept]
-            )
-            released = Released(released.kept, {**released.values, **picked})
-        keys_kept = [tuple(coerce(v, t) for v, t in zip(kept_of(i), key_types, strict=True)) for i in released.kept]
-        # Release groups in key order: the engine's row order can depend on groups never released.
-        order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys_kept[j]))
-        kept_keys = [keys_kept[j] for j in order]
-        released_sorted = {c: [v[j] for j in order] for c, v in released.values.items()}
-        notices: list[str] = []
-        if len(kept_keys) > plan.max_released_groups:
-            by_size = sorted(range(len(kept_keys)), key=lambda j: -released_sorted[plan.units_column or stat_cols[0]][j])
-            keep = sorted(by_size[: plan.max_released_groups])
-            kept_keys = [kept_keys[j] for j in keep]
-            released_values = {c: [v[j] for j in keep] for c, v in released_sorted.items()}
-            notices.append(f"result truncated to the {plan.max_released_groups} largest groups (by noisy count)")
-        else:
-            released_values = released_sorted
-        values = aggregate_values(plan, released_values, len(kept_keys))
-        if plan.post_sql is None:
-            out_rows = output_rows(plan, kept_keys, values)
-        else:
-            data: list[Sequence[Any]] = [[k[i] for k in kept_keys] for i in range(nkeys)]
-            data += values
-            _, out_rows = self.engine.post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
-        notices.insert(0, self._cost_notice(noise))
-        notices += extreme_notices(plan)
+        """Everything after the charge: the bounded SQL, then the release step (:mod:`~dpsql.proxy.release`)."""
+        # Without partition selection the released cells are known now: draw and pad the noise
+        # while the bounded SQL runs.
+        ahead = release_step.start(plan, noise, public_keys)
+        rs = self.backend.execute(rw.sql, timeout=self.engine.policy.limits.statement_timeout)
+        out = release_step.finish(plan, noise, rs.columns, rs.rows, public_keys, self.engine.post, ahead=ahead,
+                                  options=self.settings.release_options(),
+                                  histograms=lambda q: self.backend.execute(q, timeout=self.engine.policy.limits.statement_timeout))
         return Result(
             tuple(o.name for o in plan.outputs),
             tuple(o.pg_type for o in plan.outputs),
-            out_rows,
-            notices=notices,
+            out.rows,
+            notices=[self._cost_notice(noise), *out.notices],
             cost=noise.cost,
         )
 
@@ -569,28 +503,3 @@ class Session:
         data = [[r[i] for r in rows] for i in range(len(BUDGET_COLUMNS))]
         names, types, out = self.engine.post.run_typed("__dp_budget", BUDGET_COLUMNS, data, query)
         return Result(tuple(names), tuple(types), out)
-
-
-class _IntColumn(Sequence[int]):
-    """One statistic column of the bounded SQL's rows, read as exact integers on access (so
-    groups never released are never converted)."""
-
-    def __init__(self, rows: list[tuple[Any, ...]], index: int) -> None:
-        self._rows = rows
-        self._index = index
-
-    def __len__(self) -> int:
-        return len(self._rows)
-
-    def __getitem__(self, i: int) -> int:  # type: ignore[override]
-        return int(self._rows[i][self._index] or 0)
-
-    def __iter__(self) -> Iterator[int]:
-        j = self._index
-        return (int(r[j] or 0) for r in self._rows)
-
-
-def _sort_key(key: tuple[Any, ...]) -> tuple[Any, ...]:
-    """Order for group keys: NULLs last, then by type name and value (mixed types never compare)."""
-    return tuple((v is None, type(v).__name__, v if v is not None else 0) for v in key)
-

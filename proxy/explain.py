@@ -66,6 +66,8 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         lines.append("  aggregates (noisy; HAVING, ORDER BY, LIMIT and arithmetic are applied to these after noise):")
         for agg in plan.aggregates:
             lines.append(f"    {agg.label} — {_agg_noise(agg, stats, plan, noise)}")
+    lines.append("  note: the 95% errors are the noise only; contribution bounding (max_rows, max_groups, clamping) can bias "
+                 "results further — EXPLAIN (BIAS) estimates it (charged), dpsql tune suggests bounds")
     for d in plan.description:
         lines.append(f"  note: {d}")
     for s in plan.stats:

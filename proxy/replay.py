@@ -109,10 +109,12 @@ class Replays:
         """False under ``replay = "off"``."""
         return self.settings.mode != "off"
 
-    def ticket(self, user: str, rw: Rewrite, noise: NoisePlan) -> ReplayTicket | None:
+    def ticket(self, user: str, rw: Rewrite, noise: NoisePlan, post: str = "") -> ReplayTicket | None:
         """The slot of this query for ``user``, or None when replay is off, the query costs nothing
         (its answer follows from the policy: nothing to replay) or the data version cannot be read
-        (a served file vanished: the query is charged as without replay)."""
+        (a served file vanished: the query is charged as without replay). ``post`` names the
+        session's post-processing settings (``dp.confidence``, ``dp.rounding``): the stored answer
+        is post-processed, so another setting is another slot."""
         if not self.enabled or (noise.cost.amount == 0 and noise.cost.delta == 0):
             return None
         plan = rw.plan
@@ -125,7 +127,7 @@ class Replays:
         scope = user if self.settings.mode == "user" else "*"
         parts = [
             CODEC_VERSION, self.fingerprint, version.token, scope, rw.dialect, rw.sql, repr(plan),
-            str(noise.epsilon), str(noise.delta), repr(noise.cost),
+            str(noise.epsilon), str(noise.delta), repr(noise.cost), *([post] if post else []),
         ]  # fmt: skip
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
         lifetime = self.settings.window_seconds

@@ -4,17 +4,28 @@
 policy's per-query range: ``[min_epsilon_per_query, max_epsilon_per_query]`` for ε and
 ``[min_delta_per_query, max_delta_per_query]`` for δ (under ``basic`` accounting δ may also be 0, a
 pure-ε query). The floors keep probes from being nearly free (docs/privacy.md).
+``dp.confidence`` (in (0, 1), default 0.95) is the level of ``DP_INTERVAL_LOW/HIGH``;
+``dp.rounding`` (``auto`` | ``off``, default ``auto``) rounds floating results to the precision
+their noise supports. Both shape post-processing only and cost nothing. ``dp.bias_epsilon``
+(default 0.25, within the policy's per-query ε range) is the ε of ``EXPLAIN (BIAS)``, charged.
 ``SET dp.session_epsilon`` can only lower the session's cap, never raise it. Values are kept exactly (as fractions of their decimal text).
 """
 
 from __future__ import annotations
 
 from fractions import Fraction
+from typing import TYPE_CHECKING
 
 from dpsql.errors import CantChangeRuntimeParam, InvalidParameterValue, UndefinedObject
 from dpsql.policy import Policy
 
-NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting")
+if TYPE_CHECKING:
+    from dpsql.proxy.release import ReleaseOptions
+
+NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting", "dp.confidence", "dp.rounding", "dp.bias_epsilon")
+DEFAULT_BIAS_EPSILON = Fraction(1, 4)
+DEFAULT_CONFIDENCE = Fraction(95, 100)
+ROUNDING_MODES = ("auto", "off")
 
 
 def parse_number(name: str, text: str) -> Fraction:
@@ -36,6 +47,23 @@ class DPSettings:
         self.epsilon: Fraction = policy.default_epsilon_for(user)
         self.delta: Fraction = policy.privacy.default_delta
         self.session_epsilon: Fraction | None = None
+        self.confidence: Fraction = DEFAULT_CONFIDENCE
+        self.rounding: str = "auto"
+        self.bias_epsilon: Fraction = min(max(DEFAULT_BIAS_EPSILON, policy.privacy.min_epsilon_per_query),
+                                          policy.privacy.max_epsilon_per_query)
+
+    def post_key(self) -> str:
+        """The post-processing settings as text for the replay key; "" at the defaults (so answers
+        stored before these settings existed still replay)."""
+        if self.confidence == DEFAULT_CONFIDENCE and self.rounding == "auto":
+            return ""
+        return f"confidence={self.confidence};rounding={self.rounding}"
+
+    def release_options(self) -> ReleaseOptions:
+        """The settings of the release step (:class:`~dpsql.proxy.release.ReleaseOptions`)."""
+        from dpsql.proxy.release import ReleaseOptions
+
+        return ReleaseOptions(confidence=float(self.confidence), rounding=self.rounding)
 
     def set(self, name: str, text: str) -> None:
         """Apply ``SET name = text``; raises 22023 for a bad value, 42704 for an unknown dp.* name."""
@@ -84,6 +112,28 @@ class DPSettings:
                     hint=f"SET dp.session_epsilon to at most {_fmt(current)}",
                 )
             self.session_epsilon = v
+        elif name == "dp.confidence":
+            v = parse_number(name, text)
+            if not 0 < v < 1:
+                raise InvalidParameterValue(
+                    f"dp.confidence must be between 0 and 1 (exclusive), not {_fmt(v)}", hint="SET dp.confidence = 0.95"
+                )
+            self.confidence = v
+        elif name == "dp.bias_epsilon":
+            v = parse_number(name, text)
+            if not pv.min_epsilon_per_query <= v <= pv.max_epsilon_per_query:
+                raise InvalidParameterValue(
+                    f"dp.bias_epsilon must lie in the policy's per-query range [{_fmt(pv.min_epsilon_per_query)}, "
+                    f"{_fmt(pv.max_epsilon_per_query)}]", hint="SET dp.bias_epsilon = 0.25",
+                )
+            self.bias_epsilon = v
+        elif name == "dp.rounding":
+            mode = text.strip().strip("'\"").strip().lower()
+            if mode not in ROUNDING_MODES:
+                raise InvalidParameterValue(
+                    f'invalid value for parameter "dp.rounding": "{mode}"', hint="SET dp.rounding = 'auto' (or 'off')"
+                )
+            self.rounding = mode
         elif name == "dp.accounting":
             raise CantChangeRuntimeParam('parameter "dp.accounting" cannot be changed', hint="it is set by the policy")
         else:
@@ -96,6 +146,13 @@ class DPSettings:
             self.epsilon = self.policy.default_epsilon_for(self.user.name) if self.user is not None else self.policy.privacy.default_epsilon
         elif name == "dp.delta":
             self.delta = self.policy.privacy.default_delta
+        elif name == "dp.confidence":
+            self.confidence = DEFAULT_CONFIDENCE
+        elif name == "dp.rounding":
+            self.rounding = "auto"
+        elif name == "dp.bias_epsilon":
+            self.bias_epsilon = min(max(DEFAULT_BIAS_EPSILON, self.policy.privacy.min_epsilon_per_query),
+                                    self.policy.privacy.max_epsilon_per_query)
         elif name in ("dp.session_epsilon", "dp.accounting"):
             pass
         else:
@@ -113,6 +170,12 @@ class DPSettings:
             return name, "unlimited" if cap is None else _fmt(cap)
         if name == "dp.accounting":
             return name, self.policy.privacy.accounting
+        if name == "dp.confidence":
+            return name, _fmt(self.confidence)
+        if name == "dp.rounding":
+            return name, self.rounding
+        if name == "dp.bias_epsilon":
+            return name, _fmt(self.bias_epsilon)
         raise UndefinedObject(f'unrecognized configuration parameter "{name}"')
 
     def effective_session_cap(self) -> Fraction | None:

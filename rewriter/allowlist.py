@@ -30,6 +30,7 @@ from dpsql.errors import (
 from dpsql.rewriter.aggregates import SUPPORTED_AGGREGATES
 from dpsql.rewriter.bounds import literal_fraction
 from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, function_rule
+from dpsql.rewriter.intervals import interval_call
 from dpsql.rewriter.normalize import display_name
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
@@ -168,6 +169,11 @@ _PUBLIC_EXTRA: tuple[type[exp.Expression], ...] = (
 def _check_public_node(node: exp.Expression) -> None:
     """Checks for a query that reads public tables only: no table functions, writes or unknown functions."""
     cls = type(node)
+    if interval_call(node) is not None:
+        raise UnsupportedQuery(
+            f"{node.name.upper()} bounds a differentially private aggregate; this query reads public tables only",
+            hint="its values are exact: no interval is needed",
+        )
     if cls in _RAW_ACCESS and cls is not exp.TableSample:
         raise PrivacyViolation(f"{_RAW_ACCESS[cls]}; dpsql is read-only", hint="remove it from the query")
     if isinstance(node, exp.Table):
@@ -182,6 +188,8 @@ def _check_public_node(node: exp.Expression) -> None:
 
 def _check_node(node: exp.Expression) -> None:
     cls = type(node)
+    if interval_call(node) is not None:
+        return  # DP_INTERVAL_LOW/HIGH: post-processing of released aggregates (positions checked by analyze)
     if cls in _RAW_ACCESS:
         raise PrivacyViolation(f"{_RAW_ACCESS[cls]}; dpsql releases only noisy aggregates", hint="remove it from the query")
     for bad, (msg, hint) in _UNSUPPORTED.items():

@@ -21,6 +21,7 @@ from sqlglot import exp
 from dpsql.errors import GroupingError, PrivacyViolation, UnsupportedQuery
 from dpsql.rewriter import aggregates
 from dpsql.rewriter.aggregates.base import AggregateSpec, ClassifyContext
+from dpsql.rewriter.intervals import interval_bounds, interval_call
 
 __all__ = ["AGG_PREFIX", "KEY_PREFIX", "AggregateSpec", "QueryShape", "analyze_shape"]
 
@@ -60,6 +61,7 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
     for arg in ("qualify", "windows", "laterals", "connect", "prewhere", "sample", "pivots", "into"):
         if select.args.get(arg):
             raise UnsupportedQuery(f"{arg.upper()} is not supported", hint="rewrite the query with plain SELECT syntax")
+    _check_interval_positions(select)
     group = select.args.get("group")
     keys: list[exp.Expression] = list(group.expressions) if group is not None else []
     distinct = select.args.get("distinct") is not None
@@ -94,8 +96,10 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
         return column_hint(column, (families or {}).get(f"{private_alias}.{column}", "unknown"), column in bounded,
                            column == unit_column)
 
+    intervals: dict[str, str] = {}  # DP_INTERVAL_* argument (replaced SQL) -> its interval tag
+
     def outer(node: exp.Expression) -> exp.Expression:
-        return _replace(node.copy(), keys, agg_ref, private_alias, hint)
+        return _replace(node.copy(), keys, agg_ref, private_alias, intervals, hint)
 
     projections = [outer(p) for p in select.expressions]
     if not aggregates and not keys:
@@ -172,11 +176,61 @@ def column_hint(column: str, family: str, bounded: bool, unit: bool) -> str:
     return f"group by it, or count it: COUNT({column})"
 
 
+def _non_null_literal(node: exp.Expression) -> bool:
+    return isinstance(node, (exp.Literal, exp.Boolean))
+
+
+def _check_row_level(node: exp.Expression) -> None:
+    if node.find(exp.AggFunc) is not None:
+        raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
+
+
+def _check_interval_positions(select: exp.Select) -> None:
+    """DP_INTERVAL_LOW/HIGH bound released values: refuse them in row-level parts (WHERE, JOIN,
+    GROUP BY, inside an aggregate or a subquery)."""
+    for node in select.find_all(exp.Anonymous):
+        if interval_call(node) is None:
+            continue
+        parent = node.parent
+        while parent is not None and parent is not select:
+            if isinstance(parent, exp.Where | exp.Join | exp.Group | exp.AggFunc | exp.Select | exp.Filter):
+                raise UnsupportedQuery(
+                    f"{node.name.upper()} bounds a released aggregate: it is allowed only in the select list, HAVING and ORDER BY",
+                    hint=f"write {node.name.upper()}(COUNT(*)) or {node.name.upper()}(AVG(col)) in the select list",
+                )
+            parent = parent.parent
+
+
+def _interval(n: exp.Expression, side: str, keys: list[exp.Expression], agg_ref, alias: str,
+              intervals: dict[str, str]) -> exp.Expression:
+    """The interval-arithmetic bound (:mod:`~dpsql.rewriter.intervals`) of a DP_INTERVAL_* call."""
+    name = n.name.upper()
+    if len(n.expressions) != 1:
+        raise UnsupportedQuery(f"{name} takes exactly one argument", hint=f"{name}(COUNT(*))")
+    arg = n.expressions[0].copy()
+    if any(interval_call(a) for a in arg.find_all(exp.Anonymous)):
+        raise UnsupportedQuery(f"{name} cannot be nested", hint="bound the aggregate expression once")
+    inner = _replace(arg, keys, agg_ref, alias, intervals)
+    if not any(c.name.startswith(AGG_PREFIX) and not c.table for c in inner.find_all(exp.Column)):
+        raise UnsupportedQuery(f"{name} needs an aggregate in its argument", hint=f"{name}(SUM(col))")
+    tag = intervals.setdefault(inner.sql(dialect="duckdb"), f"i{len(intervals)}")
+    lo, hi = interval_bounds(inner, tag)
+    bound = exp.paren(lo if side == "low" else hi, copy=False)
+    bound.meta["dp_interval_of"] = inner.sql(dialect="duckdb")  # what rounding measures (rewriter.post)
+    bound.meta["dp_interval_side"] = "lo" if side == "low" else "hi"  # rounding widens, never narrows
+    return bound
+
+
 def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str,
-             hint: Callable[[str], str] | None = None) -> exp.Expression:
-    """Replace group keys and aggregates by column references; refuse leftover private columns."""
+             intervals: dict[str, str] | None = None, hint: Callable[[str], str] | None = None) -> exp.Expression:
+    """Replace group keys and aggregates by column references (DP_INTERVAL_* calls by their
+    interval bounds); refuse leftover private columns."""
+    tags: dict[str, str] = intervals if intervals is not None else {}
 
     def visit(n: exp.Expression) -> exp.Expression:
+        side = interval_call(n)
+        if side is not None:
+            return _interval(n, side, keys, agg_ref, alias, tags)
         for i, k in enumerate(keys):
             if n == k:
                 return exp.column(f"{KEY_PREFIX}{i}")

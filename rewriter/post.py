@@ -9,15 +9,19 @@ aggregates with no HAVING/ORDER/LIMIT, no query is needed (``output_map``).
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass
 from typing import Literal
 
+import sqlglot
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
+from dpsql.errors import DPSQLError
 from dpsql.rewriter import aggregates
 from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX, QueryShape
+from dpsql.rewriter.intervals import HALF_WIDTH_PREFIX, INTERVAL_COLUMN, interval_bounds
 from dpsql.rewriter.literals import check_divisors
 from dpsql.rewriter.plan import AggregateRelease, KeyColumn, OutputColumn
 
@@ -62,6 +66,11 @@ def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[A
     types = [(k.column, _PG_TO_DUCK.get(k.pg_type, "VARCHAR")) for k in keys]
     types += [(f"{AGG_PREFIX}{j}", _PG_TO_DUCK[aggregate_pg_type(r)]) for j, r in enumerate(releases)]
     pg_types = {k.column: k.pg_type for k in keys} | {f"{AGG_PREFIX}{j}": aggregate_pg_type(r) for j, r in enumerate(releases)}
+    intervals = _interval_columns([*shape.projections, shape.having, shape.order])
+    for name in intervals:
+        j = int(_INTERVAL.fullmatch(name).group(1))  # type: ignore[union-attr]
+        types.append((name, _PG_TO_DUCK[aggregate_pg_type(releases[j])]))
+        pg_types[name] = aggregate_pg_type(releases[j])
 
     simple: list[tuple[Literal["key", "agg"], int]] = []
     for p in shape.projections:
@@ -115,7 +124,82 @@ def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[A
     )
     _conform_integers(q, outputs, pg_types)
     check_divisors(q)
+    if not shape.distinct:
+        types += _add_half_widths(q, outputs, releases)
     return Post(q.sql(dialect="duckdb", comments=False), tuple(types), (), outputs)
+
+
+_INTERVAL = re.compile(INTERVAL_COLUMN)
+_FLOAT_OUTPUTS = ("float4", "float8", "numeric")
+
+
+def _interval_columns(parts: list[exp.Expression | None]) -> list[str]:
+    """The interval columns (``__dp_a{j}_lo_i{n}`` …) the post-processing parts read, in order."""
+    seen: dict[str, None] = {}
+    for part in parts:
+        if part is None:
+            continue
+        for col in part.find_all(exp.Column):
+            if not col.table and _INTERVAL.fullmatch(col.name):
+                seen[col.name] = None
+    return list(seen)
+
+
+def _add_half_widths(q: exp.Select, outputs: tuple[OutputColumn, ...], releases: tuple[AggregateRelease, ...]) -> list[tuple[str, str]]:
+    """Append one hidden projection per output: for a floating output over aggregates, the 95%
+    half-width of its interval (the release rounds the output to it under ``dp.rounding = 'auto'``
+    and drops these columns); NULL otherwise. Returns the interval columns they read."""
+    extra: dict[str, str] = {}
+    hidden: list[exp.Expression] = []
+    for i, out in enumerate(outputs):
+        node = q.expressions[i]
+        inner = node.this if isinstance(node, exp.Alias) else node
+        width: exp.Expression = exp.null()
+        if out.pg_type in _FLOAT_OUTPUTS and any(
+            c.name.startswith(AGG_PREFIX) and not c.table for c in inner.find_all(exp.Column)
+        ):
+            plain = inner.copy().transform(_as_aggregate)
+            try:
+                lo, hi = interval_bounds(plain, "r")
+            except DPSQLError:
+                lo = hi = None
+            if lo is not None and hi is not None:
+                # TRY: a bound may overflow where the value does not; rounding then just skips the row
+                width = exp.Try(this=exp.Div(
+                    this=exp.paren(exp.Sub(this=exp.cast(exp.paren(hi), "DOUBLE"), expression=exp.cast(exp.paren(lo), "DOUBLE"))),
+                    expression=exp.Literal.number(2),
+                ))
+                for col in width.find_all(exp.Column):
+                    m = _INTERVAL.fullmatch(col.name)
+                    if m is not None:
+                        extra[col.name] = _PG_TO_DUCK[aggregate_pg_type(releases[int(m.group(1))])]
+        hidden.append(exp.alias_(width, f"{HALF_WIDTH_PREFIX}{_direction(inner)}{i}", quoted=True))
+    if not extra:
+        return []
+    q.set("expressions", [*q.expressions, *hidden])
+    return list(extra.items())
+
+
+def _direction(node: exp.Expression) -> str:
+    """How an output is rounded: ``lo`` (down) for a DP_INTERVAL_LOW bound, ``hi`` (up) for a
+    DP_INTERVAL_HIGH bound — so rounding only widens an interval — else "" (to nearest)."""
+    while isinstance(node, exp.Cast) and not node.meta:
+        node = node.this
+    side = node.meta.get("dp_interval_side") if node.meta else None
+    return side if side in ("lo", "hi") else ""
+
+
+def _as_aggregate(node: exp.Expression) -> exp.Expression:
+    """A DP_INTERVAL_* bound read as its argument, an interval column as its aggregate (rounding
+    measures the noise of what the interval bounds)."""
+    inner = node.meta.get("dp_interval_of") if node.meta else None
+    if isinstance(inner, str):
+        return sqlglot.parse_one(inner, read="duckdb")
+    if isinstance(node, exp.Column) and not node.table:
+        m = _INTERVAL.fullmatch(node.name)
+        if m is not None:
+            return exp.column(f"{AGG_PREFIX}{m.group(1)}")
+    return node
 
 
 _INTEGER_CASTS = {"int2": "SMALLINT", "int4": "INTEGER", "int8": "BIGINT"}

@@ -20,13 +20,12 @@ from __future__ import annotations
 
 import datetime as dt
 import secrets
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 import duckdb
 
+from dpsql.cache import BoundedCache
 from dpsql.errors import DPSQLError, UndefinedTable
 from dpsql.proxy.catalog.coltypes import result_types
 from dpsql.proxy.catalog.errors import translate
@@ -47,31 +46,6 @@ _TEMPLATE_CACHE = 1024
 _ROUTE_CACHE = 4096
 
 
-class _LRU:
-    """A small thread-safe LRU map."""
-
-    def __init__(self, size: int) -> None:
-        self._size = size
-        self._data: OrderedDict[Any, Any] = OrderedDict()
-        self._lock = threading.Lock()
-
-    def get(self, key: Any) -> Any:
-        """The value for ``key`` (marked most recently used), or None."""
-        with self._lock:
-            value = self._data.get(key)
-            if value is not None:
-                self._data.move_to_end(key)
-            return value
-
-    def put(self, key: Any, value: Any) -> None:
-        """Store ``value``; evict the least recently used entry beyond the size."""
-        with self._lock:
-            self._data[key] = value
-            self._data.move_to_end(key)
-            if len(self._data) > self._size:
-                self._data.popitem(last=False)
-
-
 class SyntheticCatalog:
     """The catalog of one policy: decides which statements are catalog queries and answers them.
 
@@ -84,8 +58,8 @@ class SyntheticCatalog:
         self._marker = "dpsqltok" + secrets.token_hex(8)
         self._renderer = Renderer(self.objects, self._marker, dt.datetime.now(dt.UTC).replace(microsecond=0))
         self._router = Router(self.objects.tables)
-        self._templates = _LRU(_TEMPLATE_CACHE)
-        self._routes = _LRU(_ROUTE_CACHE)
+        self._templates = BoundedCache(_TEMPLATE_CACHE)
+        self._routes = BoundedCache(_ROUTE_CACHE)
 
     # ------------------------------------------------------------------------------------- routing
 

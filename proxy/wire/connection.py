@@ -32,10 +32,10 @@ import secrets
 import threading
 import time
 import traceback
-from collections import OrderedDict
 from collections.abc import Callable, Generator, Sequence
 from typing import TYPE_CHECKING, Any
 
+from dpsql.cache import BoundedCache
 from dpsql.errors import DPSQLError, LimitExceeded, QueryCanceled, UnsupportedQuery
 from dpsql.proxy.commands import rebound
 from dpsql.proxy.engine import Result
@@ -105,7 +105,7 @@ class ServerContext:
         self.backends: dict[int, Connection] = {}
         self.active = 0  # connections past the startup packet (authenticating or ready)
         self.lock = threading.Lock()
-        self.routes: OrderedDict[str, Route] = OrderedDict()
+        self.routes: BoundedCache[str, Route] = BoundedCache(2048)
         self.slow_catalog: dict[str, int] = {}  # catalog statement → consecutive slow runs
         self.row_descriptions: dict[tuple[Any, ...], bytes] = {}
         self.types: dict[str, pgt.PgType] = {}
@@ -334,9 +334,7 @@ class Connection(
             return hit
         route = route_statement(sql, self.ctx.catalog)
         if len(sql) <= 4096:
-            cache[sql] = route
-            if len(cache) > 2048:
-                cache.popitem(last=False)
+            cache.put(sql, route)
         return route
 
     # ------------------------------------------------------------------------------ statements

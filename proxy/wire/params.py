@@ -21,9 +21,7 @@ from __future__ import annotations
 import datetime as dt
 import math
 import re
-import threading
 import uuid
-from collections import OrderedDict
 from collections.abc import Sequence
 from decimal import Decimal
 from typing import Any
@@ -32,6 +30,7 @@ import sqlglot
 from sqlglot import exp
 from sqlglot.errors import ParseError, TokenError
 
+from dpsql.cache import BoundedCache
 from dpsql.errors import CharacterNotInRepertoire, QuerySyntaxError, UndefinedParameter
 from dpsql.proxy.wire import types as pgt
 from dpsql.proxy.wire.sqltext import lex
@@ -64,27 +63,20 @@ def _cast_types(sql: str) -> dict[int, int]:
     return out
 
 
-_TREES: OrderedDict[str, exp.Expression | None] = OrderedDict()
 _TREE_CACHE = 512
-_TREES_LOCK = threading.Lock()
-_MISSING = object()
+_TREES: BoundedCache[str, exp.Expression | None] = BoundedCache(_TREE_CACHE)
 
 
 def _parse(sql: str) -> exp.Expression | None:
     """The (cached, never mutated) sqlglot tree of one statement, or None if sqlglot cannot parse it."""
-    with _TREES_LOCK:
-        hit = _TREES.get(sql, _MISSING)
-        if hit is not _MISSING:
-            _TREES.move_to_end(sql)
-            return hit  # type: ignore[return-value]
+    hit, tree = _TREES.lookup(sql)
+    if hit:
+        return tree
     try:
         tree: exp.Expression | None = sqlglot.parse_one(_spaced(sql), read="postgres")
     except (ParseError, TokenError, ValueError, RecursionError):
         tree = None
-    with _TREES_LOCK:
-        _TREES[sql] = tree
-        if len(_TREES) > _TREE_CACHE:
-            _TREES.popitem(last=False)
+    _TREES.put(sql, tree)
     return tree
 
 

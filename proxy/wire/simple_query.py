@@ -20,6 +20,7 @@ from dpsql.proxy.wire.sqltext import check_length, lex
 
 if TYPE_CHECKING:
     from dpsql.proxy.wire.connection import ServerContext
+    from dpsql.proxy.wire.routing import Route
 
 
 class SimpleQueryMixin:
@@ -78,11 +79,13 @@ class SimpleQueryMixin:
         self._ready()
 
     def _query_statements(self, stmts: Sequence[str]) -> list[str]:
-        """The statements routed to the engine as queries or cursors (cheap: routing is cached)."""
+        """The statements routed to the engine as queries or cursors, and EXPLAIN (BIAS) (cheap:
+        routing is cached)."""
         out = []
         for stmt in stmts:
             try:
-                if self._route(stmt).kind in ("query", "declare"):
+                route = self._route(stmt)
+                if route.kind in ("query", "declare") or _is_bias(route):
                     out.append(stmt)
             except Exception:  # it fails the same way when its turn comes
                 continue
@@ -90,7 +93,7 @@ class SimpleQueryMixin:
 
     def _private_statements(self, stmts: Sequence[str]) -> list[str]:
         """The statements of a multi-statement string that would be charged: queries (or cursors
-        over queries) that read a private table. Reads no data (the rewrite is pure and cached); a
+        over queries) that read a private table, and EXPLAIN (BIAS). Reads no data (the rewrite is pure and cached); a
         statement that does not rewrite is not counted, as it will fail on its own when it runs."""
         out = []
         for stmt in stmts:
@@ -98,6 +101,9 @@ class SimpleQueryMixin:
                 route = self._route(stmt)
                 if route.kind == "declare":
                     route = self._route(parse_declare(route.sql).query)
+                if _is_bias(route):
+                    out.append(stmt)  # EXPLAIN (BIAS) is charged like a query
+                    continue
                 if route.kind != "query":
                     continue
                 command = route.command
@@ -106,3 +112,8 @@ class SimpleQueryMixin:
             except Exception:  # it fails the same way when its turn comes
                 continue
         return out
+
+
+def _is_bias(route: Route) -> bool:
+    """True for EXPLAIN (BIAS), which is charged like a query."""
+    return route.kind == "engine_cmd" and route.command is not None and route.command.bias

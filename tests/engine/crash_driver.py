@@ -26,7 +26,8 @@ def _die() -> None:
 def install(stage: str, marker: Path) -> None:
     """Patch the engine so that the process dies at ``stage``."""
     from dpsql.accountant.ledger import Ledger
-    from dpsql.proxy import cli, engine
+    from dpsql.proxy import cli
+    from dpsql.proxy import release as release_step
     from dpsql.proxy.backends.duckdb import DuckDBSession
 
     charge = Ledger.charge
@@ -49,12 +50,12 @@ def install(stage: str, marker: Path) -> None:
             return execute(self, sql, timeout=timeout)
         DuckDBSession.execute = slow  # type: ignore[method-assign]
     elif stage == "after_noise":
-        release = engine.release
+        release = release_step.release
 
         def release_then(*args: Any, **kwargs: Any) -> Any:
             release(*args, **kwargs)
             _die()
-        engine.release = release_then  # type: ignore[assignment]
+        release_step.release = release_then  # type: ignore[assignment]
     elif stage == "before_output":
         def print_then(*args: Any, **kwargs: Any) -> None:
             _die()

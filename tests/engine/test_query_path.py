@@ -277,16 +277,16 @@ def test_validation_runs_once_per_bounded_sql(make_harness: Callable[..., Harnes
 def test_noise_is_drawn_ahead_only_when_the_cells_are_known(make_harness: Callable[..., Harness], monkeypatch: pytest.MonkeyPatch) -> None:
     """No keys or public keys: the noise is drawn (and padded) while the bounded SQL runs, after
     the charge. Partition selection: drawn after, as the kept groups depend on the data."""
-    import dpsql.proxy.engine as engine_module
+    import dpsql.proxy.release as release_module
 
     calls: list[int] = []
-    real = engine_module.draw_ahead
+    real = release_module.draw_ahead
 
     def counting(plan, cells, **kw):  # type: ignore[no-untyped-def]
         calls.append(cells)
         return real(plan, cells, **kw)
 
-    monkeypatch.setattr(engine_module, "draw_ahead", counting)
+    monkeypatch.setattr(release_module, "draw_ahead", counting)
     h = make_harness()
     session = h.engine.session("alice")
     session.execute("SELECT COUNT(*) FROM visits")

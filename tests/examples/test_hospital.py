@@ -136,7 +136,7 @@ def test_distributions(con: duckdb.DuckDBPyConnection) -> None:
     assert 28 <= len(codes) <= 40
     assert codes[0][1] > 50 * codes[-1][1]
     assert sum(1 for _, n in codes if n < 20) >= 2
-    # cost: skewed, a few NULLs, a few beyond the policy bound of 5000
+    # cost: skewed, a few NULLs, a few beyond 5000 (the demo policy clamps at 10000)
     nulls, over, median, mean = one(
         con,
         "SELECT avg((cost IS NULL)::INT), avg((cost > 5000)::INT), median(cost), avg(cost) FROM visits",

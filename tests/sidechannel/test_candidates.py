@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 from sidechannel_lib import make_database, write_policy
 
-import dpsql.proxy.engine as engine_module
+import dpsql.proxy.release as release_module
 from dpsql.api import open_engine
 from dpsql.proxy.engine import Engine
 from dpsql.proxy.timing import TimingShield
@@ -30,13 +30,13 @@ def engine(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Engine]:
 @pytest.fixture
 def coerced(monkeypatch: pytest.MonkeyPatch) -> list[Any]:
     calls: list[Any] = []
-    real = engine_module.coerce
+    real = release_module.coerce
 
     def counting(value: Any, pg_type: str) -> Any:
         calls.append(value)
         return real(value, pg_type)
 
-    monkeypatch.setattr(engine_module, "coerce", counting)
+    monkeypatch.setattr(release_module, "coerce", counting)
     return calls
 
 
