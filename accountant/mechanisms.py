@@ -128,6 +128,9 @@ def make_discrete_laplace(scale: float) -> DiscreteLaplace:
     return DiscreteLaplace(s, dp.m.make_laplace(*space, scale=s))
 
 
+AdditiveMechanism = DiscreteGaussian | DiscreteLaplace
+
+
 # ---------------------------------------------------------------------------------------------
 # Partition selection
 

@@ -18,6 +18,9 @@ Rules this module keeps (security.md R9, R10):
   on a worker thread while the bounded SQL runs, and :func:`release` adds them to the exact
   values. The draws live only inside the opaque :class:`NoiseDraws` until then, so the rules
   above hold; the query just no longer waits for the pad after its SQL.
+* The noise comes from the measurement objects in the :class:`NoisePlan` — the same objects
+  whose privacy maps the planner summed into the charged cost — never from a mechanism rebuilt
+  by name.
 * There is no seeded or deterministic mode.
 """
 
@@ -31,12 +34,6 @@ from collections.abc import Callable, Mapping, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass, field
 
-from dpsql.accountant.mechanisms import (
-    make_discrete_gaussian,
-    make_discrete_laplace,
-    make_gaussian_threshold,
-    make_laplace_threshold,
-)
 from dpsql.accountant.planner import NoisePlan, StatisticNoise
 from dpsql.errors import ExecutionFailed
 
@@ -109,14 +106,16 @@ def _pad_until(start: float, quantum: float) -> None:
             time.sleep(left - _SPIN)
 
 
-def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None) -> Released:
+def _noisy(
+    noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Sequence[int] | None, groups: int | None = None
+) -> Released:
     columns = [s.column for s in noise_plan.stats]
     lengths = {len(exact[c]) for c in columns if c in exact}
     if units is not None:
         lengths.add(len(units))
     if len(lengths) > 1 or any(c not in exact for c in columns if not _from_selection(noise_plan, c)):
         raise ValueError("inconsistent exact input")
-    n = lengths.pop() if lengths else 0
+    n = lengths.pop() if lengths else (groups or 0)
 
     selected: dict[int, int] | None = None
     if noise_plan.selection is not None:
@@ -124,9 +123,8 @@ def _noisy(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], units: Seq
         counts_src = units if units is not None else exact.get(noise_plan.units_column or "")
         if counts_src is None:
             raise ValueError("partition selection needs the distinct-unit counts")
-        make = make_gaussian_threshold if sel.mechanism == "gaussian_threshold" else make_laplace_threshold
         counts = {i: int(c) for i, c in enumerate(counts_src)}
-        mechanism = make(sel.scale, sel.threshold)
+        mechanism = sel.measurement  # the measurement the planner charged
         sizes = _chunks(len(counts))
         if len(sizes) == 1:
             selected = mechanism.release(counts)
@@ -201,12 +199,11 @@ def _add_ahead(noise_plan: NoisePlan, exact: Mapping[str, Sequence[int]], ahead:
 
 
 def _sampler(s: StatisticNoise) -> Callable[[int], list[int]]:
-    """The vector sampler of one statistic's mechanism."""
-    if s.mechanism == "discrete_gaussian":
-        return make_discrete_gaussian(s.scale).sample
-    if s.mechanism == "discrete_laplace":
-        return make_discrete_laplace(s.scale).sample
-    raise ValueError("unknown mechanism")
+    """The vector sampler of the measurement the planner charged for this statistic."""
+    sample = getattr(s.measurement, "sample", None)
+    if s.from_selection or sample is None:
+        raise ValueError("this statistic is released by partition selection, not sampled")
+    return sample
 
 
 def _from_selection(noise_plan: NoisePlan, column: str) -> bool:
@@ -220,6 +217,7 @@ def release(
     *,
     pad_quantum: float = PAD_QUANTUM,
     ahead: NoiseDraws | None = None,
+    groups: int | None = None,
 ) -> Released:
     """Draw all noise for one query and return only the noisy values (R10), padded in time (R9).
 
@@ -229,7 +227,8 @@ def release(
     selection every group is kept. Call this only after the query's cost has been charged.
     With ``ahead`` (from :func:`draw_ahead` on the same plan) the draws made and padded while
     the SQL ran are added instead; ``exact`` must then hold exactly ``ahead.cells`` groups.
-    Any failure raises ExecutionFailed without values.
+    ``groups`` is the number of groups when the plan has no statistic to count them by (a query of
+    quantiles only, without partition selection). Any failure raises ExecutionFailed without values.
     """
     if ahead is not None:
         try:
@@ -241,7 +240,7 @@ def release(
     failed = False
     result: Released | None = None
     try:
-        result = _noisy(noise_plan, exact, units)
+        result = _noisy(noise_plan, exact, units, groups)
     except Exception:
         failed = True
     _pad_until(start, pad_quantum)

@@ -32,49 +32,48 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from fractions import Fraction
 
-from dpsql.accountant.calibration import (
-    ScaleOutOfRange,
-    cks20_epsilon,
-    discrete_gaussian_error,
-    discrete_laplace_error,
-    gaussian_sigma,
-    laplace_scale,
-    rho_for_epsilon,
-)
+from dpsql.accountant.accounting import SELECTION_DELTA_SHARE, AccountingMode, accounting_mode
+from dpsql.accountant.calibration import ScaleOutOfRange
 from dpsql.accountant.costs import Accounting, Cost
-from dpsql.accountant.mechanisms import (
-    ThresholdMechanism,
-    make_discrete_gaussian,
-    make_discrete_laplace,
-    make_gaussian_threshold,
-    make_laplace_threshold,
-)
+from dpsql.accountant.mechanisms import AdditiveMechanism, ThresholdMechanism
+from dpsql.accountant.quantiles import QuantileNoise, plan_quantile
 from dpsql.errors import InvalidParameterValue, UnsupportedQuery
-from dpsql.rewriter.plan import ReleasePlan, Statistic
+from dpsql.rewriter.plan import QuantileStatistic, ReleasePlan, Statistic
 
-SELECTION_DELTA_SHARE = Fraction(1, 10)  # zcdp: the part of the query's δ given to partition selection
+__all__ = ["SELECTION_DELTA_SHARE", "NoisePlan", "SelectionNoise", "StatisticNoise", "calibrate"]
 _MAX_THRESHOLD = 2**62
 
 
 @dataclass(frozen=True)
 class StatisticNoise:
-    """How one statistic column is noised.
+    """How one statistic column is noised: by ``measurement``, the object whose privacy map gave
+    ``cost`` and whose sampler the noise step calls (the mechanism charged is the one that samples).
 
     ``scale`` and ``error95`` are in integer units (σ for the Gaussian, t for the Laplace);
     ``released_scale`` and ``released_error95`` are the same in released units (× ``grid``).
     ``error95`` is a b with P(|noise| ≤ b) ≥ 0.95. ``from_selection`` marks the units statistic
-    whose value is the selection's noisy count; its ``cost`` is 0 (it is the selection's).
+    whose value is the selection's noisy count: its measurement is the selection's threshold
+    mechanism and its ``cost`` is 0 (it is the selection's).
     """
 
     column: str
-    mechanism: str
-    scale: float
+    measurement: AdditiveMechanism | ThresholdMechanism
     error95: int
     grid: Fraction
     l0: int
     linf: int
     cost: Fraction
     from_selection: bool = False
+
+    @property
+    def mechanism(self) -> str:
+        """The measurement's name (discrete_gaussian, discrete_laplace, or a threshold's)."""
+        return self.measurement.name
+
+    @property
+    def scale(self) -> float:
+        """The measurement's noise scale, in integer units."""
+        return self.measurement.scale
 
     @property
     def released_scale(self) -> Fraction:
@@ -89,15 +88,29 @@ class StatisticNoise:
 
 @dataclass(frozen=True)
 class SelectionNoise:
-    """DP partition selection: the threshold mechanism over distinct-unit counts per group."""
+    """DP partition selection: ``measurement`` (a threshold mechanism over distinct-unit counts per
+    group), whose map gave ``cost`` and ``delta`` and whose ``release`` the noise step calls."""
 
-    mechanism: str
-    scale: float
-    threshold: int
+    measurement: ThresholdMechanism
     l0: int
     cost: Fraction  # ρ (zcdp) or ε (basic) of its map
     delta: Fraction  # δ of its map
     error95: int  # of the noisy unit counts
+
+    @property
+    def mechanism(self) -> str:
+        """The measurement's name (gaussian_threshold or laplace_threshold)."""
+        return self.measurement.name
+
+    @property
+    def scale(self) -> float:
+        """The measurement's noise scale, in integer units."""
+        return self.measurement.scale
+
+    @property
+    def threshold(self) -> int:
+        """Groups whose noisy distinct-unit count is ≥ this are released."""
+        return self.measurement.threshold
 
 
 @dataclass(frozen=True)
@@ -118,6 +131,7 @@ class NoisePlan:
     cost: Cost
     conversion_delta: Fraction | None
     epsilon_bound: float
+    quantiles: tuple[QuantileNoise, ...] = ()  # DP selections (quantiles, MIN/MAX), in plan order
 
     def stat(self, column: str) -> StatisticNoise:
         """The noise of the statistic called ``column`` (KeyError if none)."""
@@ -127,15 +141,13 @@ class NoisePlan:
         raise KeyError(column)
 
 
-def _check_request(epsilon: Fraction, delta: Fraction, accounting: str, selection: bool) -> None:
-    if accounting not in ("zcdp", "basic"):
-        raise ValueError(f"unknown accounting mode {accounting!r}")
+def _check_request(epsilon: Fraction, delta: Fraction, mode: AccountingMode, selection: bool) -> None:
     if epsilon <= 0:
         raise InvalidParameterValue("dp.epsilon must be greater than 0", hint="SET dp.epsilon = 0.5")
     if not 0 <= delta < 1:
         raise InvalidParameterValue("dp.delta must be in [0, 1)", hint="SET dp.delta = 1e-7")
-    if delta == 0 and (accounting == "zcdp" or selection):
-        why = "zCDP accounting" if accounting == "zcdp" else "grouping by keys without declared values"
+    if delta == 0 and (mode.needs_delta or selection):
+        why = "zCDP accounting" if mode.needs_delta else "grouping by keys without declared values"
         raise InvalidParameterValue(f"dp.delta must be greater than 0 for {why}", hint="SET dp.delta = 1e-7")
 
 
@@ -152,7 +164,7 @@ def _units_stat(plan: ReleasePlan) -> Statistic | None:
     return None
 
 
-def _positive_weight(s: Statistic) -> int:
+def _positive_weight(s: Statistic | QuantileStatistic) -> int:
     if isinstance(s.weight, bool) or not isinstance(s.weight, int) or s.weight < 1:
         raise ValueError(f"statistic {s.column}: weight must be a positive integer")
     return s.weight
@@ -201,19 +213,22 @@ def _threshold_for(
     return make(scale, hi)
 
 
-def _threshold_guess(accounting: Accounting, scale: float, l0: int, delta_target: Fraction) -> int:
+def _threshold_guess(mode: AccountingMode | Accounting, scale: float, l0: int, delta_target: Fraction) -> int:
     """A rough threshold for the bracket search: the tail of one noise draw at δ/l0."""
+    if isinstance(mode, str):
+        mode = accounting_mode(mode)
     tail = math.log(max(l0, 1) / float(delta_target)) if delta_target > 0 else 50.0
-    width = scale * math.sqrt(2 * tail) if accounting == "zcdp" else scale * tail
+    width = mode.tail_width(scale, tail)
     return int(min(_MAX_THRESHOLD, 1 + l0 + width)) if math.isfinite(width) else 2
 
 
 @functools.lru_cache(maxsize=1024)
 def _selection(accounting: Accounting, l0: int, share: Fraction, delta_sel: Fraction) -> SelectionNoise:
     """Calibrate the threshold mechanism: scale from the ρ/ε share, threshold from δ_sel."""
-    make: Callable[[float, int], ThresholdMechanism] = make_gaussian_threshold if accounting == "zcdp" else make_laplace_threshold
-    scale = gaussian_sigma(l0, 1, share) if accounting == "zcdp" else laplace_scale(l0, 1, share)
-    guess = _threshold_guess(accounting, scale, l0, delta_sel)
+    mode = accounting_mode(accounting)
+    make: Callable[[float, int], ThresholdMechanism] = mode.threshold
+    scale = mode.selection_scale(l0, share)
+    guess = _threshold_guess(mode, scale, l0, delta_sel)
     for _ in range(64):
         mech = _threshold_for(make, scale, l0, delta_sel, guess)
         guess = mech.threshold
@@ -223,8 +238,7 @@ def _selection(accounting: Accounting, l0: int, share: Fraction, delta_sel: Frac
         scale = math.nextafter(scale, math.inf) * (1 + 1e-12)  # OpenDP's float map rounds outward
     else:  # pragma: no cover - OpenDP's map is within a few ulps of the exact one
         raise RuntimeError("could not calibrate partition selection")
-    error = discrete_gaussian_error(scale) if accounting == "zcdp" else discrete_laplace_error(scale)
-    return SelectionNoise(mech.name, scale, mech.threshold, l0, cost, delta, error)
+    return SelectionNoise(mech, l0, cost, delta, mode.error95(mech.scale))
 
 
 def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting: Accounting) -> NoisePlan:
@@ -237,7 +251,8 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
     """
     eps, dlt = Fraction(epsilon), Fraction(delta)
     selection_needed = plan.partition_selection
-    _check_request(eps, dlt, accounting, selection_needed)
+    mode = accounting_mode(accounting)
+    _check_request(eps, dlt, mode, selection_needed)
     l0 = plan.max_groups
     if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
         raise ValueError("plan.max_groups must be a positive integer")
@@ -246,16 +261,10 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
     sel_weight = 0
     if selection_needed:
         sel_weight = _positive_weight(units) if units is not None else 1
-    total_weight = sum(_positive_weight(s) for s in own) + sel_weight
+    total_weight = sum(_positive_weight(s) for s in own) + sel_weight + sum(_positive_weight(q) for q in plan.quantiles)
 
-    if accounting == "zcdp":
-        delta_sel = dlt * SELECTION_DELTA_SHARE if selection_needed else Fraction(0)
-        delta_conv: Fraction | None = dlt - delta_sel
-        budget = rho_for_epsilon(eps, delta_conv)
-    else:
-        delta_sel = dlt if selection_needed else Fraction(0)
-        delta_conv = None
-        budget = eps
+    split = mode.query_budget(eps, dlt, selection_needed)
+    budget, delta_sel, delta_conv = split.amount, split.selection_delta, split.conversion_delta
 
     if total_weight == 0:  # nothing to noise (should not happen)
         return NoisePlan(accounting, (), None, None, eps, dlt, Cost.zero(accounting), delta_conv, 0.0)
@@ -265,17 +274,12 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         spent = Fraction(0)
         for s in own:
             share = budget * _positive_weight(s) / total_weight
-            if accounting == "zcdp":
-                mech = make_discrete_gaussian(gaussian_sigma(l0, s.max_contribution, share))
-                err = discrete_gaussian_error(mech.scale)
-            else:
-                mech = make_discrete_laplace(laplace_scale(l0, s.max_contribution, share))
-                err = discrete_laplace_error(mech.scale)
-            cost = mech.map(l0, s.max_contribution)
+            mech = mode.additive(l0, s.max_contribution, share)
+            cost = mech.map(l0, s.max_contribution)  # the charge is this measurement's own map
             if cost > share:  # pragma: no cover - guaranteed by gaussian_sigma / laplace_scale
                 raise RuntimeError("calibration produced a map above its share")
             spent += cost
-            stats.append(StatisticNoise(s.column, mech.name, mech.scale, err, s.grid, l0, s.max_contribution, cost))
+            stats.append(StatisticNoise(s.column, mech, mode.error95(mech.scale), s.grid, l0, s.max_contribution, cost))
 
         selection: SelectionNoise | None = None
         sel_delta = Fraction(0)
@@ -288,8 +292,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
                 stats.append(
                     StatisticNoise(
                         units.column,
-                        selection.mechanism,
-                        selection.scale,
+                        selection.measurement,
                         selection.error95,
                         units.grid,
                         l0,
@@ -298,6 +301,17 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
                         from_selection=True,
                     )
                 )
+        quantiles: list[QuantileNoise] = []
+        for q in plan.quantiles:
+            share = budget * _positive_weight(q) / total_weight
+            qn = plan_quantile(
+                q.column, q.target, q.alpha, candidates=q.candidates, max_rows=q.max_contribution, l0=l0,
+                accounting=accounting, loss=share,
+            )
+            if qn.cost > share:  # pragma: no cover - guaranteed by calibrate_quantile
+                raise RuntimeError("calibration produced a map above its share")
+            spent += qn.cost
+            quantiles.append(qn)
     except ScaleOutOfRange as e:
         raise UnsupportedQuery(
             "this query needs more noise than dpsql can sample",
@@ -308,7 +322,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         raise RuntimeError("calibrated cost exceeds the query's budget")
     order = {s.column: i for i, s in enumerate(plan.stats)}
     stats.sort(key=lambda n: order[n.column])
-    bound = cks20_epsilon(spent, delta_conv) if delta_conv is not None else float(spent)
+    bound = mode.epsilon_bound(spent, delta_conv)
     return NoisePlan(
         accounting=accounting,
         stats=tuple(stats),
@@ -319,4 +333,5 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         cost=Cost(accounting, spent, sel_delta),
         conversion_delta=delta_conv,
         epsilon_bound=bound,
+        quantiles=tuple(quantiles),
     )

@@ -155,7 +155,8 @@ def _policy_dict(policy_path: Path, duck_policy: Any, dsn: str) -> dict[str, Any
 
     data = tomllib.loads(policy_path.read_text("utf-8"))
     data["source"] = {"postgres": dsn}
-    data["budget"] = {"epsilon": 1e9, "delta": 0.1}
+    data["budget"] = {"epsilon": 1e6, "delta": 0.1}
+    data["privacy"]["replay"] = "off"  # every timed run is a real release, never a stored answer
     for user in data.get("users", {}).values():
         for key in ("epsilon", "delta", "window", "session_epsilon"):
             user.pop(key, None)

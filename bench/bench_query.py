@@ -8,7 +8,7 @@ the whole engine path (``Engine(policy, backend).session("alice").execute(sql)``
 wrapping the functions the engine calls (classify, cached rewrite, calibrate, public key set,
 ledger charge with fsync, bounded SQL, noise incl. the 5 ms pad, post-processing, cost notice).
 
-The engine runs against a throwaway copy of the policy: budget ε = 1e9, no session or global
+The engine runs against a throwaway copy of the policy: budget ε = 1e6, no session or global
 cap, its own ledger file under ``bench/out/ledgers/`` — the demo ledger is never charged.
 
 Run: ``.venv/bin/python bench/bench_query.py [--rows 10000000] [--repeat 5]``

@@ -5,7 +5,7 @@ pgbench (simple and extended protocol); a DP aggregate over the wire ≥ 60% of 
 query run in-process on the engine; connection set-up including SCRAM-SHA-256 ≤ 5 ms.
 
 The server runs in its own process (``bench_wire.py --serve``, as ``dpsql serve`` would) over the
-demo-size hospital data set (250k visits), with a throwaway policy: budget ε = 1e9, its own ledger
+demo-size hospital data set (250k visits), with a throwaway policy: budget ε = 1e6, its own ledger
 under ``bench/out/ledgers/``, no rate limit. Clients: PostgreSQL 15's pgbench (C, so the client
 costs little) for rates, psycopg 3 / libpq for connection set-up. The in-process baseline runs the
 same DP query on an ``Engine`` session in this process, over its own throwaway ledger.

@@ -78,7 +78,7 @@ def dataset(rows: int) -> Path:
 def bench_policy(policy_path: Path, *, accounting: str = "zcdp", tag: str = "bench") -> Any:
     """The data set's policy with a practically unlimited budget and a fresh ledger of its own.
 
-    Budget ε = 1e9 (δ = 0.1), no session cap, no global cap; the ledger is a new SQLite file
+    Budget ε = 1e6 (δ = 0.1), no session cap, no global cap; the ledger is a new SQLite file
     under ``bench/out/ledgers/`` so that the demo ledger is never charged.
     """
     import logging
@@ -89,7 +89,8 @@ def bench_policy(policy_path: Path, *, accounting: str = "zcdp", tag: str = "ben
 
     data = tomllib.loads(policy_path.read_text("utf-8"))
     data["privacy"]["accounting"] = accounting
-    data["budget"] = {"epsilon": 1e9, "delta": 0.1}
+    data["budget"] = {"epsilon": 1e6, "delta": 0.1}
+    data["privacy"]["replay"] = "off"  # every timed run is a real release, never a stored answer
     for user in data.get("users", {}).values():
         for key in ("epsilon", "delta", "window", "session_epsilon"):
             user.pop(key, None)

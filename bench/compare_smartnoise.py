@@ -6,7 +6,7 @@ Run it through ``bench/compare_smartnoise.sh`` (which builds SmartNoise's own vi
     .venv/bin/python bench/compare_smartnoise.py [--quick] [--runs 200] [--only accuracy|speed]
 
 The dpsql side runs here, in the repo's venv, through the in-process API (``dpsql.api.connect``)
-with throwaway policies (budget ε = 1e9, ledgers under ``bench/out/ledgers/``). The SmartNoise side
+with throwaway policies (budget ε = 1e6, ledgers under ``bench/out/ledgers/``). The SmartNoise side
 runs in ``bench/smartnoise_worker.py`` under SmartNoise's venv; this script sends it JSON requests
 (data source, SQL, ε, δ, options) and gets the result rows back. Both sides read the same data.
 
@@ -276,7 +276,7 @@ _ledgers: list[Path] = []
 
 
 def write_policy(name: str, duckdb_path: Path, tables: dict[str, Any], accounting: str) -> Path:
-    """A dpsql policy file under bench/out/smartnoise/: the given tables, budget ε = 1e9, no
+    """A dpsql policy file under bench/out/smartnoise/: the given tables, budget ε = 1e6, no
     session/global cap, a fresh ledger under bench/out/ledgers/, no rate limit, one user."""
     from dpsql.proxy.passwords import scram_verifier
 
@@ -294,8 +294,9 @@ def write_policy(name: str, duckdb_path: Path, tables: dict[str, Any], accountin
             "max_epsilon_per_query": 100.0,
             "max_delta_per_query": 1e-3,
             "ledger": {"path": str(ledger)},
+            "replay": "off",
         },
-        "budget": {"epsilon": 1e9, "delta": 0.1},
+        "budget": {"epsilon": 1e6, "delta": 0.1},
         "users": {USER: {"password": _VERIFIER.setdefault(USER, scram_verifier(PASSWORD))}},
         "tables": tables,
         "limits": {"queries_per_minute": 10**9, "threads": 2, "statement_timeout": "600s"},

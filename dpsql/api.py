@@ -5,8 +5,20 @@
 ...     r = s.execute("SELECT department, COUNT(*) FROM visits GROUP BY department")
 ...     print(r.columns, r.rows, r.notices)
 
-:func:`rewrite` gives the bounded SQL and release plan only, for applications that run and noise
-the query themselves.
+:func:`pipeline` is for applications that run the query on their own engine (BigQuery, Snowflake,
+Trino, their own PostgreSQL or DuckDB, Spark): it rewrites for a dialect, costs, charges the
+ledger, and releases the rows the caller got back, with the server's guarantees
+(:mod:`dpsql.embed`, docs/embedding.md):
+
+>>> with dpsql.api.pipeline("policy.toml", dialect="postgres", schema=schema) as pipe:  # doctest: +SKIP
+...     s = pipe.session("alice")
+...     q = s.prepare("SELECT COUNT(*) FROM visits")      # free
+...     token = s.charge(q)                                # durable, before any data is read
+...     cur.execute(token.sql)
+...     answer = s.release(token, [d[0] for d in cur.description], cur.fetchall())  # once
+
+:func:`rewrite` gives the bounded SQL and release plan only (reading them, not releasing them).
+Nothing here needs a password: passwords belong to ``dpsql serve``.
 """
 
 from __future__ import annotations
@@ -16,11 +28,11 @@ from pathlib import Path
 from types import TracebackType
 from typing import TYPE_CHECKING, Self
 
-from dpsql.errors import PolicyError
 from dpsql.policy import Policy, load_policy
-from dpsql.schema import build_catalog
 
 if TYPE_CHECKING:
+    from dpsql.accountant.ledger import Ledger
+    from dpsql.embed import Pipeline
     from dpsql.proxy.backends.base import Backend
     from dpsql.proxy.engine import Engine, Result
     from dpsql.rewriter.plan import Rewrite
@@ -107,21 +119,26 @@ def rewrite(
     """Rewrite ``sql`` without running it: bounded SQL for ``dialect`` and the release plan.
 
     ``schema`` maps each policy table (``public.visits``) to its ``(column, pg_type)`` list; without
-    it the policy's data source is opened to read column types (metadata only).
+    it the policy's data source is opened to read column types (metadata only). To answer the
+    query safely from the bounded SQL's rows, use :func:`pipeline` (it charges and noises).
     """
+    from dpsql.embed.pipeline import catalog_for
     from dpsql.rewriter import rewrite as _rewrite
 
-    pol = _policy(policy)
-    unique: dict[str, frozenset[str]] | None = None
-    if schema is None:
-        backend = open_backend(pol)
-        try:
-            schema = backend.describe()
-            unique = backend.unique_columns()
-        finally:
-            backend.close()
-    try:
-        catalog = build_catalog(pol, schema, unique)
-    except KeyError as e:
-        raise PolicyError(str(pol.file), "tables", f"schema lacks {e}") from None
-    return _rewrite(sql, catalog, dialect=dialect)
+    return _rewrite(sql, catalog_for(_policy(policy), schema), dialect=dialect)
+
+
+def pipeline(
+    policy: str | Path | Policy,
+    *,
+    dialect: str = "duckdb",
+    schema: Mapping[str, Sequence[tuple[str, str]]] | None = None,
+    unique_columns: Mapping[str, frozenset[str]] | None = None,
+    ledger: Ledger | None = None,
+) -> Pipeline:
+    """The embedding pipeline (:class:`dpsql.embed.Pipeline`) for ``policy`` and ``dialect``:
+    prepare → charge (the policy's ledger, SQLite or PostgreSQL, durable and atomic) → you run
+    the bounded SQL → release (shape checked, noise, post-processing). Close it when done."""
+    from dpsql.embed import Pipeline
+
+    return Pipeline(policy, dialect=dialect, schema=schema, unique_columns=unique_columns, ledger=ledger)

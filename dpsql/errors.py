@@ -336,3 +336,11 @@ class DataException(DPSQLError):
     """A value is invalid for the operation (data exception) (22000)."""
 
     sqlstate = "22000"
+
+
+class ReleaseRefused(DataException):
+    """The embedding API refused to release rows: they do not have the shape the release plan
+    states, or the release token was already used (22000). The message names columns and counts,
+    never a value from the rows."""
+
+    sqlstate = "22000"

@@ -7,6 +7,7 @@ Unknown keys are errors too, so a typo never silently weakens a policy.
 
 from __future__ import annotations
 
+import datetime as _dt
 import ipaddress
 import math
 import re
@@ -21,6 +22,7 @@ from dpsql.errors import PolicyError
 
 Accounting = Literal["zcdp", "basic"]
 ScalarValue = str | int | float | bool
+TimeBound = _dt.date | _dt.datetime  # a datetime is a date subclass: check it first
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -45,11 +47,19 @@ class ColumnPolicy:
     lower: Fraction | None = None
     upper: Fraction | None = None
     values: tuple[ScalarValue, ...] | None = None
+    time_lower: TimeBound | None = None  # bounds on a DATE/TIMESTAMP column (quantiles, MIN/MAX)
+    time_upper: TimeBound | None = None
 
     @property
     def bounded(self) -> bool:
-        """True when both bounds are declared, so the column may be summed."""
+        """True when both numeric bounds are declared, so the column may be summed."""
         return self.lower is not None and self.upper is not None
+
+    @property
+    def time_bounded(self) -> bool:
+        """True when date/timestamp bounds are declared (``lower = 2020-01-01``): the column has
+        quantiles and MIN/MAX, never sums."""
+        return self.time_lower is not None and self.time_upper is not None
 
 
 @dataclass(frozen=True)
@@ -218,6 +228,17 @@ class Policy:
         """The user called ``name``, or None if the policy does not list them."""
         return self.users.get(name)
 
+    def require_passwords(self) -> None:
+        """Serving over the wire with ``[server] auth = 'scram-sha-256'`` needs a SCRAM verifier for
+        every user: PolicyError naming the first user without one. Passwords belong to serving
+        only; in-process use (``dpsql query``, :mod:`dpsql.api`, :mod:`dpsql.embed`) needs none."""
+        if self.server.auth != "scram-sha-256":
+            return
+        for name, u in self.users.items():
+            if u.password is None:
+                raise PolicyError(str(self.file), f"users.{name}.password",
+                                  "is required to serve with [server] auth = 'scram-sha-256' (make one with `dpsql passwd`)")
+
     @property
     def ledger_path(self) -> Path:
         """The SQLite ledger path: configured, or ``dpsql-ledger.sqlite`` beside the policy file."""
@@ -357,6 +378,27 @@ def _to_fraction(v: Any) -> Fraction | None:
     if isinstance(v, float) and not math.isfinite(v):
         return None
     return Fraction(v) if isinstance(v, int) else Fraction(str(v))
+
+
+def _read_time_bounds(cr: _Reader) -> tuple[TimeBound | None, TimeBound | None]:
+    """Date or local date-time bounds (TOML ``lower = 2020-01-01`` / ``2020-01-01T00:00:00``), or
+    (None, None) when neither bound is a date. Both must be of one kind, without a UTC offset, and
+    lower ≤ upper."""
+    lo, hi = cr.get("lower"), cr.get("upper")
+    if not isinstance(lo, _dt.date) and not isinstance(hi, _dt.date):
+        return None, None
+    if lo is None or hi is None:
+        raise cr.fail("upper" if lo is not None else "lower", "lower and upper must be declared together")
+    for name, v in (("lower", lo), ("upper", hi)):
+        if isinstance(v, _dt.time) or not isinstance(v, _dt.date):
+            raise cr.fail(name, f"must be a date or a date-time like the other bound, got {v!r}")
+        if isinstance(v, _dt.datetime) and v.utcoffset() is not None:
+            raise cr.fail(name, "must be a local date-time without a UTC offset (e.g. 2020-01-01T00:00:00)")
+    if isinstance(lo, _dt.datetime) != isinstance(hi, _dt.datetime):
+        raise cr.fail("upper", "lower and upper must both be dates or both be date-times")
+    if lo > hi:
+        raise cr.fail("lower", f"({lo.isoformat()}) is after upper ({hi.isoformat()})")
+    return lo, hi
 
 
 def _g(x: Fraction) -> str:
@@ -519,8 +561,6 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
             usess = ur.number("session_epsilon", session_eps, positive=True)
             udefault = _read_user_default_epsilon(ur, privacy, usess)
             ur.finish()
-            if server.auth == "scram-sha-256" and pw is None:
-                raise ur.fail("password", "is required when [server] auth is 'scram-sha-256'")
             users[name] = UserPolicy(name=name, password=pw, budget=ubudget, session_epsilon=usess, default_epsilon=udefault)
     if not users:
         raise root.fail("users", "list at least one user ([users.NAME]); only listed users may connect")
@@ -719,8 +759,9 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
                 raise cols.fail(cname, "is not a valid column name")
             cr = cols.sub(cname)
             assert cr is not None
-            lower = cr.number("lower")
-            upper = cr.number("upper")
+            time_lower, time_upper = _read_time_bounds(cr)
+            lower = None if time_lower is not None else cr.number("lower")
+            upper = None if time_lower is not None else cr.number("upper")
             if (lower is None) != (upper is None):
                 raise cr.fail("upper" if lower is not None else "lower", "lower and upper must be declared together")
             if lower is not None and upper is not None and lower > upper:
@@ -740,9 +781,10 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
                     raise cr.fail("values", "lists a value twice")
                 vals = tuple(values)
             cr.finish()
-            if unit is not None and cname.lower() == unit.lower() and (lower is not None or vals is not None):
+            bounds_declared = lower is not None or time_lower is not None
+            if unit is not None and cname.lower() == unit.lower() and (bounds_declared or vals is not None):
                 raise cr.fail("values" if vals is not None else "lower", "the privacy unit cannot carry bounds or values")
-            columns[cname.lower()] = ColumnPolicy(cname.lower(), lower, upper, vals)
+            columns[cname.lower()] = ColumnPolicy(cname.lower(), lower, upper, vals, time_lower, time_upper)
         cols.finish()
     if unit is not None and unit.lower() not in columns:
         columns[unit.lower()] = ColumnPolicy(unit.lower())

@@ -194,6 +194,9 @@ def cmd_check(args: argparse.Namespace) -> int:
     private = [t for t in policy.tables.values() if not t.public]
     print(f"{args.policy}: policy OK — {len(policy.tables)} table(s), {len(private)} private, {len(policy.users)} user(s), "
           f"{policy.privacy.accounting} accounting")
+    if policy.server.auth == "scram-sha-256" and (missing := [n for n, u in policy.users.items() if u.password is None]):
+        print(f"  note: {', '.join(missing)} ha{'s' if len(missing) == 1 else 've'} no password: `dpsql serve` needs one per user "
+              "with [server] auth = 'scram-sha-256' (`dpsql passwd`); in-process use needs none")
     mapped_files = any(t.file for t in policy.tables.values())
     has_source = args.duckdb or args.postgres or policy.source.duckdb or policy.source.postgres or policy.source.spark or mapped_files
     if has_source:

@@ -71,3 +71,15 @@ def classify(sql: str) -> Command:
     if _BUDGET.search(text):
         return Command("budget", query=text)
     return Command("query", query=text)
+
+
+def rebound(command: Command, sql: str) -> Command:
+    """``command`` for ``sql``, the statement it classified with its ``$n`` parameters substituted.
+    The kind is kept — a parameter value never changes what a statement is (a ``'dpsql.budget'``
+    value does not turn a query into a budget query) — and only the text the engine runs is taken
+    from ``sql``."""
+    if command.kind in ("query", "budget"):
+        return Command(command.kind, query=strip_statement(sql))
+    if command.kind == "explain" and (m := _EXPLAIN.match(strip_statement(sql))):
+        return Command("explain", query=m.group("query").strip())
+    return command

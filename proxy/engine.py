@@ -24,12 +24,12 @@ from collections import OrderedDict
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass, field
 from fractions import Fraction
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from dpsql.accountant.costs import Cost
 from dpsql.accountant.filters import BudgetStatus, ScopeLimits, limits_for
 from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt, open_ledger
-from dpsql.accountant.noise import draw_ahead, release
+from dpsql.accountant.noise import Released, draw_ahead, release
 from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
 from dpsql.errors import DataException, DPSQLError, ExecutionFailed, InvalidAuthorization, LimitExceeded, QueryCanceled
@@ -38,6 +38,7 @@ from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.quantile_release import extreme_notices, quantile_values
 from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
@@ -47,6 +48,9 @@ from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post import NOISY_TABLE
 from dpsql.rewriter.postprocess import aggregate_values, output_rows
 from dpsql.schema import Catalog, build_catalog
+
+if TYPE_CHECKING:
+    from dpsql.proxy.commands import Command
 
 _REWRITE_CACHE_SIZE = 2048
 
@@ -68,9 +72,17 @@ class Result:
         return f"SELECT {len(self.rows)}" if self.command == "SELECT" else self.command
 
 
-def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None]:
+def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None, tuple[str, ...]]:
     assert rw.plan is not None
-    return (rw.sql, rw.plan.constants_sql, rw.plan.post_sql)
+    return (rw.sql, rw.plan.constants_sql, rw.plan.post_sql, tuple(h.sql for h in rw.plan.histograms))
+
+
+def _timing_text(rw: Rewrite) -> str:
+    """The SQL whose masked form is the statement's timing shape: the bounded SQL and its
+    histogram queries (quantiles), which run inside the same deadline."""
+    if rw.plan is None or not rw.plan.histograms:
+        return rw.sql
+    return ";\n".join([rw.sql, *(h.sql for h in rw.plan.histograms)])
 
 
 class Engine:
@@ -139,14 +151,15 @@ class Engine:
 
     def shape(self, rw: Rewrite) -> str:
         """The (cached) timing shape of a rewrite: its bounded SQL with literals masked."""
+        text = _timing_text(rw)
         with self._lock:
-            hit = self._shapes.get(rw.sql)
+            hit = self._shapes.get(text)
             if hit is not None:
-                self._shapes.move_to_end(rw.sql)
+                self._shapes.move_to_end(text)
                 return hit
-        result = shape_of(rw.sql)
+        result = shape_of(text)
         with self._lock:
-            self._shapes[rw.sql] = result
+            self._shapes[text] = result
             if len(self._shapes) > _REWRITE_CACHE_SIZE:
                 self._shapes.popitem(last=False)
         return result
@@ -198,17 +211,19 @@ class Session:
 
     # ----------------------------------------------------------------------------------------- API
 
-    def execute(self, sql: str) -> Result:
+    def execute(self, sql: str, command: Command | None = None) -> Result:
         """Answer one statement: a DP query, a query over public tables, EXPLAIN, a ``dp.*`` setting
         or the ``dpsql.budget`` view. Raises DPSQLError (with SQLSTATE) on refusal or failure.
-        Every statement leaves one audit line (AuditLogUnavailable if it cannot be written)."""
+        Every statement leaves one audit line (AuditLogUnavailable if it cannot be written).
+        ``command`` is ``sql``'s classification when the caller made it already (the wire server
+        classifies each statement once, when it routes it); without it ``sql`` is classified here."""
         self.trail = Trail()
         self._canceled.clear()
         started = time.perf_counter()
         self._deadline = time.monotonic() + self.engine.policy.limits.statement_timeout
         sqlstate = "00000"
         try:
-            return self._execute(sql)
+            return self._execute(sql, command)
         except DPSQLError as e:
             sqlstate = e.sqlstate
             raise
@@ -218,10 +233,11 @@ class Session:
         finally:
             self.engine.trail.record(self, sql, self.trail, sqlstate, time.perf_counter() - started)
 
-    def _execute(self, sql: str) -> Result:
+    def _execute(self, sql: str, command: Command | None) -> Result:
         from dpsql.proxy.commands import classify
 
-        command = classify(sql)
+        if command is None:
+            command = classify(sql)
         self.trail.kind = command.kind
         if command.kind == "set":
             self.settings.set(command.name, command.value)
@@ -295,7 +311,7 @@ class Session:
             return Result(names, rs.types, rs.rows)
         assert noise is not None
         self.trail.kind, self.trail.noise = "private", noise
-        self.trail.query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
+        self.trail.query_hash = hashlib.sha256(_timing_text(rw).encode()).hexdigest()[:32]
         with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
             return self._replayable(sql, rw, rw.plan, noise)
 
@@ -355,7 +371,7 @@ class Session:
                 )
 
         self._validate(rw, plan)
-        query_hash = hashlib.sha256(rw.sql.encode()).hexdigest()[:32]
+        query_hash = hashlib.sha256(_timing_text(rw).encode()).hexdigest()[:32]
         self._charge(noise, query_hash)
         # ---- from here on, the charge stands whatever happens, and the answer (result or error)
         # leaves at the deadline the timing shield fixes now, before any private row is read.
@@ -425,7 +441,12 @@ class Session:
         units = exact.get(plan.units_column) if plan.units_column else None
         if units is not None and not isinstance(units, list):
             units = list(units)
-        released = release(noise, exact, units, ahead=ahead)
+        released = release(noise, exact, units, ahead=ahead, groups=len(public_keys) if public_keys is not None else 1)
+        if plan.quantiles:  # DP selections over bounded histograms, for the kept groups
+            picked = quantile_values(
+                lambda q: self.backend.execute(q, timeout=limits.statement_timeout), plan, noise, [kept_of(i) for i in released.kept]
+            )
+            released = Released(released.kept, {**released.values, **picked})
         keys_kept = [tuple(coerce(v, t) for v, t in zip(kept_of(i), key_types, strict=True)) for i in released.kept]
         # Release groups in key order: the engine's row order can depend on groups never released.
         order = sorted(range(len(released.kept)), key=lambda j: _sort_key(keys_kept[j]))
@@ -448,6 +469,7 @@ class Session:
             data += values
             _, out_rows = self.engine.post.run(NOISY_TABLE, plan.post_types, data, plan.post_sql)
         notices.insert(0, self._cost_notice(noise))
+        notices += extreme_notices(plan)
         return Result(
             tuple(o.name for o in plan.outputs),
             tuple(o.pg_type for o in plan.outputs),
@@ -463,6 +485,8 @@ class Session:
         if self.engine.validated(rw):
             return
         self.engine.backend.validate(rw.sql)
+        for h in plan.histograms:  # quantiles: their bounded histogram queries bind before the charge too
+            self.engine.backend.validate(h.sql)
         if plan.constants_sql is not None:
             try:
                 self.backend.execute(plan.constants_sql, timeout=self.engine.policy.limits.statement_timeout)

@@ -9,6 +9,7 @@ from fractions import Fraction
 
 from dpsql.accountant.planner import NoisePlan
 from dpsql.policy import Policy
+from dpsql.proxy.quantile_release import explain_lines, explain_quantile
 from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite
 
 
@@ -57,11 +58,11 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
             lines.append(f"    {out.name}: group key {plan.keys[src[1]].label}")
         else:
             agg = plan.aggregates[src[1]]
-            lines.append(f"    {out.name}: {agg.label} — {_agg_noise(agg, stats)}")
+            lines.append(f"    {out.name}: {agg.label} — {_agg_noise(agg, stats, plan, noise)}")
     if any(src is None for src in sources):
         lines.append("  aggregates (noisy; HAVING, ORDER BY, LIMIT and arithmetic are applied to these after noise):")
         for agg in plan.aggregates:
-            lines.append(f"    {agg.label} — {_agg_noise(agg, stats)}")
+            lines.append(f"    {agg.label} — {_agg_noise(agg, stats, plan, noise)}")
     for d in plan.description:
         lines.append(f"  note: {d}")
     for s in plan.stats:
@@ -69,6 +70,7 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         if n is None:
             continue
         lines.append(f"  statistic {s.column}: {s.description}; sensitivity {s.max_contribution} × {plan.max_groups} group(s)")
+    lines += explain_lines(plan, noise)
     lines.append(f"  {rw.dialect} SQL:")
     lines.append(f"    {rw.sql}")
     if plan.post_sql:
@@ -83,7 +85,9 @@ def _output_sources(plan: ReleasePlan) -> list[tuple[str, int] | None]:
     return [None] * len(plan.outputs)
 
 
-def _agg_noise(agg: AggregateRelease, stats: dict) -> str:
+def _agg_noise(agg: AggregateRelease, stats: dict, plan: ReleasePlan, noise: NoisePlan) -> str:
+    if agg.kind == "quantile":
+        return explain_quantile(plan, noise, agg.stats[0])
     first = stats.get(agg.stats[0])
     if agg.kind in ("count", "count_units", "sum") and first is not None:
         scale = first.released_scale

@@ -42,6 +42,7 @@ from dpsql.errors import ConfigFileError, ConnectionFailure, DPSQLError, Invalid
 from dpsql.proxy.wire import messages as m
 from dpsql.proxy.wire.auth import ChannelBinding, LoginThrottle
 from dpsql.proxy.wire.connection import Connection, Drain, Handler, Offload, ServerContext, StartTLS
+from dpsql.proxy.wire.startup import Phase
 
 log = logging.getLogger("dpsql.server")
 
@@ -161,7 +162,7 @@ class PgProtocol(asyncio.Protocol):
             self._advance(conn.handle(msg), None, None)
             if len(conn.out) > FLUSH_AT:
                 self._flush()  # may pause writing, which stops this loop
-            if conn.phase == "ready" and self._startup_timer is not None:
+            if conn.phase == Phase.READY and self._startup_timer is not None:
                 self._startup_timer.cancel()
                 self._startup_timer = None
         self._flush()
@@ -300,7 +301,7 @@ class PgProtocol(asyncio.Protocol):
     def _startup_timeout(self) -> None:
         self._startup_timer = None
         conn = self.conn
-        if conn is not None and conn.phase != "ready" and not self.lost:
+        if conn is not None and conn.phase != Phase.READY and not self.lost:
             conn.fatal("08006", "canceling authentication due to timeout")
             self._flush()
             self._close_transport()
@@ -473,6 +474,7 @@ def build_server(
     from dpsql.policy import Policy, load_policy
 
     pol = policy if isinstance(policy, Policy) else load_policy(policy)
+    pol.require_passwords()
     host, port = pol.server.listen_host, pol.server.listen_port
     if listen:
         h, sep, p = listen.rpartition(":")

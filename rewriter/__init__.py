@@ -1,139 +1,210 @@
 """The rewriter: SQL text + policy → bounded SQL for the target engine + a release plan.
 
-Pure: no I/O, no randomness. The passes run in order, each in its own module (sqlglot's optimizer
-is the model):
+Pure: no I/O, no randomness. :data:`RULES` lists the passes in the order :func:`rewrite` applies
+them, each in its own module (sqlglot's optimizer ``RULES`` is the model); this numbering is the
+one used by DEVELOPERS.md and by every pass module's docstring:
 
-1. :mod:`~dpsql.rewriter.parse` — one read-only statement, size limits; then
-   :mod:`~dpsql.rewriter.literals` — PostgreSQL's errors on constant LIMIT/OFFSET counts;
-2. :mod:`~dpsql.rewriter.bind` (tables) — every table is in the policy;
-3. :mod:`~dpsql.rewriter.allowlist` — default-deny node types and functions;
-4. :mod:`~dpsql.rewriter.bind` (columns) — sqlglot ``qualify`` against the visible schema;
-5. :mod:`~dpsql.rewriter.flatten` — merge row-level subqueries/CTEs, then
-   :mod:`~dpsql.rewriter.typecheck` — no run-time casts of private text, explicit literal casts;
-6. :mod:`~dpsql.rewriter.analyze` — private relation, keys, aggregates, post-processing parts;
-7. :mod:`~dpsql.rewriter.contribution` (with :mod:`~dpsql.rewriter.totalize` and
-   :mod:`~dpsql.rewriter.bounds`) — the bounded SQL and its statistics' sensitivities;
-8. :mod:`~dpsql.rewriter.post` — the post-processing query over noisy values (constant x/0 refused);
-9. :mod:`~dpsql.rewriter.emit` — engine SQL that is a parse/generate fixed point.
+1. ``parse`` — :mod:`~dpsql.rewriter.parse`: one read-only statement, size limits; with
+   :mod:`~dpsql.rewriter.literals`: PostgreSQL's errors on constant LIMIT/OFFSET counts;
+2. ``bind_tables`` — :mod:`~dpsql.rewriter.bind`: every table is in the policy;
+3. ``aliases`` — :mod:`~dpsql.rewriter.aggregates`: other dialects' aggregate names (VAR, STD …);
+4. ``allowlist`` — :mod:`~dpsql.rewriter.allowlist`: default-deny node types and functions;
+5. ``qualify`` — :mod:`~dpsql.rewriter.bind`: sqlglot ``qualify`` against the visible schema
+   (a query over public tables only is emitted as is after this pass);
+6. ``flatten`` — :mod:`~dpsql.rewriter.flatten`: merge row-level subqueries/CTEs;
+7. ``typecheck`` — :mod:`~dpsql.rewriter.typecheck`: no run-time casts of private text;
+8. ``rowcost`` — :mod:`~dpsql.rewriter.rowcost`: bounded per-row cost;
+9. ``analyze`` — :mod:`~dpsql.rewriter.analyze`: private relation, keys, aggregates;
+10. ``contribution`` — :mod:`~dpsql.rewriter.contribution` (with :mod:`~dpsql.rewriter.aggregates`,
+    :mod:`~dpsql.rewriter.totalize` and :mod:`~dpsql.rewriter.bounds`): the bounded SQL;
+11. ``post`` — :mod:`~dpsql.rewriter.post`: the post-processing query over noisy values;
+12. ``emit`` — :mod:`~dpsql.rewriter.emit`: engine SQL that is a parse/generate fixed point.
+
+Golden before/after files for the passes that change the tree are in
+``tests/rewriter/fixtures/<pass>.sql`` (run by ``tests/rewriter/test_fixtures.py`` through
+:func:`rewrite_until`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
+from dataclasses import dataclass, field
 from fractions import Fraction
+from typing import Any
 
 from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
+from dpsql.rewriter import aggregates
 from dpsql.rewriter import spark as spark_dialect
 from dpsql.rewriter.allowlist import check_allowed
-from dpsql.rewriter.analyze import analyze_shape
+from dpsql.rewriter.analyze import QueryShape, analyze_shape
 from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, resolve_tables
-from dpsql.rewriter.contribution import BoundingContext, KeySource, build_bounded, column_families, make_salt
+from dpsql.rewriter.contribution import Bounded, BoundingContext, KeySource, build_bounded, column_families, make_salt
 from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
 from dpsql.rewriter.literals import check_divisors, check_row_counts
 from dpsql.rewriter.parse import parse_statement
-from dpsql.rewriter.plan import OutputColumn, ReleasePlan, Rewrite
-from dpsql.rewriter.post import _pg_type, build_post
+from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
+from dpsql.rewriter.post import Post, _pg_type, build_post
 from dpsql.rewriter.rowcost import check_row_cost
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
 from dpsql.schema import Catalog, TableInfo
 
-__all__ = ["ReleasePlan", "Rewrite", "rewrite"]
+__all__ = ["RULES", "ReleasePlan", "Rewrite", "RewriteState", "rewrite", "rewrite_until"]
 
 DIALECTS = ("duckdb", "postgres", "spark")
 
 
-def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duckdb") -> Rewrite:
-    """Rewrite one query for ``dialect`` ("duckdb", "postgres" or "spark").
+@dataclass
+class RewriteState:
+    """What the passes hand on to each other; ``tree`` is the current tree after each pass."""
 
-    Guarantees: the returned SQL reads private rows only through per-unit contribution bounding
-    whose sensitivities, recorded in the plan, follow from the policy alone; the plan (and so the
-    query's cost) depends only on the query text and the policy, never on data. A query over public
-    tables only comes back with ``plan=None`` and ``public_only=True``. Refusals raise
-    :class:`~dpsql.errors.DPSQLError` subclasses with the SQLSTATEs of DESIGN §3.
-    """
-    if dialect not in DIALECTS:
-        raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
-    limits = catalog.policy.limits
-    if isinstance(sql, exp.Expression):
-        tree = sql.copy()
-        text = tree.sql("postgres")
+    sql: str | exp.Expression
+    catalog: Catalog
+    dialect: str
+    tree: exp.Expression = field(default_factory=exp.Select)
+    text: str = ""
+    refs: Any = None
+    names: list[str] = field(default_factory=list)
+    notes: list[str] = field(default_factory=list)
+    relations: dict[str, TableInfo] = field(default_factory=dict)
+    alias: str = ""
+    info: TableInfo | None = None
+    families: dict[str, str] = field(default_factory=dict)
+    constants: list[exp.Expression] = field(default_factory=list)
+    shape: QueryShape | None = None
+    ctx: BoundingContext | None = None
+    bounded: Bounded | None = None
+    post: Post | None = None
+    result: Rewrite | None = None  # set by the pass that finishes the rewrite
+
+    @property
+    def limits(self):  # type: ignore[no-untyped-def]
+        """The policy's size limits."""
+        return self.catalog.policy.limits
+
+
+def _parse(st: RewriteState) -> None:
+    if isinstance(st.sql, exp.Expression):
+        st.tree = st.sql.copy()
+        st.text = st.tree.sql("postgres")
     else:
-        tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
-        text = sql
-    check_row_counts(tree)
-    refs = resolve_tables(tree, catalog)
-    check_allowed(tree, private=bool(refs.private))
-    check_no_star(tree, refs)
-    names = output_names(tree)
-    qualified = qualify_names(tree, catalog)
-    if not refs.private:
-        check_divisors(qualified)
-        return Rewrite(
-            sql=emit(physical_names(qualified.copy(), dialect), dialect),
-            dialect=dialect,
+        st.tree = parse_statement(st.sql, max_bytes=st.limits.max_statement_bytes, max_nodes=st.limits.max_ast_nodes)
+        st.text = st.sql
+    check_row_counts(st.tree)
+
+
+def _bind_tables(st: RewriteState) -> None:
+    st.refs = resolve_tables(st.tree, st.catalog)
+
+
+def _aliases(st: RewriteState) -> None:
+    st.names = output_names(st.tree)  # as written: VAR(x) is named "var" though it becomes VAR_SAMP(x)
+    st.notes.extend(aggregates.normalize_aliases(st.tree))
+
+
+def _allowlist(st: RewriteState) -> None:
+    check_allowed(st.tree, private=bool(st.refs.private))
+    check_no_star(st.tree, st.refs)
+
+
+def _qualify(st: RewriteState) -> None:
+    st.tree = qualify_names(st.tree, st.catalog)
+    if not st.refs.private:
+        check_divisors(st.tree)
+        st.result = Rewrite(
+            sql=emit(physical_names(st.tree.copy(), st.dialect), st.dialect),
+            dialect=st.dialect,
             plan=None,
-            outputs=_public_outputs(qualified, names, catalog),
+            outputs=_public_outputs(st.tree, st.names, st.catalog),
             public_only=True,
         )
 
-    private_names = {t.policy.table for t in refs.private}
-    flat = flatten(qualified, private_names)
-    relations = _relations(flat, catalog)
-    private = [(a, t) for a, t in relations.items() if not t.policy.public]
+
+def _flatten(st: RewriteState) -> None:
+    private_names = {t.policy.table for t in st.refs.private}
+    st.tree = flatten(st.tree, private_names)
+    st.relations = _relations(st.tree, st.catalog)
+    private = [(a, t) for a, t in st.relations.items() if not t.policy.public]
     if len(private) != 1:
         raise UnsupportedQuery(
             "joins between private tables are not supported yet",
             hint="query one private table at a time, joined only with public tables",
         )
-    alias, info = private[0]
-    joins = flat.args.get("joins") or []
-    if len(joins) > limits.max_joins:
-        raise UnsupportedQuery(f"the query has {len(joins)} joins, more than the limit of {limits.max_joins}")
-    families = column_families(relations)
-    check_types(flat, families)
-    check_row_cost(flat, families)
-    constants = [c.copy() for c in constant_subexpressions(flat)]
-    shape = analyze_shape(flat, private_alias=alias, unit_column=info.policy.privacy_unit)
+    st.alias, st.info = private[0]
+    joins = st.tree.args.get("joins") or []
+    if len(joins) > st.limits.max_joins:
+        raise UnsupportedQuery(f"the query has {len(joins)} joins, more than the limit of {st.limits.max_joins}")
+    st.families = column_families(st.relations)
 
+
+def _typecheck(st: RewriteState) -> None:
+    check_types(st.tree, st.families)
+
+
+def _rowcost(st: RewriteState) -> None:
+    check_row_cost(st.tree, st.families)
+    st.constants = [c.copy() for c in constant_subexpressions(st.tree)]
+
+
+def _analyze(st: RewriteState) -> None:
+    assert st.info is not None
+    st.shape = analyze_shape(st.tree, private_alias=st.alias, unit_column=st.info.policy.privacy_unit)
+
+
+def _contribution(st: RewriteState) -> None:
+    assert st.shape is not None and st.info is not None
     bounds: dict[tuple[str, str], tuple[Fraction, Fraction] | None] = {}
-    for a, t in relations.items():
+    time_bounds: dict[tuple[str, str], tuple[object, object]] = {}
+    for a, t in st.relations.items():
         for c in t.policy.columns.values():
             if c.bounded:
                 assert c.lower is not None and c.upper is not None
                 bounds[(a, c.name)] = (c.lower, c.upper)
+            if c.time_bounded:
+                time_bounds[(a, c.name)] = (c.time_lower, c.time_upper)
     key_sources: list[KeySource | None] = []
-    for key in shape.keys:
+    for key in st.shape.keys:
         src: KeySource | None = None
-        if isinstance(key, exp.Column) and key.table in relations:
-            t = relations[key.table]
+        if isinstance(key, exp.Column) and key.table in st.relations:
+            t = st.relations[key.table]
             cp = t.policy.columns.get(key.name)
             if not t.policy.public and cp is not None and cp.values is not None:
                 src = KeySource(values=cp.values)
             elif t.policy.public:
                 src = KeySource(table=t, column=key.name)
         key_sources.append(src)
-
-    ctx = BoundingContext(
-        dialect=dialect,
-        private=info,
-        private_alias=alias,
-        families=families,
+    st.ctx = BoundingContext(
+        dialect=st.dialect,
+        private=st.info,
+        private_alias=st.alias,
+        families=st.families,
         bounds=bounds,
         key_sources=key_sources,
-        salt=make_salt(text),
-        max_released_groups=limits.max_released_groups,
+        salt=make_salt(st.text),
+        max_released_groups=st.limits.max_released_groups,
+        time_bounds=time_bounds,
     )
-    bounded = build_bounded(shape, ctx)
-    post = build_post(shape, bounded.keys, bounded.aggregates, names)
-    notes = list(ctx.notes)
+    st.bounded = build_bounded(st.shape, st.ctx)
+    st.tree = st.bounded.query
+
+
+def _post(st: RewriteState) -> None:
+    assert st.shape is not None and st.bounded is not None
+    st.post = build_post(st.shape, st.bounded.keys, st.bounded.aggregates, st.names)
+
+
+def _emit(st: RewriteState) -> None:
+    assert st.bounded is not None and st.post is not None and st.ctx is not None and st.info is not None
+    bounded, post, dialect = st.bounded, st.post, st.dialect
+    notes = [*st.notes, *st.ctx.notes]
     if bounded.keys and not bounded.keys_public:
         notes.append("group keys are not declared public: released only through DP partition selection")
     plan = ReleasePlan(
-        max_groups=_groups_per_unit(info.policy.max_groups, key_sources) if bounded.keys else 1,
+        max_groups=_groups_per_unit(st.info.policy.max_groups, st.ctx.key_sources) if bounded.keys else 1,
         keys=bounded.keys,
         stats=bounded.stats,
         aggregates=bounded.aggregates,
@@ -146,13 +217,76 @@ def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duck
         post_sql=post.sql,
         post_types=post.types,
         output_map=post.output_map,
-        max_released_groups=limits.max_released_groups,
-        tables=(info.policy.qualified,),
+        max_released_groups=st.limits.max_released_groups,
+        tables=(st.info.policy.qualified,),
         description=tuple(notes),
-        constants_sql=emit(exp.select(*constants), dialect) if constants else None,
+        constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
+        quantiles=bounded.quantiles,
+        histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
     )
-    query = spark_dialect.lower_bounded(bounded.query) if dialect == "spark" else bounded.query
-    return Rewrite(sql=emit(physical_names(query, dialect), dialect), dialect=dialect, plan=plan, outputs=post.outputs)
+    query = _lowered(bounded.query, dialect)
+    sql = emit(physical_names(query, dialect), dialect)
+    st.result = Rewrite(sql=sql, dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def _lowered(query: exp.Expression, dialect: str) -> exp.Expression:
+    """The engine-specific lowering of a bounded query (Spark: exact sums, TRY_CAST kept)."""
+    return spark_dialect.lower_bounded(query) if dialect == "spark" else query
+
+
+Pass = Callable[[RewriteState], None]
+
+RULES: tuple[tuple[str, Pass], ...] = (
+    ("parse", _parse),
+    ("bind_tables", _bind_tables),
+    ("aliases", _aliases),
+    ("allowlist", _allowlist),
+    ("qualify", _qualify),
+    ("flatten", _flatten),
+    ("typecheck", _typecheck),
+    ("rowcost", _rowcost),
+    ("analyze", _analyze),
+    ("contribution", _contribution),
+    ("post", _post),
+    ("emit", _emit),
+)
+
+
+def _run(sql: str | exp.Expression, catalog: Catalog, dialect: str, until: str | None) -> RewriteState:
+    if dialect not in DIALECTS:
+        raise ValueError(f"dialect must be one of {DIALECTS}, got {dialect!r}")
+    if until is not None and until not in dict(RULES):
+        raise ValueError(f"unknown pass {until!r}")
+    st = RewriteState(sql, catalog, dialect)
+    for name, apply in RULES:
+        apply(st)
+        if st.result is not None or name == until:
+            break
+    return st
+
+
+def rewrite(sql: str | exp.Expression, catalog: Catalog, *, dialect: str = "duckdb") -> Rewrite:
+    """Rewrite one query for ``dialect`` ("duckdb", "postgres" or "spark"), applying :data:`RULES` in order.
+
+    Guarantees: the returned SQL reads private rows only through per-unit contribution bounding
+    whose sensitivities, recorded in the plan, follow from the policy alone; the plan (and so the
+    query's cost) depends only on the query text and the policy, never on data. A query over public
+    tables only comes back with ``plan=None`` and ``public_only=True``. Refusals raise
+    :class:`~dpsql.errors.DPSQLError` subclasses with the SQLSTATEs of DESIGN §3.
+    """
+    st = _run(sql, catalog, dialect, None)
+    assert st.result is not None
+    return st.result
+
+
+def rewrite_until(sql: str | exp.Expression, catalog: Catalog, pass_name: str, *, dialect: str = "duckdb") -> str:
+    """The SQL (in ``dialect``, policy-logical names) of the tree right after pass ``pass_name``
+    (for the golden fixtures); the final engine SQL for ``emit``. Raises what the passes raise."""
+    st = _run(sql, catalog, dialect, pass_name)
+    if pass_name == "emit" or (st.result is not None and st.result.public_only):
+        assert st.result is not None
+        return st.result.sql
+    return st.tree.sql(dialect)
 
 
 def _groups_per_unit(max_groups: int, key_sources: list[KeySource | None]) -> int:

@@ -1,4 +1,4 @@
-"""Pass 2: default-deny allowlist of syntax node types and functions (security.md R12, R13).
+"""Pass 4 (``allowlist``): default-deny allowlist of syntax node types and functions (security.md R12, R13).
 
 Every node of the parsed tree must be of an allowed type; a function must be in
 :data:`~dpsql.rewriter.functions.SCALAR_FUNCTIONS` or be a supported aggregate. Constructs that let
@@ -27,8 +27,9 @@ from dpsql.errors import (
     UndefinedFunction,
     UnsupportedQuery,
 )
+from dpsql.rewriter.aggregates import SUPPORTED_AGGREGATES
 from dpsql.rewriter.bounds import literal_fraction
-from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS, SUPPORTED_AGGREGATES
+from dpsql.rewriter.functions import INT4_RANGE, RAW_VALUE_AGGREGATES, SCALAR_FUNCTIONS
 
 _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.Select,
@@ -205,7 +206,7 @@ def _check_node(node: exp.Expression) -> None:
     elif isinstance(node, exp.Select) and node.parent is not None:
         _check_inner_select(node)
     for name, reason in RAW_VALUE_AGGREGATES.items():
-        if isinstance(node, name):
+        if isinstance(node, name) and not isinstance(node, SUPPORTED_AGGREGATES):
             raise PrivacyViolation(
                 f"{reason} would release a value of one individual",
                 hint="use AVG, SUM or COUNT (with GROUP BY) for differentially private statistics",

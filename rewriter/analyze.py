@@ -1,4 +1,4 @@
-"""Pass 5: read the flattened query's shape — the private relation, group keys and aggregates.
+"""Pass 9 (``analyze``): read the flattened query's shape — the private relation, group keys and aggregates.
 
 After this pass the query is known to be: one private table (the *privacy unit* source) joined with
 public relations, a row-level WHERE, GROUP BY over row-level expressions, and a projection,
@@ -18,19 +18,13 @@ from dataclasses import dataclass, field
 from sqlglot import exp
 
 from dpsql.errors import GroupingError, PrivacyViolation, UnsupportedQuery
+from dpsql.rewriter import aggregates
+from dpsql.rewriter.aggregates.base import AggregateSpec, ClassifyContext
+
+__all__ = ["AGG_PREFIX", "KEY_PREFIX", "AggregateSpec", "QueryShape", "analyze_shape"]
 
 KEY_PREFIX = "__dp_k"
 AGG_PREFIX = "__dp_a"
-
-
-@dataclass(frozen=True)
-class AggregateSpec:
-    """One distinct aggregate of the query, classified."""
-
-    kind: str  # count_star, count_col, count_units, sum, avg, var_pop, var_samp, stddev_pop, stddev_samp
-    input: exp.Expression | None  # the row-level argument (None for COUNT(*) and COUNT(DISTINCT unit))
-    label: str  # SQL of the aggregate as written (qualified), for EXPLAIN
-    node: exp.Expression  # the aggregate node (for matching)
 
 
 @dataclass
@@ -48,17 +42,6 @@ class QueryShape:
     offset: exp.Expression | None
     distinct: bool
     relation_aliases: set[str] = field(default_factory=set)
-
-
-_AGG_KINDS: dict[type[exp.Expression], str] = {
-    exp.Sum: "sum",
-    exp.Avg: "avg",
-    exp.Variance: "var_samp",
-    exp.VariancePop: "var_pop",
-    exp.Stddev: "stddev_samp",
-    exp.StddevSamp: "stddev_samp",
-    exp.StddevPop: "stddev_pop",
-}
 
 
 def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: str | None = None) -> QueryShape:
@@ -96,7 +79,7 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
 
     def agg_ref(node: exp.Expression) -> exp.Expression:
         spec = _classify(node, private_alias, unit_column)
-        key = f"{spec.kind}:{spec.input.sql() if spec.input is not None else ''}"
+        key = f"{spec.kind}:{spec.input.sql() if spec.input is not None else ''}:{spec.params!r}"
         if key not in agg_index:
             agg_index[key] = len(aggregates)
             aggregates.append(spec)
@@ -146,59 +129,18 @@ def _is_unit(node: exp.Expression, alias: str, unit: str) -> bool:
 
 
 def _classify(node: exp.Expression, alias: str, unit: str | None) -> AggregateSpec:
+    """The registry's spec for one aggregate (FILTER unwrapped; nested aggregates refused)."""
     label = node.sql("postgres", identify=False).replace('"', "")
     condition: exp.Expression | None = None
     if isinstance(node, exp.Filter):
         where = node.expression
         condition = where.this if isinstance(where, exp.Where) else where
         node = node.this
+    own = node.this if isinstance(node, exp.WithinGroup) else node  # PERCENTILE_CONT(q) WITHIN GROUP (…)
     for inner in node.find_all(exp.AggFunc):
-        if inner is not node:
+        if inner is not own:
             raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
-    if isinstance(node, exp.Count):
-        arg = node.this
-        if isinstance(arg, exp.Distinct):
-            exprs = arg.expressions
-            if condition is None and len(exprs) == 1 and unit and _is_unit(exprs[0], alias, unit):
-                return AggregateSpec("count_units", None, label, node)
-            raise UnsupportedQuery(
-                "COUNT(DISTINCT …) is supported only on the privacy unit, without FILTER",
-                hint=f"use COUNT(DISTINCT {unit})" if unit else None,
-            )
-        if arg is None or isinstance(arg, exp.Star) or _non_null_literal(arg) or (unit and _is_unit(arg, alias, unit)):
-            if condition is None:
-                return AggregateSpec("count_star", None, label, node)
-            return AggregateSpec("count_col", _when(condition, exp.Literal.number(1)), label, node)
-        _check_row_level(arg)
-        return AggregateSpec("count_col", _when(condition, arg) if condition is not None else arg, label, node)
-    kind = _AGG_KINDS.get(type(node))
-    if kind is None:
-        raise UnsupportedQuery(f"aggregate {node.sql_name()} is not supported")
-    arg = node.this
-    if isinstance(arg, exp.Distinct):
-        raise UnsupportedQuery(f"{node.sql_name()}(DISTINCT …) is not supported", hint="remove DISTINCT")
-    if arg is None:
-        raise UnsupportedQuery(f"{node.sql_name()} needs an argument")
-    _check_row_level(arg)
-    if unit and any(_is_unit(c, alias, unit) for c in arg.find_all(exp.Column)):
-        raise PrivacyViolation(
-            f"{node.sql_name()} over the privacy unit column is not allowed",
-            hint="the privacy unit identifies individuals; aggregate another column",
-        )
-    return AggregateSpec(kind, _when(condition, arg) if condition is not None else arg, label, node)
-
-
-def _when(condition: exp.Expression, value: exp.Expression) -> exp.Expression:
-    return exp.Case(ifs=[exp.If(this=condition.copy(), true=value.copy())])
-
-
-def _non_null_literal(node: exp.Expression) -> bool:
-    return isinstance(node, (exp.Literal, exp.Boolean))
-
-
-def _check_row_level(node: exp.Expression) -> None:
-    if node.find(exp.AggFunc) is not None:
-        raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
+    return aggregates.classify(node, ClassifyContext(alias=alias, unit=unit, label=label, condition=condition))
 
 
 def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str) -> exp.Expression:
@@ -208,7 +150,9 @@ def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: s
         for i, k in enumerate(keys):
             if n == k:
                 return exp.column(f"{KEY_PREFIX}{i}")
-        if (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc)) or isinstance(n, exp.AggFunc):
+        if (isinstance(n, exp.Filter) and isinstance(n.this, exp.AggFunc | exp.WithinGroup)) or isinstance(
+            n, exp.AggFunc | exp.WithinGroup
+        ):
             return agg_ref(n)
         return n
 

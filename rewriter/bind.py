@@ -1,4 +1,5 @@
-"""Pass 3: bind table and column names to the policy's visible schema with sqlglot's ``qualify``.
+"""Passes 2 (``bind_tables``) and 5 (``qualify``): bind table and column names to the policy's
+visible schema with sqlglot's ``qualify``.
 
 Tables not in the policy are invisible (42P01); columns the policy does not expose are unknown
 (42703). After this pass every column is qualified with its table alias and every projection has

@@ -1,4 +1,4 @@
-"""Pass 9: emit SQL for the target engine and check that it is a fixed point of parse → generate (R11).
+"""Pass 12 (``emit``): emit SQL for the target engine and check that it is a fixed point of parse → generate (R11).
 
 The client's text is never forwarded: only SQL regenerated from the rewritten tree runs, without
 comments. Re-parsing the emitted text with the engine's dialect must give back a tree that emits

@@ -1,4 +1,4 @@
-"""Pass 4: merge row-level CTEs and derived tables into the outer query (sqlglot's own passes).
+"""Pass 6 (``flatten``): merge row-level CTEs and derived tables into the outer query (sqlglot's own passes).
 
 A FROM subquery or CTE over a private table is allowed only when it is row-level: no aggregation,
 window, DISTINCT, ORDER BY or LIMIT. Such subqueries merge into the outer SELECT, so that every

@@ -111,6 +111,8 @@ SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
     exp.CurrentTimestamp: _r("current_timestamp", "total", "total"),
 }
 
+# The aggregates the rewriter understands are the registry's: dpsql.rewriter.aggregates.SUPPORTED_AGGREGATES.
+
 # The Spark column of the table above (Spark 4, with spark.sql.ansi.enabled on or off: no function
 # listed here raises on any value once totalize has rewritten it). Default-deny: a function missing
 # here is refused on Spark. How each differs from PostgreSQL, and what totalize does about it:
@@ -158,18 +160,6 @@ for _fn, _mode in SPARK_MODES.items():
 
 # EXTRACT fields whose values are the same on Spark as on PostgreSQL (Spark's DOW counts from 1).
 SPARK_EXTRACT_FIELDS = frozenset({"year", "quarter", "month", "week", "day", "doy", "hour", "minute"})
-
-# Aggregates the rewriter understands (others are refused with a specific message).
-SUPPORTED_AGGREGATES: tuple[type[exp.Expression], ...] = (
-    exp.Count,
-    exp.Sum,
-    exp.Avg,
-    exp.Variance,
-    exp.VariancePop,
-    exp.Stddev,
-    exp.StddevPop,
-    exp.StddevSamp,
-)
 
 # Aggregates refused because they would release a raw value of one individual.
 RAW_VALUE_AGGREGATES: dict[type[exp.Expression], str] = {

@@ -1,4 +1,4 @@
-"""Pass 1b: the errors PostgreSQL raises on constants, raised before anything runs (and so free).
+"""Pass 1 (with parse): the errors PostgreSQL raises on constants, raised before anything runs (and so free).
 
 PostgreSQL rejects some queries whatever the data: a negative ``LIMIT`` (2201W) or ``OFFSET``
 (2201X), a ``LIMIT``/``OFFSET`` beyond ``bigint`` (22003) or that is not a number (22P02)

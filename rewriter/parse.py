@@ -1,4 +1,4 @@
-"""Pass 1: parse exactly one read-only statement (PostgreSQL dialect), within size limits.
+"""Pass 1 (``parse``): parse exactly one read-only statement (PostgreSQL dialect), within size limits.
 
 >>> parse_statement("SELECT COUNT(*) FROM visits;").sql()
 'SELECT COUNT(*) FROM visits'

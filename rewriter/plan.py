@@ -16,16 +16,9 @@ from fractions import Fraction
 from typing import Literal
 
 StatKind = Literal["count", "sum", "units"]
-AggKind = Literal[
-    "count",
-    "count_units",
-    "sum",
-    "avg",
-    "var_pop",
-    "var_samp",
-    "stddev_pop",
-    "stddev_samp",
-]
+# An aggregate release kind: one of the RELEASE_KINDS of a module in dpsql.rewriter.aggregates
+# (count, count_units, sum, avg, var_pop, var_samp, stddev_pop, stddev_samp, …).
+AggKind = str
 
 
 @dataclass(frozen=True)
@@ -71,6 +64,36 @@ class AggregateRelease:
     upper: Fraction | None = None
     center: Fraction = Fraction(0)  # centred sums: value - center was summed
     integer: bool = False  # release as an integer (count, or sum of an integer expression on grid 1)
+    pg_type: str | None = None  # the released type when the kind's module does not fix it (quantiles)
+
+
+@dataclass(frozen=True)
+class Histogram:
+    """A bounded histogram query: one row per (group, candidate) — the key columns, ``__dp_bin``
+    (candidate index) and ``__dp_n`` (exact count of kept values); see ``quantile_sql``."""
+
+    sql: str
+    candidates: int
+
+
+@dataclass(frozen=True)
+class QuantileStatistic:
+    """One DP selection over a histogram's candidates, per released group (quantiles, MIN/MAX).
+
+    ``target`` is ``quantile`` (level ``alpha``), ``min`` or ``max``; a unit adds at most
+    ``max_contribution`` values to each of at most ``ReleasePlan.max_groups`` groups' histograms.
+    ``grid`` (a :class:`~dpsql.rewriter.quantile_sql.ValueGrid`) decodes a candidate index.
+    """
+
+    column: str
+    histogram: int  # index into ReleasePlan.histograms
+    target: Literal["quantile", "min", "max"]
+    alpha: Fraction | None
+    candidates: int
+    max_contribution: int
+    description: str
+    grid: object = None
+    weight: int = 1
 
 
 @dataclass(frozen=True)
@@ -100,6 +123,8 @@ class ReleasePlan:
     tables: tuple[str, ...] = ()  # private tables read (for audit)
     description: tuple[str, ...] = ()  # human-readable notes for EXPLAIN (bounds, grids, key handling)
     constants_sql: str | None = None  # SELECT of the query's constant casts: evaluated before the charge
+    quantiles: tuple[QuantileStatistic, ...] = ()  # DP selections, released per kept group
+    histograms: tuple[Histogram, ...] = ()  # their bounded histogram queries (run after the bounded SQL)
 
     @property
     def partition_selection(self) -> bool:

@@ -1,4 +1,4 @@
-"""Pass 8: post-processing — the analyst's projection, HAVING, ORDER BY and LIMIT over noisy values.
+"""Pass 11 (``post``): post-processing — the analyst's projection, HAVING, ORDER BY and LIMIT over noisy values.
 
 These run after noise, on a small table ``__dp_noisy`` holding one row per released group: the keys
 ``__dp_k{i}`` and the noisy aggregates ``__dp_a{j}``. Post-processing of DP outputs is free
@@ -16,6 +16,7 @@ from sqlglot import exp
 from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
+from dpsql.rewriter import aggregates
 from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX, QueryShape
 from dpsql.rewriter.literals import check_divisors
 from dpsql.rewriter.plan import AggregateRelease, KeyColumn, OutputColumn
@@ -53,11 +54,7 @@ class Post:
 
 def aggregate_pg_type(release: AggregateRelease) -> str:
     """The PostgreSQL type of a released aggregate: int8 for counts and integer sums, else float8."""
-    if release.kind in ("count", "count_units"):
-        return "int8"
-    if release.kind == "sum" and release.integer:
-        return "int8"
-    return "float8"
+    return str(aggregates.module_for_release(release.kind).pg_type(release))
 
 
 def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[AggregateRelease, ...], names: list[str]) -> Post:
@@ -142,6 +139,10 @@ def _projection_type(p: exp.Expression, known: dict[str, str]) -> str:
     inner = p.this if isinstance(p, exp.Alias) else p
     if isinstance(inner, exp.Column) and inner.name in known:
         return known[inner.name]
+    if isinstance(inner, exp.Sub) and all(
+        side.type is not None and side.type.is_type(exp.DataType.Type.DATE) for side in (inner.this, inner.expression)
+    ):
+        return "int4"  # date − date is a number of days (sqlglot types it DATE), e.g. MAX(d) − MIN(d)
     return _pg_type(p.type)
 
 

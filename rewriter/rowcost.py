@@ -1,4 +1,4 @@
-"""Pass 6c: bound the per-row cost of row-level expressions by constants derived from the query text.
+"""Pass 8 (``rowcost``): bound the per-row cost of row-level expressions by constants derived from the query text.
 
 A query may not make one row much more expensive than another: a ``CASE WHEN <one person> THEN
 replace(replace(…))`` that grows a string only on that person's rows made their presence visible

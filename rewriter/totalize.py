@@ -1,4 +1,4 @@
-"""Pass 7a: make row-level expressions total, so that neither an error nor an engine slow path can
+"""Pass 10, part of ``contribution``: make row-level expressions total, so that neither an error nor an engine slow path can
 depend on private data (R14, DESIGN §1 "side channels").
 
 Every operation that could fail on some value is rewritten so that it cannot, on every engine, by

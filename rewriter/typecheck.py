@@ -1,4 +1,4 @@
-"""Pass 5b: type checks that keep run-time casts of private values out of the engine (R14).
+"""Pass 7 (``typecheck``): type checks that keep run-time casts of private values out of the engine (R14).
 
 DuckDB converts a text value to a number, boolean or date *at run time* when a query mixes them
 (``WHERE text_col = 5``, ``WHERE text_col``, ``NULLIF(text_col, 0)``, ``CASE text_col WHEN 1 …``),

@@ -8,7 +8,10 @@ import pkgutil
 
 import pytest
 
-PACKAGES = ("dpsql", "dpsql.rewriter", "dpsql.accountant", "dpsql.proxy", "dpsql.proxy.backends", "dpsql.proxy.catalog", "dpsql.proxy.wire")
+PACKAGES = (
+    "dpsql", "dpsql.rewriter", "dpsql.rewriter.aggregates", "dpsql.accountant",
+    "dpsql.proxy", "dpsql.proxy.backends", "dpsql.proxy.catalog", "dpsql.proxy.wire",
+)
 
 
 def _modules() -> list[str]:

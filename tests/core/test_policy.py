@@ -102,7 +102,6 @@ BAD = [
     (lambda d: d.pop("budget"), "budget", "required"),
     (lambda d: d.update(users={}), "users", "at least one user"),
     (lambda d: d["users"].update(b={"password": "md5abc"}), "users.b.password", "SCRAM-SHA-256"),
-    (lambda d: d.update(server={"auth": "scram-sha-256"}), "users.a.password", "required"),
     (lambda d: d.update(server={"auth": "trust", "listen": "0.0.0.0:6432"}), "server.auth", "loopback"),
     (lambda d: d.update(server={"listen": "0.0.0.0:6432", "auth": "scram-sha-256"}) or d["users"]["a"].update(
         password="SCRAM-SHA-256$4096:c2FsdA==$YWJj:YWJj"), "server.listen", "tls_cert"),

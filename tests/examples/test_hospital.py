@@ -39,10 +39,6 @@ def one(con: duckdb.DuckDBPyConnection, sql: str) -> tuple:
     return row
 
 
-def test_default_size_is_fast(demo: tuple[Path, float]) -> None:
-    assert demo[1] < 5.0, f"generation took {demo[1]:.2f} s"
-
-
 def test_files_written(demo: tuple[Path, float]) -> None:
     out = demo[0].parent
     assert sorted(p.name for p in out.iterdir()) == ["hospital.duckdb", "policy.toml"]
@@ -240,10 +236,7 @@ def test_command_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 @pytest.mark.slow
 @pytest.mark.parametrize("rows", [1_000_000, 10_000_000])
 def test_benchmark_sizes(tmp_path: Path, rows: int) -> None:
-    t0 = time.perf_counter()
     policy = scale(tmp_path, rows)
-    elapsed = time.perf_counter() - t0
     with DuckDBBackend(load_policy(policy)) as b, b.session() as s:
         assert s.execute("SELECT count(*) FROM visits").rows == [(rows,)]
         assert s.execute("SELECT count(*) FROM patients").rows == [(rows // 10,)]
-    assert elapsed < rows / 1_000_000 * 5 + 5, elapsed

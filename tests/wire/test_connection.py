@@ -4,6 +4,7 @@ transactions, cursors, settings and errors, driven inline with ``run_sync``."""
 from __future__ import annotations
 
 import struct
+import sys
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
@@ -14,9 +15,10 @@ from pgclient import data_rows, errors, notices, row_description, tag, tags, typ
 from wirelib import DATABASE, PASSWORDS, write_policy
 
 from dpsql.api import open_engine
+from dpsql.proxy import commands
 from dpsql.proxy.engine import Engine
 from dpsql.proxy.wire import messages as m
-from dpsql.proxy.wire.connection import Connection, ServerContext, run_sync
+from dpsql.proxy.wire.connection import Connection, ServerContext, route_statement, run_sync
 
 Msgs = list[tuple[bytes, bytes]]
 
@@ -282,7 +284,7 @@ def test_session_commands_via_the_engine(h: Harness) -> None:
 def test_unexpected_exceptions_become_internal_errors(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
     assert h.conn.session is not None
 
-    def boom(sql: str) -> Any:
+    def boom(sql: str, command: Any = None) -> Any:
         raise RuntimeError("secret detail")
 
     monkeypatch.setattr(h.conn.session, "execute", boom)
@@ -574,6 +576,37 @@ def test_set_dp_to_default_resets(h: Harness) -> None:
     h.q("SET dp.epsilon = 0.7")
     assert tag(h.q("SET dp.epsilon TO DEFAULT")) == "SET"
     assert data_rows(h.q("SHOW dp.epsilon")) == [[b"0.1"]]
+
+
+def test_each_statement_is_classified_once(h: Harness, monkeypatch: pytest.MonkeyPatch) -> None:
+    # The router's classification is what the engine session acts on: neither classifies again.
+    calls: list[str] = []
+    real = commands.classify
+
+    def counting(sql: str) -> commands.Command:
+        calls.append(sql)
+        return real(sql)
+
+    monkeypatch.setattr(commands, "classify", counting)
+    monkeypatch.setattr(sys.modules[route_statement.__module__], "classify", counting)
+    for sql in ("SELECT COUNT(*) AS once_a FROM visits", "EXPLAIN SELECT COUNT(*) AS once_b FROM visits",
+                "SET dp.epsilon = 0.25", "SHOW dp.epsilon", "SELECT scope FROM dpsql.budget WHERE scope <> 'once'"):
+        calls.clear()
+        out = h.q(sql)
+        assert not errors(out) and calls == [sql], (sql, calls, errors(out))
+    calls.clear()
+    sql = "SELECT COUNT(*) AS once_c FROM visits WHERE age > $1"
+    out = h.send(m.frontend_parse("", sql), m.frontend_bind("", "", [b"40"]), m.frontend_execute(""), m.FRONTEND_SYNC)
+    assert not errors(out) and tag(out) == "SELECT 1" and calls == [sql]
+
+
+def test_a_parameter_value_never_changes_the_route(h: Harness) -> None:
+    # Classified before Bind: a value that names dpsql.budget leaves the query a DP query.
+    before = spent(h)
+    out = h.send(m.frontend_parse("", "SELECT COUNT(*) AS n FROM visits WHERE sex = $1"), m.frontend_bind("", "", [b"dpsql.budget"]),
+                 m.frontend_execute(""), m.FRONTEND_SYNC)
+    assert not errors(out) and tag(out) == "SELECT 1"
+    assert spent(h) > before
 
 
 def test_execute_encodes_with_the_described_types(h: Harness) -> None:

@@ -1,0 +1,95 @@
+"""AVG(expr): a noisy centred sum over a noisy count.
+
+Row-level input: the argument clamped to [L, U] on the grid, as for SUM. Partials: the count
+``LEAST(COUNT(x), max_rows)`` (sensitivity ``max_rows``) and the centred sum
+``SUM(x − mid)`` scaled to the kept rows and clamped to ``max_rows·[lo − mid, hi − mid]``
+(sensitivity ``max_rows·(U − L)/2`` about). Centring halves the sum's sensitivity. Post-processing:
+``mid + centred_sum / max(count, 1)``, clamped to [L, U].
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from fractions import Fraction
+
+from sqlglot import exp
+
+from dpsql.rewriter.aggregates.base import (
+    AggregateSpec,
+    Builder,
+    ClassifyContext,
+    Grid,
+    Value,
+    clamp_int,
+    fmt,
+    numeric_argument,
+    pretty,
+    scaled_to_kept_rows,
+)
+from dpsql.rewriter.plan import AggregateRelease, Statistic
+
+NODES: tuple[type[exp.Expression], ...] = (exp.Avg,)
+SPEC_KINDS = ("avg",)
+RELEASE_KINDS = ("avg",)
+ALIASES: dict[str, tuple[type[exp.Expression], str]] = {}
+
+DISTINCT_HINT = (
+    "AVG(DISTINCT …) averages distinct values, which no per-person bound makes private; "
+    "use AVG(x) over rows, or average per-person values in a row-level subquery"
+)
+
+
+def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None:
+    """``AVG(x)`` (with FILTER); AVG(DISTINCT …) is refused (0A000) with a hint."""
+    return AggregateSpec("avg", ctx.filtered(numeric_argument(node, ctx, distinct_hint=DISTINCT_HINT)), ctx.label, node)
+
+
+def centred_sum(spec: AggregateSpec, b: Builder) -> tuple[Grid, str, str, exp.Expression, int]:
+    """The count and centred-sum statistics shared by AVG and VAR/STDDEV.
+
+    Returns (grid, count statistic, centred-sum statistic, centred row expression, max |centred|).
+    """
+    assert spec.input is not None
+    g = b.grid_for(spec)
+    col = b.input_column(spec.input, grid=g)
+    label = pretty(spec.input)
+    n = b.count_stat(spec.input, label, col)
+    centred = exp.Sub(this=exp.column(col), expression=exp.Literal.number(g.mid))
+    c_lo, c_hi = g.lo - g.mid, g.hi - g.mid
+    lo, hi = b.max_rows * c_lo, b.max_rows * c_hi
+    partial = clamp_int(scaled_to_kept_rows(exp.Sum(this=centred), col, b.max_rows), lo, hi)
+    desc = f"SUM({label} - {fmt(g.mid * g.step)}) clamped to [{fmt(g.lower)}, {fmt(g.upper)}] per row, grid {fmt(g.step)}"
+    s = b.stat(f"csum:{col}", "sum", partial, max(abs(lo), abs(hi)), desc, grid=g.step, weight=3)
+    return g, n, s, centred, max(abs(c_lo), abs(c_hi))
+
+
+def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
+    """A count and a centred sum."""
+    g, n, s, _, _ = centred_sum(spec, b)
+    return AggregateRelease("avg", spec.label, (n, s), g.lower, g.upper, center=g.mid * g.step)
+
+
+def mean_centred(r: AggregateRelease, stats: Mapping[str, Statistic], cols: Sequence[Sequence[int]], g: int) -> tuple[int, Fraction]:
+    """(noisy count floored at 1, noisy centred mean) of group ``g``."""
+    count = max(int(cols[0][g]), 1)
+    return count, Fraction(int(cols[1][g]), count) * stats[r.stats[1]].grid
+
+
+def finalize(r: AggregateRelease, stats: Mapping[str, Statistic], cols: Sequence[Sequence[int]], n: int) -> list[Value]:
+    """``centre + centred_sum / max(count, 1)`` clamped to the bounds, per group."""
+    assert r.lower is not None and r.upper is not None
+    out: list[Value] = []
+    for g in range(n):
+        _, mean_c = mean_centred(r, stats, cols, g)
+        out.append(float(clamp(r.center + mean_c, r.lower, r.upper)))
+    return out
+
+
+def clamp(v: Fraction, lo: Fraction, hi: Fraction) -> Fraction:
+    """``v`` clamped to [lo, hi]."""
+    return lo if v < lo else hi if v > hi else v
+
+
+def pg_type(r: AggregateRelease) -> str:
+    """Means are ``float8``."""
+    return "float8"

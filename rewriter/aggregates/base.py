@@ -1,0 +1,373 @@
+"""What every aggregate module shares: the classified spec, the grid, SQL helpers and the builder.
+
+An aggregate module (see :mod:`dpsql.rewriter.aggregates`) receives a :class:`Builder` when the
+bounded SQL is built. The builder owns the three layers' column lists: a module asks it for
+row-level input columns (:meth:`Builder.input_column`, clamped to a :class:`Grid` when given one),
+for per-(unit, group) partials that become noisy statistics (:meth:`Builder.stat`, with the
+partial's clamp and its per-group sensitivity), and for the distinct-unit count
+(:meth:`Builder.units`). Identical requests are shared between aggregates, so ``SUM(x)`` and
+``AVG(x)`` in one query read ``x`` once.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+from decimal import Decimal
+from fractions import Fraction
+
+from sqlglot import exp
+
+from dpsql.errors import NumericValueOutOfRange, PrivacyViolation, UnsupportedQuery
+from dpsql.rewriter.bounds import Bounds, interval
+from dpsql.rewriter.families import Families, type_family
+from dpsql.rewriter.plan import QuantileStatistic, Statistic
+from dpsql.rewriter.totalize import totalize
+
+GRID_BITS = 24  # per-row values use at most 2^24 grid steps on each side of zero
+MAX_INPUT_BOUND = 10**18  # an aggregate's input range must fit exact engine decimals (DECIMAL(38)) with its grid
+UNITS_COLUMN = "__dp_units"
+
+Value = int | float | None
+
+
+@dataclass(frozen=True)
+class AggregateSpec:
+    """One distinct aggregate of the query, classified by its module's ``classify``."""
+
+    kind: str  # a SPEC_KINDS entry of the module that classified it (count_star, sum, var_pop …)
+    input: exp.Expression | None  # the row-level argument (None for COUNT(*) and COUNT(DISTINCT unit))
+    label: str  # SQL of the aggregate as written (qualified), for EXPLAIN
+    node: exp.Expression  # the aggregate node (for matching)
+    params: tuple[object, ...] = ()  # literal parameters that tell two aggregates apart (a quantile's level)
+
+
+@dataclass(frozen=True)
+class ClassifyContext:
+    """What a module's ``classify`` may look at besides the node: the private alias and unit column."""
+
+    alias: str
+    unit: str | None
+    label: str
+    condition: exp.Expression | None  # the FILTER (WHERE …) condition, already unwrapped
+
+    def is_unit(self, node: exp.Expression) -> bool:
+        """True when ``node`` is the privacy unit column of the private table."""
+        return bool(self.unit) and isinstance(node, exp.Column) and node.table == self.alias and node.name == self.unit
+
+    def filtered(self, value: exp.Expression) -> exp.Expression:
+        """``value`` under the FILTER condition (``CASE WHEN cond THEN value END``), or ``value``."""
+        if self.condition is None:
+            return value
+        return exp.Case(ifs=[exp.If(this=self.condition.copy(), true=value.copy())])
+
+
+def check_row_level(node: exp.Expression) -> None:
+    """Refuse an aggregate argument that itself aggregates."""
+    if node.find(exp.AggFunc) is not None:
+        raise UnsupportedQuery("nested aggregates are not supported", hint="aggregate once per expression")
+
+
+def numeric_argument(node: exp.Expression, ctx: ClassifyContext, *, distinct_hint: str = "remove DISTINCT") -> exp.Expression:
+    """The row-level argument of a one-argument numeric aggregate (SUM, AVG, VAR …), checked:
+    present, not DISTINCT (0A000), no nested aggregate, not over the privacy unit (42501)."""
+    name = node.sql_name()
+    arg = node.this
+    if isinstance(arg, exp.Distinct):
+        raise UnsupportedQuery(f"{name}(DISTINCT …) is not supported", hint=distinct_hint)
+    if arg is None:
+        raise UnsupportedQuery(f"{name} needs an argument")
+    check_row_level(arg)
+    if any(ctx.is_unit(c) for c in arg.find_all(exp.Column)):
+        raise PrivacyViolation(
+            f"{name} over the privacy unit column is not allowed",
+            hint="the privacy unit identifies individuals; aggregate another column",
+        )
+    return arg
+
+
+@dataclass(frozen=True)
+class Grid:
+    """A fixed-point grid for one aggregate input: values clamped to [lower, upper], step 2^exponent."""
+
+    lower: Fraction
+    upper: Fraction
+    exponent: int
+    integer_input: bool
+
+    @property
+    def step(self) -> Fraction:
+        """The value of one integer unit."""
+        return Fraction(2) ** self.exponent
+
+    @property
+    def lo(self) -> int:
+        """Smallest per-row integer."""
+        return math.floor(self.lower / self.step)
+
+    @property
+    def hi(self) -> int:
+        """Largest per-row integer."""
+        return math.ceil(self.upper / self.step)
+
+    @property
+    def mid(self) -> int:
+        """The centre used by centred sums (AVG, VAR)."""
+        return (self.lo + self.hi) // 2
+
+
+def make_grid(lower: Fraction, upper: Fraction, *, integer_input: bool) -> Grid:
+    """The grid for a clamp range: about 2^24 steps for the largest magnitude; step 1 for small integers.
+
+    >>> g = make_grid(Fraction(0), Fraction(5000), integer_input=False)
+    >>> g.step, g.lo, g.hi
+    (Fraction(1, 2048), 0, 10240000)
+    >>> make_grid(Fraction(0), Fraction(100), integer_input=True).step
+    Fraction(1, 1)
+    """
+    m = max(abs(lower), abs(upper))
+    if m == 0:
+        return Grid(lower, upper, 0, integer_input)
+    e = m.numerator.bit_length() - m.denominator.bit_length()  # about log2(m)
+    while Fraction(2) ** e < m:
+        e += 1
+    while Fraction(2) ** (e - 1) >= m:
+        e -= 1
+    exponent = e - GRID_BITS
+    if integer_input:
+        exponent = max(exponent, 0)
+    return Grid(lower, upper, exponent, integer_input)
+
+
+def decimal_literal(value: Fraction) -> exp.Expression:
+    """An exact SQL numeric literal for a terminating decimal (negative values as unary minus)."""
+    d = _exact_decimal(abs(value))
+    text = format(d, "f")
+    lit = exp.Literal.number(text)
+    return exp.Neg(this=lit) if value < 0 else lit
+
+
+def _exact_decimal(v: Fraction) -> Decimal:
+    den = v.denominator
+    twos = fives = 0
+    while den % 2 == 0:
+        den //= 2
+        twos += 1
+    while den % 5 == 0:
+        den //= 5
+        fives += 1
+    if den != 1:
+        raise ValueError(f"{v} is not a terminating decimal")
+    digits = max(twos, fives)
+    return Decimal(v.numerator * (10**digits) // v.denominator) / Decimal(10**digits)
+
+
+# --- SQL helpers for partials -------------------------------------------------------------------
+
+
+def least(a: exp.Expression, b: exp.Expression) -> exp.Expression:
+    """``LEAST(a, b)`` ignoring NULLs."""
+    return exp.Least(this=a, expressions=[b], ignore_nulls=True)
+
+
+def coalesce0(a: exp.Expression) -> exp.Expression:
+    """``COALESCE(a, 0)``."""
+    return exp.Coalesce(this=a, expressions=[exp.Literal.number(0)])
+
+
+def int_literal(v: int) -> exp.Expression:
+    """An integer literal (negative values as unary minus)."""
+    return exp.Neg(this=exp.Literal.number(-v)) if v < 0 else exp.Literal.number(v)
+
+
+def clamp_int(node: exp.Expression, lo: int, hi: int) -> exp.Expression:
+    """``LEAST(GREATEST(node, lo), hi)``: the partial's clamp."""
+    return least(exp.Greatest(this=node, expressions=[int_literal(lo)], ignore_nulls=True), int_literal(hi))
+
+
+def scaled_to_kept_rows(total: exp.Expression, col: str, max_rows: int) -> exp.Expression:
+    """A unit's sum scaled to the rows its count keeps: ``SUM(v) * LEAST(n, R) // n`` (0 when n = 0).
+
+    For AVG and VAR the count partial is ``LEAST(n, R)``; scaling the centred sums by the same
+    ``min(n, R)/n`` makes a unit with more than R rows contribute R rows at its own mean, so the
+    ratio stays consistent. The result is a function of the unit's own rows, bounded by
+    R·max|value| like the clamp (which is still applied).
+    """
+    n = exp.Count(this=exp.column(col))
+    kept = least(n.copy(), exp.Literal.number(max_rows))
+    scaled = exp.IntDiv(this=exp.Mul(this=total, expression=kept), expression=exp.Nullif(this=n, expression=exp.Literal.number(0)))
+    return coalesce0(scaled)
+
+
+def grid_expr(value: exp.Expression, g: Grid) -> exp.Expression:
+    """Clamp ``value`` to [lower, upper] (NULL stays NULL, NaN goes to upper) and map it to grid integers."""
+    lower, upper = decimal_literal(g.lower), decimal_literal(g.upper)
+    clamped = exp.Case(
+        ifs=[
+            exp.If(this=exp.LT(this=value.copy(), expression=lower.copy()), true=lower.copy()),
+            exp.If(this=exp.GT(this=value.copy(), expression=upper.copy()), true=upper.copy()),
+        ],
+        default=value.copy(),
+    )
+    if g.integer_input and g.exponent == 0:
+        if isinstance(value, exp.Column):
+            return clamped
+        # integer arithmetic may run in DOUBLE (see totalize); the clamped value is an exact integer
+        return exp.Cast(this=clamped, to=exp.DataType.build("BIGINT"))
+    scale = decimal_literal(Fraction(2) ** -g.exponent)
+    scaled = exp.Mul(this=exp.paren(clamped), expression=scale)
+    return exp.Cast(this=exp.Round(this=scaled), to=exp.DataType.build("BIGINT"))
+
+
+def pretty(node: exp.Expression) -> str:
+    """The expression as PostgreSQL SQL without identifier quotes (for EXPLAIN and error messages)."""
+    return node.sql("postgres", identify=False, normalize=False).replace('"', "")
+
+
+def fmt(v: Fraction) -> str:
+    """A short human form of a grid value or bound (``2^-11`` for powers of two below 1)."""
+    if v.denominator == 1:
+        return str(v.numerator)
+    if v.numerator == 1 and v.denominator & (v.denominator - 1) == 0:
+        return f"2^-{v.denominator.bit_length() - 1}"
+    return f"{float(v):g}"
+
+
+# --- the builder --------------------------------------------------------------------------------
+
+
+@dataclass
+class Builder:
+    """The columns of the bounded SQL's layers, collected from the aggregate modules.
+
+    ``row_cols`` are ``__dp_rows``' columns (privacy unit and keys first, then inputs);
+    ``partials[i]`` is the per-(unit, group) partial of ``stats[i]`` (``__dp_p{i}``, summed per
+    group into ``stats[i].column``). Every sensitivity recorded comes from the policy
+    (``max_rows``, declared bounds), never from data.
+    """
+
+    dialect: str
+    alias: str
+    families: Families
+    bounds: Bounds
+    max_rows: int
+    row_cols: list[exp.Expression]
+    partials: list[exp.Expression] = field(default_factory=list)
+    stats: list[Statistic] = field(default_factory=list)
+    units_column: str | None = None
+    total_shifts: list[int] = field(default_factory=list)  # per statistic: group total rounded to 2^shift
+    time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)
+    histogram_bins: list[tuple[exp.Expression, int]] = field(default_factory=list)  # (bin expression, candidates)
+    quantiles: list[QuantileStatistic] = field(default_factory=list)
+    _hist_index: dict[str, int] = field(default_factory=dict)
+    _stat_index: dict[str, str] = field(default_factory=dict)
+    _input_cols: dict[str, str] = field(default_factory=dict)
+    _grids: dict[str, Grid] = field(default_factory=dict)
+
+    def input_column(self, node: exp.Expression, *, grid: Grid | None) -> str:
+        """The ``__dp_rows`` column holding ``node`` per row (made total; clamped to ``grid`` and
+        mapped to its integers when given one)."""
+        key = ("g:" if grid else "x:") + node.sql()
+        if key not in self._input_cols:
+            name = f"__dp_{'g' if grid else 'x'}{len(self._input_cols)}"
+            total = totalize(node, self.dialect, self.families)
+            value = grid_expr(total, grid) if grid else total
+            self.row_cols.append(exp.alias_(value, name, copy=False))
+            self._input_cols[key] = name
+        return self._input_cols[key]
+
+    def stat(
+        self,
+        key: str,
+        kind: str,
+        partial: exp.Expression,
+        linf: int,
+        description: str,
+        *,
+        grid: Fraction = Fraction(1),
+        weight: int = 1,
+        total_shift: int = 0,
+    ) -> str:
+        """The statistic for ``key``, added when new: ``partial`` per (unit, group), which must be
+        clamped so one unit changes the group's released total by at most ``linf`` integer units.
+
+        With ``total_shift = k > 0`` the partials must be non-negative, and the released total is the
+        group's exact sum rounded to a multiple of 2^k (``(T + 2^(k-1)) // 2^k``, in units of
+        ``grid``): the rounding happens once per group, so its error is at most half a unit of the
+        total. ``linf`` is then in the rounded units (a partial bound P gives ``P // 2^k + 1``).
+        """
+        if key not in self._stat_index:
+            name = f"__dp_s{len(self.stats)}"
+            self.partials.append(exp.alias_(partial, f"__dp_p{len(self.stats)}", copy=False))
+            self.stats.append(Statistic(name, kind, description, max(1, linf), grid, weight))  # type: ignore[arg-type]
+            self.total_shifts.append(total_shift)
+            self._stat_index[key] = name
+        return self._stat_index[key]
+
+    def has_stat(self, key: str) -> str | None:
+        """The statistic already made for ``key``, if any."""
+        return self._stat_index.get(key)
+
+    def count_stat(self, node: exp.Expression | None, label: str, col: str | None = None) -> str:
+        """COUNT(*) (``node`` None) or COUNT(node) per (unit, group), clamped to ``max_rows``."""
+        r = self.max_rows
+        if node is None:
+            partial = least(exp.Count(this=exp.Star()), exp.Literal.number(r))
+            return self.stat("count:*", "count", partial, r, f"COUNT(*): ≤ {r} rows per unit and group")
+        found = self.has_stat(f"count:{node.sql()}")
+        if found:
+            return found
+        col = col or self.input_column(node, grid=None)
+        partial = least(exp.Count(this=exp.column(col)), exp.Literal.number(r))
+        return self.stat(f"count:{node.sql()}", "count", partial, r, f"COUNT({label}): ≤ {r} rows per unit and group")
+
+    def histogram(self, key: str, bin_expr: exp.Expression, candidates: int) -> int:
+        """The histogram (index) of the row-level candidate index ``bin_expr``, shared by every
+        quantile of the same input and grid (``key``)."""
+        if key not in self._hist_index:
+            self._hist_index[key] = len(self.histogram_bins)
+            self.histogram_bins.append((bin_expr, candidates))
+        return self._hist_index[key]
+
+    def quantile(self, q: QuantileStatistic) -> str:
+        """Add a DP selection over a histogram; returns its column name."""
+        for old in self.quantiles:
+            if (old.histogram, old.target, old.alpha) == (q.histogram, q.target, q.alpha):
+                return old.column
+        self.quantiles.append(q)
+        return q.column
+
+    def units(self) -> str:
+        """The distinct-unit count per kept group (one per unit: sensitivity 1), added last."""
+        self.units_column = self.units_column or UNITS_COLUMN
+        return self.units_column
+
+    def grid_for(self, spec: AggregateSpec) -> Grid:
+        """The clamp range and grid of ``spec.input``, by interval arithmetic over declared bounds.
+
+        Raises PrivacyViolation (42501) when a column has no declared bounds and
+        NumericValueOutOfRange when the range is beyond exact engine decimals.
+        """
+        assert spec.input is not None
+        key = spec.input.sql()
+        if key not in self._grids:
+            rng = interval(spec.input, self.bounds)
+            if not rng.bounded:
+                cols = sorted({c.name for c in spec.input.find_all(exp.Column) if c.table == self.alias})
+                names = ", ".join(cols) or spec.input.sql("postgres")
+                raise PrivacyViolation(
+                    f"{spec.label} needs bounds: no lower/upper is declared for {names}",
+                    hint="declare lower and upper for the column in the policy, or clamp it in the query with "
+                    "LEAST(GREATEST(col, low), high)",
+                )
+            assert rng.lo is not None and rng.hi is not None
+            if max(abs(rng.lo), abs(rng.hi)) > MAX_INPUT_BOUND:
+                raise NumericValueOutOfRange(
+                    f"{spec.label} would clamp its input to [{fmt(rng.lo)}, {fmt(rng.hi)}], beyond ±{MAX_INPUT_BOUND:.0e}",
+                    hint="clamp the expression to a smaller range with LEAST(GREATEST(expr, low), high); no budget was spent",
+                )
+            fam = type_family(spec.input, self.families)
+            integer = fam == "int" and rng.lo.denominator == 1 and rng.hi.denominator == 1
+            self._grids[key] = make_grid(rng.lo, rng.hi, integer_input=integer)
+        return self._grids[key]
+
