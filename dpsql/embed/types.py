@@ -104,6 +104,12 @@ class ReleaseToken:
     public_keys: tuple[tuple[Any, ...], ...] | None = field(repr=False)
     id: str = field(repr=False)
 
+    def __copy__(self) -> ReleaseToken:
+        return self  # a token is a capability: a copy is the same token (and is spent with it)
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> ReleaseToken:
+        return self
+
     @property
     def sql(self) -> str:
         """The bounded SQL to run on your engine."""

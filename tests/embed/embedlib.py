@@ -11,6 +11,7 @@ from typing import Any
 
 import pytest
 
+from dpsql.accountant import mechanisms
 from dpsql.accountant import noise as noise_module
 from dpsql.proxy.backends.base import BackendSession
 
@@ -73,22 +74,17 @@ def _load(name: str, path: Path) -> ModuleType:
     return module
 
 
-class _ExactThreshold:
+def _exact_threshold_release(self: Any, counts: dict[int, int]) -> dict[int, int]:
     """The threshold mechanism without noise: keeps groups with ≥ threshold units (exact counts)."""
-
-    def __init__(self, scale: float, threshold: int) -> None:
-        self.threshold = threshold
-
-    def release(self, counts: dict[int, int]) -> dict[int, int]:
-        return {i: c for i, c in counts.items() if c >= self.threshold}
+    return {i: c for i, c in counts.items() if c >= self.threshold}
 
 
 def zero_noise(monkeypatch: pytest.MonkeyPatch) -> None:
     """Replace the samplers (and the threshold mechanism's noise) by zero noise, in this test only:
     dpsql has no seeded mode, so this is how two paths are compared bit for bit."""
     monkeypatch.setattr(noise_module, "_sampler", lambda s: (lambda n: [0] * n))
-    monkeypatch.setattr(noise_module, "make_gaussian_threshold", _ExactThreshold)
-    monkeypatch.setattr(noise_module, "make_laplace_threshold", _ExactThreshold)
+    for threshold in (mechanisms.GaussianThreshold, mechanisms.LaplaceThreshold):
+        monkeypatch.setattr(threshold, "release", _exact_threshold_release)
 
 
 def session_runner(session: BackendSession) -> Any:
