@@ -163,7 +163,7 @@ class SparkBackend(Backend):
         failed = False
         fut = self._pool.submit(self._analyse, sql)
         try:
-            fut.result(self._timeout + 5.0 if math.isfinite(self._timeout) else None)
+            fut.result(max(2 * self._timeout, 60.0) if math.isfinite(self._timeout) else None)  # analysis only: no data
         except concurrent.futures.TimeoutError:
             failed = True
         except Exception as e:
