@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sparkenv import SparkEnv, write_policy
@@ -54,11 +56,14 @@ def test_cancel_interrupts_the_job(backend: SparkBackend) -> None:
 class _SlowSession(BackendSession):
     """Runs the slow join instead of the bounded SQL (a stand-in for a long Spark job)."""
 
-    def __init__(self, inner: BackendSession) -> None:
-        self.inner = inner
+    def __init__(self, inner: BackendSession, on_slow: Callable[[], None]) -> None:
+        self.inner, self.on_slow = inner, on_slow
 
     def execute(self, sql: str, *, timeout: float | None = None) -> ResultSet:
-        return self.inner.execute(SLOW if "__dp_rows" in sql else sql, timeout=timeout)
+        if "__dp_rows" in sql:  # the bounded SQL: after the charge
+            self.on_slow()
+            sql = SLOW
+        return self.inner.execute(sql, timeout=timeout)
 
     def cancel(self) -> None:
         self.inner.cancel()
@@ -68,8 +73,8 @@ class _SlowSession(BackendSession):
 
 
 class _SlowBackend(Backend):
-    def __init__(self, inner: Backend) -> None:
-        self.inner, self.dialect = inner, inner.dialect
+    def __init__(self, inner: Backend, on_slow: Callable[[], None]) -> None:
+        self.inner, self.dialect, self.on_slow = inner, inner.dialect, on_slow
 
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         return self.inner.describe()
@@ -78,7 +83,7 @@ class _SlowBackend(Backend):
         self.inner.validate(sql)
 
     def session(self) -> BackendSession:
-        return _SlowSession(self.inner.session())
+        return _SlowSession(self.inner.session(), self.on_slow)
 
     def close(self) -> None:
         self.inner.close()
@@ -88,17 +93,21 @@ class _SlowBackend(Backend):
 def test_a_stopped_query_keeps_its_charge(spark: SparkEnv, tmp_path: Path, how: str) -> None:
     extra = '[limits]\nstatement_timeout = "2s"\n' if how == "timeout" else ""
     policy = load_policy(write_policy(tmp_path, f"keep-{how}", spark, "spark", extra=extra, replay="off"))
-    engine = Engine(policy, _SlowBackend(SparkBackend(policy)))
-    try:
-        session = engine.session("alice")
-        done = threading.Event()
+    done = threading.Event()
+    sessions: list[Any] = []
 
-        def cancel_until_done() -> None:  # a cancel before the statement has started is dropped: repeat it
-            while not done.wait(1.0):
-                session.cancel()
+    def cancel_until_done() -> None:  # from 1 s into the job (a cancel before it starts is dropped), until it returns
+        while not done.wait(1.0):
+            sessions[0].cancel()
 
+    def on_slow() -> None:
         if how == "cancel":
             threading.Thread(target=cancel_until_done, daemon=True).start()
+
+    engine = Engine(policy, _SlowBackend(SparkBackend(policy), on_slow))
+    try:
+        session = engine.session("alice")
+        sessions.append(session)
         try:
             with pytest.raises(QueryCanceled):
                 session.execute("SELECT department, COUNT(*) FROM visits GROUP BY department")
