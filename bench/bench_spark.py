@@ -80,6 +80,7 @@ def main() -> int:
     ap.add_argument("--cores", type=int, default=2)
     ap.add_argument("--memory", default="2g")
     ap.add_argument("--url", help="a running Spark Connect server (default: start one)")
+    ap.add_argument("--port", type=int, help="port of the server it starts (default: a free one)")
     ap.add_argument("--dir", type=Path, help="data directory (default: a temporary one)")
     args = ap.parse_args()
 
@@ -105,7 +106,8 @@ def main() -> int:
             print("no pyspark Spark found (set DPSQL_SPARK_PYTHON); see tests/spark/sparkserver.py", file=sys.stderr)
             return 2
         t = time.perf_counter()
-        server = sparkserver.start_server(home, cores=args.cores, memory=args.memory, shuffle_partitions=2 * args.cores)
+        server = sparkserver.start_server(home, port=args.port, cores=args.cores, memory=args.memory,
+                                          shuffle_partitions=2 * args.cores)
         url = server.url
         print(f"JVM + Spark Connect server start: {time.perf_counter() - t:.1f} s (local[{args.cores}], {args.memory})")
     try:

@@ -16,7 +16,7 @@ from typing import Any, Literal, Self
 from dpsql.errors import ExecutionFailed, QueryCanceled, UnsupportedQuery
 from dpsql.proxy.backends.data_version import DataVersion, unpinned
 
-Dialect = Literal["duckdb", "postgres"]
+Dialect = Literal["duckdb", "postgres", "spark"]
 CancelReason = Literal["timeout", "cancel"]
 
 #: PostgreSQL's own texts for the two ways a statement is canceled (SQLSTATE 57014).
@@ -76,7 +76,7 @@ class BackendSession(ABC):
 
 
 class Backend(ABC):
-    """An execution engine holding the policy's tables (DuckDB embedded, or an upstream PostgreSQL)."""
+    """An execution engine holding the policy's tables (DuckDB embedded, an upstream PostgreSQL, or Spark)."""
 
     #: the sqlglot dialect of the SQL this backend runs
     dialect: Dialect

@@ -12,8 +12,10 @@ tag (``addTag`` is per thread, so the statement runs on a worker thread of the b
 * the SQL is first checked by :func:`dpsql.rewriter.spark.verify` — only the backend's views, only
   functions dpsql emits (no ``reflect``, ``java_method``, UDFs or file relations) — then sent;
 * Spark has no server-side statement timeout: at the deadline the backend calls
-  ``interruptTag(tag)`` (a cancel does the same at once), and the caller gets 57014 whether or
-  not the job has stopped yet (it waits at most :func:`~dpsql.proxy.backends.postgres.stop_wait`);
+  ``interruptTag(tag)`` (a cancel does the same at once), repeated every 0.25 s until the job has
+  returned (an interrupt that arrives before the server has registered the job stops nothing), and
+  the caller gets 57014 whether or not the job has stopped yet (it waits at most
+  :func:`~dpsql.proxy.backends.postgres.stop_wait`);
 * results come back as Arrow: DECIMAL sums as exact :class:`decimal.Decimal`, types mapped to
   PostgreSQL's (:mod:`~dpsql.proxy.backends.spark_types`).
 
@@ -32,6 +34,7 @@ import logging
 import math
 import secrets
 import threading
+import time
 import warnings
 import weakref
 from typing import Any
@@ -54,6 +57,9 @@ from dpsql.proxy.backends.postgres import client_wait, stop_wait
 from dpsql.rewriter.spark import verify, view_name
 
 _log = logging.getLogger("dpsql.backend")
+
+#: a stopped statement's interrupt is repeated this often, for at most this long (until it returns)
+_INTERRUPT_EVERY, _INTERRUPT_FOR = 0.25, 120.0
 
 #: pyspark loggers that print server error texts (which can quote private values)
 _NOISY_LOGGERS = ("SQLQueryContextLogger", "pyspark", "py4j")
@@ -157,7 +163,7 @@ class SparkBackend(Backend):
         failed = False
         fut = self._pool.submit(self._analyse, sql)
         try:
-            fut.result(self._timeout + 5.0 if math.isfinite(self._timeout) else None)
+            fut.result(max(2 * self._timeout, 60.0) if math.isfinite(self._timeout) else None)  # analysis only: no data
         except concurrent.futures.TimeoutError:
             failed = True
         except Exception as e:
@@ -229,6 +235,7 @@ class SparkBackendSession(BackendSession):
         self._exec_lock = threading.Lock()
         self._state = threading.Lock()
         self._tag: str | None = None
+        self._fut: concurrent.futures.Future[ResultSet] | None = None
         self._reason: CancelReason | None = None
         self._closed = False
 
@@ -252,6 +259,7 @@ class SparkBackendSession(BackendSession):
                     fut = self._backend._pool.submit(self._backend._run, sql, tag, started)
                 except RuntimeError:
                     raise session_closed() from None
+                self._fut = fut
             timer: threading.Timer | None = None
             if math.isfinite(limit):
                 timer = threading.Timer(limit, self._stop, args=(tag, "timeout"))
@@ -270,7 +278,7 @@ class SparkBackendSession(BackendSession):
                 if timer is not None:
                     timer.cancel()
                 with self._state:
-                    reason, self._tag = self._reason, None
+                    reason, self._tag, self._fut = self._reason, None, None
             if reason is not None and failure is not None and not fut.done():
                 with contextlib.suppress(Exception):
                     fut.result(stop_wait(limit) if math.isfinite(limit) else 10.0)
@@ -285,8 +293,25 @@ class SparkBackendSession(BackendSession):
         with self._state:
             if self._tag != tag:
                 return
+            first = self._reason is None
             self._reason = self._reason or reason
+            fut = self._fut
         self._backend._interrupt(tag)
+        if first and fut is not None:
+            # An interrupt that reaches the server before the job is registered there stops
+            # nothing: repeat it until the statement has returned.
+            threading.Thread(target=self._keep_interrupting, args=(tag, fut), daemon=True, name="dpsql-spark-interrupt").start()
+
+    def _keep_interrupting(self, tag: str, fut: concurrent.futures.Future[ResultSet]) -> None:
+        deadline = time.monotonic() + _INTERRUPT_FOR
+        while time.monotonic() < deadline:
+            try:
+                fut.result(_INTERRUPT_EVERY)
+                return
+            except concurrent.futures.TimeoutError:
+                self._backend._interrupt(tag)
+            except BaseException:
+                return
 
     def cancel(self) -> None:
         """Interrupt the running statement (reported as canceled by user request); thread-safe."""

@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import threading
 import time
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sparkenv import SparkEnv, write_policy
@@ -18,8 +20,9 @@ from dpsql.proxy.engine import Engine
 
 pytestmark = pytest.mark.spark
 
-# ~10^10 joined rows: runs for minutes unless interrupted (it reads only the backend's views)
-SLOW = "SELECT COUNT(*) AS n FROM dpsql_6_public_visits a CROSS JOIN dpsql_6_public_visits b CROSS JOIN dpsql_6_public_visits c"
+# ~10^14 joined rows: runs for hours unless interrupted (it reads only the backend's views)
+SLOW = ("SELECT COUNT(*) AS n FROM dpsql_6_public_visits a CROSS JOIN dpsql_6_public_visits b CROSS JOIN dpsql_6_public_visits c "
+        "CROSS JOIN dpsql_6_public_visits d")
 
 
 @pytest.fixture(scope="module")
@@ -53,11 +56,14 @@ def test_cancel_interrupts_the_job(backend: SparkBackend) -> None:
 class _SlowSession(BackendSession):
     """Runs the slow join instead of the bounded SQL (a stand-in for a long Spark job)."""
 
-    def __init__(self, inner: BackendSession) -> None:
-        self.inner = inner
+    def __init__(self, inner: BackendSession, on_slow: Callable[[], None]) -> None:
+        self.inner, self.on_slow = inner, on_slow
 
     def execute(self, sql: str, *, timeout: float | None = None) -> ResultSet:
-        return self.inner.execute(SLOW if "__dp_rows" in sql else sql, timeout=timeout)
+        if "__dp_rows" in sql:  # the bounded SQL: after the charge
+            self.on_slow()
+            sql = SLOW
+        return self.inner.execute(sql, timeout=timeout)
 
     def cancel(self) -> None:
         self.inner.cancel()
@@ -67,8 +73,8 @@ class _SlowSession(BackendSession):
 
 
 class _SlowBackend(Backend):
-    def __init__(self, inner: Backend) -> None:
-        self.inner, self.dialect = inner, inner.dialect
+    def __init__(self, inner: Backend, on_slow: Callable[[], None]) -> None:
+        self.inner, self.dialect, self.on_slow = inner, inner.dialect, on_slow
 
     def describe(self) -> dict[str, list[tuple[str, str]]]:
         return self.inner.describe()
@@ -77,7 +83,7 @@ class _SlowBackend(Backend):
         self.inner.validate(sql)
 
     def session(self) -> BackendSession:
-        return _SlowSession(self.inner.session())
+        return _SlowSession(self.inner.session(), self.on_slow)
 
     def close(self) -> None:
         self.inner.close()
@@ -87,13 +93,26 @@ class _SlowBackend(Backend):
 def test_a_stopped_query_keeps_its_charge(spark: SparkEnv, tmp_path: Path, how: str) -> None:
     extra = '[limits]\nstatement_timeout = "2s"\n' if how == "timeout" else ""
     policy = load_policy(write_policy(tmp_path, f"keep-{how}", spark, "spark", extra=extra, replay="off"))
-    engine = Engine(policy, _SlowBackend(SparkBackend(policy)))
+    done = threading.Event()
+    sessions: list[Any] = []
+
+    def cancel_until_done() -> None:  # from 1 s into the job (a cancel before it starts is dropped), until it returns
+        while not done.wait(1.0):
+            sessions[0].cancel()
+
+    def on_slow() -> None:
+        if how == "cancel":
+            threading.Thread(target=cancel_until_done, daemon=True).start()
+
+    engine = Engine(policy, _SlowBackend(SparkBackend(policy), on_slow))
     try:
         session = engine.session("alice")
-        if how == "cancel":
-            threading.Timer(3.0, session.cancel).start()
-        with pytest.raises(QueryCanceled):
-            session.execute("SELECT department, COUNT(*) FROM visits GROUP BY department")
+        sessions.append(session)
+        try:
+            with pytest.raises(QueryCanceled):
+                session.execute("SELECT department, COUNT(*) FROM visits GROUP BY department")
+        finally:
+            done.set()
         assert sum(s.spent_rho for s in session.budget()) > 0
     finally:
         engine.close()

@@ -57,7 +57,8 @@ def test_division_is_guarded_and_integer_division_truncates() -> None:
 
 def test_tie_break_is_postgres_md5_form() -> None:
     sql = _spark("SELECT h, COUNT(*) FROM t GROUP BY h")
-    assert "MD5(CONCAT_WS(CHR(31), CAST(__dp_k0 AS STRING), '" in sql and "HASH(" not in sql
+    assert "MD5(CONCAT_WS(CHR(31), CAST(__dp_uid AS STRING), COALESCE('+' || CAST(__dp_k0 AS STRING), '-'), '" in sql
+    assert "HASH(" not in sql
 
 
 @pytest.mark.parametrize(("pattern", "spark"), [
