@@ -194,6 +194,9 @@ def _release_select(release: Rewrite, names: list[str]) -> exp.Select:
     if plan.post_sql is not None:
         select = sqlglot.parse_one(plan.post_sql, read="duckdb")
         assert isinstance(select, exp.Select)
+        # the release's post query may end with hidden half-width columns for dp.rounding; the
+        # outer query reads the released values themselves (rounding is for display only)
+        select.set("expressions", select.expressions[: len(names)])
         for proj, name in zip(select.expressions, names, strict=True):
             inner = proj.this if isinstance(proj, exp.Alias) else proj
             proj.replace(exp.alias_(inner.copy(), name, quoted=True))

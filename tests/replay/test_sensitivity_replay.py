@@ -226,7 +226,12 @@ def test_declared_sensitivity_is_reached(shape: str) -> None:
     assert rw.plan is not None
     worst = _max_changes(EXTREME, rw)
     for s in rw.plan.stats:
-        assert worst[s.column] == s.max_contribution, (shape, s.column, worst[s.column], s.max_contribution)
+        # a group total rounded once to the grid (the squares of VAR/STDDEV) declares one grid unit
+        # for that rounding, which a unit at the bounds reaches only when the rest of its group
+        # rounds the other way: tight up to that unit, never exceeded (the other tests check ≤)
+        slack = 1 if "rounded to grid" in s.description else 0
+        assert s.max_contribution - slack <= worst[s.column] <= s.max_contribution, (
+            shape, s.column, worst[s.column], s.max_contribution)
 
 
 # ------------------------------------------------------------------------------ negative controls
