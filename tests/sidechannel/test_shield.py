@@ -49,12 +49,12 @@ def test_sticky_target_and_overshoot() -> None:
     assert math.isclose(_answer(shield, "s", 0.0), grid_point(0))
     slow = _answer(shield, "s", 0.030)  # an overshoot: answered at the first grid point ≥ 30 ms
     level = shield.level("s")
-    assert level >= level_for(0.030) and slow >= grid_point(level)
+    assert level >= level_for(0.030) and slow >= grid_point(level) - 1e-6  # (float rounding of the clock)
     # the answer is due at that grid point; a loaded machine may deschedule the waiter past it,
     # so the test allows the scheduler's delay, not the shield's (no test here times the shield)
     assert slow - grid_point(level) < SCHEDULER_SLACK
     fast = _answer(shield, "s", 0.0)  # later fast runs of the shape wait for the raised target
-    assert grid_point(level) <= fast < grid_point(level) + SCHEDULER_SLACK
+    assert grid_point(level) - 1e-6 <= fast < grid_point(level) + SCHEDULER_SLACK
     assert shield.level("other") == 0
 
 
