@@ -38,15 +38,15 @@ from dpsql.proxy import release as release_step
 from dpsql.proxy.admission import Admission
 from dpsql.proxy.backends.base import Backend, BackendSession, query_canceled
 from dpsql.proxy.coerce import coerce
-from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.post_duckdb import PostProcessor
 from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
 from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
 from dpsql.rewriter import rewrite
+from dpsql.rewriter.estimates import aggregate_values, output_rows
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
-from dpsql.rewriter.post import NOISY_TABLE
-from dpsql.rewriter.postprocess import aggregate_values, output_rows
+from dpsql.rewriter.post_query import NOISY_TABLE
 from dpsql.schema import Catalog, build_catalog
 
 if TYPE_CHECKING:

@@ -8,7 +8,7 @@ exact values to a result:
 2. **group order and truncation** — released groups in key order (never the engine's row order),
    at most ``max_released_groups`` (largest noisy counts);
 3. **post-processing** — aggregate values from noisy integers
-   (:func:`dpsql.rewriter.postprocess.aggregate_values`), their noise-only confidence intervals
+   (:func:`dpsql.rewriter.estimates.aggregate_values`), their noise-only confidence intervals
    (:mod:`dpsql.proxy.intervals`, for ``DP_INTERVAL_LOW/HIGH`` and rounding), and the
    post-processing query (HAVING/ORDER BY/LIMIT/arithmetic) on the data-free DuckDB;
 4. **coercion and rounding** — keys to their declared PostgreSQL types
@@ -30,11 +30,11 @@ from dpsql.accountant.planner import NoisePlan
 from dpsql.errors import ExecutionFailed
 from dpsql.proxy.coerce import coerce
 from dpsql.proxy.intervals import directions, interval_columns, round_row, rounding_widths
-from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.post_duckdb import PostProcessor
 from dpsql.proxy.quantile_release import extreme_notices, quantile_values
+from dpsql.rewriter.estimates import aggregate_values, output_rows
 from dpsql.rewriter.plan import ReleasePlan
-from dpsql.rewriter.post import NOISY_TABLE
-from dpsql.rewriter.postprocess import aggregate_values, output_rows
+from dpsql.rewriter.post_query import NOISY_TABLE
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ one used by DEVELOPERS.md and by every pass module's docstring:
 9. ``analyze`` — :mod:`~dpsql.rewriter.analyze`: private relation, keys, aggregates;
 10. ``contribution`` — :mod:`~dpsql.rewriter.contribution` (with :mod:`~dpsql.rewriter.aggregates`,
     :mod:`~dpsql.rewriter.totalize` and :mod:`~dpsql.rewriter.bounds`): the bounded SQL;
-11. ``post`` — :mod:`~dpsql.rewriter.post`: the post-processing query over noisy values;
+11. ``post`` — :mod:`~dpsql.rewriter.post_query`: the post-processing query over noisy values;
 12. ``emit`` — :mod:`~dpsql.rewriter.emit`: engine SQL that is a parse/generate fixed point.
 
 Golden before/after files for the passes that change the tree are in
@@ -55,7 +55,7 @@ from dpsql.rewriter.literals import check_divisors, check_row_counts
 from dpsql.rewriter.normalize import normalize, postgres_to_char
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
-from dpsql.rewriter.post import Post, _pg_type, build_post
+from dpsql.rewriter.post_query import Post, _pg_type, build_post
 from dpsql.rewriter.rowcost import check_row_cost
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
 from dpsql.schema import Catalog, TableInfo

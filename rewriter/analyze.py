@@ -216,7 +216,7 @@ def _interval(n: exp.Expression, side: str, keys: list[exp.Expression], agg_ref,
     tag = intervals.setdefault(inner.sql(dialect="duckdb"), f"i{len(intervals)}")
     lo, hi = interval_bounds(inner, tag)
     bound = exp.paren(lo if side == "low" else hi, copy=False)
-    bound.meta["dp_interval_of"] = inner.sql(dialect="duckdb")  # what rounding measures (rewriter.post)
+    bound.meta["dp_interval_of"] = inner.sql(dialect="duckdb")  # what rounding measures (rewriter.post_query)
     bound.meta["dp_interval_side"] = "lo" if side == "low" else "hi"  # rounding widens, never narrows
     return bound
 

@@ -11,7 +11,7 @@ answered as:
    values, and its released key set under partition selection, which is itself DP);
 2. the **post-processing query**: the outer query with its source replaced by the release's own
    post-processing over ``__dp_noisy``. It runs in the data-free post-processor
-   (:mod:`dpsql.proxy.postsql`), so it can read no table and no exact value.
+   (:mod:`dpsql.proxy.post_duckdb`), so it can read no table and no exact value.
 
 The outer query may be anything the post-processor can run over that one relation (aggregates,
 GROUP BY, WHERE, ORDER BY, LIMIT, arithmetic, window functions); a reference to any other table or
@@ -40,7 +40,7 @@ from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import AGG_PREFIX, KEY_PREFIX
 from dpsql.rewriter.bind import output_names
 from dpsql.rewriter.plan import OutputColumn, Rewrite
-from dpsql.rewriter.post import _PG_TO_DUCK, NOISY_TABLE, _conform_integers, _pg_type
+from dpsql.rewriter.post_query import _PG_TO_DUCK, NOISY_TABLE, _conform_integers, _pg_type
 
 __all__ = ["Layer", "compose", "split"]
 

@@ -4,7 +4,7 @@ PostgreSQL rejects some queries whatever the data: a negative ``LIMIT`` (2201W) 
 (2201X), a ``LIMIT``/``OFFSET`` beyond ``bigint`` (22003) or that is not a number (22P02)
 (:func:`check_row_counts`, run on every query right after parsing), and a division or modulo by
 a constant zero (22012) in post-processing (:func:`check_divisors`, run by
-:mod:`~dpsql.rewriter.post` on the query over noisy values, and on queries over public tables
+:mod:`~dpsql.rewriter.post_query` on the query over noisy values, and on queries over public tables
 only). dpsql decides these from the query text alone, so the refusal is the same on every
 database and costs no budget. (A constant zero divisor inside a row-level expression over private
 rows is :mod:`~dpsql.rewriter.totalize`'s: it makes the expression total.) Constant

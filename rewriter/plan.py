@@ -2,7 +2,7 @@
 
 The rewriter produces a :class:`Rewrite` (bounded SQL + :class:`ReleasePlan`); the accountant turns
 the plan's statistics and sensitivities into mechanisms and a cost; the executor runs the SQL, adds
-the noise and calls :func:`dpsql.rewriter.postprocess.finalize`. Everything here is derived from the
+the noise and calls :func:`dpsql.rewriter.estimates.finalize`. Everything here is derived from the
 query and the policy only, never from data.
 
 Shape of the bounded SQL's result: one row per group, with the key columns (``KeyColumn.column``)
@@ -59,7 +59,7 @@ class AggregateRelease:
 
     kind: AggKind
     label: str  # e.g. "AVG(visits.cost)"
-    stats: tuple[str, ...]  # Statistic.column names, in the order the kind needs (see postprocess)
+    stats: tuple[str, ...]  # Statistic.column names, in the order the kind needs (see rewriter.estimates)
     lower: Fraction | None = None  # clamp range of the aggregated expression (sum/avg/var)
     upper: Fraction | None = None
     center: Fraction = Fraction(0)  # centred sums: value - center was summed

@@ -50,7 +50,7 @@ from dpsql.errors import (
     UnsupportedQuery,
 )
 from dpsql.policy import Policy, load_policy
-from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.post_duckdb import PostProcessor
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Deadline, TimingShield, shape_of
 from dpsql.rewriter import DIALECTS, rewrite

@@ -15,10 +15,10 @@ from typing import Any
 from dpsql.accountant.planner import NoisePlan
 from dpsql.embed.shape import ExactCells
 from dpsql.proxy import release as release_step
-from dpsql.proxy.postsql import PostProcessor
+from dpsql.proxy.post_duckdb import PostProcessor
 from dpsql.proxy.settings import DPSettings
 from dpsql.rewriter.plan import ReleasePlan
-from dpsql.rewriter.post import NOISY_TABLE
+from dpsql.rewriter.post_query import NOISY_TABLE
 
 
 def release_cells(plan: ReleasePlan, noise: NoisePlan, cells: ExactCells, post: PostProcessor,

@@ -57,8 +57,8 @@ from dpsql.proxy.backends.base import (
 from dpsql.proxy.backends.data_version import DataVersion, FileVersions
 from dpsql.proxy.backends.duckdb_setup import LockedDatabase, open_locked
 from dpsql.proxy.backends.duckdb_types import pg_type_name
+from dpsql.proxy.backends.empty_schema import EmptyShadow
 from dpsql.proxy.backends.memory import MemoryGuard, parse_size
-from dpsql.proxy.backends.shadow import EmptyShadow
 from dpsql.proxy.backends.watchdog import Watchdog
 
 _log = logging.getLogger("dpsql.backend")

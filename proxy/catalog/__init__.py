@@ -35,7 +35,7 @@ from dpsql.proxy.catalog.probes import probe as find_probe
 from dpsql.proxy.catalog.render import VERSION, Renderer
 from dpsql.proxy.catalog.rewrite import Template, rewrite
 from dpsql.proxy.catalog.routing import Router
-from dpsql.proxy.catalog.shadow import Shadow
+from dpsql.proxy.catalog.synthetic_catalog import Shadow
 from dpsql.proxy.engine import Result
 from dpsql.proxy.session_info import SessionInfo
 from dpsql.schema import Catalog

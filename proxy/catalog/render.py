@@ -25,7 +25,7 @@ from dpsql.proxy.catalog import session_values as sv
 from dpsql.proxy.catalog.literals import sql_literal
 from dpsql.proxy.catalog.objects import Objects
 from dpsql.proxy.catalog.rewrite import Template, Token, _pg_array_items
-from dpsql.proxy.catalog.shadow import PG_SCHEMA
+from dpsql.proxy.catalog.synthetic_catalog import PG_SCHEMA
 from dpsql.proxy.session_info import SERVER_VERSION, SessionInfo
 
 VERSION = f"PostgreSQL {SERVER_VERSION} (dpsql) on x86_64-pc-linux-gnu, compiled by dpsql, 64-bit"

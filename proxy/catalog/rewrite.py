@@ -48,7 +48,7 @@ from dpsql.proxy.catalog import pg_snapshot as snap
 from dpsql.proxy.catalog.names import pg_column_name
 from dpsql.proxy.catalog.objects import Objects
 from dpsql.proxy.catalog.pgtypes import BY_NAME, canonical_name
-from dpsql.proxy.catalog.shadow import DYNAMIC, IS_SCHEMA, PG_SCHEMA
+from dpsql.proxy.catalog.synthetic_catalog import DYNAMIC, IS_SCHEMA, PG_SCHEMA
 
 PG_RELATIONS = frozenset(q.split(".", 1)[1] for q in snap.RELATION_COLUMNS if q.startswith("pg_catalog."))
 IS_RELATIONS = frozenset(q.split(".", 1)[1] for q in snap.RELATION_COLUMNS if q.startswith("information_schema."))

@@ -23,7 +23,7 @@ B10 = ("B10: ORDER BY an ordinal or an unaliased aggregate is post-processed as 
     "SELECT department, AVG(cost) FROM visits GROUP BY department ORDER BY AVG(cost) DESC LIMIT 2",
 ])
 def test_b10_order_by_unaliased_aggregate(make_harness: Callable[..., Harness], sql: str) -> None:
-    """rewriter/post.py emits e.g. `SELECT __dp_k0 AS "region", __dp_a0 AS "count" FROM __dp_noisy
+    """rewriter/post_query.py emits e.g. `SELECT __dp_k0 AS "region", __dp_a0 AS "count" FROM __dp_noisy
     ORDER BY "_col_1" DESC NULLS FIRST` (the name sqlglot's qualify gave the projection); the
     analyst pays ε and gets "post-processing the noisy result failed (BinderException)"."""
     h = make_harness()

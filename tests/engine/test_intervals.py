@@ -26,7 +26,7 @@ from engine_lib import Harness
 from dpsql.errors import DPSQLError
 from dpsql.proxy import release as release_step
 from dpsql.proxy.intervals import half_width, round_value
-from dpsql.rewriter.postprocess import aggregate_values
+from dpsql.rewriter.estimates import aggregate_values
 
 GROUPS = 10_000
 MARGIN = 0.011

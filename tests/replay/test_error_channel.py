@@ -28,7 +28,7 @@ from hypothesis import strategies as st
 from sqlglot import exp
 
 from dpsql.errors import DPSQLError
-from dpsql.proxy.backends.shadow import EmptyShadow
+from dpsql.proxy.backends.empty_schema import EmptyShadow
 from dpsql.rewriter import rewrite
 from dpsql.rewriter.plan import Rewrite
 

@@ -21,7 +21,7 @@ import replay_lib as R
 from dpsql.errors import DPSQLError
 from dpsql.policy import policy_from_dict
 from dpsql.proxy.backends.duckdb import DuckDBBackend
-from dpsql.proxy.backends.shadow import EmptyShadow
+from dpsql.proxy.backends.empty_schema import EmptyShadow
 from dpsql.proxy.engine import Engine
 
 PAIRS = (("empty", "poison"), ("ordinary", "ordinary+poison"))

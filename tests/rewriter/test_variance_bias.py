@@ -25,7 +25,7 @@ from dpsql.accountant import noise
 from dpsql.accountant.planner import calibrate
 from dpsql.policy import policy_from_dict
 from dpsql.rewriter import rewrite
-from dpsql.rewriter.postprocess import aggregate_values
+from dpsql.rewriter.estimates import aggregate_values
 from dpsql.schema import build_catalog
 
 from .conftest import DESCRIBED, POLICY

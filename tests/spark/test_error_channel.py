@@ -23,7 +23,21 @@ if _REPLAY not in sys.path:
     sys.path.insert(0, _REPLAY)
 
 import replay_lib as R  # noqa: E402
-import test_error_channel as ec  # noqa: E402
+
+
+def _load_replay_grammar() -> Any:
+    """The replay suite's query grammar, loaded by path under its own name (this module shares its file name)."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("replay_test_error_channel", Path(_REPLAY) / "test_error_channel.py")
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    sys.modules[spec.name] = module
+    spec.loader.exec_module(module)
+    return module
+
+
+ec = _load_replay_grammar()
 
 from dpsql.errors import DPSQLError  # noqa: E402
 from dpsql.policy import Policy, policy_from_dict  # noqa: E402
