@@ -32,7 +32,7 @@ from dpsql.accountant.planner import NoisePlan, calibrate
 from dpsql.accountant.replays import ReplaySlotTaken
 from dpsql.accountant.units import from_atto, from_pico
 from dpsql.cache import BoundedCache
-from dpsql.errors import DataException, DPSQLError, InvalidAuthorization, LimitExceeded, QueryCanceled
+from dpsql.errors import DataException, DPSQLError, InvalidAuthorization, LimitExceeded, QueryCanceled, UnsupportedQuery
 from dpsql.policy import Policy
 from dpsql.proxy import release as release_step
 from dpsql.proxy.admission import Admission
@@ -43,8 +43,9 @@ from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
 from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
-from dpsql.rewriter import rewrite
+from dpsql.rewriter import googlesql, rewrite
 from dpsql.rewriter.estimates import aggregate_values, output_rows
+from dpsql.rewriter.googlesql import GoogleDP
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post_query import NOISY_TABLE
 from dpsql.schema import Catalog, build_catalog
@@ -109,6 +110,7 @@ class Engine:
         self._noise: BoundedCache[tuple[str, Fraction, Fraction], NoisePlan] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._validated: BoundedCache[tuple[str, str | None, str | None], bool] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._shapes: BoundedCache[str, str] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._google: BoundedCache[str, GoogleDP | None] = BoundedCache(_REWRITE_CACHE_SIZE)
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str, client: ClientInfo | None = None) -> Session:
@@ -121,7 +123,25 @@ class Engine:
     def rewrite(self, sql: str) -> Rewrite:
         """The (cached) rewrite of ``sql`` for this backend's dialect; pure, so safe to cache by text."""
         dialect = self.backend.dialect
-        return self._rewrites.get_or_compute((sql, dialect), lambda: rewrite(sql, self.catalog, dialect=dialect))
+        return self._rewrites.get_or_compute((sql, dialect), lambda: self._rewrite(sql, dialect))
+
+    def google(self, sql: str) -> GoogleDP | None:
+        """GoogleSQL's DP syntax in ``sql`` read as plain SQL and options (cached), or None."""
+        return self._google.get_or_compute(sql, lambda: googlesql.translate(sql))
+
+    def _rewrite(self, sql: str, dialect: str) -> Rewrite:
+        g = self.google(sql)
+        if g is None:
+            return rewrite(sql, self.catalog, dialect=dialect)
+        rw = rewrite(g.sql, googlesql.tightened(self.catalog, g), dialect=dialect)
+        if rw.plan is not None:
+            googlesql.check(self.catalog, g, rw.plan.tables)
+            if g.public_groups and rw.plan.keys and not rw.plan.keys_public:
+                raise UnsupportedQuery(
+                    "group_selection_strategy = PUBLIC_GROUPS, but a group key has no public value set",
+                    hint="declare the key's values in the policy or join a public table, or leave the option out",
+                )
+        return rw
 
     def calibrate(self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction) -> NoisePlan:
         """The (cached) noise plan of ``sql``'s release plan at (ε, δ); pure, so safe to cache."""
@@ -194,11 +214,7 @@ class Session:
         finally:
             self.engine.trail.record(self, sql, self.trail, sqlstate, time.perf_counter() - started)
 
-    def _execute(self, sql: str, command: Command | None) -> Result:
-        from dpsql.proxy.commands import classify
-
-        if command is None:
-            command = classify(sql)
+    def _execute_classified(self, command: Command) -> Result:
         self.trail.kind = command.kind
         if command.kind == "set":
             self.settings.set(command.name, command.value)
@@ -221,12 +237,29 @@ class Session:
             return self.budget_query(command.query)
         return self.query(command.query)
 
+    def _execute(self, sql: str, command: Command | None) -> Result:
+        from dpsql.proxy.commands import classify
+
+        if command is None:
+            command = classify(sql)
+        g = self.engine.google(command.query) if command.kind in ("query", "explain") and command.query else None
+        if g is None:
+            return self._execute_classified(command)
+        session_settings = self.settings
+        self.settings = session_settings.for_statement(g.epsilon, g.delta, g.confidence)
+        try:
+            return self._execute_classified(command)
+        finally:
+            self.settings = session_settings
+
     def plan(self, sql: str) -> tuple[Rewrite, NoisePlan | None]:
         """Rewrite and calibrate ``sql`` at the session's (ε, δ); reads no data, spends nothing."""
         rw = self.engine.rewrite(sql)
         if rw.plan is None:
             return rw, None
-        return rw, self.engine.calibrate(sql, rw.plan, self.settings.epsilon, self.settings.delta)
+        g = self.engine.google(sql)
+        settings = self.settings.for_statement(g.epsilon, g.delta, g.confidence) if g is not None else self.settings
+        return rw, self.engine.calibrate(sql, rw.plan, settings.epsilon, settings.delta)
 
     def limits(self) -> ScopeLimits:
         """The session, user and global filters that apply to this session's queries."""

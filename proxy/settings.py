@@ -13,6 +13,7 @@ their noise supports. Both shape post-processing only and cost nothing. ``dp.bia
 
 from __future__ import annotations
 
+import copy
 from fractions import Fraction
 from typing import TYPE_CHECKING
 
@@ -64,6 +65,20 @@ class DPSettings:
         from dpsql.proxy.release import ReleaseOptions
 
         return ReleaseOptions(confidence=float(self.confidence), rounding=self.rounding)
+
+    def for_statement(self, epsilon: Fraction | None, delta: Fraction | None, confidence: Fraction | None) -> DPSettings:
+        """A copy carrying one statement's own ε, δ and confidence (GoogleSQL's ``OPTIONS``), each
+        checked exactly as ``SET`` checks it (22023, the message naming the option); ``self`` is unchanged."""
+        out = copy.copy(self)
+        for option, name, value in (("epsilon", "dp.epsilon", epsilon), ("delta", "dp.delta", delta),
+                                    ("confidence", "dp.confidence", confidence)):
+            if value is None:
+                continue
+            try:
+                out.set(name, str(value))
+            except InvalidParameterValue as e:
+                raise InvalidParameterValue(f"OPTIONS {option}: {e.message}", hint=e.hint) from None
+        return out
 
     def set(self, name: str, text: str) -> None:
         """Apply ``SET name = text``; raises 22023 for a bad value, 42704 for an unknown dp.* name."""

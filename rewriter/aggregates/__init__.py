@@ -113,6 +113,13 @@ def normalize_aliases(tree: exp.Expression) -> list[str]:
     'SELECT VAR_SAMP(x), STDDEV_POP(y), STDDEV(z) FROM t'
     """
     notes: list[str] = []
+    for node in list(tree.find_all(exp.ApproxQuantiles)):
+        new_node = quantile.approx_quantiles_offset(node)
+        target = node.parent if isinstance(node.parent, exp.Bracket) else node
+        target.replace(new_node)
+        note = "APPROX_QUANTILES(x, n)[OFFSET(k)] is read as PERCENTILE_DISC(k/n) (GoogleSQL)"
+        if note not in notes:
+            notes.append(note)
     hooks = [m.normalize for m in MODULES if hasattr(m, "normalize")]
     for node in list(tree.find_all(exp.Anonymous)):
         new = next((n for n in (h(node) for h in hooks) if n is not None), None)

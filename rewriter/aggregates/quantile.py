@@ -58,6 +58,30 @@ def normalize(node: exp.Anonymous) -> exp.Expression | None:
     return cls(this=node.expressions[0].copy(), expression=node.expressions[1].copy())
 
 
+def approx_quantiles_offset(node: exp.ApproxQuantiles) -> exp.Expression:
+    """GoogleSQL's ``APPROX_QUANTILES(x, n)[OFFSET(k)]`` (also ``SAFE_OFFSET(k)``, and ``ORDINAL(k)``,
+    ``SAFE_ORDINAL(k)`` counting from 1) as ``PERCENTILE_DISC(k/n)`` of ``x``: the k-th of the n+1
+    quantile boundaries (0 the minimum, n the maximum). Anything else is refused (0A000): the bare
+    call returns an array of quantiles, which dpsql releases one element at a time."""
+    hint = "index it with a literal: APPROX_QUANTILES(x, 4)[OFFSET(2)] is the median"
+    n_node = node.args.get("expression")
+    bracket = node.parent if isinstance(node.parent, exp.Bracket) and node.parent.this is node else None
+    if not isinstance(n_node, exp.Literal) or n_node.is_string or not n_node.name.isdigit() or int(n_node.name) < 1:
+        raise UnsupportedQuery("APPROX_QUANTILES needs a positive integer literal number of quantiles", hint=hint)
+    if bracket is None or len(bracket.expressions) != 1:
+        raise UnsupportedQuery("APPROX_QUANTILES(…) returns an array, which dpsql does not release whole", hint=hint)
+    index = bracket.expressions[0]
+    how = str(index.name).upper() if isinstance(index, exp.Anonymous) else ""
+    arg = index.expressions[0] if isinstance(index, exp.Anonymous) and len(index.expressions) == 1 else None
+    if how not in ("OFFSET", "SAFE_OFFSET", "ORDINAL", "SAFE_ORDINAL") or not isinstance(arg, exp.Literal) or not arg.name.isdigit():
+        raise UnsupportedQuery("APPROX_QUANTILES(…)[…] needs OFFSET(k) or ORDINAL(k) with a literal k", hint=hint)
+    n, k = int(n_node.name), int(arg.name) - (1 if how.endswith("ORDINAL") else 0)
+    if not 0 <= k <= n:
+        raise UnsupportedQuery(f"APPROX_QUANTILES(x, {n}) has boundaries 0 … {n}; {how}({arg.name}) is outside them", hint=hint)
+    level = exp.Literal.number(f"{k / n:.17g}")
+    return exp.PercentileDisc(this=node.this.copy(), expression=level)
+
+
 def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None:
     """The quantile or MIN/MAX call, its level in ``params``; refuses DISTINCT, nested aggregates and
     the privacy unit (42501)."""
