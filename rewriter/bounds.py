@@ -78,6 +78,8 @@ def _iv(node: exp.Expression, b: Bounds) -> Interval | None:
     if isinstance(node, exp.Literal):
         v = literal_fraction(node)
         return Interval(v, v) if v is not None else UNBOUNDED
+    if isinstance(node, exp.Pi):  # an enclosure of the engines' double π (3.141592653589793)
+        return Interval(Fraction(314159265358979, 10**14), Fraction(314159265358980, 10**14))
     if isinstance(node, exp.Boolean):
         v = Fraction(1 if node.this else 0)
         return Interval(v, v)

@@ -79,7 +79,7 @@ def type_family(node: exp.Expression, columns: Families) -> str:
         return "timestamp"
     if isinstance(node, exp.Round | exp.Floor | exp.Ceil | exp.Trunc | exp.Abs):
         return type_family(node.this, columns)
-    if isinstance(node, exp.Sqrt | exp.Ln | exp.Log | exp.Exp | exp.Pow):
+    if isinstance(node, exp.Sqrt | exp.Ln | exp.Log | exp.Exp | exp.Pow | exp.Pi):
         return "float"
     if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least):
         fams = {type_family(a, columns) for a in [node.this, *node.expressions]} - {"unknown", "literal"}

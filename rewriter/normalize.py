@@ -74,7 +74,9 @@ def display_name(node: exp.Expression) -> str:
     if isinstance(node, exp.Anonymous):
         return str(node.name).lower()
     if isinstance(node, exp.Func):
-        return node.sql_name().lower()
+        # sqlglot derives default names from class names, splitting acronyms letter by letter
+        # (JSONObject → J_S_O_N_OBJECT): join such runs back into the word the user wrote.
+        return re.sub(r"(?<![A-Za-z0-9])(?:[A-Z]_)+[A-Z](?![A-Za-z0-9])", lambda m: m.group(0).replace("_", ""), node.sql_name()).lower()
     return type(node).__name__
 
 

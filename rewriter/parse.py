@@ -11,6 +11,7 @@ dpsql.errors.UnsupportedQuery: send one statement at a time (got 2) (hint: split
 from __future__ import annotations
 
 import logging
+import re
 
 import sqlglot
 from sqlglot import exp
@@ -48,6 +49,9 @@ _WRITE_STATEMENTS: tuple[type[exp.Expression], ...] = (
 )
 
 
+_TSQL_TOP = re.compile(r"\s*SELECT\s+(?:DISTINCT\s+)?TOP\s*\(?\s*(\d+)", re.IGNORECASE)
+
+
 def parse_statement(sql: str, *, max_bytes: int = 64 * 1024, max_nodes: int = 2000) -> exp.Expression:
     """Parse ``sql`` into one query expression, or raise the right SQLSTATE error.
 
@@ -61,6 +65,12 @@ def parse_statement(sql: str, *, max_bytes: int = 64 * 1024, max_nodes: int = 20
     try:
         statements = [s for s in sqlglot.parse(sql, read=READ_DIALECT) if s is not None]
     except (ParseError, TokenError) as e:
+        top = _TSQL_TOP.match(sql)
+        if top is not None:
+            raise QuerySyntaxError(
+                "syntax error: SELECT TOP n is SQL Server syntax; dpsql speaks PostgreSQL",
+                hint=f"write LIMIT {top.group(1)} at the end of the query instead",
+            ) from None
         raise QuerySyntaxError(f"syntax error: {_first_line(str(e))}", hint="check the SQL near the position shown") from None
     except RecursionError:
         raise LimitExceeded("the statement is nested too deeply") from None

@@ -40,7 +40,7 @@ _CAST_TARGET = {
 }
 # The type a string literal takes next to an operand of each family in arithmetic (PostgreSQL's choice).
 _ARITH_LITERAL_TYPE = {"date": "int", "timestamp": "interval"}
-_NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Trunc, exp.Sign, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow)
+_NUMERIC_FUNCTIONS = (exp.Abs, exp.Round, exp.Floor, exp.Ceil, exp.Trunc, exp.Sign, exp.Sqrt, exp.Ln, exp.Log, exp.Exp, exp.Pow, exp.Pi)
 _TEXT_FUNCTIONS = (
     exp.Lower,
     exp.Upper,
