@@ -197,7 +197,7 @@ def _contribution(st: RewriteState) -> None:
             if not t.policy.public and cp is not None and cp.values is not None:
                 src = KeySource(values=cp.values)
             elif t.policy.public:
-                src = KeySource(table=t, column=key.name)
+                src = KeySource(table=t, column=key.name, alias=key.table)
         key_sources.append(src)
     st.ctx = BoundingContext(
         dialect=st.dialect,

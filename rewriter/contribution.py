@@ -70,6 +70,7 @@ class KeySource:
     values: tuple[object, ...] | None = None  # declared in the policy (`values = [...]`)
     table: TableInfo | None = None  # a public table's column
     column: str | None = None
+    alias: str | None = None  # the public table's alias in the query: keys of one alias come from one row
 
 
 @dataclass
@@ -406,8 +407,13 @@ def _value_literal(v: object, key: exp.Expression, ctx: BoundingContext) -> exp.
 
 
 def _public_keys_query(shape: QueryShape, ctx: BoundingContext, keys: list[KeyColumn]) -> exp.Expression:
+    """SQL over public data listing every key tuple to release: declared value lists, and per public
+    table (alias) the DISTINCT tuples of its key columns — columns of one table come from one row, so
+    their tuples are the table's own, never the cross product of each column's values (which made
+    ``GROUP BY s_suppkey, s_name, s_address`` of n suppliers n³ groups); sources cross-joined."""
     parts: list[exp.Expression] = []
     total_static = 1
+    by_alias: dict[str, tuple[KeySource, list[tuple[str, str]]]] = {}
     for i, (key, src) in enumerate(zip(shape.keys, ctx.key_sources, strict=True)):
         assert src is not None
         name = f"__dp_k{i}"
@@ -420,15 +426,19 @@ def _public_keys_query(shape: QueryShape, ctx: BoundingContext, keys: list[KeyCo
             parts.append(values)
         else:
             assert src.table is not None and src.column is not None
-            tp = src.table.policy
-            table = exp.Table(this=exp.to_identifier(tp.table, quoted=True), db=exp.to_identifier(tp.schema, quoted=True))
-            sub = (
-                exp.select(exp.alias_(exp.column(src.column, quoted=True), name))
-                .distinct(copy=False)
-                .from_(table, copy=False)
-                .subquery(f"__dp_kv{i}", copy=False)
-            )
-            parts.append(sub)
+            group = src.alias if src.alias is not None else f"#{i}"
+            by_alias.setdefault(group, (src, []))[1].append((src.column, name))
+    for j, (src, columns) in enumerate(by_alias.values()):
+        assert src.table is not None
+        tp = src.table.policy
+        table = exp.Table(this=exp.to_identifier(tp.table, quoted=True), db=exp.to_identifier(tp.schema, quoted=True))
+        sub = (
+            exp.select(*[exp.alias_(exp.column(column, quoted=True), name) for column, name in columns])
+            .distinct(copy=False)
+            .from_(table, copy=False)
+            .subquery(f"__dp_kt{j}", copy=False)
+        )
+        parts.append(sub)
     if total_static > ctx.max_released_groups:
         raise LimitExceeded(
             f"the query would release {total_static} groups, more than the limit of {ctx.max_released_groups}",
