@@ -146,9 +146,10 @@ def cmd_explain(args: argparse.Namespace) -> int:
 
             rw = rewrite(args.sql, engine.catalog, dialect=args.dialect)
             noise = calibrate(rw.plan, session.settings.epsilon, session.settings.delta, policy.privacy.accounting) if rw.plan else None
+            lines = explain_rows(rw, noise, policy)
         else:
-            rw, noise = session.plan(args.sql)
-        for line in explain_rows(rw, noise, policy):
+            lines = session.explain(args.sql)
+        for line in lines:
             print(line)
     finally:
         engine.close()

@@ -43,11 +43,13 @@ from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
 from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
-from dpsql.rewriter import googlesql, rewrite
+from dpsql.rewriter import googlesql, rewrite, unions
 from dpsql.rewriter.estimates import aggregate_values, output_rows
 from dpsql.rewriter.googlesql import GoogleDP
+from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post_query import NOISY_TABLE
+from dpsql.rewriter.unions import UnionQuery
 from dpsql.schema import Catalog, build_catalog
 
 if TYPE_CHECKING:
@@ -111,6 +113,7 @@ class Engine:
         self._validated: BoundedCache[tuple[str, str | None, str | None], bool] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._shapes: BoundedCache[str, str] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._google: BoundedCache[str, GoogleDP | None] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._unions: BoundedCache[str, UnionQuery | None] = BoundedCache(_REWRITE_CACHE_SIZE)
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str, client: ClientInfo | None = None) -> Session:
@@ -124,6 +127,20 @@ class Engine:
         """The (cached) rewrite of ``sql`` for this backend's dialect; pure, so safe to cache by text."""
         dialect = self.backend.dialect
         return self._rewrites.get_or_compute((sql, dialect), lambda: self._rewrite(sql, dialect))
+
+    def union(self, sql: str) -> UnionQuery | None:
+        """``sql`` split into the branches of its top-level UNION/INTERSECT/EXCEPT (cached), or None."""
+        def split() -> UnionQuery | None:
+            if self.google(sql) is not None:
+                return None  # GoogleSQL options apply to one query: the rewrite refuses the set operation
+            limits = self.policy.limits
+            try:
+                tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
+            except DPSQLError:
+                return None  # the rewrite reports it
+            return unions.split(tree)
+
+        return self._unions.get_or_compute(sql, split)
 
     def google(self, sql: str) -> GoogleDP | None:
         """GoogleSQL's DP syntax in ``sql`` read as plain SQL and options (cached), or None."""
@@ -228,10 +245,8 @@ class Session:
         if command.kind == "explain" and command.bias:
             return self.explain_bias(command.query)
         if command.kind == "explain":
-            from dpsql.proxy.explain import explain_rows
 
-            rw, noise = self.plan(command.query)
-            lines = explain_rows(rw, noise, self.engine.policy)
+            lines = self.explain(command.query)
             return Result(("QUERY PLAN",), ("text",), [(line,) for line in lines], command="EXPLAIN")
         if command.kind == "budget":
             return self.budget_query(command.query)
@@ -299,6 +314,9 @@ class Session:
         """Run a SELECT: over public tables as is, over private tables with DP. A private query,
         once charged, is answered (result or error) at its timing shield's deadline, measured
         from the charge (:mod:`dpsql.proxy.timing`)."""
+        u = self.engine.union(sql)
+        if u is not None:
+            return self._union(u)
         rw, noise = self.plan(sql)
         if rw.plan is None:
             self.trail.kind = "public"
@@ -376,27 +394,20 @@ class Session:
 
     def _charge(self, noise: NoisePlan, query_hash: str) -> Receipt:
         """Charge ``noise.cost`` (reserving the replay slot of the running statement, if any)."""
+        return self._charge_cost(noise.cost, QueryGuarantee(noise.epsilon, noise.delta, noise.conversion_delta), query_hash)
+
+    def _charge_cost(self, cost: Cost, guarantee: QueryGuarantee, query_hash: str) -> Receipt:
+        """Charge ``cost`` atomically to every filter of this session (reserving the replay slot of
+        the running statement, if any); BudgetExhausted (53400) when any filter would overspend."""
         ticket = self._ticket
         now = time.time()
-        guarantee = QueryGuarantee(noise.epsilon, noise.delta, noise.conversion_delta)
-        receipt = self.engine.ledger.charge(self.user, self.id, noise.cost, self.limits(), now, query_hash, guarantee=guarantee,
+        receipt = self.engine.ledger.charge(self.user, self.id, cost, self.limits(), now, query_hash, guarantee=guarantee,
                                             replay=ticket.reservation(now) if ticket is not None else None)
         self.trail.receipt = receipt
         return receipt
 
     def _private(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
-        limits = self.engine.policy.limits
-        public_keys: list[tuple[Any, ...]] | None = None
-        if plan.keys_public and plan.public_keys_sql is not None:
-            # Public data only: read before the charge, and refuse oversized key sets for free.
-            keys_rs = self.backend.execute(plan.public_keys_sql, timeout=limits.statement_timeout)
-            public_keys = list(dict.fromkeys(tuple(r) for r in keys_rs.rows))
-            if len(public_keys) > plan.max_released_groups:
-                raise LimitExceeded(
-                    f"the query would release {len(public_keys)} groups, more than the limit of {plan.max_released_groups}",
-                    hint="group by fewer columns or filter the groups",
-                )
-
+        public_keys = self._public_keys(plan)
         self._validate(rw, plan)
         query_hash = hashlib.sha256(_timing_text(rw).encode()).hexdigest()[:32]
         self._charge(noise, query_hash)
@@ -404,6 +415,108 @@ class Session:
         # leaves at the deadline the timing shield fixes now, before any private row is read.
         # Everything before this point depends on the query text, the policy and the ledger only.
         return self._shielded(self.engine.shape(rw), lambda: self._charged(rw, plan, noise, public_keys))
+
+    def _public_keys(self, plan: ReleasePlan) -> list[tuple[Any, ...]] | None:
+        """The public key tuples ``plan`` releases (public data only: read before the charge, and an
+        oversized key set refused for free), or None when its keys go through partition selection."""
+        if not (plan.keys_public and plan.public_keys_sql is not None):
+            return None
+        keys_rs = self.backend.execute(plan.public_keys_sql, timeout=self.engine.policy.limits.statement_timeout)
+        public_keys = list(dict.fromkeys(tuple(r) for r in keys_rs.rows))
+        if len(public_keys) > plan.max_released_groups:
+            raise LimitExceeded(
+                f"the query would release {len(public_keys)} groups, more than the limit of {plan.max_released_groups}",
+                hint="group by fewer columns or filter the groups",
+            )
+        return public_keys
+
+    def _union_plans(self, u: UnionQuery) -> tuple[list[Rewrite], dict[int, NoisePlan], Fraction, Fraction]:
+        """Each branch's rewrite, and the noise plan of each charged branch at an equal share of the
+        statement's (ε, δ); reads no data."""
+        rws = [self.engine.rewrite(b) for b in u.branches]
+        charged = [i for i, rw in enumerate(rws) if rw.plan is not None and (rw.plan.stats or rw.plan.quantiles
+                                                                              or not rw.plan.keys_public)]
+        k = max(1, len(charged))
+        eps, delta = self.settings.epsilon / k, self.settings.delta / k
+        noises = {i: self.engine.calibrate(u.branches[i], rws[i].plan, eps, delta) for i in charged}  # type: ignore[arg-type]
+        return rws, noises, eps, delta
+
+    def explain(self, sql: str) -> list[str]:
+        """EXPLAIN's lines for ``sql`` at the session's settings: plan, cost, noise; reads no private row."""
+        from dpsql.proxy.explain import explain_rows
+
+        u = self.engine.union(sql)
+        if u is not None:
+            return self._explain_union(u)
+        rw, noise = self.plan(sql)
+        return explain_rows(rw, noise, self.engine.policy)
+
+    def _explain_union(self, u: UnionQuery) -> list[str]:
+        from dpsql.proxy.explain import explain_rows
+
+        rws, noises, eps, delta = self._union_plans(u)
+        lines = [f"dpsql set operation of {len(rws)} queries: {len(noises)} DP release(s), each at ε = {float(eps):g}, "
+                 f"δ = {float(delta):.3g} (the statement's ε and δ split equally); the set operation runs over the "
+                 "released rows (post-processing, free)"]
+        for i, rw in enumerate(rws):
+            lines.append(f"branch {i + 1}: {u.branches[i]}")
+            lines += ["  " + line for line in explain_rows(rw, noises.get(i), self.engine.policy)]
+        return lines
+
+    def _union(self, u: UnionQuery) -> Result:
+        """A set operation of queries: every private branch released as if sent alone at ε/k, δ/k,
+        all charged at once (one ledger transaction) before any private row is read, and the set
+        operation run over the released rows by the data-free post-processor. Not replayed."""
+        from dpsql.proxy.union_release import combine, validate
+
+        rws, noises, eps, delta = self._union_plans(u)
+        limits = self.engine.policy.limits
+        answered: dict[int, Result] = {}  # public and free branches: their answers need no private row
+        public_keys: dict[int, list[tuple[Any, ...]] | None] = {}
+        for i, rw in enumerate(rws):
+            if rw.plan is None:
+                rs = self.backend.execute(rw.sql, timeout=limits.statement_timeout)
+                answered[i] = Result(rs.columns, rs.types, rs.rows)
+            elif i not in noises:
+                answered[i] = self._free(rw, rw.plan)
+            else:
+                public_keys[i] = self._public_keys(rw.plan)
+                self._validate(rw, rw.plan)
+        types = unions.output_type([tuple(o.pg_type for o in rw.plan.outputs) if rw.plan is not None else answered[i].types
+                                    for i, rw in enumerate(rws)])
+        first = rws[0]
+        names = [o.name for o in first.plan.outputs] if first.plan is not None else list(answered[0].columns)
+        post_sql = unions.combine_sql(u, names)
+        validate(self.engine.post, post_sql, types)
+        if not noises:
+            self.trail.kind = "public"
+            return combine(self.engine.post, post_sql, names, types, [answered[i] for i in range(len(rws))], notices=[])
+        accounting = self.engine.policy.privacy.accounting
+        cost = Cost(accounting, sum((n.cost.amount for n in noises.values()), Fraction(0)),
+                    sum((n.cost.delta for n in noises.values()), Fraction(0)))
+        conversion = [n.conversion_delta for n in noises.values() if n.conversion_delta is not None]
+        guarantee = QueryGuarantee(eps * len(noises), delta * len(noises), sum(conversion, Fraction(0)) if conversion else None)
+        timing = "\n".join(_timing_text(rws[i]) for i in sorted(noises))
+        query_hash = hashlib.sha256(timing.encode()).hexdigest()[:32]
+        self.trail.kind, self.trail.noise, self.trail.query_hash = "private", next(iter(noises.values())), query_hash
+        with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
+            self._charge_cost(cost, guarantee, query_hash)
+            spent = (f"dpsql: this query spent ε={float(guarantee.epsilon):g}, δ={float(guarantee.delta):.3g} in "
+                     f"{len(noises)} releases (ε={float(eps):g} each)" + self._recorded_text())
+
+            def work() -> Result:
+                results = []
+                for i, rw in enumerate(rws):
+                    if i in answered:
+                        results.append(answered[i])
+                    else:
+                        assert rw.plan is not None
+                        results.append(self._charged(rw, rw.plan, noises[i], public_keys[i]))
+                extra = [n for r in results for n in r.notices if not n.startswith("dpsql: this query spent")]
+                return combine(self.engine.post, post_sql, names, types, results,
+                               notices=[spent + self._remaining_text(), *extra], cost=cost)
+
+            return self._shielded(shape_of(timing), work)
 
     def _shielded(self, shape: str, work: Callable[[], Result]) -> Result:
         """Run ``work`` (the part after a charge) and answer — result or error — at the deadline
