@@ -43,12 +43,13 @@ from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
 from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
-from dpsql.rewriter import googlesql, rewrite, unions
+from dpsql.rewriter import googlesql, rewrite, stages, unions
 from dpsql.rewriter.estimates import aggregate_values, output_rows
 from dpsql.rewriter.googlesql import GoogleDP
 from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post_query import NOISY_TABLE
+from dpsql.rewriter.stages import Staged
 from dpsql.rewriter.unions import UnionQuery
 from dpsql.schema import Catalog, build_catalog
 
@@ -78,6 +79,16 @@ class Result:
 def _validation_key(rw: Rewrite) -> tuple[str, str | None, str | None, tuple[str, ...]]:
     assert rw.plan is not None
     return (rw.sql, rw.plan.constants_sql, rw.plan.post_sql, tuple(h.sql for h in rw.plan.histograms))
+
+
+def _stand_in(pg_type: str, i: int) -> object:
+    """The i-th stand-in key of ``pg_type`` for costing stage 2 of a staged release before stage 1 runs."""
+    if pg_type in ("int2", "int4", "int8"):
+        return i
+    if pg_type in ("text", "varchar", "bpchar"):
+        return f"__dp_stand_in_{i}"
+    raise UnsupportedQuery(f"a staged release on keys of type {pg_type} is not supported",
+                           hint="stage keys must be text or integer columns")
 
 
 def _timing_text(rw: Rewrite) -> str:
@@ -114,6 +125,7 @@ class Engine:
         self._shapes: BoundedCache[str, str] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._google: BoundedCache[str, GoogleDP | None] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._unions: BoundedCache[str, UnionQuery | None] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._staged: BoundedCache[str, Staged | None] = BoundedCache(_REWRITE_CACHE_SIZE)
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str, client: ClientInfo | None = None) -> Session:
@@ -141,6 +153,20 @@ class Engine:
             return unions.split(tree)
 
         return self._unions.get_or_compute(sql, split)
+
+    def staged(self, sql: str) -> Staged | None:
+        """``sql`` split into a staged release (a DP subquery choosing the keys of an outer DP query), cached."""
+        def split() -> Staged | None:
+            if self.google(sql) is not None:
+                return None
+            limits = self.policy.limits
+            try:
+                tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
+            except DPSQLError:
+                return None  # the rewrite reports it
+            return stages.split(tree, lambda name: (t := self.catalog.table(name)) is not None and not t.policy.public)
+
+        return self._staged.get_or_compute(sql, split)
 
     def google(self, sql: str) -> GoogleDP | None:
         """GoogleSQL's DP syntax in ``sql`` read as plain SQL and options (cached), or None."""
@@ -317,6 +343,9 @@ class Session:
         u = self.engine.union(sql)
         if u is not None:
             return self._union(u)
+        staged = self.engine.staged(sql)
+        if staged is not None:
+            return self._staged(staged)
         rw, noise = self.plan(sql)
         if rw.plan is None:
             self.trail.kind = "public"
@@ -448,8 +477,89 @@ class Session:
         u = self.engine.union(sql)
         if u is not None:
             return self._explain_union(u)
+        staged = self.engine.staged(sql)
+        if staged is not None:
+            return self._explain_staged(staged)
         rw, noise = self.plan(sql)
         return explain_rows(rw, noise, self.engine.policy)
+
+    def _staged_plans(self, st: Staged) -> tuple[Rewrite, NoisePlan, Rewrite, NoisePlan, list[int], Fraction, Fraction]:
+        """Stage 1's rewrite and noise, stage 2's on a stand-in key set of the largest size stage 1
+        can release (its cost bounds the real one's), the key columns' positions in stage 1's
+        output, and each stage's (ε, δ): half the statement's. Reads no data."""
+        rw1 = self.engine.rewrite(st.stage1)
+        if rw1.plan is None:  # pragma: no cover - split picks subqueries over a private table
+            raise UnsupportedQuery("the staged subquery reads no private table")
+        names = [o.name.lower() for o in rw1.plan.outputs]
+        positions = []
+        for key in st.key_names:
+            if key not in names:
+                raise UnsupportedQuery(f'the subquery has no output column "{key}"', hint="its columns are " + ", ".join(names))
+            positions.append(names.index(key))
+        eps, delta = self.settings.epsilon / 2, self.settings.delta / 2
+        noise1 = self.engine.calibrate(st.stage1, rw1.plan, eps, delta)
+        size = min(st.limit if st.limit is not None else rw1.plan.max_released_groups, rw1.plan.max_released_groups)
+        stand_in = [tuple(_stand_in(rw1.plan.outputs[p].pg_type, i) for p in positions) for i in range(max(1, size))]
+        sql2 = stages.stage2_sql(st, stand_in)
+        rw2 = rewrite(sql2, stages.declared(self.engine.catalog, st, stand_in), dialect=self.engine.backend.dialect)
+        if rw2.plan is None:
+            raise UnsupportedQuery("the outer query of a staged release reads no private table")
+        noise2 = calibrate(rw2.plan, eps, delta, self.engine.policy.privacy.accounting)
+        return rw1, noise1, rw2, noise2, positions, eps, delta
+
+    def _explain_staged(self, st: Staged) -> list[str]:
+        from dpsql.proxy.explain import explain_rows
+
+        rw1, noise1, rw2, noise2, _, eps, delta = self._staged_plans(st)
+        lines = [f"dpsql staged release: 2 DP releases, each at ε = {float(eps):g}, δ = {float(delta):.3g} (the statement's "
+                 "ε and δ split equally), both charged before any row is read; stage 2 keeps the keys stage 1 releases"]
+        lines.append(f"stage 1 (chooses the keys): {st.stage1}")
+        lines += ["  " + line for line in explain_rows(rw1, noise1, self.engine.policy)]
+        lines.append(f"stage 2 (over stage 1's keys, at most {st.limit or rw1.plan.max_released_groups}; shown with stand-ins):")  # type: ignore[union-attr]
+        lines += ["  " + line for line in explain_rows(rw2, noise2, self.engine.policy)]
+        return lines
+
+    def _staged(self, st: Staged) -> Result:
+        """A staged release: stage 1 released as if sent alone, its keys restricting stage 2 (declared
+        as the key column's public values for it); both charged at once, before any row is read,
+        each at half the statement's (ε, δ). Not replayed."""
+        rw1, noise1, rw2p, noise2p, positions, eps, delta = self._staged_plans(st)
+        assert rw1.plan is not None and rw2p.plan is not None
+        public_keys1 = self._public_keys(rw1.plan)
+        self._validate(rw1, rw1.plan)
+        self._validate(rw2p, rw2p.plan)
+        accounting = self.engine.policy.privacy.accounting
+        cost = Cost(accounting, noise1.cost.amount + noise2p.cost.amount, noise1.cost.delta + noise2p.cost.delta)
+        conversion = [n.conversion_delta for n in (noise1, noise2p) if n.conversion_delta is not None]
+        guarantee = QueryGuarantee(eps * 2, delta * 2, sum(conversion, Fraction(0)) if conversion else None)
+        timing = _timing_text(rw1) + "\n" + _timing_text(rw2p)
+        query_hash = hashlib.sha256(timing.encode()).hexdigest()[:32]
+        self.trail.kind, self.trail.noise, self.trail.query_hash = "private", noise1, query_hash
+        outputs = rw2p.plan.outputs
+        with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
+            self._charge_cost(cost, guarantee, query_hash)
+            spent = (f"dpsql: this query spent ε={float(guarantee.epsilon):g}, δ={float(guarantee.delta):.3g} in a staged release "
+                     f"(2 releases, ε={float(eps):g} each)" + self._recorded_text())
+
+            def work() -> Result:
+                first = self._charged(rw1, rw1.plan, noise1, public_keys1)  # type: ignore[arg-type]
+                keys = list(dict.fromkeys(tuple(row[p] for p in positions) for row in first.rows))
+                keys = [k for k in keys if all(v is not None for v in k)]
+                names, types = tuple(o.name for o in outputs), tuple(o.pg_type for o in outputs)
+                if not keys:  # stage 1 released no key: the inner join keeps no group
+                    return Result(names, types, [], notices=[spent + self._remaining_text()], cost=cost)
+                sql2 = stages.stage2_sql(st, keys)
+                rw2 = rewrite(sql2, stages.declared(self.engine.catalog, st, keys), dialect=self.engine.backend.dialect)
+                assert rw2.plan is not None
+                noise2 = calibrate(rw2.plan, eps, delta, accounting)
+                if noise2.cost.amount > noise2p.cost.amount or noise2.cost.delta > noise2p.cost.delta:
+                    raise AssertionError("stage 2 would cost more than it was charged")  # cannot happen: fewer keys, same ε
+                second = self._charged(rw2, rw2.plan, noise2, self._public_keys(rw2.plan))
+                extra = [n for r in (first, second) for n in r.notices if not n.startswith("dpsql: this query spent")]
+                return Result(second.columns, second.types, second.rows, notices=[spent + self._remaining_text(), *extra],
+                              cost=cost)
+
+            return self._shielded(shape_of(timing), work)
 
     def _explain_union(self, u: UnionQuery) -> list[str]:
         from dpsql.proxy.explain import explain_rows

@@ -203,10 +203,10 @@ REFUSED = [
     ("SELECT width_bucket(age, 0, 0, 10) AS b, COUNT(*) FROM visits GROUP BY 1", "2201G", "lower bound cannot equal upper bound"),
     ("SELECT width_bucket(age, 0, length_of_stay, 10) AS b, COUNT(*) FROM visits GROUP BY 1", "0A000", "width_bucket()"),
     ("SELECT COUNT(*) FROM visits WHERE to_number(diagnosis, '999') > 1", "42883", "to_number()"),
-    # Superset's series limit (a staged release): not yet
-    ("SELECT diagnosis AS diagnosis, COUNT(*) AS count FROM public.visits JOIN (SELECT diagnosis AS diagnosis__, COUNT(*) "
+    # a staged release whose outer query reads the subquery's values
+    ("SELECT diagnosis, MAX(mme_inner__) FROM public.visits JOIN (SELECT diagnosis AS diagnosis__, COUNT(*) "
      "AS mme_inner__ FROM public.visits GROUP BY diagnosis ORDER BY COUNT(*) DESC LIMIT 5) AS series_limit ON diagnosis = "
-     "diagnosis__ GROUP BY diagnosis", "0A000", "staged release"),
+     "diagnosis__ GROUP BY diagnosis", "0A000", "mme_inner__"),
     ("SELECT COUNT(*) FROM (SELECT COUNT(*) AS n FROM visits) x WHERE n IN (SELECT department_id FROM departments)",
      "0A000", 'not "departments"'),
 ]
@@ -318,3 +318,35 @@ def test_outer_queries_over_dp_results(client: Client, sql: str) -> None:
 def test_outer_query_unknown_column(client: Client) -> None:
     diag = client.error("SELECT nope FROM (SELECT COUNT(*) AS n FROM visits) x")
     assert diag.sqlstate == "42703" and '"nope"' in diag.message_primary
+
+
+SERIES_LIMIT = (
+    "SELECT diagnosis AS diagnosis, COUNT(*) AS count FROM public.visits JOIN (SELECT diagnosis AS diagnosis__, COUNT(*) "
+    "AS mme_inner__ FROM public.visits GROUP BY diagnosis ORDER BY COUNT(*) DESC LIMIT 5) AS series_limit ON diagnosis = "
+    "diagnosis__ GROUP BY diagnosis"
+)
+
+
+def test_superset_series_limit_is_a_staged_release(client: Client, compat_server: Running) -> None:
+    """Superset's series limit, verbatim: stage 1 picks ≤ 5 diagnoses, stage 2 counts them; charged
+    as the two stages run by hand at ε/2 each."""
+    rows = client.run(SERIES_LIMIT)
+    assert 1 <= len(rows) <= 5 and all(isinstance(r[1], int) for r in rows)
+    assert "in a staged release (2 releases, ε=0.5 each)" in client.notices[0]
+    stage1 = SERIES_LIMIT[SERIES_LIMIT.index("(SELECT") + 1:SERIES_LIMIT.index(") AS series_limit")]
+    import psycopg
+
+    with psycopg.connect(dsn(compat_server.host, compat_server.port, user="bob"), autocommit=True) as conn:
+        conn.execute("SET dp.epsilon = 0.5")
+        conn.execute("SET dp.delta = 5e-8")
+        by_hand = Client(conn)
+        by_hand.run(stage1)
+        rho_stage1 = by_hand.budget("session")[0]
+    assert rho_stage1 < client.budget("session")[0] <= 3 * rho_stage1  # stage 1 plus a stage 2 at the same ε
+
+
+def test_union_of_aggregates(client: Client) -> None:
+    rows = client.run("SELECT 'all' AS department, COUNT(*) AS n FROM visits UNION ALL "
+                      "SELECT department, COUNT(*) FROM visits GROUP BY department ORDER BY n DESC")
+    assert len(rows) == 9 and rows[0][0] == "all"
+    assert "in 2 releases (ε=0.5 each)" in client.notices[0]
