@@ -392,17 +392,22 @@ class Session:
     def _replayable(self, sql: str, rw: Rewrite, plan: ReleasePlan, noise: NoisePlan) -> Result:
         """:meth:`_private` with replay: a stored answer if there is one (free), else the query,
         charged with the replay slot reserved in the charge's transaction, its answer stored."""
+        ticket = self.engine.replays.ticket(self.user, rw, noise, self.settings.post_key())
+        return self._with_replay(ticket, noise, lambda: self._private(sql, rw, plan, noise))
+
+    def _with_replay(self, ticket: ReplayTicket | None, noise: NoisePlan | QueryGuarantee, run: Callable[[], Result]) -> Result:
+        """``run()`` (which charges, reserving ``ticket``'s slot in the charge's transaction) with
+        replay: the stored answer when there is one, else ``run()``'s answer, stored."""
         replays = self.engine.replays
-        ticket = replays.ticket(self.user, rw, noise, self.settings.post_key())
         if ticket is None:
-            return self._private(sql, rw, plan, noise)
+            return run()
         while True:
             stored = replays.wait(ticket, self._deadline, self._canceled)
             if stored is not None:
                 return self._replayed(stored)
             self._ticket = ticket
             try:
-                result = self._private(sql, rw, plan, noise)
+                result = run()
             except ReplaySlotTaken:
                 continue  # an identical query reserved the slot first: wait for its answer
             except BaseException:
@@ -522,7 +527,7 @@ class Session:
     def _staged(self, st: Staged) -> Result:
         """A staged release: stage 1 released as if sent alone, its keys restricting stage 2 (declared
         as the key column's public values for it); both charged at once, before any row is read,
-        each at half the statement's (ε, δ). Not replayed."""
+        each at half the statement's (ε, δ). Replayed like any private query."""
         rw1, noise1, rw2p, noise2p, positions, eps, delta = self._staged_plans(st)
         assert rw1.plan is not None and rw2p.plan is not None
         public_keys1 = self._public_keys(rw1.plan)
@@ -535,31 +540,43 @@ class Session:
         timing = _timing_text(rw1) + "\n" + _timing_text(rw2p)
         query_hash = hashlib.sha256(timing.encode()).hexdigest()[:32]
         self.trail.kind, self.trail.noise, self.trail.query_hash = "private", noise1, query_hash
-        outputs = rw2p.plan.outputs
+        identity = ["staged", st.outer.sql(dialect="postgres")]
+        for rw, n in ((rw1, noise1), (rw2p, noise2p)):
+            identity += [rw.dialect, rw.sql, repr(rw.plan), str(eps), str(delta), repr(n.cost)]
+        ticket = self.engine.replays.ticket_for(self.user, identity, cost, self.settings.post_key())
         with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
-            self._charge_cost(cost, guarantee, query_hash)
-            spent = (f"dpsql: this query spent ε={float(guarantee.epsilon):g}, δ={float(guarantee.delta):.3g} in a staged release "
-                     f"(2 releases, ε={float(eps):g} each)" + self._recorded_text())
+            return self._with_replay(ticket, guarantee, lambda: self._staged_charged(
+                st, rw1, noise1, rw2p, noise2p, positions, public_keys1, cost, guarantee, eps, delta, query_hash, timing))
 
-            def work() -> Result:
-                first = self._charged(rw1, rw1.plan, noise1, public_keys1)  # type: ignore[arg-type]
-                keys = list(dict.fromkeys(tuple(row[p] for p in positions) for row in first.rows))
-                keys = [k for k in keys if all(v is not None for v in k)]
-                names, types = tuple(o.name for o in outputs), tuple(o.pg_type for o in outputs)
-                if not keys:  # stage 1 released no key: the inner join keeps no group
-                    return Result(names, types, [], notices=[spent + self._remaining_text()], cost=cost)
-                sql2 = stages.stage2_sql(st, keys)
-                rw2 = rewrite(sql2, stages.declared(self.engine.catalog, st, keys), dialect=self.engine.backend.dialect)
-                assert rw2.plan is not None
-                noise2 = calibrate(rw2.plan, eps, delta, accounting)
-                if noise2.cost.amount > noise2p.cost.amount or noise2.cost.delta > noise2p.cost.delta:
-                    raise AssertionError("stage 2 would cost more than it was charged")  # cannot happen: fewer keys, same ε
-                second = self._charged(rw2, rw2.plan, noise2, self._public_keys(rw2.plan))
-                extra = [n for r in (first, second) for n in r.notices if not n.startswith("dpsql: this query spent")]
-                return Result(second.columns, second.types, second.rows, notices=[spent + self._remaining_text(), *extra],
-                              cost=cost)
+    def _staged_charged(self, st: Staged, rw1: Rewrite, noise1: NoisePlan, rw2p: Rewrite, noise2p: NoisePlan,
+                        positions: list[int], public_keys1: list[tuple[Any, ...]] | None, cost: Cost,
+                        guarantee: QueryGuarantee, eps: Fraction, delta: Fraction, query_hash: str, timing: str) -> Result:
+        assert rw1.plan is not None and rw2p.plan is not None
+        accounting = self.engine.policy.privacy.accounting
+        outputs = rw2p.plan.outputs
+        self._charge_cost(cost, guarantee, query_hash)
+        spent = (f"dpsql: this query spent ε={float(guarantee.epsilon):g}, δ={float(guarantee.delta):.3g} in a staged release "
+                 f"(2 releases, ε={float(eps):g} each)" + self._recorded_text())
 
-            return self._shielded(shape_of(timing), work)
+        def work() -> Result:
+            first = self._charged(rw1, rw1.plan, noise1, public_keys1)  # type: ignore[arg-type]
+            keys = list(dict.fromkeys(tuple(row[p] for p in positions) for row in first.rows))
+            keys = [k for k in keys if all(v is not None for v in k)]
+            names, types = tuple(o.name for o in outputs), tuple(o.pg_type for o in outputs)
+            if not keys:  # stage 1 released no key: the inner join keeps no group
+                return Result(names, types, [], notices=[spent + self._remaining_text()], cost=cost)
+            sql2 = stages.stage2_sql(st, keys)
+            rw2 = rewrite(sql2, stages.declared(self.engine.catalog, st, keys), dialect=self.engine.backend.dialect)
+            assert rw2.plan is not None
+            noise2 = calibrate(rw2.plan, eps, delta, accounting)
+            if noise2.cost.amount > noise2p.cost.amount or noise2.cost.delta > noise2p.cost.delta:
+                raise AssertionError("stage 2 would cost more than it was charged")  # cannot happen: fewer keys, same ε
+            second = self._charged(rw2, rw2.plan, noise2, self._public_keys(rw2.plan))
+            extra = [n for r in (first, second) for n in r.notices if not n.startswith("dpsql: this query spent")]
+            return Result(second.columns, second.types, second.rows, notices=[spent + self._remaining_text(), *extra],
+                          cost=cost)
+
+        return self._shielded(shape_of(timing), work)
 
     def _explain_union(self, u: UnionQuery) -> list[str]:
         from dpsql.proxy.explain import explain_rows
@@ -576,7 +593,7 @@ class Session:
     def _union(self, u: UnionQuery) -> Result:
         """A set operation of queries: every private branch released as if sent alone at ε/k, δ/k,
         all charged at once (one ledger transaction) before any private row is read, and the set
-        operation run over the released rows by the data-free post-processor. Not replayed."""
+        operation run over the released rows by the data-free post-processor. Replayed like any private query."""
         from dpsql.proxy.union_release import combine, validate
 
         rws, noises, eps, delta = self._union_plans(u)
@@ -609,24 +626,37 @@ class Session:
         timing = "\n".join(_timing_text(rws[i]) for i in sorted(noises))
         query_hash = hashlib.sha256(timing.encode()).hexdigest()[:32]
         self.trail.kind, self.trail.noise, self.trail.query_hash = "private", next(iter(noises.values())), query_hash
+        identity = ["union", u.tree.sql(dialect="postgres")]
+        for i in sorted(noises):
+            identity += [rws[i].dialect, rws[i].sql, repr(rws[i].plan), str(eps), str(delta), repr(noises[i].cost)]
+        ticket = self.engine.replays.ticket_for(self.user, identity, cost, self.settings.post_key())
         with self.engine.admission.admit(self.user, wait=max(0.0, self._deadline - time.monotonic()), cancelled=self._canceled):
-            self._charge_cost(cost, guarantee, query_hash)
-            spent = (f"dpsql: this query spent ε={float(guarantee.epsilon):g}, δ={float(guarantee.delta):.3g} in "
-                     f"{len(noises)} releases (ε={float(eps):g} each)" + self._recorded_text())
+            return self._with_replay(ticket, guarantee, lambda: self._union_charged(
+                rws, noises, answered, public_keys, cost, guarantee, eps, query_hash, timing, post_sql, names, types))
 
-            def work() -> Result:
-                results = []
-                for i, rw in enumerate(rws):
-                    if i in answered:
-                        results.append(answered[i])
-                    else:
-                        assert rw.plan is not None
-                        results.append(self._charged(rw, rw.plan, noises[i], public_keys[i]))
-                extra = [n for r in results for n in r.notices if not n.startswith("dpsql: this query spent")]
-                return combine(self.engine.post, post_sql, names, types, results,
-                               notices=[spent + self._remaining_text(), *extra], cost=cost)
+    def _union_charged(self, rws: list[Rewrite], noises: dict[int, NoisePlan], answered: dict[int, Result],
+                       public_keys: dict[int, list[tuple[Any, ...]] | None], cost: Cost, guarantee: QueryGuarantee,
+                       eps: Fraction, query_hash: str, timing: str, post_sql: str, names: list[str],
+                       types: tuple[str, ...]) -> Result:
+        from dpsql.proxy.union_release import combine
 
-            return self._shielded(shape_of(timing), work)
+        self._charge_cost(cost, guarantee, query_hash)
+        spent = (f"dpsql: this query spent ε={float(guarantee.epsilon):g}, δ={float(guarantee.delta):.3g} in "
+                 f"{len(noises)} releases (ε={float(eps):g} each)" + self._recorded_text())
+
+        def work() -> Result:
+            results = []
+            for i, rw in enumerate(rws):
+                if i in answered:
+                    results.append(answered[i])
+                else:
+                    assert rw.plan is not None
+                    results.append(self._charged(rw, rw.plan, noises[i], public_keys[i]))
+            extra = [n for r in results for n in r.notices if not n.startswith("dpsql: this query spent")]
+            return combine(self.engine.post, post_sql, names, types, results,
+                           notices=[spent + self._remaining_text(), *extra], cost=cost)
+
+        return self._shielded(shape_of(timing), work)
 
     def _shielded(self, shape: str, work: Callable[[], Result]) -> Result:
         """Run ``work`` (the part after a charge) and answer — result or error — at the deadline

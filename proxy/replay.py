@@ -37,7 +37,8 @@ import time
 from dataclasses import dataclass
 from typing import Any
 
-from dpsql.accountant.ledger import Ledger, Receipt
+from dpsql.accountant.costs import Cost
+from dpsql.accountant.ledger import Ledger, QueryGuarantee, Receipt
 from dpsql.accountant.planner import NoisePlan
 from dpsql.accountant.replays import ReplayReservation, owner_token, slot_state
 from dpsql.errors import DPSQLError, QueryCanceled
@@ -115,20 +116,24 @@ class Replays:
         (a served file vanished: the query is charged as without replay). ``post`` names the
         session's post-processing settings (``dp.confidence``, ``dp.rounding``): the stored answer
         is post-processed, so another setting is another slot."""
-        if not self.enabled or (noise.cost.amount == 0 and noise.cost.delta == 0):
-            return None
         plan = rw.plan
         assert plan is not None
+        return self.ticket_for(user, [rw.dialect, rw.sql, repr(plan), str(noise.epsilon), str(noise.delta), repr(noise.cost)],
+                               noise.cost, post)
+
+    def ticket_for(self, user: str, identity: list[str], cost: Cost, post: str = "") -> ReplayTicket | None:
+        """The slot of a statement identified by ``identity`` (everything its answer depends on
+        besides the data: bounded SQL, plans, ε, δ, costs — a set operation or staged release lists
+        every release), for ``user``; None as for :meth:`ticket`."""
+        if not self.enabled or (cost.amount == 0 and cost.delta == 0):
+            return None
         try:
             version = self.backend.data_version()
         except OSError:
             log.warning("the served files cannot be identified now; the query is charged without replay")
             return None
         scope = user if self.settings.mode == "user" else "*"
-        parts = [
-            CODEC_VERSION, self.fingerprint, version.token, scope, rw.dialect, rw.sql, repr(plan),
-            str(noise.epsilon), str(noise.delta), repr(noise.cost), *([post] if post else []),
-        ]  # fmt: skip
+        parts = [CODEC_VERSION, self.fingerprint, version.token, scope, *identity, *([post] if post else [])]
         key = hashlib.sha256(json.dumps(parts).encode()).hexdigest()
         lifetime = self.settings.window_seconds
         if not version.pinned:
@@ -167,7 +172,7 @@ class Replays:
                 self._changed.wait(max(0.0, min(left, row.pending_until - now, delay)))
             delay = min(delay * 2, _POLL_MAX)
 
-    def store(self, ticket: ReplayTicket, receipt: Receipt, noise: NoisePlan, result: Any) -> bool:
+    def store(self, ticket: ReplayTicket, receipt: Receipt, noise: NoisePlan | QueryGuarantee, result: Any) -> bool:
         """Store ``result`` (an engine Result) as the answer of ``receipt``'s reservation. Never
         raises: an answer that cannot be stored only means the next identical query is charged."""
         doc = {

@@ -86,3 +86,17 @@ def test_explain_shows_both_stages_and_reads_nothing(make_harness: Callable[...,
     assert any(line.startswith("stage 1") for line in lines) and any(line.startswith("stage 2") for line in lines)
     assert "charge" not in h.recorder.kinds()
     assert all("__dp_uid" not in e.detail for e in h.recorder.events if e.kind == "execute")
+
+
+def test_a_repeated_staged_release_or_union_is_replayed_free(make_harness: Callable[..., Harness]) -> None:
+    """A dashboard reload: the identical statement answers with the stored rows and charges nothing."""
+    h = make_harness(replay="user")
+    session = h.engine.session("alice")
+    union = "SELECT 'all' AS d, COUNT(*) AS n FROM visits UNION ALL SELECT department, COUNT(*) FROM visits GROUP BY 1"
+    for sql in (SERIES, union):
+        first = session.execute(sql)
+        spent = _rho(session)
+        again = session.execute(sql)
+        assert again.rows == first.rows and _rho(session) == spent
+        assert again.notices[0].startswith("dpsql: replayed, no budget spent")
+    assert h.recorder.kinds().count("charge") == 2
