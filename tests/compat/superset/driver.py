@@ -1,7 +1,8 @@
 """Drive a real Apache Superset (its own venv: SQLAlchemy 1.4) against a running dpsql.
 
 Run by tests/compat/test_superset.py with the Superset venv's python:
-``driver.py URI STATE_DIR`` → prints one JSON object: per chart, its status, row count, error.
+``driver.py URI STATE_DIR`` → prints one JSON object: the database, dataset and dashboard it made
+(or reused), and per chart of the dashboard its HTTP status, row counts, errors and the SQL sent.
 Superset's metadata lives in STATE_DIR (SQLite, made on first use). Everything goes through
 Superset's own REST API (``/api/v1/...``), in-process through Flask's test client, so the SQL that
 reaches dpsql is exactly what Superset generates for these charts.
@@ -64,7 +65,7 @@ def main() -> int:
         out["database"] = status
         if status not in (200, 201):
             out["database_error"] = db
-            print(json.dumps(out))
+            print("DPSQL-RESULT " + json.dumps(out, default=str))
             return 1
         status, listing = call("GET", "/api/v1/dataset/?q=(page_size:100)")
         found = [d["id"] for d in (listing or {}).get("result", []) if d["table_name"] == "visits"]
@@ -76,7 +77,7 @@ def main() -> int:
         out["dataset"] = status
         if status != 201:
             out["dataset_error"] = ds
-            print(json.dumps(out))
+            print("DPSQL-RESULT " + json.dumps(out, default=str))
             return 1
         ds_id = ds["id"]
         status, cols = call("GET", f"/api/v1/dataset/{ds_id}")
@@ -98,30 +99,27 @@ def main() -> int:
                 {"columns": ["diagnosis"], "metrics": [{"expressionType": "SQL", "sqlExpression": "AVG(cost)", "label": "AVG(cost)"}],
                  "is_rowcount": True, "row_limit": 1000}],
         }
+        status, dash = call("POST", "/api/v1/dashboard/", {"dashboard_title": f"dpsql {os.getpid()}", "published": True})
+        out["dashboard"] = status
         chart_ids = {}
         for name, queries in charts.items():
             context = {"datasource": {"id": ds_id, "type": "table"}, "queries": queries, "result_format": "json",
                        "result_type": "full", "force": False}
-            status, chart = call("POST", "/api/v1/chart/", {"slice_name": name, "viz_type": "table", "datasource_id": ds_id,
-                                                            "datasource_type": "table", "query_context": json.dumps(context),
-                                                            "params": json.dumps({"viz_type": "table"})})
+            status, chart = call("POST", "/api/v1/chart/", {
+                "slice_name": name, "viz_type": "table", "datasource_id": ds_id, "datasource_type": "table",
+                "query_context": json.dumps(context), "params": json.dumps({"viz_type": "table"}),
+                "dashboards": [dash["id"]] if out["dashboard"] == 201 else []})
             chart_ids[name] = chart.get("id") if status == 201 else None
-        status, dash = call("POST", "/api/v1/dashboard/", {"dashboard_title": f"dpsql {os.getpid()}", "published": True,
-                                                           "json_metadata": json.dumps({"positions": {}})})
-        out["dashboard"] = status
-        for load in (1, 2):
-            results = {}
-            for name, queries in charts.items():
-                context = {"datasource": {"id": ds_id, "type": "table"}, "queries": queries, "result_format": "json",
-                           "result_type": "full", "force": False}
-                status, body = call("POST", "/api/v1/chart/data", context)
-                parts = (body or {}).get("result") or []
-                results[name] = {"http": status, "rows": [p.get("rowcount") for p in parts],
-                                 "errors": [p.get("error") for p in parts if p.get("error")] or (body or {}).get("message"),
-                                 "query": [p.get("query") for p in parts][:1]}
-            out[f"load{load}"] = results
+        results = {}
+        for name, pk in chart_ids.items():  # what a dashboard load asks: each saved chart's data
+            status, body = call("GET", f"/api/v1/chart/{pk}/data/?format=json&type=full")
+            parts = (body or {}).get("result") or []
+            results[name] = {"http": status, "rows": [p.get("rowcount") for p in parts],
+                             "errors": [p.get("error") for p in parts if p.get("error")] or (body or {}).get("message"),
+                             "query": [p.get("query") for p in parts][:1]}
+        out["load"] = results
         out["chart_ids"] = chart_ids
-    print(json.dumps(out, default=str))
+    print("DPSQL-RESULT " + json.dumps(out, default=str))
     return 0
 
 
