@@ -71,6 +71,25 @@ def test_node_postgres(compat_server: Running) -> None:
     assert out == {"rows": 8, "name": "cardiology", "one": 1, "err": "42501", "named": "string", "notices": 3}
 
 
+def test_evidence_connector_sequence(compat_server: Running) -> None:
+    """Evidence's PostgreSQL source connector (row count over ``WITH root AS (…)``, then a pg-cursor
+    read in batches): both answered, the cursor ends with an empty batch. Evidence itself
+    (``evidence sources``) fetched its data this way from dpsql, then stalled in its own parquet
+    step with no connection open (measured with @evidence-dev/evidence 40.1.8; not run here)."""
+    node = need_tool("node")
+    pkg = HERE / "node"
+    if not (pkg / "node_modules" / "pg-cursor").exists():
+        npm = need_tool("npm")
+        r = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=pkg, capture_output=True, text=True, timeout=300)
+        if r.returncode != 0:
+            missing(f"pg-cursor (npm install failed: {r.stderr[-300:]})")
+    r = subprocess.run([node, str(pkg / "evidence.js"), compat_server.host, str(compat_server.port), "alice",
+                        PASSWORDS["alice"], DATABASE], capture_output=True, text=True, timeout=60)
+    assert r.returncode == 0, r.stderr
+    out = json.loads(r.stdout.strip().splitlines()[-1])
+    assert out == {"expected": 8, "batches": [8], "fields": ["department", "visits", "avg_cost"]}
+
+
 @pytest.mark.parametrize("mode", ["simple", "extended"])
 def test_pgbench_smoke(compat_server: Running, tmp_path: Path, mode: str) -> None:
     pgbench = need_tool("pgbench", str(PGBENCH))
