@@ -87,6 +87,7 @@ class BoundingContext:
     max_released_groups: int = 10_000
     notes: list[str] = field(default_factory=list)
     time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)  # date/timestamp columns
+    unit: exp.Expression | None = None  # the row's unit when private tables join (rewriter.joins); else the table's
 
 
 @dataclass
@@ -113,7 +114,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     """
     tp = ctx.private.policy
     assert tp.privacy_unit is not None
-    unit = exp.column(tp.privacy_unit, table=ctx.private_alias, quoted=True)
+    unit = ctx.unit.copy() if ctx.unit is not None else exp.column(tp.privacy_unit, table=ctx.private_alias, quoted=True)
     b = Builder(
         dialect=ctx.dialect,
         alias=ctx.private_alias,
