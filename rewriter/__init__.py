@@ -267,6 +267,8 @@ def _emit(st: RewriteState) -> None:
         description=tuple(notes),
         constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
         quantiles=bounded.quantiles,
+        max_rows=st.info.policy.max_rows,
+        private_join=len(st.sides) > 1,
         histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
     )
     query = _lowered(bounded.query, dialect)
