@@ -229,6 +229,7 @@ def _contribution(st: RewriteState) -> None:
     if len(st.sides) > 1:  # fan-out: ≤ a policy constant of rows per unit from each side (rewriter.joins)
         st.shape.select = cap_private_sides(st.shape.select, st.sides, st.private, st.ctx.salt)
         st.ctx.unit = unit_expression(st.sides)
+        st.ctx.joined = dict(st.private)
         st.ctx.notes.append(
             "private tables joined on the privacy unit: each side keeps ≤ max_rows·max_groups rows per unit "
             "(its own policy) before the join, and the joined rows are bounded per unit after it"

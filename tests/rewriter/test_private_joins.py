@@ -198,3 +198,9 @@ def test_salt_and_fixture_text_are_stable(catalog: Catalog) -> None:
     b = rewrite("SELECT COUNT(*) FROM visits v JOIN patients p USING (patient_id) ", catalog).sql
     salts = [set(re.findall(r"'([0-9a-f]{16})'", s)) for s in (a, b)]
     assert salts[0] and salts[1] and salts[0] != salts[1]
+
+
+def test_key_types_come_from_the_joined_table(catalog: Catalog) -> None:
+    """A key from the second private table is typed by its own column (patients.birth_year is int4)."""
+    rw = rewrite("SELECT p.birth_year, COUNT(*) FROM visits v JOIN patients p USING (patient_id) GROUP BY 1", catalog)
+    assert rw.plan is not None and [k.pg_type for k in rw.plan.keys] == ["int4"]
