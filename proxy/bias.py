@@ -75,6 +75,9 @@ def build(rw: Rewrite, policy: Policy, epsilon: Fraction, delta: Fraction) -> Bi
         raise UnsupportedQuery("EXPLAIN (BIAS) measures contribution bounding; this query reads public tables only",
                                hint="its answer is exact: there is no bounding bias")
     tp = policy.table(plan.tables[0]) if plan.tables else None
+    if plan.private_join:
+        raise UnsupportedQuery("EXPLAIN (BIAS) does not yet measure joins between private tables",
+                               hint="measure each table's query on its own; no budget was spent")
     try:
         tree = sqlglot.parse_one(rw.sql, read=rw.dialect)
     except sqlglot.errors.ParseError:

@@ -37,7 +37,7 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
     tp = policy.table(plan.tables[0]) if plan.tables else None
     if tp is not None:
         lines.append(
-            f"  contribution bounds: each {tp.privacy_unit} adds at most {tp.max_rows} row(s) to a group"
+            f"  contribution bounds: each {tp.privacy_unit} adds at most {plan.max_rows or tp.max_rows} row(s) to a group"
             + (f" and touches at most {plan.max_groups} group(s)" if plan.keys else "")
         )
     if plan.keys:

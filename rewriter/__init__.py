@@ -49,6 +49,14 @@ from dpsql.rewriter.bind import check_no_star, output_names, qualify_names, reso
 from dpsql.rewriter.contribution import Bounded, BoundingContext, KeySource, build_bounded, column_families, make_salt
 from dpsql.rewriter.emit import emit
 from dpsql.rewriter.flatten import flatten
+from dpsql.rewriter.joins import (
+    PrivateSide,
+    cap_private_sides,
+    joined_info,
+    private_join,
+    unit_always_from_first,
+    unit_expression,
+)
 from dpsql.rewriter.layers import compose as compose_layers
 from dpsql.rewriter.layers import split as split_layers
 from dpsql.rewriter.literals import check_divisors, check_row_counts
@@ -87,6 +95,8 @@ class RewriteState:
     bounded: Bounded | None = None
     post: Post | None = None
     result: Rewrite | None = None  # set by the pass that finishes the rewrite
+    sides: list[PrivateSide] = field(default_factory=list)  # private tables in join order (rewriter.joins)
+    private: dict[str, TableInfo] = field(default_factory=dict)  # alias → private table, join order
 
     @property
     def limits(self):  # type: ignore[no-untyped-def]
@@ -144,20 +154,34 @@ def _qualify(st: RewriteState) -> None:
         )
 
 
+MAX_PUBLIC_JOINS = 12  # joins to public (dimension) tables in one statement, beside [limits] max_joins
+
+
 def _flatten(st: RewriteState) -> None:
     private_names = {t.policy.table for t in st.refs.private}
     st.tree = flatten(st.tree, private_names)
     st.relations = _relations(st.tree, st.catalog)
-    private = [(a, t) for a, t in st.relations.items() if not t.policy.public]
-    if len(private) != 1:
+    private = {a: t for a, t in st.relations.items() if not t.policy.public}
+    if not private:
         raise UnsupportedQuery(
-            "joins between private tables are not supported yet",
-            hint="query one private table at a time, joined only with public tables",
+            "this query reads a private table through a construct dpsql cannot bound",
+            hint="read private tables in FROM/JOIN, joined with each other only on the privacy unit",
         )
-    st.alias, st.info = private[0]
+    assert isinstance(st.tree, exp.Select)
+    st.sides = private_join(st.tree, {a: t.policy.privacy_unit or "" for a, t in private.items()})
+    st.private = {s.alias: private[s.alias] for s in st.sides}
+    st.alias = st.sides[0].alias
+    st.info = joined_info(list(st.private.values()))
     joins = st.tree.args.get("joins") or []
-    if len(joins) > st.limits.max_joins:
-        raise UnsupportedQuery(f"the query has {len(joins)} joins, more than the limit of {st.limits.max_joins}")
+    private_joins = len(st.sides) - 1
+    if private_joins > st.limits.max_joins:
+        raise UnsupportedQuery(f"the query joins {private_joins} private tables to the first, more than the limit of "
+                               f"{st.limits.max_joins}", hint="raise [limits] max_joins in the policy, or join fewer tables")
+    if len(joins) - private_joins > MAX_PUBLIC_JOINS:
+        # joins to public tables cannot change a sensitivity (their rows are public) and cost the
+        # same whatever the private rows hold; this only bounds the size of one statement
+        raise UnsupportedQuery(f"the query joins {len(joins) - private_joins} public tables, more than the limit of "
+                               f"{MAX_PUBLIC_JOINS}", hint="join fewer dimension tables")
     st.families = column_families(st.relations)
 
 
@@ -174,7 +198,9 @@ def _analyze(st: RewriteState) -> None:
     assert st.info is not None
     bounded_columns = {c.name for c in st.info.policy.columns.values() if c.bounded}
     st.shape = analyze_shape(st.tree, private_alias=st.alias, unit_column=st.info.policy.privacy_unit,
-                             families=st.families, bounded=bounded_columns)
+                             families=st.families, bounded=bounded_columns,
+                             other_units={s.alias: s.unit for s in st.sides[1:]},
+                             count_units=unit_always_from_first(st.sides))
 
 
 def _contribution(st: RewriteState) -> None:
@@ -210,6 +236,14 @@ def _contribution(st: RewriteState) -> None:
         max_released_groups=st.limits.max_released_groups,
         time_bounds=time_bounds,
     )
+    if len(st.sides) > 1:  # fan-out: ≤ a policy constant of rows per unit from each side (rewriter.joins)
+        st.shape.select = cap_private_sides(st.shape.select, st.sides, st.private, st.ctx.salt)
+        st.ctx.unit = unit_expression(st.sides)
+        st.ctx.joined = dict(st.private)
+        st.ctx.notes.append(
+            "private tables joined on the privacy unit: each side keeps ≤ max_rows·max_groups rows per unit "
+            "(its own policy) before the join, and the joined rows are bounded per unit after it"
+        )
     st.bounded = build_bounded(st.shape, st.ctx)
     st.tree = st.bounded.query
 
@@ -240,10 +274,12 @@ def _emit(st: RewriteState) -> None:
         post_types=post.types,
         output_map=post.output_map,
         max_released_groups=st.limits.max_released_groups,
-        tables=(st.info.policy.qualified,),
+        tables=tuple(dict.fromkeys(t.policy.qualified for t in st.private.values())) or (st.info.policy.qualified,),
         description=tuple(notes),
         constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
         quantiles=bounded.quantiles,
+        max_rows=st.info.policy.max_rows,
+        private_join=len(st.sides) > 1,
         histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
     )
     query = _lowered(bounded.query, dialect)

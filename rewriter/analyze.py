@@ -47,11 +47,15 @@ class QueryShape:
 
 
 def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: str | None = None,
-                  families: Mapping[str, str] | None = None, bounded: Set[str] = frozenset()) -> QueryShape:
+                  families: Mapping[str, str] | None = None, bounded: Set[str] = frozenset(),
+                  other_units: Mapping[str, str] | None = None, count_units: bool = True) -> QueryShape:
     """Split a flattened, qualified SELECT into keys, aggregates and post-processing parts.
 
     ``families`` (``alias.column`` → type family) and ``bounded`` (the private columns with declared
     lower/upper) only shape the hints of refusals: each suggests what is valid for that column.
+    ``other_units`` maps the aliases of further private tables joined on the unit to their unit
+    columns (their raw columns and units are refused like the first's); ``count_units`` False
+    (a RIGHT/FULL private join) stops ``COUNT(DISTINCT unit)`` being read as the unit count.
 
     Raises PrivacyViolation for raw private columns outside aggregates or keys and for aggregates over
     the privacy unit, and UnsupportedQuery for shapes outside the supported subset.
@@ -75,7 +79,8 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
             raise UnsupportedQuery("aggregates are not allowed in GROUP BY", hint="group by row values")
         if isinstance(k, exp.Literal):
             raise UnsupportedQuery("GROUP BY a constant is not supported", hint="group by a column or expression")
-        if unit_column and _is_unit(k, private_alias, unit_column):
+        units = {private_alias: unit_column, **(other_units or {})}
+        if any(u and _is_unit(k, a, u) for a, u in units.items()):
             raise PrivacyViolation(
                 "grouping by the privacy unit would release one group per individual",
                 hint="group by a coarser, public attribute",
@@ -85,7 +90,7 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
     agg_index: dict[str, int] = {}
 
     def agg_ref(node: exp.Expression) -> exp.Expression:
-        spec = _classify(node, private_alias, unit_column)
+        spec = _classify(node, private_alias, unit_column if count_units else None)
         key = f"{spec.kind}:{spec.input.sql() if spec.input is not None else ''}:{spec.params!r}"
         if key not in agg_index:
             agg_index[key] = len(aggregates)
@@ -98,8 +103,10 @@ def analyze_shape(select: exp.Expression, *, private_alias: str, unit_column: st
 
     intervals: dict[str, str] = {}  # DP_INTERVAL_* argument (replaced SQL) -> its interval tag
 
+    private_aliases = frozenset({private_alias, *(other_units or {})})
+
     def outer(node: exp.Expression) -> exp.Expression:
-        return _replace(node.copy(), keys, agg_ref, private_alias, intervals, hint)
+        return _replace(node.copy(), keys, agg_ref, private_aliases, intervals, hint)
 
     projections = [outer(p) for p in select.expressions]
     if not aggregates and not keys:
@@ -201,7 +208,7 @@ def _check_interval_positions(select: exp.Select) -> None:
             parent = parent.parent
 
 
-def _interval(n: exp.Expression, side: str, keys: list[exp.Expression], agg_ref, alias: str,
+def _interval(n: exp.Expression, side: str, keys: list[exp.Expression], agg_ref, alias: str | frozenset[str],
               intervals: dict[str, str]) -> exp.Expression:
     """The interval-arithmetic bound (:mod:`~dpsql.rewriter.intervals`) of a DP_INTERVAL_* call."""
     name = n.name.upper()
@@ -221,7 +228,7 @@ def _interval(n: exp.Expression, side: str, keys: list[exp.Expression], agg_ref,
     return bound
 
 
-def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str,
+def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: str | frozenset[str],
              intervals: dict[str, str] | None = None, hint: Callable[[str], str] | None = None) -> exp.Expression:
     """Replace group keys and aggregates by column references (DP_INTERVAL_* calls by their
     interval bounds); refuse leftover private columns."""
@@ -246,7 +253,7 @@ def _replace(node: exp.Expression, keys: list[exp.Expression], agg_ref, alias: s
             continue
         if not col.table:
             continue  # an output alias (ORDER BY alias): resolved by the post-processing query
-        if col.table == alias:
+        if col.table == alias or (isinstance(alias, frozenset) and col.table in alias):
             raise PrivacyViolation(
                 f'column "{col.name}" of a private table must be inside an aggregate or in GROUP BY',
                 hint=hint(col.name) if hint is not None else "aggregate it or group by it",

@@ -112,7 +112,7 @@ def qualify_names(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     except OptimizeError as e:
         text = str(e)
         if "could not be resolved" in text or "Unknown column" in text or "Ambiguous" in text:
-            col = text.split("'")[1] if "'" in text else "?"
+            col = _unresolved_column(text, tree)
             if "Ambiguous" in text:
                 raise UndefinedColumn(
                     f'column reference "{col}" is ambiguous', hint="qualify it with its table name", sqlstate="42702"
@@ -126,6 +126,19 @@ def qualify_names(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
     _bind_using_columns(qualified, sides)
     _drop_column_aliases(qualified, catalog)
     return qualified
+
+
+def _unresolved_column(text: str, tree: exp.Expression) -> str:
+    """The column an OptimizeError names, as the user wrote it (``p.age`` for a qualified one):
+    sqlglot says ``Column 'x' could not be resolved`` or ``Unknown column: x``."""
+    if "'" in text:
+        name = text.split("'")[1]
+    elif ":" in text:
+        name = text.split(":", 1)[1].strip().splitlines()[0].strip()
+    else:
+        return "?"
+    tables = {col.table for col in tree.find_all(exp.Column) if col.name.lower() == name.lower()}
+    return f"{tables.pop()}.{name}" if len(tables) == 1 and "" not in tables else name
 
 
 def _using_sides(tree: exp.Expression) -> dict[tuple[str, str], str]:

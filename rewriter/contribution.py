@@ -87,6 +87,8 @@ class BoundingContext:
     max_released_groups: int = 10_000
     notes: list[str] = field(default_factory=list)
     time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)  # date/timestamp columns
+    unit: exp.Expression | None = None  # the row's unit when private tables join (rewriter.joins); else the table's
+    joined: Mapping[str, TableInfo] = field(default_factory=dict)  # alias → private table, every side of such a join
 
 
 @dataclass
@@ -113,7 +115,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     """
     tp = ctx.private.policy
     assert tp.privacy_unit is not None
-    unit = exp.column(tp.privacy_unit, table=ctx.private_alias, quoted=True)
+    unit = ctx.unit.copy() if ctx.unit is not None else exp.column(tp.privacy_unit, table=ctx.private_alias, quoted=True)
     b = Builder(
         dialect=ctx.dialect,
         alias=ctx.private_alias,
@@ -381,8 +383,8 @@ def _key_pg_type(key: exp.Expression, ctx: BoundingContext) -> str:
 
 
 def _column_type(col: exp.Column, ctx: BoundingContext) -> str | None:
-    if col.table == ctx.private_alias:
-        c = ctx.private.column(col.name)
+    if col.table == ctx.private_alias or col.table in ctx.joined:
+        c = ctx.joined.get(col.table, ctx.private).column(col.name)
         return c.pg_type if c else None
     for src in ctx.key_sources:
         if src is not None and src.table is not None and src.column == col.name:

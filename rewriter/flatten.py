@@ -29,7 +29,7 @@ def flatten(tree: exp.Expression, private_tables: Set[str]) -> exp.Expression:
     ``private_tables`` holds the lower-case names of private base tables. The result's FROM and
     JOINs reference base tables, or subqueries/CTEs over public tables only.
     """
-    merged = eliminate_ctes(merge_subqueries(eliminate_subqueries(tree)))
+    merged = eliminate_ctes(merge_subqueries(_inline_shared_ctes(eliminate_subqueries(tree), private_tables)))
     with_ = merged.args.get("with_")
     ctes = list(with_.expressions) if isinstance(with_, exp.With) else []
     private_ctes: set[str] = set()
@@ -38,6 +38,13 @@ def flatten(tree: exp.Expression, private_tables: Set[str]) -> exp.Expression:
         if _reads(body, private_tables | private_ctes):
             private_ctes.add(cte.alias_or_name)
             _refuse_unmergeable(body)
+    for src in [merged.args.get("from_"), *(merged.args.get("joins") or [])]:
+        node = src.this if src is not None else None
+        if isinstance(node, exp.Subquery) and _reads(node, private_tables):
+            raise UnsupportedQuery(
+                "this subquery over a private table cannot be merged into the outer query",
+                hint="for the inner side of an outer join, move the subquery's WHERE into the join's ON condition",
+            )
     if private_ctes:
         refs = [t for t in merged.find_all(exp.Table) if t.name in private_ctes]
         if len(refs) > 1:
@@ -50,6 +57,33 @@ def flatten(tree: exp.Expression, private_tables: Set[str]) -> exp.Expression:
             hint="write it as a plain row-level subquery (no aggregation, DISTINCT, ORDER BY or LIMIT) joined only to public tables",
         )
     return merged
+
+
+def _inline_shared_ctes(tree: exp.Expression, private_tables: Set[str]) -> exp.Expression:
+    """A row-level CTE over a private table referenced more than once (a self-join on the unit)
+    becomes one derived table per reference, which ``merge_subqueries`` then merges; sqlglot
+    merges only CTEs used once. Anything else is left for the checks below."""
+    with_ = tree.args.get("with_")
+    if not isinstance(with_, exp.With) or with_.recursive:
+        return tree
+    for cte in list(with_.expressions):
+        name, body = cte.alias_or_name, cte.this
+        refs = [t for t in tree.find_all(exp.Table) if t.name == name and not t.args.get("db")]
+        if len(refs) < 2 or not _reads(body, private_tables) or not _row_level(body):
+            continue
+        for ref in refs:
+            sub = exp.Subquery(this=body.copy(), alias=exp.TableAlias(this=exp.to_identifier(ref.alias_or_name)))
+            ref.replace(sub)
+        cte.pop()
+    if not with_.expressions:
+        tree.set("with_", None)
+    return tree
+
+
+def _row_level(body: exp.Expression) -> bool:
+    return isinstance(body, exp.Select) and not any(
+        body.args.get(a) is not None for a in ("limit", "offset", "distinct", "order", "group", "having")
+    ) and body.find(exp.AggFunc, exp.Window) is None
 
 
 def _reads(node: exp.Expression, names: Set[str]) -> bool:

@@ -125,6 +125,8 @@ class ReleasePlan:
     constants_sql: str | None = None  # SELECT of the query's constant casts: evaluated before the charge
     quantiles: tuple[QuantileStatistic, ...] = ()  # DP selections, released per kept group
     histograms: tuple[Histogram, ...] = ()  # their bounded histogram queries (run after the bounded SQL)
+    max_rows: int = 0  # rows one unit adds to a group (0: the first table's max_rows)
+    private_join: bool = False  # private tables joined on the unit (rewriter/joins.py)
 
     @property
     def partition_selection(self) -> bool:

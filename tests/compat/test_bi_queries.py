@@ -350,3 +350,43 @@ def test_union_of_aggregates(client: Client) -> None:
                       "SELECT department, COUNT(*) FROM visits GROUP BY department ORDER BY n DESC")
     assert len(rows) == 9 and rows[0][0] == "all"
     assert "in 2 releases (ε=0.5 each)" in client.notices[0]
+
+
+# ------------------------------------------------------------ joins between private tables (issue 11 §1)
+
+
+def test_issue_join_sql_verbatim_names_the_unknown_column(client: Client) -> None:
+    """The issue's SQL verbatim: the demo's patients table has no ``age`` (visits has), so PostgreSQL's
+    answer is 42703 naming ``p.age`` — no longer ``column "?" does not exist``; nothing is charged."""
+    diag = client.error("SELECT v.department, AVG(p.age) FROM visits v JOIN patients p USING (patient_id) GROUP BY 1")
+    assert diag.sqlstate == "42703"
+    assert diag.message_primary == 'column "p.age" does not exist'
+    assert client.budget("session") == (0.0, 0.0)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT v.department, AVG(v.age) FROM visits v JOIN patients p USING (patient_id) GROUP BY 1",
+        "SELECT v.department, AVG(p.birth_year) FROM visits v JOIN patients p USING (patient_id) GROUP BY 1",
+        "SELECT v.department, AVG(p.birth_year) FROM visits v JOIN patients p ON v.patient_id = p.patient_id GROUP BY 1",
+        "SELECT p.region, COUNT(*) FROM patients p LEFT JOIN visits v ON v.patient_id = p.patient_id AND v.cost > 100 "
+        "GROUP BY 1",
+    ],
+)
+def test_private_joins_on_the_unit_are_answered(client: Client, sql: str) -> None:
+    """Both private tables of the demo, joined on the unit (USING and ON): one row per declared key,
+    charged once."""
+    rows = client.run(sql)
+    keys = sorted(r[0] for r in rows)
+    assert keys == (DEPARTMENTS if "department" in sql else keys) and len(keys) in (8, 10)
+    assert all(isinstance(r[1], int | float) for r in rows)
+    assert client.budget("session")[0] > 0
+    assert any("spent" in n for n in client.notices)
+
+
+def test_private_join_on_another_column_is_refused(client: Client) -> None:
+    diag = client.error("SELECT COUNT(*) FROM visits v JOIN patients p ON v.age = p.birth_year")
+    assert diag.sqlstate == "0A000"
+    assert "v.age = p.birth_year" in diag.message_primary and "privacy unit" in diag.message_primary
+    assert client.budget("session") == (0.0, 0.0)

@@ -73,6 +73,10 @@ QUERIES: dict[str, str] = {
         "SELECT COUNT(*), COUNT(cost), SUM(age), AVG(cost), VAR_SAMP(length_of_stay), COUNT(DISTINCT patient_id) FROM visits"
     ),
     "patients_years": "SELECT region, AVG(birth_year), SUM(birth_year - 1900) FROM patients GROUP BY region",
+    "private_join_on_unit": "SELECT p.region, COUNT(*), SUM(v.length_of_stay) FROM visits v JOIN patients p USING (patient_id) GROUP BY 1",
+    "private_self_join": (
+        "SELECT a.sex, COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id AND a.visit_date < b.visit_date GROUP BY 1"
+    ),
 }
 
 # Queries whose units may touch more groups than max_groups = 3: each engine keeps a different
@@ -99,7 +103,7 @@ REFUSED = [
     "SELECT COUNT(*) FROM visits WHERE age > (SELECT 1)",
     "SELECT SUM(cost) OVER () FROM visits",
     "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id",
-    "SELECT COUNT(*) FROM visits v JOIN patients p ON v.patient_id = p.patient_id",
+    "SELECT COUNT(*) FROM visits v JOIN patients p ON v.age = p.birth_year",  # private join on another column than the unit
     "DELETE FROM visits",
     "SELECT pg_read_file('/etc/passwd')",
     "SELECT COUNT(*) FROM visits; SELECT 1",

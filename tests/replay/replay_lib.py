@@ -470,7 +470,7 @@ def _lift_sources(body: exp.Select, lifted: set[str]) -> exp.Column | None:
                 reps.append(exp.column("__rep", table=src.alias_or_name, quoted=True))
             elif src.args.get("db") is None and src.name in lifted:
                 reps.append(exp.column("__dp_rep", table=src.alias or None))
-        elif src.find(exp.Table) is not None and any(t.name in PRIVATE_TABLES | lifted for t in src.find_all(exp.Table)):
+        elif src.find(exp.Table) is not None and any(t.name in set(PRIVATE_TABLES) | lifted for t in src.find_all(exp.Table)):
             raise LiftError("a private relation is read through a subquery")
     if len(reps) > 1:
         raise LiftError("a layer reads two private relations")

@@ -51,8 +51,9 @@ REFUSALS = [
     ("SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id FROM departments)", "0A000"),
     ("WITH RECURSIVE r AS (SELECT 1 AS n) SELECT COUNT(*) FROM visits", "0A000"),
     ("SELECT COUNT(*) FROM visits; SELECT COUNT(*) FROM visits", "0A000"),
-    ("SELECT COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id", "0A000"),
-    ("SELECT COUNT(*) FROM visits v JOIN patients p ON v.patient_id = p.patient_id", "0A000"),
+    # private–private joins on anything but the privacy unit (rewriter/joins.py; joins on it: test_private_joins.py)
+    ("SELECT COUNT(*) FROM visits a JOIN visits b ON a.age = b.age", "0A000"),
+    ("SELECT COUNT(*) FROM visits v JOIN patients p ON v.patient_id = p.patient_id OR v.age = p.birth_year", "0A000"),
     ("SELECT COUNT(*) FROM visits UNION SELECT COUNT(*) FROM visits", "0A000"),
     ("SELECT COUNT(DISTINCT diagnosis) FROM visits", "0A000"),
     ("SELECT AVG(n) FROM (SELECT patient_id, COUNT(*) n FROM visits GROUP BY patient_id) s", "42501"),  # the release groups by the unit

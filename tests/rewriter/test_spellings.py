@@ -27,3 +27,14 @@ def test_foreign_spellings_are_named_as_written(catalog: Catalog, sql: str, sqls
         rewrite(sql, catalog)
     assert err.value.sqlstate == sqlstate
     assert words in str(err.value)
+
+
+def test_star_schemas_join_many_public_dimensions(catalog: Catalog) -> None:
+    """The join limit counts private joins: a fact table with five dimension joins is answered."""
+    joins = " ".join(f"JOIN departments d{i} ON v.department_id = d{i}.department_id" for i in range(5))
+    rw = rewrite(f"SELECT d0.name, COUNT(*) FROM visits v {joins} GROUP BY d0.name", catalog)
+    assert rw.plan is not None
+    joins = " ".join(f"JOIN departments d{i} ON v.department_id = d{i}.department_id" for i in range(13))
+    with pytest.raises(DPSQLError) as err:
+        rewrite(f"SELECT COUNT(*) FROM visits v {joins}", catalog)
+    assert err.value.sqlstate == "0A000" and "13 public tables" in str(err.value)
