@@ -245,6 +245,7 @@ def _emit(st: RewriteState) -> None:
         constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
         quantiles=bounded.quantiles,
         histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
+        max_contributions=bounded.max_contributions,
     )
     query = _lowered(bounded.query, dialect)
     sql = emit(physical_names(query, dialect), dialect)

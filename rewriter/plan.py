@@ -36,6 +36,9 @@ class Statistic:
     max_contribution: int
     grid: Fraction = Fraction(1)
     weight: int = 1  # share of the query's budget relative to the other statistics
+    # With ReleasePlan.max_contributions: the most one unit can change this statistic summed over
+    # all groups (L1, integer units), from the row cap; None when no tighter than L0 × L∞.
+    l1: int | None = None
 
     @property
     def linf(self) -> int:
@@ -125,6 +128,9 @@ class ReleasePlan:
     constants_sql: str | None = None  # SELECT of the query's constant casts: evaluated before the charge
     quantiles: tuple[QuantileStatistic, ...] = ()  # DP selections, released per kept group
     histograms: tuple[Histogram, ...] = ()  # their bounded histogram queries (run after the bounded SQL)
+    # The L1 row cap: each unit keeps at most this many rows across all groups before its partials
+    # (so it touches ≤ min(max_groups, k) groups and each statistic's Statistic.l1 holds); None = off.
+    max_contributions: int | None = None
 
     @property
     def partition_selection(self) -> bool:
