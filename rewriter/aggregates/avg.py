@@ -21,6 +21,7 @@ from fractions import Fraction
 from sqlglot import exp
 
 from dpsql.rewriter.aggregates.base import (
+    GRID_BITS,
     AggregateSpec,
     Builder,
     ClassifyContext,
@@ -86,6 +87,11 @@ def _bound_per_unit(spec: AggregateSpec, b: Builder, column: str, unit_lo: Fract
     g = b.unit_grid(spec, column, unit_lo, unit_hi)
     col = b.input_column(spec.input, grid=g)
     lo, hi = unit_range(g, unit_lo, unit_hi)
+    # each unit's mean on a grid 2^f times finer than the rows' (about 2^GRID_BITS steps for the
+    # larger unit bound), so flooring SUM/COUNT loses at most one fine step, not one row step
+    f = max(0, GRID_BITS - max(abs(lo), abs(hi), 1).bit_length())
+    lo, hi = lo << f, hi << f
+    step = g.step / 2**f
     mid = (lo + hi) // 2
     label = pretty(spec.input)
     has = exp.Case(
@@ -93,8 +99,9 @@ def _bound_per_unit(spec: AggregateSpec, b: Builder, column: str, unit_lo: Fract
         default=exp.Literal.number(1),
     )
     n = b.stat(f"ucount:{col}", "count", has, 1, f"units with a value of {label} in the group (1 per unit)")
+    total = exp.Sum(this=exp.column(col))
     mean = exp.IntDiv(
-        this=exp.Sum(this=exp.column(col)),
+        this=exp.Mul(this=total, expression=exp.Literal.number(2**f)) if f else total,
         expression=exp.Nullif(this=exp.Count(this=exp.column(col)), expression=exp.Literal.number(0)),
     )
     centred = exp.Sub(this=clamp_int(mean, lo, hi), expression=exp.Literal.number(mid))
@@ -104,9 +111,9 @@ def _bound_per_unit(spec: AggregateSpec, b: Builder, column: str, unit_lo: Fract
     )
     linf = max(abs(lo - mid), abs(hi - mid))
     desc = (f"SUM over units of ({label} per-unit mean clamped to [{fmt(unit_lo)}, {fmt(unit_hi)}] - "
-            f"{fmt(mid * g.step)}) (unit bounds), rows clamped to [{fmt(g.lower)}, {fmt(g.upper)}], grid {fmt(g.step)}")
-    s = b.stat(f"uavg:{col}", "sum", partial, linf, desc, grid=g.step, weight=3)
-    return AggregateRelease("avg", spec.label, (n, s), lo * g.step, hi * g.step, center=mid * g.step)
+            f"{fmt(mid * step)}) (unit bounds), rows clamped to [{fmt(g.lower)}, {fmt(g.upper)}], grid {fmt(step)}")
+    s = b.stat(f"uavg:{col}", "sum", partial, linf, desc, grid=step, weight=3)
+    return AggregateRelease("avg", spec.label, (n, s), lo * step, hi * step, center=mid * step)
 
 
 def mean_centred(r: AggregateRelease, stats: Mapping[str, Statistic], cols: Sequence[Sequence[int]], g: int) -> tuple[int, Fraction]:
