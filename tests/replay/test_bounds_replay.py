@@ -210,3 +210,20 @@ def test_per_unit_only_bounds_refuse_per_row_uses() -> None:
         with pytest.raises(PrivacyViolation) as e:
             rewrite(sql, CATALOG)
         assert e.value.sqlstate == "42501"
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_bounded_sql_on_postgres_and_spark(name: str) -> None:
+    """R11 for the row cap and per-unit clamps: the PostgreSQL SQL is a parse/generate fixed point
+    with the DuckDB plan's statistics (cost independent of the engine), and the Spark SQL passes
+    the Spark allowlist check the backend runs before sending."""
+    import sqlglot
+
+    from dpsql.rewriter import spark
+
+    pg, duck, sp = (rewrite(SHAPES[name], CATALOG, dialect=d) for d in ("postgres", "duckdb", "spark"))
+    assert sqlglot.parse_one(pg.sql, read="postgres").sql("postgres", comments=False) == pg.sql
+    assert pg.plan is not None and duck.plan is not None and sp.plan is not None
+    assert pg.plan.stats == duck.plan.stats == sp.plan.stats
+    assert pg.plan.max_contributions == duck.plan.max_contributions
+    spark.verify(sp.sql, ["dpsql_6_public_t", "dpsql_6_public_e", "dpsql_6_public_p"])
