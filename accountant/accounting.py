@@ -59,8 +59,8 @@ class AccountingMode:
         """Split a query's (ε, δ) into the mechanisms' shared amount and the selection/conversion δ."""
         raise NotImplementedError
 
-    def additive(self, l0: int, linf: int, share: Fraction) -> AdditiveMechanism:
-        """The additive measurement whose map at (l0, linf) is ≤ ``share``."""
+    def additive(self, l0: int, linf: int, share: Fraction, l1: int | None = None) -> AdditiveMechanism:
+        """The additive measurement whose map at (l0, linf, l1) is ≤ ``share``."""
         raise NotImplementedError
 
     def selection_scale(self, l0: int, share: Fraction) -> float:
@@ -114,9 +114,9 @@ class _ZCDP(AccountingMode):
         sel = delta * SELECTION_DELTA_SHARE if selection else Fraction(0)
         return QueryBudget(rho_for_epsilon(epsilon, delta - sel), sel, delta - sel)
 
-    def additive(self, l0: int, linf: int, share: Fraction) -> AdditiveMechanism:
-        """The discrete Gaussian with σ = gaussian_sigma(l0, linf, ρ share)."""
-        return make_discrete_gaussian(gaussian_sigma(l0, linf, share))
+    def additive(self, l0: int, linf: int, share: Fraction, l1: int | None = None) -> AdditiveMechanism:
+        """The discrete Gaussian with σ = gaussian_sigma(l0, linf, ρ share, l1): the L2 norm."""
+        return make_discrete_gaussian(gaussian_sigma(l0, linf, share, l1))
 
     def selection_scale(self, l0: int, share: Fraction) -> float:
         """σ = gaussian_sigma(l0, 1, ρ share)."""
@@ -167,9 +167,9 @@ class _Basic(AccountingMode):
         """ε for the mechanisms; all of δ to selection (when needed)."""
         return QueryBudget(epsilon, delta if selection else Fraction(0), None)
 
-    def additive(self, l0: int, linf: int, share: Fraction) -> AdditiveMechanism:
-        """The discrete Laplace with scale laplace_scale(l0, linf, ε share)."""
-        return make_discrete_laplace(laplace_scale(l0, linf, share))
+    def additive(self, l0: int, linf: int, share: Fraction, l1: int | None = None) -> AdditiveMechanism:
+        """The discrete Laplace with scale laplace_scale(l0, linf, ε share, l1): the L1 norm."""
+        return make_discrete_laplace(laplace_scale(l0, linf, share, l1))
 
     def selection_scale(self, l0: int, share: Fraction) -> float:
         """t = laplace_scale(l0, 1, ε share)."""

@@ -202,6 +202,30 @@ def _check_sensitivity(l0: int, linf: int) -> None:
         raise ValueError(f"linf (contribution per group) must be a positive integer, got {linf!r}")
 
 
+def sensitivity_norms(l0: int, linf: int, l1: int | None = None) -> tuple[int, int]:
+    """(Δ₁, Δ₂²) of a vector where one unit changes ≤ ``l0`` cells by ≤ ``linf`` each and, when
+    ``l1`` is given, by ≤ ``l1`` in total (an L1 bound such as ``max_contributions``).
+
+    Δ₁ = min(l0·linf, l1). Δ₂² is the largest Σ x_g² over 0 ≤ x_g ≤ linf, Σ x_g ≤ l1, at most
+    l0 cells non-zero: a convex function over a polytope peaks at a vertex, i.e. greedily filling
+    q = min(l0, ⌊l1/linf⌋) cells to linf and one more (if q < l0) with the rest r = l1 − q·linf, so
+    Δ₂² = q·linf² + r² (exact integers).
+
+    >>> sensitivity_norms(3, 4)
+    (12, 48)
+    >>> sensitivity_norms(3, 4, 6)  # 4 in one cell, 2 in another
+    (6, 20)
+    """
+    _check_sensitivity(l0, linf)
+    if l1 is None or l1 >= l0 * linf:
+        return l0 * linf, l0 * linf * linf
+    if isinstance(l1, bool) or not isinstance(l1, int) or l1 < 1:
+        raise ValueError(f"l1 (total contribution) must be a positive integer, got {l1!r}")
+    q = min(l0, l1 // linf)
+    r = l1 - q * linf if q < l0 else 0
+    return l1, q * linf * linf + r * r
+
+
 def _check_scale(scale: float) -> Fraction:
     s = float(scale)
     if not (s > 0 and math.isfinite(s)):
@@ -209,15 +233,16 @@ def _check_scale(scale: float) -> Fraction:
     return Fraction(s)
 
 
-def gaussian_rho(l0: int, linf: int, sigma: float) -> Fraction:
-    """ρ of the discrete Gaussian(σ) on a vector where one unit changes ≤ l0 cells by ≤ linf each.
+def gaussian_rho(l0: int, linf: int, sigma: float, l1: int | None = None) -> Fraction:
+    """ρ of the discrete Gaussian(σ) on a vector where one unit changes ≤ l0 cells by ≤ linf each
+    (and ≤ ``l1`` in total, when given).
 
-    ρ = (√l0·linf)²/(2σ²) = l0·linf²/(2σ²), computed exactly from the float σ and rounded up
-    to the 1e-15 grid (so it is never below the true privacy loss).
+    ρ = Δ₂²/(2σ²) with Δ₂² from :func:`sensitivity_norms` (l0·linf² without ``l1``), computed
+    exactly from the float σ and rounded up to the 1e-15 grid (never below the true privacy loss).
     """
-    _check_sensitivity(l0, linf)
+    _, l2sq = sensitivity_norms(l0, linf, l1)
     s = _check_scale(sigma)
-    return ceil_to_grid(Fraction(l0 * linf * linf) / (2 * s * s))
+    return ceil_to_grid(Fraction(l2sq) / (2 * s * s))
 
 
 def _smallest_float(pred_ok: Callable[[float], bool], start: float) -> float:
@@ -258,8 +283,8 @@ def _bisect_float(pred_ok: Callable[[float], bool], known_ok: float) -> float:
     return flt(hi)
 
 
-def gaussian_sigma(l0: int, linf: int, rho: Number) -> float:
-    """The smallest float σ with ``gaussian_rho(l0, linf, σ) <= rho``.
+def gaussian_sigma(l0: int, linf: int, rho: Number, l1: int | None = None) -> float:
+    """The smallest float σ with ``gaussian_rho(l0, linf, σ, l1) <= rho``.
 
     Raises ValueError if ρ is below the 1e-15 grid (no finite σ would do), or if σ would exceed
     2^52 (draws must stay far inside the sampler's int64 range).
@@ -268,32 +293,34 @@ def gaussian_sigma(l0: int, linf: int, rho: Number) -> float:
     target = floor_to_grid(Fraction(rho))
     if target <= 0:
         raise ScaleOutOfRange(f"rho {float(rho)!r} is too small to calibrate a Gaussian")
-    start = math.sqrt(float(Fraction(l0 * linf * linf) / (2 * target)))
+    _, l2sq = sensitivity_norms(l0, linf, l1)
+    start = math.sqrt(float(Fraction(l2sq) / (2 * target)))
     if not start <= MAX_SCALE:
         raise ScaleOutOfRange("the noise scale this query needs is too large; narrow its bounds")
-    return _smallest_float(lambda s: gaussian_rho(l0, linf, s) <= rho, max(start, 5e-324))
+    return _smallest_float(lambda s: gaussian_rho(l0, linf, s, l1) <= rho, max(start, 5e-324))
 
 
-def laplace_epsilon(l0: int, linf: int, scale: float) -> Fraction:
-    """ε of the discrete Laplace(scale) on a vector where one unit changes ≤ l0 cells by ≤ linf each.
+def laplace_epsilon(l0: int, linf: int, scale: float, l1: int | None = None) -> Fraction:
+    """ε of the discrete Laplace(scale) on a vector where one unit changes ≤ l0 cells by ≤ linf each
+    (and ≤ ``l1`` in total, when given).
 
-    ε = Δ₁/scale with Δ₁ = l0·linf, exact from the float scale and rounded up to the 1e-15 grid.
+    ε = Δ₁/scale with Δ₁ = min(l0·linf, l1), exact from the float scale and rounded up to the 1e-15 grid.
     """
-    _check_sensitivity(l0, linf)
+    l1n, _ = sensitivity_norms(l0, linf, l1)
     t = _check_scale(scale)
-    return ceil_to_grid(Fraction(l0 * linf) / t)
+    return ceil_to_grid(Fraction(l1n) / t)
 
 
-def laplace_scale(l0: int, linf: int, epsilon: Number) -> float:
-    """The smallest float scale t with ``laplace_epsilon(l0, linf, t) <= epsilon``."""
-    _check_sensitivity(l0, linf)
+def laplace_scale(l0: int, linf: int, epsilon: Number, l1: int | None = None) -> float:
+    """The smallest float scale t with ``laplace_epsilon(l0, linf, t, l1) <= epsilon``."""
+    l1n, _ = sensitivity_norms(l0, linf, l1)
     target = floor_to_grid(Fraction(epsilon))
     if target <= 0:
         raise ScaleOutOfRange(f"epsilon {float(epsilon)!r} is too small to calibrate a Laplace mechanism")
-    start = float(Fraction(l0 * linf) / target)
+    start = float(Fraction(l1n) / target)
     if not start <= MAX_SCALE:
         raise ScaleOutOfRange("the noise scale this query needs is too large; narrow its bounds")
-    return _smallest_float(lambda t: laplace_epsilon(l0, linf, t) <= epsilon, start)
+    return _smallest_float(lambda t: laplace_epsilon(l0, linf, t, l1) <= epsilon, start)
 
 
 # ---------------------------------------------------------------------------------------------

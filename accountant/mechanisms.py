@@ -95,9 +95,10 @@ class DiscreteGaussian(_Immutable):
     _meas: Any = field(repr=False, compare=False)
     name: ClassVar[str] = "discrete_gaussian"
 
-    def map(self, l0: int, linf: int) -> Fraction:
-        """ρ = l0·linf²/(2σ²) (L2 sensitivity √l0·linf), exact and rounded up to the 1e-15 grid."""
-        return gaussian_rho(l0, linf, self.scale)
+    def map(self, l0: int, linf: int, l1: int | None = None) -> Fraction:
+        """ρ = Δ₂²/(2σ²): Δ₂² = l0·linf², or less under an L1 bound ``l1`` (``sensitivity_norms``),
+        exact and rounded up to the 1e-15 grid."""
+        return gaussian_rho(l0, linf, self.scale, l1)
 
     def sample(self, n: int) -> list[int]:
         """``n`` independent draws from one OpenDP vector call (CSPRNG); never seeded."""
@@ -114,9 +115,9 @@ class DiscreteLaplace(_Immutable):
     _meas: Any = field(repr=False, compare=False)
     name: ClassVar[str] = "discrete_laplace"
 
-    def map(self, l0: int, linf: int) -> Fraction:
-        """ε = l0·linf/t (L1 sensitivity l0·linf), exact and rounded up to the 1e-15 grid."""
-        return laplace_epsilon(l0, linf, self.scale)
+    def map(self, l0: int, linf: int, l1: int | None = None) -> Fraction:
+        """ε = Δ₁/t with Δ₁ = min(l0·linf, l1), exact and rounded up to the 1e-15 grid."""
+        return laplace_epsilon(l0, linf, self.scale, l1)
 
     def sample(self, n: int) -> list[int]:
         """``n`` independent draws from one OpenDP vector call (CSPRNG); never seeded."""

@@ -64,6 +64,7 @@ class StatisticNoise:
     linf: int
     cost: Fraction
     from_selection: bool = False
+    l1: int | None = None  # the L1 bound on one unit's total change (max_contributions), when tighter
 
     @property
     def mechanism(self) -> str:
@@ -256,6 +257,13 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
     l0 = plan.max_groups
     if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
         raise ValueError("plan.max_groups must be a positive integer")
+    # max_contributions (k rows per unit across all groups, enforced in the bounded SQL before the
+    # per-(unit, group) partials) means a unit touches at most k groups: L0 = min(max_groups, k)
+    # for the additive statistics and the selection; a statistic's own L1 bound (Statistic.l1)
+    # gives the tighter Δ₁ / Δ₂ (sensitivity_norms). Quantile histograms keep max_groups (their
+    # bounded queries do not apply the row cap).
+    k = plan.max_contributions
+    l0_stats = min(l0, k) if k is not None else l0
     units = _units_stat(plan)
     own = [s for s in plan.stats if units is None or s.column != units.column]
     sel_weight = 0
@@ -274,18 +282,21 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         spent = Fraction(0)
         for s in own:
             share = budget * _positive_weight(s) / total_weight
-            mech = mode.additive(l0, s.max_contribution, share)
-            cost = mech.map(l0, s.max_contribution)  # the charge is this measurement's own map
+            l1 = s.l1 if k is not None else None
+            mech = mode.additive(l0_stats, s.max_contribution, share, l1)
+            cost = mech.map(l0_stats, s.max_contribution, l1)  # the charge is this measurement's own map
             if cost > share:  # pragma: no cover - guaranteed by gaussian_sigma / laplace_scale
                 raise RuntimeError("calibration produced a map above its share")
             spent += cost
-            stats.append(StatisticNoise(s.column, mech, mode.error95(mech.scale), s.grid, l0, s.max_contribution, cost))
+            stats.append(
+                StatisticNoise(s.column, mech, mode.error95(mech.scale), s.grid, l0_stats, s.max_contribution, cost, l1=l1)
+            )
 
         selection: SelectionNoise | None = None
         sel_delta = Fraction(0)
         if selection_needed:
             share = budget * sel_weight / total_weight
-            selection = _selection(accounting, l0, share, delta_sel)
+            selection = _selection(accounting, l0_stats, share, delta_sel)
             spent += selection.cost
             sel_delta = selection.delta
             if units is not None:
@@ -295,7 +306,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
                         selection.measurement,
                         selection.error95,
                         units.grid,
-                        l0,
+                        l0_stats,
                         1,
                         Fraction(0),
                         from_selection=True,

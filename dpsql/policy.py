@@ -49,6 +49,14 @@ class ColumnPolicy:
     values: tuple[ScalarValue, ...] | None = None
     time_lower: TimeBound | None = None  # bounds on a DATE/TIMESTAMP column (quantiles, MIN/MAX)
     time_upper: TimeBound | None = None
+    unit_lower: Fraction | None = None  # bounds on one unit's total in one group (SUM/AVG), GoogleSQL's
+    unit_upper: Fraction | None = None  # contribution_bounds_per_group
+
+    @property
+    def unit_bounded(self) -> bool:
+        """True when per-unit bounds are declared: ``SUM(col)``'s per-(unit, group) total is clamped
+        to ``[unit_lower, unit_upper]`` instead of ``max_rows`` clamped rows."""
+        return self.unit_lower is not None and self.unit_upper is not None
 
     @property
     def bounded(self) -> bool:
@@ -74,6 +82,7 @@ class TablePolicy:
     max_groups: int
     max_rows: int
     columns: Mapping[str, ColumnPolicy]
+    max_contributions: int | None = None  # L1 bound: rows one unit may contribute across all groups of a query
     file: Path | None = None
     columns_declared: bool = True  # False for a public table whose columns are all exposed
     spark_table: str | None = None  # Spark source only: the catalog table ([catalog.]db.table) it reads
@@ -398,6 +407,26 @@ def _read_time_bounds(cr: _Reader) -> tuple[TimeBound | None, TimeBound | None]:
         raise cr.fail("upper", "lower and upper must both be dates or both be date-times")
     if lo > hi:
         raise cr.fail("lower", f"({lo.isoformat()}) is after upper ({hi.isoformat()})")
+    return lo, hi
+
+
+def _read_unit_bounds(cr: _Reader, time_column: bool) -> tuple[Fraction | None, Fraction | None]:
+    """``unit_lower``/``unit_upper``: bounds on one unit's total of the column in one group.
+
+    Both or neither, numbers, ``unit_lower ≤ unit_upper``, below 2^62 in absolute value, and not on
+    a date/timestamp column (they bound sums).
+    """
+    lo, hi = cr.number("unit_lower"), cr.number("unit_upper")
+    if (lo is None) != (hi is None):
+        raise cr.fail("unit_upper" if lo is not None else "unit_lower", "unit_lower and unit_upper must be declared together")
+    if lo is None or hi is None:
+        return None, None
+    if time_column:
+        raise cr.fail("unit_lower", "per-unit bounds bound sums; a date/timestamp column cannot carry them")
+    if lo > hi:
+        raise cr.fail("unit_lower", f"({float(lo):g}) is above unit_upper ({float(hi):g})")
+    if max(abs(lo), abs(hi)) >= 2**62:
+        raise cr.fail("unit_upper", "bounds must be below 2^62 in absolute value")
     return lo, hi
 
 
@@ -740,10 +769,11 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
         raise tr.fail("spark_path", "must be a Parquet path or URI without backquotes or control characters")
     max_groups = tr.integer("max_groups", 1)
     max_rows = tr.integer("max_rows", 1)
+    max_contributions = tr.integer("max_contributions", 0) if tr.has("max_contributions") else None
     if public:
         if unit is not None:
             raise tr.fail("privacy_unit", "a public table has no privacy unit; remove one of the two")
-        for k in ("max_groups", "max_rows"):
+        for k in ("max_groups", "max_rows", "max_contributions"):
             if tr.has(k):
                 raise tr.fail(k, "applies only to private tables")
     else:
@@ -768,6 +798,7 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
                 raise cr.fail("lower", f"({float(lower):g}) is above upper ({float(upper):g})")
             if lower is not None and upper is not None and max(abs(lower), abs(upper)) >= 2**62:
                 raise cr.fail("upper", "bounds must be below 2^62 in absolute value")
+            unit_lower, unit_upper = _read_unit_bounds(cr, time_lower is not None)
             values = cr.get("values")
             vals: tuple[ScalarValue, ...] | None = None
             if values is not None:
@@ -781,10 +812,14 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
                     raise cr.fail("values", "lists a value twice")
                 vals = tuple(values)
             cr.finish()
-            bounds_declared = lower is not None or time_lower is not None
+            bounds_declared = lower is not None or time_lower is not None or unit_lower is not None
             if unit is not None and cname.lower() == unit.lower() and (bounds_declared or vals is not None):
                 raise cr.fail("values" if vals is not None else "lower", "the privacy unit cannot carry bounds or values")
-            columns[cname.lower()] = ColumnPolicy(cname.lower(), lower, upper, vals, time_lower, time_upper)
+            if unit_lower is not None and public:
+                raise cr.fail("unit_lower", "applies only to private tables (a public table has no privacy unit)")
+            columns[cname.lower()] = ColumnPolicy(
+                cname.lower(), lower, upper, vals, time_lower, time_upper, unit_lower, unit_upper
+            )
         cols.finish()
     if unit is not None and unit.lower() not in columns:
         columns[unit.lower()] = ColumnPolicy(unit.lower())
@@ -798,6 +833,7 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
         max_groups=max_groups,
         max_rows=max_rows,
         columns=columns,
+        max_contributions=max_contributions,
         file=fpath,
         columns_declared=cols is not None or not public,
         spark_table=spark_table,

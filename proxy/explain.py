@@ -7,10 +7,11 @@ from __future__ import annotations
 
 from fractions import Fraction
 
-from dpsql.accountant.planner import NoisePlan
+from dpsql.accountant.calibration import sensitivity_norms
+from dpsql.accountant.planner import NoisePlan, StatisticNoise
 from dpsql.policy import Policy
 from dpsql.proxy.quantile_release import explain_lines, explain_quantile
-from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite
+from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite, Statistic
 
 
 def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[str]:
@@ -39,7 +40,16 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         lines.append(
             f"  contribution bounds: each {tp.privacy_unit} adds at most {plan.max_rows or tp.max_rows} row(s) to a group"
             + (f" and touches at most {plan.max_groups} group(s)" if plan.keys else "")
+            + (f"; at most {plan.max_contributions} row(s) in all across the groups (max_contributions)"
+               if plan.max_contributions is not None else "")
         )
+        unit_bounded = [c for c in tp.columns.values() if c.unit_lower is not None and c.unit_upper is not None]
+        for c in unit_bounded:
+            assert c.unit_lower is not None and c.unit_upper is not None
+            lines.append(
+                f"  per-unit bounds: SUM/AVG({c.name}) clamp each {tp.privacy_unit}'s total (AVG: mean) in a group to "
+                f"[{_g(c.unit_lower)}, {_g(c.unit_upper)}]"
+            )
     if plan.keys:
         labels = ", ".join(k.label for k in plan.keys)
         if plan.keys_public:
@@ -74,7 +84,7 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         n = stats.get(s.column)
         if n is None:
             continue
-        lines.append(f"  statistic {s.column}: {s.description}; sensitivity {s.max_contribution} × {plan.max_groups} group(s)")
+        lines.append(f"  statistic {s.column}: {s.description}; sensitivity {_sensitivity(s, n, plan)}")
     lines += explain_lines(plan, noise)
     lines.append(f"  {rw.dialect} SQL:")
     lines.append(f"    {rw.sql}")
@@ -82,6 +92,17 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         lines.append("  post-processing (on noisy values):")
         lines.append(f"    {plan.post_sql}")
     return lines
+
+
+def _sensitivity(s: Statistic, n: StatisticNoise, plan: ReleasePlan) -> str:
+    """The sensitivity the statistic's noise was calibrated to: L∞ × L0, plus the L1 bound and the
+    norm it gives when ``max_contributions`` tightens it."""
+    text = f"{s.max_contribution} × {n.l0} group(s)"
+    if n.l1 is not None and n.l1 < n.l0 * n.linf:
+        l1, l2sq = sensitivity_norms(n.l0, n.linf, n.l1)
+        norm = f"L2 = √{l2sq}" if n.mechanism == "discrete_gaussian" else f"L1 = {l1}"
+        text += f", at most {n.l1} over all groups (max_contributions): {norm}"
+    return text
 
 
 def _output_sources(plan: ReleasePlan) -> list[tuple[str, int] | None]:

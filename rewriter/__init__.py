@@ -281,6 +281,7 @@ def _emit(st: RewriteState) -> None:
         max_rows=st.info.policy.max_rows,
         private_join=len(st.sides) > 1,
         histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
+        max_contributions=bounded.max_contributions,
     )
     query = _lowered(bounded.query, dialect)
     sql = emit(physical_names(query, dialect), dialect)

@@ -104,6 +104,7 @@ class Bounded:
     public_keys_query: exp.Expression | None
     quantiles: tuple[QuantileStatistic, ...] = ()
     histograms: tuple[tuple[exp.Expression, int], ...] = ()  # (bounded histogram query, candidates)
+    max_contributions: int | None = None  # the L1 row cap applied in ``__dp_capped``
 
 
 def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
@@ -124,6 +125,13 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         max_rows=tp.max_rows,
         row_cols=[exp.alias_(unit.copy(), "__dp_uid", copy=False)],
         time_bounds=dict(ctx.time_bounds),
+        unit_bounds={
+            c.name: (c.unit_lower, c.unit_upper)
+            for c in tp.columns.values()
+            if c.unit_lower is not None and c.unit_upper is not None
+        },
+        max_contributions=tp.max_contributions,
+        max_groups=tp.max_groups,
     )
     filters: list[exp.Expression] = [unit.is_(exp.null()).not_()]
     key_cols = _key_columns(shape, ctx, b.row_cols, filters)
@@ -134,8 +142,11 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
 
     rows = _rows_query(shape.select, ctx, b.row_cols, filters)
     key_names = [k.column for k in key_cols]
-    per_unit, ranked = _per_unit_query(shape, ctx, b, key_names)
-    final = _final_query(b, key_names, rows, per_unit, ranked, tp.max_groups)
+    capped = None
+    if tp.max_contributions is not None and not _one_row_per_unit(shape.select, ctx):
+        capped = _capped_rows(ctx, b, rows, key_names, tp.max_contributions)
+    per_unit, ranked = _per_unit_query(shape, ctx, b, key_names, "__dp_capped" if capped is not None else "__dp_rows")
+    final = _final_query(b, key_names, rows, per_unit, ranked, tp.max_groups, capped)
     all_stats = list(b.stats)
     if b.units_column:
         all_stats.append(Statistic(b.units_column, "units", "distinct units per group", 1, Fraction(1), 1))
@@ -143,8 +154,61 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     histograms = _histogram_queries(shape, ctx, b, rows, key_names)
     return Bounded(
         final, tuple(key_cols), tuple(all_stats), tuple(releases), b.units_column, keys_public, public_keys,
-        tuple(b.quantiles), histograms,
+        tuple(b.quantiles), histograms, tp.max_contributions,
     )
+
+
+def _capped_rows(
+    ctx: BoundingContext, b: Builder, rows: exp.Select, key_names: list[str], k: int
+) -> list[tuple[str, exp.Select]]:
+    """The CTEs ending in ``__dp_capped``: at most ``k`` rows per unit across all groups (``max_contributions``).
+
+    Which rows a unit keeps is a function of its own rows, the query text's salt and nothing else:
+    rows are ordered first by whether they are beyond ``max_rows`` in their group (rows the count
+    clamp would not use go last), then by the unit's own group order (MD5 of its id, the keys and
+    the salt, as for ``max_groups``), then by an MD5 of the row's content (id, keys, grid inputs, the
+    NULL-ness of counted inputs — every column the later layers read). Rows that tie are equal in
+    all of those, so which of them is kept changes nothing downstream.
+    """
+    sep = exp.Literal.string("\x1f")
+    names = [e.alias_or_name for e in rows.expressions]
+    parts: list[exp.Expression] = []
+    for n in names:
+        col = exp.column(n)
+        if n.startswith("__dp_x"):  # read only by COUNT(x): its NULL-ness is all that matters
+            parts.append(exp.Case(ifs=[exp.If(this=col.is_(exp.null()), true=exp.Literal.string("n"))], default=exp.Literal.string("v")))
+        else:
+            text = exp.DPipe(this=exp.Literal.string("+"), expression=exp.Cast(this=col, to=exp.DataType.build("TEXT")))
+            parts.append(exp.Coalesce(this=text, expressions=[exp.Literal.string("-")]))
+    parts.append(exp.Literal.string(ctx.salt))
+    row_hash = exp.Anonymous(this="MD5", expressions=[exp.Anonymous(this="CONCAT_WS", expressions=[sep, *parts])])
+    in_group = exp.Window(
+        this=exp.RowNumber(),
+        partition_by=[exp.column("__dp_uid"), *(exp.column(k_) for k_ in key_names)],
+        order=exp.Order(expressions=[exp.Ordered(this=row_hash.copy())]),
+    )
+    numbered = exp.select(
+        exp.Star(), exp.alias_(row_hash, "__dp_rh", copy=False), exp.alias_(in_group, "__dp_rig", copy=False), copy=False
+    ).from_(exp.to_table("__dp_rows"), copy=False)
+    beyond = exp.Case(
+        ifs=[exp.If(this=exp.GT(this=exp.column("__dp_rig"), expression=exp.Literal.number(b.max_rows)), true=exp.Literal.number(1))],
+        default=exp.Literal.number(0),
+    )
+    order = [exp.Ordered(this=beyond)]
+    if key_names:
+        order.append(exp.Ordered(this=_hash_order(key_names, ctx)))
+    order.append(exp.Ordered(this=exp.column("__dp_rh")))
+    overall = exp.Window(this=exp.RowNumber(), partition_by=[exp.column("__dp_uid")], order=exp.Order(expressions=order))
+    ranked = exp.select(exp.Star(), exp.alias_(overall, "__dp_rn", copy=False), copy=False).from_(
+        exp.to_table("__dp_numbered"), copy=False
+    )
+    capped = exp.select(exp.Star(), copy=False).from_(exp.to_table("__dp_rowrank"), copy=False).where(
+        exp.LTE(this=exp.column("__dp_rn"), expression=exp.Literal.number(k)), copy=False
+    )
+    ctx.notes.append(
+        f"each unit keeps at most {k} row(s) across all groups (max_contributions), chosen by a hash of its own rows"
+    )
+    return [("__dp_numbered", numbered), ("__dp_rowrank", ranked), ("__dp_capped", capped)]
 
 
 def _histogram_queries(
@@ -223,7 +287,7 @@ def _rows_query(
 
 
 def _per_unit_query(
-    shape: QueryShape, ctx: BoundingContext, b: Builder, key_names: list[str]
+    shape: QueryShape, ctx: BoundingContext, b: Builder, key_names: list[str], source: str = "__dp_rows"
 ) -> tuple[exp.Select, exp.Select | None]:
     """Layer 2, ``__dp_per_unit`` (one row per unit and group, partials clamped), and the ranking
     ``__dp_ranked`` that keeps ≤ ``max_groups`` groups per unit (None when no unit can exceed it)."""
@@ -248,7 +312,7 @@ def _per_unit_query(
     weight = [exp.alias_(least(exp.Count(this=exp.Star()), exp.Literal.number(max_rows)), "__dp_w", copy=False)] if weigh else []
     per_unit = (
         exp.select(*uid_keys, *b.partials, *weight, copy=False)
-        .from_(exp.to_table("__dp_rows"), copy=False)
+        .from_(exp.to_table(source), copy=False)
         .group_by(*(c.copy() for c in uid_keys), copy=False)
     )
     if not need_rank:
@@ -270,7 +334,13 @@ def _per_unit_query(
 
 
 def _final_query(
-    b: Builder, key_names: list[str], rows: exp.Select, per_unit: exp.Select, ranked: exp.Select | None, max_groups: int
+    b: Builder,
+    key_names: list[str],
+    rows: exp.Select,
+    per_unit: exp.Select,
+    ranked: exp.Select | None,
+    max_groups: int,
+    capped: list[tuple[str, exp.Select]] | None = None,
 ) -> exp.Select:
     """Layer 3: at most ``max_groups`` ranked groups per unit, then exact totals per group."""
     final_from = "__dp_ranked" if ranked is not None else "__dp_per_unit"
@@ -291,7 +361,10 @@ def _final_query(
         final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)), copy=False)
     if key_names:
         final = final.group_by(*(exp.column(k) for k in key_names), copy=False)
-    final = final.with_("__dp_rows", as_=rows, copy=False).with_("__dp_per_unit", as_=per_unit, copy=False)
+    final = final.with_("__dp_rows", as_=rows, copy=False)
+    for name, cte in capped or ():
+        final = final.with_(name, as_=cte, copy=False)
+    final = final.with_("__dp_per_unit", as_=per_unit, copy=False)
     if ranked is not None:
         final = final.with_("__dp_ranked", as_=ranked, copy=False)
     return final

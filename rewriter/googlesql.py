@@ -12,9 +12,11 @@ never looser contribution bounds than declared:
 
 - ``epsilon`` / ``delta`` are this statement's ε and δ, checked exactly as ``SET dp.epsilon`` /
   ``SET dp.delta`` are (22023 outside the policy's per-query range);
-- ``max_groups_contributed`` (``kappa``) and ``max_rows_contributed`` tighten every private table's
-  ``max_groups`` / per-group ``max_rows`` for this statement; a value above the policy's is refused
-  (22023): the policy's bounds are what the privacy engineer signed off;
+- ``max_groups_contributed`` (``kappa``) tightens every private table's ``max_groups`` for this
+  statement (a value above the policy's is refused, 22023: the policy's bounds are what the privacy
+  engineer signed off); ``max_rows_contributed`` is the statement's ``max_contributions`` (an L1
+  row cap across all groups; the lower of it and the policy's applies, beside the policy's
+  ``max_groups`` and ``max_rows``);
 - ``privacy_unit_column`` must name the policy's privacy unit of the query's private tables (42501);
 - ``group_selection_strategy = PUBLIC_GROUPS`` refuses the query unless every group key is public
   (declared values or a public table), so no partition selection runs;
@@ -75,7 +77,8 @@ class GoogleDP:
     epsilon: Fraction | None = None
     delta: Fraction | None = None
     max_groups: int | None = None
-    max_rows: int | None = None  # max_rows_contributed, or the tightest COUNT contribution_bounds_per_group
+    max_rows: int | None = None  # the tightest COUNT contribution_bounds_per_group
+    max_contributions: int | None = None  # max_rows_contributed: the L1 row cap for this statement
     privacy_unit_column: str | None = None
     public_groups: bool = False
     report: bool = False  # some aggregate asked report_format => 'JSON'
@@ -131,15 +134,17 @@ def translate(sql: str) -> GoogleDP | None:
 def tightened(catalog: Catalog, g: GoogleDP) -> Catalog:
     """``catalog`` with every private table's ``max_groups``/``max_rows`` lowered to ``g``'s where
     ``g``'s are tighter (never raised: :func:`check` refuses a looser bound on the tables queried)."""
-    if g.max_groups is None and g.max_rows is None:
+    if g.max_groups is None and g.max_rows is None and g.max_contributions is None:
         return catalog
     tables = dict(catalog.tables)
     for key, info in catalog.tables.items():
         tp = info.policy
         if tp.public or tp.privacy_unit is None:
             continue
+        caps = [c for c in (g.max_contributions, tp.max_contributions) if c is not None]
         new = replace(tp, max_groups=min(g.max_groups or tp.max_groups, tp.max_groups),
-                      max_rows=min(g.max_rows or tp.max_rows, tp.max_rows))
+                      max_rows=min(g.max_rows or tp.max_rows, tp.max_rows),
+                      max_contributions=min(caps) if caps else None)
         tables[key] = replace(info, policy=new)
     return Catalog(catalog.policy, tables)
 
@@ -244,16 +249,9 @@ def _apply_options(g: GoogleDP, options: dict[str, str]) -> GoogleDP:
     if groups is not None:
         g = replace(g, max_groups=_count("max_groups_contributed", groups))
     if "max_rows_contributed" in options:
-        g = replace(g, max_rows=_count("max_rows_contributed", options["max_rows_contributed"]))
-        if g.max_rows is not None and groups is not None and g.max_groups != 1:
-            # GoogleSQL's max_rows_contributed is an L1 bound over all groups: with one group per unit
-            # it is a per-group row bound; with several, dpsql has no L1 bound to map it to.
-            raise UnsupportedQuery(
-                "max_rows_contributed together with max_groups_contributed > 1 is not supported",
-                hint="use max_groups_contributed = 1 with it, or leave max_rows_contributed out (the policy's max_rows applies)",
-            )
-        if g.max_rows is not None and groups is None:
-            g = replace(g, max_groups=1)
+        # GoogleSQL's max_rows_contributed is an L1 bound over all groups: the statement's
+        # max_contributions (never above the policy's; the policy's max_groups/max_rows still bind)
+        g = replace(g, max_contributions=_count("max_rows_contributed", options["max_rows_contributed"]))
     if "privacy_unit_column" in options:
         g = replace(g, privacy_unit_column=options["privacy_unit_column"].strip('"'))
     if "group_selection_strategy" in options:

@@ -36,6 +36,9 @@ class Statistic:
     max_contribution: int
     grid: Fraction = Fraction(1)
     weight: int = 1  # share of the query's budget relative to the other statistics
+    # With ReleasePlan.max_contributions: the most one unit can change this statistic summed over
+    # all groups (L1, integer units), from the row cap; None when no tighter than L0 × L∞.
+    l1: int | None = None
 
     @property
     def linf(self) -> int:
@@ -127,6 +130,9 @@ class ReleasePlan:
     histograms: tuple[Histogram, ...] = ()  # their bounded histogram queries (run after the bounded SQL)
     max_rows: int = 0  # rows one unit adds to a group (0: the first table's max_rows)
     private_join: bool = False  # private tables joined on the unit (rewriter/joins.py)
+    # The L1 row cap: each unit keeps at most this many rows across all groups before its partials
+    # (so it touches ≤ min(max_groups, k) groups and each statistic's Statistic.l1 holds); None = off.
+    max_contributions: int | None = None
 
     @property
     def partition_selection(self) -> bool:

@@ -259,6 +259,10 @@ class Builder:
     time_bounds: dict[tuple[str, str], tuple[object, object]] = field(default_factory=dict)
     histogram_bins: list[tuple[exp.Expression, int]] = field(default_factory=list)  # (bin expression, candidates)
     quantiles: list[QuantileStatistic] = field(default_factory=list)
+    # per-unit bounds (unit_lower, unit_upper) of the private table's columns, by column name
+    unit_bounds: dict[str, tuple[Fraction, Fraction]] = field(default_factory=dict)
+    max_contributions: int | None = None  # the L1 row cap (rows per unit across all groups), when set
+    max_groups: int = 1  # the table's max_groups (groups a unit may keep)
     _hist_index: dict[str, int] = field(default_factory=dict)
     _stat_index: dict[str, str] = field(default_factory=dict)
     _input_cols: dict[str, str] = field(default_factory=dict)
@@ -267,7 +271,7 @@ class Builder:
     def input_column(self, node: exp.Expression, *, grid: Grid | None) -> str:
         """The ``__dp_rows`` column holding ``node`` per row (made total; clamped to ``grid`` and
         mapped to its integers when given one)."""
-        key = ("g:" if grid else "x:") + node.sql()
+        key = (f"g{grid.lower}:{grid.upper}:{grid.exponent}:" if grid else "x:") + node.sql()
         if key not in self._input_cols:
             name = f"__dp_{'g' if grid else 'x'}{len(self._input_cols)}"
             total = totalize(node, self.dialect, self.families)
@@ -287,6 +291,7 @@ class Builder:
         grid: Fraction = Fraction(1),
         weight: int = 1,
         total_shift: int = 0,
+        l1: int | None = None,
     ) -> str:
         """The statistic for ``key``, added when new: ``partial`` per (unit, group), which must be
         clamped so one unit changes the group's released total by at most ``linf`` integer units.
@@ -295,14 +300,54 @@ class Builder:
         group's exact sum rounded to a multiple of 2^k (``(T + 2^(k-1)) // 2^k``, in units of
         ``grid``): the rounding happens once per group, so its error is at most half a unit of the
         total. ``linf`` is then in the rounded units (a partial bound P gives ``P // 2^k + 1``).
+
+        ``l1`` bounds the unit's change summed over all groups, in the same units, given the row
+        cap ``max_contributions``; it is recorded only when that cap is on.
         """
         if key not in self._stat_index:
             name = f"__dp_s{len(self.stats)}"
             self.partials.append(exp.alias_(partial, f"__dp_p{len(self.stats)}", copy=False))
-            self.stats.append(Statistic(name, kind, description, max(1, linf), grid, weight))  # type: ignore[arg-type]
+            l1 = max(1, l1) if l1 is not None and self.max_contributions is not None else None
+            self.stats.append(Statistic(name, kind, description, max(1, linf), grid, weight, l1))  # type: ignore[arg-type]
             self.total_shifts.append(total_shift)
             self._stat_index[key] = name
         return self._stat_index[key]
+
+    def rows_l1(self, per_row: int) -> int | None:
+        """The L1 bound of a statistic whose partial grows by at most ``per_row`` per kept row:
+        ``max_contributions × per_row`` (None when no row cap is set)."""
+        return None if self.max_contributions is None else self.max_contributions * per_row
+
+    def unit_bounded_column(self, spec: AggregateSpec) -> tuple[str, Fraction, Fraction] | None:
+        """(column, unit_lower, unit_upper) when ``spec.input`` is a bare private column with
+        per-unit bounds (or that column under a FILTER: ``CASE WHEN cond THEN col END``)."""
+        node = spec.input
+        if isinstance(node, exp.Case) and len(node.args.get("ifs") or []) == 1 and node.args.get("default") is None:
+            node = node.args["ifs"][0].args.get("true")
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Column) and node.table == self.alias and node.name in self.unit_bounds:
+            lo, hi = self.unit_bounds[node.name]
+            return node.name, lo, hi
+        return None
+
+    def unit_grid(self, spec: AggregateSpec, column: str, unit_lo: Fraction, unit_hi: Fraction) -> Grid:
+        """The row grid of a per-unit-bounded input: rows clamped to the column's declared
+        ``lower``/``upper`` or, without them, to ``[min(unit_lower, 0), max(unit_upper, 0)]`` (a
+        derived row range that keeps the engine total and changes nothing when the rows lie in it,
+        e.g. non-negative values under ``unit_lower ≥ 0``); its step puts the unit range on about
+        2^GRID_BITS steps too, so per-unit totals stay far inside the samplers' range."""
+        assert spec.input is not None
+        rng = interval(spec.input, self.bounds)
+        if rng.bounded:
+            assert rng.lo is not None and rng.hi is not None
+            lo, hi = rng.lo, rng.hi
+        else:
+            lo, hi = min(unit_lo, Fraction(0)), max(unit_hi, Fraction(0))
+        fam = type_family(spec.input, self.families)
+        integer = fam == "int" and all(v.denominator == 1 for v in (lo, hi, unit_lo, unit_hi))
+        hull = make_grid(min(lo, unit_lo), max(hi, unit_hi), integer_input=integer)
+        return Grid(lo, hi, hull.exponent, integer)
 
     def has_stat(self, key: str) -> str | None:
         """The statistic already made for ``key``, if any."""
@@ -313,13 +358,15 @@ class Builder:
         r = self.max_rows
         if node is None:
             partial = least(exp.Count(this=exp.Star()), exp.Literal.number(r))
-            return self.stat("count:*", "count", partial, r, f"COUNT(*): ≤ {r} rows per unit and group")
+            return self.stat("count:*", "count", partial, r, f"COUNT(*): ≤ {r} rows per unit and group", l1=self.rows_l1(1))
         found = self.has_stat(f"count:{node.sql()}")
         if found:
             return found
         col = col or self.input_column(node, grid=None)
         partial = least(exp.Count(this=exp.column(col)), exp.Literal.number(r))
-        return self.stat(f"count:{node.sql()}", "count", partial, r, f"COUNT({label}): ≤ {r} rows per unit and group")
+        return self.stat(
+            f"count:{node.sql()}", "count", partial, r, f"COUNT({label}): ≤ {r} rows per unit and group", l1=self.rows_l1(1)
+        )
 
     def histogram(self, key: str, bin_expr: exp.Expression, candidates: int) -> int:
         """The histogram (index) of the row-level candidate index ``bin_expr``, shared by every
@@ -355,6 +402,14 @@ class Builder:
             if not rng.bounded:
                 cols = sorted({c.name for c in spec.input.find_all(exp.Column) if c.table == self.alias})
                 names = ", ".join(cols) or spec.input.sql("postgres")
+                unit_only = [c for c in cols if c in self.unit_bounds]
+                if unit_only:
+                    raise PrivacyViolation(
+                        f"{spec.label} needs per-row bounds: {', '.join(unit_only)} declares only per-unit bounds "
+                        "(unit_lower/unit_upper), which bound SUM(col) and AVG(col) of the bare column",
+                        hint="declare lower and upper for the column in the policy, or clamp it in the query with "
+                        "LEAST(GREATEST(col, low), high)",
+                    )
                 raise PrivacyViolation(
                     f"{spec.label} needs bounds: no lower/upper is declared for {names}",
                     hint="declare lower and upper for the column in the policy, or clamp it in the query with "

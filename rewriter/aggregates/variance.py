@@ -80,7 +80,11 @@ def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
     sq_grid = (g.step * 2**shift) ** 2
     partial = least(scaled_to_kept_rows(exp.Sum(this=sq), col, b.max_rows), exp.Literal.number(part_hi))
     desc = f"SUM(({pretty(spec.input)} - centre)^2) per row, group total rounded to grid {fmt(sq_grid)}"
-    q = b.stat(f"csumsq:{col}", "sum", partial, linf, desc, grid=sq_grid, weight=3, total_shift=2 * shift)
+    # Under max_contributions = k: Σ_g partial_g ≤ k·c², and each touched group's rounded total
+    # moves by ≤ ⌊Δ_g/4^shift⌋ + 1, over ≤ min(max_groups, k) groups.
+    k = b.max_contributions
+    l1 = None if k is None else (k * c_abs * c_abs) // 4**shift + min(b.max_groups, k)
+    q = b.stat(f"csumsq:{col}", "sum", partial, linf, desc, grid=sq_grid, weight=3, total_shift=2 * shift, l1=l1)
     return AggregateRelease(spec.kind, spec.label, (n, s, q), g.lower, g.upper, center=g.mid * g.step)
 
 

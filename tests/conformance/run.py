@@ -269,9 +269,6 @@ ZETASQL_REASONS = {
     "differential_privacy_verify_non_randomness_of_approx_quantiles_explicit_bounds_2":
         "PERCENTILE_DISC should return an input value (2.5); dpsql returns a grid candidate between the "
         "order statistics around the rank",
-    "differential_privacy_max_rows_contributed_sum":
-        "GoogleSQL's max_rows_contributed keeps 2 rows per unit; dpsql's max_rows = 2 (no max_contributions yet) "
-        "clamps a unit's per-group sum to 2 × [lower, upper] and keeps all 3 rows",
     "differential_privacy_min_privacy_units_per_group_is_2":
         "no min_privacy_units_per_group: dpsql's partition-selection threshold is 3 units even at ε = 1e6 "
         "(σ = 0.002, max_groups = 10), so the NULL group of 2 units is held back",

@@ -42,6 +42,7 @@ import numpy as np
 import sqlglot
 from sqlglot import exp
 
+from dpsql.accountant.calibration import sensitivity_norms
 from dpsql.policy import Policy, policy_from_dict
 from dpsql.rewriter import rewrite
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
@@ -697,6 +698,9 @@ def check_neighbours(plan: ReleasePlan, full: Cells, minus: Cells, only: Cells, 
     problems: list[str] = []
     _, stats = _columns(plan)
     l0 = plan.max_groups
+    k = plan.max_contributions
+    if k is not None:  # the row cap: a unit keeps ≤ k rows, so it touches ≤ k groups
+        l0 = min(l0, k)
     zero = (0,) * len(stats)
     groups = set(full) | set(minus)
     changed_any = {g for g in groups if full.get(g, zero) != minus.get(g, zero)}
@@ -718,6 +722,12 @@ def check_neighbours(plan: ReleasePlan, full: Cells, minus: Cells, only: Cells, 
             problems.append(f"{where}: {s.column} ‖Δ‖₁ = {l1} > L0·L∞ = {l0 * linf}")
         if l2 > math.sqrt(l0) * linf * (1 + 1e-12):
             problems.append(f"{where}: {s.column} ‖Δ‖₂ = {l2} > √L0·L∞ = {math.sqrt(l0) * linf}")
+        if k is not None and s.l1 is not None:  # the declared L1 bound and the L1/L2 norms it implies (exact)
+            n1, n2sq = sensitivity_norms(l0, linf, s.l1)
+            if l1 > n1:
+                problems.append(f"{where}: {s.column} ‖Δ‖₁ = {l1} > the declared L1 bound {n1} (max_contributions)")
+            if sum(d * d for d in deltas.values()) > n2sq:
+                problems.append(f"{where}: {s.column} ‖Δ‖₂² = {sum(d * d for d in deltas.values())} > {n2sq} (max_contributions)")
     outside = changed_any - set(only)
     if outside:
         problems.append(f"{where}: groups {sorted(outside)[:3]} changed although the removed unit contributes none of them")

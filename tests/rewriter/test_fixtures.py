@@ -29,10 +29,21 @@ PASSES = dict(RULES)
 SUM25 = {"server": {"auth": "trust"}, "budget": {"epsilon": 1, "delta": 1e-6}, "users": {"a": {}},
          "tables": {"t": {"privacy_unit": "u", "max_rows": 2, "columns": {"x": {"lower": 2, "upper": 5}}}}}
 
+# Issue 10 §3: per-unit bounds on y (no row bounds: rows clamped to the derived [0, 50]), on z
+# beside row bounds, and the L1 row cap max_contributions = 4 beside max_groups 2 × max_rows 3
+BOUNDS = {"server": {"auth": "trust"}, "budget": {"epsilon": 1, "delta": 1e-6}, "users": {"a": {}},
+          "tables": {"t": {"privacy_unit": "u", "max_rows": 3, "max_groups": 2, "max_contributions": 4,
+                           "columns": {"x": {"lower": 0, "upper": 10}, "y": {"unit_lower": 0, "unit_upper": 50},
+                                       "z": {"lower": -5, "upper": 5, "unit_lower": 2, "unit_upper": 3},
+                                       "g": {"values": ["a", "b", "c"]}}}}}
+BOUNDS_COLUMNS = [("u", "int8"), ("x", "int4"), ("y", "int4"), ("z", "int4"), ("g", "text")]
+
 
 def _catalog(name: str) -> Catalog:
     if name == "sum25":
         return build_catalog(policy_from_dict(SUM25), {"public.t": [("u", "int8"), ("x", "int4")]})
+    if name == "bounds":
+        return build_catalog(policy_from_dict(BOUNDS), {"public.t": BOUNDS_COLUMNS})
     return build_catalog(policy_from_dict(POLICY, "/tmp/policy.toml"), DESCRIBED)
 
 

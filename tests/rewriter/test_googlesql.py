@@ -33,9 +33,11 @@ def test_anonymization_spelling_and_kappa() -> None:
     assert g is not None and g.max_groups == 1 and g.sql == "SELECT COUNT(*) FROM t"
 
 
-def test_max_rows_contributed_is_one_group_of_k_rows() -> None:
+def test_max_rows_contributed_is_the_l1_row_cap() -> None:
     g = translate("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (epsilon = 1, max_rows_contributed = 3) COUNT(*) FROM t")
-    assert g is not None and (g.max_groups, g.max_rows) == (1, 3)
+    assert g is not None and (g.max_groups, g.max_rows, g.max_contributions) == (None, None, 3)
+    g2 = translate("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(max_groups_contributed=2, max_rows_contributed=3) COUNT(*) FROM t")
+    assert g2 is not None and (g2.max_groups, g2.max_contributions) == (2, 3)
 
 
 def test_named_arguments() -> None:
@@ -67,8 +69,6 @@ def test_json_report_is_post_processing_of_the_value_and_its_interval() -> None:
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=5) COUNT(*) FROM t", "0A000",
          "min_privacy_units_per_group"),
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(group_selection_strategy=MAGIC) COUNT(*) FROM t", "22023", "MAGIC"),
-        ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(max_groups_contributed=2, max_rows_contributed=3) COUNT(*) FROM t", "0A000",
-         "max_rows_contributed together"),
         ("SELECT SUM(x, contribution_bounds_per_group => (0, 10)) FROM t", "0A000", "contribution_bounds_per_group on SUM"),
         ("SELECT SUM(x, contribution_bounds_per_row => (10, 0)) FROM t", "22023", "above the upper bound"),
         ("SELECT SUM(x, contribution_bounds_per_row => (a, 1)) FROM t", "22023", "two number literals"),

@@ -58,6 +58,7 @@ FUNCTION_PROBES: dict[str, str] = {
     "ceil": _where(f"ceil({NUM}) > 1"),
     "trunc": _where(f"trunc({NUM}) > 1"),
     "sign": _where(f"sign({NUM} - 500) > 0"),
+    "pi": _where(f"{NUM} * pi() > 1e300"),
     "sqrt": _where(f"sqrt(CASE WHEN {T} THEN -1 ELSE amount END) > 1"),
     "ln": _where(f"ln(CASE WHEN {T} THEN 0 ELSE amount END) > 1"),
     "log": _where(f"log(CASE WHEN {T} THEN -5 ELSE amount END) > 1"),
