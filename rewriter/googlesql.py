@@ -26,10 +26,12 @@ never looser contribution bounds than declared:
   ``[lo, hi]`` (the analyst's clamp ``LEAST(GREATEST(x, lo), hi)``, whose interval the rewriter
   intersects with the declared bounds, so it can only tighten them);
   ``contribution_bounds_per_group => (0, k)`` on COUNT bounds one unit's rows in a group to k (a
-  per-statement ``max_rows``); on other aggregates it is refused (0A000) until per-person sum bounds
-  exist; ``report_format => 'JSON'`` returns the value with its noise confidence interval as JSON
-  text (``{"result": {"value": …, "noise_confidence_interval": {"lower_bound": …, "upper_bound": …,
-  "confidence_level": 0.95}}}``), computed from the released value and the public noise scale only
+  per-statement ``max_rows``); on ``SUM``/``AVG`` of a bare column it is the column's per-unit bounds
+  for this statement (``unit_lower``/``unit_upper``: each unit's total in a group clamped to them),
+  never looser than the policy's unit bounds or, without them, ``max_rows`` rows at its row bounds
+  (22023); on other aggregates it is refused (0A000); ``report_format => 'JSON'`` returns the
+  value with its noise confidence interval as JSON text (``{"result": {"value": …,
+  "noise_confidence_interval": {"lower_bound": …, "upper_bound": …, "confidence_level": 0.95}}}``), computed from the released value and the public noise scale only
   (post-processing; at ``dp.confidence`` 0.95 for that statement).
 
 Pure text-to-text: the statement is tokenized with sqlglot's PostgreSQL tokenizer, so string
@@ -56,6 +58,7 @@ from sqlglot.errors import TokenError
 from sqlglot.tokens import Token, TokenType
 
 from dpsql.errors import InvalidParameterValue, PrivacyViolation, QuerySyntaxError, UnsupportedQuery
+from dpsql.policy import ColumnPolicy
 from dpsql.schema import Catalog
 
 __all__ = ["GoogleDP", "check", "tightened", "translate"]
@@ -82,6 +85,7 @@ class GoogleDP:
     privacy_unit_column: str | None = None
     public_groups: bool = False
     report: bool = False  # some aggregate asked report_format => 'JSON'
+    unit_bounds: dict[str, tuple[Fraction, Fraction]] = field(default_factory=dict)  # SUM/AVG per-group bounds by column
     notes: tuple[str, ...] = field(default=())
 
     @property
@@ -134,7 +138,7 @@ def translate(sql: str) -> GoogleDP | None:
 def tightened(catalog: Catalog, g: GoogleDP) -> Catalog:
     """``catalog`` with every private table's ``max_groups``/``max_rows`` lowered to ``g``'s where
     ``g``'s are tighter (never raised: :func:`check` refuses a looser bound on the tables queried)."""
-    if g.max_groups is None and g.max_rows is None and g.max_contributions is None:
+    if g.max_groups is None and g.max_rows is None and g.max_contributions is None and not g.unit_bounds:
         return catalog
     tables = dict(catalog.tables)
     for key, info in catalog.tables.items():
@@ -145,6 +149,12 @@ def tightened(catalog: Catalog, g: GoogleDP) -> Catalog:
         new = replace(tp, max_groups=min(g.max_groups or tp.max_groups, tp.max_groups),
                       max_rows=min(g.max_rows or tp.max_rows, tp.max_rows),
                       max_contributions=min(caps) if caps else None)
+        if g.unit_bounds:
+            columns = dict(new.columns)
+            for name, (lo, hi) in g.unit_bounds.items():
+                if name in columns:
+                    columns[name] = replace(columns[name], unit_lower=lo, unit_upper=hi)
+            new = replace(new, columns=columns)
         tables[key] = replace(info, policy=new)
     return Catalog(catalog.policy, tables)
 
@@ -167,6 +177,19 @@ def check(catalog: Catalog, g: GoogleDP, private_tables: tuple[str, ...]) -> Non
                 f"the statement's per-group row bound ({g.max_rows}) is above the policy's max_rows ({tp.max_rows}) for {tp.name}",
                 hint=f"use a bound <= {tp.max_rows}",
             )
+        for name, (lo, hi) in g.unit_bounds.items():
+            declared = tp.columns.get(name)
+            if declared is None:
+                continue
+            allowed = _unit_range(declared, tp.max_rows)
+            if allowed is None or lo < allowed[0] or hi > allowed[1]:
+                what = ("declares no bounds" if allowed is None else
+                        f"allows a unit's total in a group in [{_fmt(allowed[0])}, {_fmt(allowed[1])}]")
+                raise InvalidParameterValue(
+                    f"contribution_bounds_per_group => ({_fmt(lo)}, {_fmt(hi)}) for {tp.name}.{name} is looser than the policy, "
+                    f"which {what}",
+                    hint="use bounds inside the policy's, or ask the privacy engineer to declare unit_lower/unit_upper",
+                )
         unit = tp.privacy_unit
         if g.privacy_unit_column is not None and unit.lower() != g.privacy_unit_column.lower():
             raise PrivacyViolation(
@@ -176,6 +199,21 @@ def check(catalog: Catalog, g: GoogleDP, private_tables: tuple[str, ...]) -> Non
 
 
 # ------------------------------------------------------------------------------------------ internals
+
+
+def _fmt(v: Fraction) -> str:
+    return f"{float(v):g}"
+
+
+def _unit_range(c: ColumnPolicy, max_rows: int) -> tuple[Fraction, Fraction] | None:
+    """What the policy lets one unit add to one group of ``SUM(c)``: its declared unit bounds, else
+    ``max_rows`` rows at its row bounds; None when it declares neither."""
+    if c.unit_bounded:
+        return c.unit_lower, c.unit_upper  # type: ignore[return-value]
+    if c.bounded:
+        assert c.lower is not None and c.upper is not None
+        return max_rows * min(c.lower, Fraction(0)), max_rows * max(c.upper, Fraction(0))
+    return None
 
 
 def _options(tokens: list[Token], i: int) -> tuple[int, dict[str, str]]:
@@ -316,6 +354,7 @@ def _rewrite_call(sql: str, tokens: list[Token], name_at: int, opener: int, clos
     name = tokens[name_at].text.upper()
     positional: list[str] = []
     per_row: tuple[str, str] | None = None
+    per_group: tuple[str, str] | None = None
     report = False
     for a, b in _split_args(tokens, opener, closer, calls):
         if b >= a + 1 and tokens[a + 1].token_type == TokenType.FARROW:
@@ -330,6 +369,8 @@ def _rewrite_call(sql: str, tokens: list[Token], name_at: int, opener: int, clos
                     if Fraction(lo) != 0 or rows is None:
                         raise InvalidParameterValue(f"{arg} of COUNT must be (0, k) with k ≥ 1, not {value}")
                     g = replace(g, max_rows=rows if g.max_rows is None else min(g.max_rows, rows))
+                elif name in ("SUM", "AVG"):
+                    per_group = (lo, hi)
                 else:
                     raise UnsupportedQuery(
                         f"contribution_bounds_per_group on {name} is not supported",
@@ -347,6 +388,16 @@ def _rewrite_call(sql: str, tokens: list[Token], name_at: int, opener: int, clos
                                             hint="contribution_bounds_per_row, contribution_bounds_per_group, report_format")
         else:
             positional.append(sql[tokens[a].start: tokens[b].end + 1])
+    if per_group is not None:
+        column = positional[0].strip().split(".")[-1].strip('"').lower() if positional else ""
+        if not column.isidentifier() or len(positional) != 1:
+            raise UnsupportedQuery(f"contribution_bounds_per_group on {name} needs a bare column: {name}(column, …)",
+                                   hint="bound an expression with contribution_bounds_per_row instead")
+        bounds = (Fraction(per_group[0]), Fraction(per_group[1]))
+        if g.unit_bounds.get(column, bounds) != bounds:
+            raise UnsupportedQuery(f"two different contribution_bounds_per_group for {column} in one statement",
+                                   hint="give every aggregate of the column the same per-group bounds")
+        g = replace(g, unit_bounds={**g.unit_bounds, column: bounds})
     if per_row is not None:
         if not positional or positional[0].strip() == "*":
             raise InvalidParameterValue(f"contribution_bounds_per_row needs an argument to clamp: {name}(*) has none")

@@ -83,3 +83,20 @@ def test_json_report_holds_the_value_and_an_interval_around_it(make_harness: Cal
     assert ci["confidence_level"] == 0.95
     assert ci["lower_bound"] <= report["value"] <= ci["upper_bound"] and ci["lower_bound"] < ci["upper_bound"]
     assert session.settings.confidence == Fraction(1, 2)  # the report's 0.95 was the statement's only
+
+
+def test_per_group_sum_bounds_tighten_the_policy_and_never_loosen_it(make_harness: Callable[..., Harness]) -> None:
+    """cost has row bounds [0, 5000] and max_rows 5: a unit adds at most 25000 to a group. Per-group
+    bounds inside that are this statement's per-unit bounds (less noise); looser ones are refused."""
+    h = make_harness()
+    session = h.engine.session("alice")
+    _, loose = session.plan("SELECT SUM(cost) FROM visits")
+    _, tight = session.plan("SELECT SUM(cost, contribution_bounds_per_group => (0, 1000)) FROM visits")
+    assert loose is not None and tight is not None and tight.stats[0].error95 < loose.stats[0].error95
+    before = _spent(session)
+    for bad in ("SELECT SUM(cost, contribution_bounds_per_group => (0, 30000)) FROM visits",
+                "SELECT SUM(diagnosis, contribution_bounds_per_group => (0, 1)) FROM visits"):
+        with pytest.raises(DPSQLError) as err:
+            session.execute(bad)
+        assert err.value.sqlstate in ("22023", "42501"), err.value
+    assert _spent(session) == before

@@ -69,7 +69,10 @@ def test_json_report_is_post_processing_of_the_value_and_its_interval() -> None:
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=5) COUNT(*) FROM t", "0A000",
          "min_privacy_units_per_group"),
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(group_selection_strategy=MAGIC) COUNT(*) FROM t", "22023", "MAGIC"),
-        ("SELECT SUM(x, contribution_bounds_per_group => (0, 10)) FROM t", "0A000", "contribution_bounds_per_group on SUM"),
+        ("SELECT MEDIAN(x, contribution_bounds_per_group => (0, 10)) FROM t", "0A000", "contribution_bounds_per_group on MEDIAN"),
+        ("SELECT SUM(x + 1, contribution_bounds_per_group => (0, 10)) FROM t", "0A000", "needs a bare column"),
+        ("SELECT SUM(x, contribution_bounds_per_group => (0, 10)), AVG(x, contribution_bounds_per_group => (0, 5)) FROM t",
+         "0A000", "two different contribution_bounds_per_group"),
         ("SELECT SUM(x, contribution_bounds_per_row => (10, 0)) FROM t", "22023", "above the upper bound"),
         ("SELECT SUM(x, contribution_bounds_per_row => (a, 1)) FROM t", "22023", "two number literals"),
         ("SELECT SUM(x, contribution_bounds_per_row => 5) FROM t", "22023", "(lower, upper)"),
@@ -84,3 +87,9 @@ def test_bad_options_are_refused_with_their_sqlstate(sql: str, sqlstate: str, wo
         translate(sql)
     assert err.value.sqlstate == sqlstate
     assert words in err.value.message
+
+
+def test_per_group_bounds_on_sums_are_the_statements_unit_bounds() -> None:
+    g = translate("SELECT SUM(t.x, contribution_bounds_per_group => (0, 10)), AVG(x, contribution_bounds_per_group => (0, 10)) FROM t")
+    assert g is not None and g.sql == "SELECT SUM(t.x), AVG(x) FROM t"
+    assert g.unit_bounds == {"x": (Fraction(0), Fraction(10))}
