@@ -31,8 +31,8 @@ never looser contribution bounds than declared:
   never looser than the policy's unit bounds or, without them, ``max_rows`` rows at its row bounds
   (22023); on other aggregates it is refused (0A000); ``report_format => 'JSON'`` returns the
   value with its noise confidence interval as JSON text (``{"result": {"value": …,
-  "noise_confidence_interval": {"lower_bound": …, "upper_bound": …, "confidence_level": 0.95}}}``), computed from the released value and the public noise scale only
-  (post-processing; at ``dp.confidence`` 0.95 for that statement).
+  "noise_confidence_interval": {"lower_bound": …, "upper_bound": …, "confidence_level": 0.95}}}``),
+  computed from the released value and the public noise scale only (post-processing; at ``dp.confidence`` 0.95 for that statement).
 
 Pure text-to-text: the statement is tokenized with sqlglot's PostgreSQL tokenizer, so string
 literals, comments and quoted names are never mistaken for the syntax above. A statement without
