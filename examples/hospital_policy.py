@@ -64,8 +64,9 @@ def policy_toml(verifiers: Mapping[str, str], *, fmt: Format = "duckdb", note: s
     lines += [
         "[tables.visits]",
         'privacy_unit = "patient_id"',
-        "max_groups = 6  # groups (e.g. departments) one patient may touch in one query (dpsql tune: 6)",
+        "max_groups = 48  # groups one patient may touch in one query: months of a monthly series (dpsql tune: 6 departments)",
         "max_rows = 40  # visits one patient may contribute to one group (dpsql tune: 36-40)",
+        "max_contributions = 60  # visits one patient may contribute across all groups (L1; monthly COUNT within 1%)",
         *([f"file = {_s('visits.parquet')}"] if parquet else []),
         "",
         "[tables.visits.columns]",

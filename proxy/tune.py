@@ -22,6 +22,9 @@ after is post-processing: counts are made non-increasing and read as 0 from the 
   points), is at most ``target`` (default 2%);
 * ``max_groups`` = the smallest G whose estimated share of (unit, value) pairs beyond G is at
   most ``target``, over the table's value columns;
+* ``max_contributions`` = the same R as ``max_rows`` (the histogram is of each unit's rows in the
+  whole table): an L1 cap across groups that drops at most ``target`` of the rows whatever the
+  grouping;
 * value bounds [L, U] = the grid points where the share of units above U and below L first drops
   to target/4 each (≈ the 0.5% and 99.5% DP quantiles); for non-negative values (L = 0 when
   L < U/10) U is raised until the clamped share of the column's total, ∫_U S(t) dt / ∫_0 S(t) dt,
@@ -274,6 +277,10 @@ def _table_report(policy: Policy, tt: TableTune, total: float, units: float, dro
         f"[tables.{t.name}]",
         f"max_rows = {tt.max_rows}  # was {t.max_rows}",
         f"max_groups = {tt.max_groups}  # was {t.max_groups}",
+        # the same share of rows per unit, as an L1 cap across all groups: a GROUP BY over many keys
+        # (months) then keeps each unit's rows without paying √max_groups in noise
+        f"max_contributions = {tt.max_rows}  # was {t.max_contributions if t.max_contributions is not None else 'unset'}"
+        f" (rows per unit across all groups; with it, max_groups may be raised for GROUP BY over many keys)",
     ]
     if tt.bounds:
         lines.append(f"[tables.{t.name}.columns]")

@@ -176,6 +176,7 @@ def test_tune_on_the_demo_data_gives_bounds_with_small_count_bias(tmp_path: Path
     max_rows = int(re.search(r"max_rows = (\d+)", section).group(1))  # type: ignore[union-attr]
     max_groups = int(re.search(r"max_groups = (\d+)", section).group(1))  # type: ignore[union-attr]
     assert "bias ≈" in out and "noise ±" in out
+    assert int(re.search(r"max_contributions = (\d+)", section).group(1)) == max_rows  # type: ignore[union-attr]
     tuned = re.sub(r"max_rows = 5", f"max_rows = {max_rows}", re.sub(r"max_groups = 3", f"max_groups = {max_groups}", old, count=1),
                    count=1)
     policy_path.write_text(tuned)
