@@ -198,12 +198,21 @@ def _dec(v: Fraction) -> exp.Expression:
     return decimal_literal(v)
 
 
-def bin_expression(value: exp.Expression, vg: ValueGrid) -> exp.Expression:
+def bin_expression(value: exp.Expression, vg: ValueGrid, dialect: str = "duckdb", family: str | None = None) -> exp.Expression:
     """The candidate index (BIGINT in 0…k−1) of a total row-level ``value``, NULL when it is NULL.
 
-    Values at or below the first candidate map to 0, at or above the last to k−1 (NaN too: both
-    engines order NaN above every number), others to the nearest candidate; the arithmetic only
-    ever sees values strictly inside the grid, so it cannot raise.
+    Values at or below the first candidate map to 0, at or above the last to k−1 (NaN too: all
+    three engines order NaN above every number), others to the nearest candidate; the arithmetic
+    only ever sees values strictly inside the grid, so it cannot raise.
+
+    On Spark (``dialect="spark"``, ``family`` the input's type family) the index is computed with
+    DuckDB's arithmetic, step by step, so both engines bin every value alike: the offset from the
+    lower bound exact in the input's own type (integers as ``DECIMAL(38, 0)``: no overflow; dates
+    by ``DATEDIFF``, timestamps by ``UNIX_MICROS`` differences — Spark's ``date - date`` is an
+    interval), then one rounding to DOUBLE, divided by the step as a DOUBLE, plus 0.5, ``FLOOR``
+    (Spark's FLOOR of a DOUBLE is a BIGINT and saturates, it never raises under ANSI on or off),
+    capped at k−1. Even outside the CASE guard no step can raise: decimal offsets of values in the
+    bounds fit, and DOUBLE arithmetic is IEEE.
 
     >>> from sqlglot import parse_one
     >>> vg = numeric_grid(Fraction(0), Fraction(100), integral=True)
@@ -222,6 +231,8 @@ def bin_expression(value: exp.Expression, vg: ValueGrid) -> exp.Expression:
     """
     g = vg.grid
     last = exp.Literal.number(g.size - 1)
+    if dialect == "spark":
+        return _spark_bin(value, vg, family)
     if vg.value_kind in _EPOCH_KINDS:
         assert vg.origin is not None
         lo = _time_literal(vg.origin)
@@ -239,6 +250,48 @@ def bin_expression(value: exp.Expression, vg: ValueGrid) -> exp.Expression:
         lo, hi = _dec(g.lower), _dec(g.upper)
         offset = exp.paren(exp.Sub(this=value.copy(), expression=lo.copy()), copy=False)
     scaled = exp.Add(this=exp.Div(this=offset, expression=_dec(g.step)), expression=exp.Literal.number("0.5"))
+    index = exp.Cast(this=exp.Floor(this=scaled), to=exp.DataType.build("BIGINT"))
+    inside = exp.Least(this=index, expressions=[last.copy()], ignore_nulls=True)
+    return exp.Case(
+        ifs=[
+            exp.If(this=exp.Is(this=value.copy(), expression=exp.Null()), true=exp.Null()),
+            exp.If(this=exp.LTE(this=value.copy(), expression=lo.copy()), true=exp.Literal.number(0)),
+            exp.If(this=exp.GTE(this=value.copy(), expression=hi.copy()), true=last.copy()),
+        ],
+        default=inside,
+    )
+
+
+def _double(e: exp.Expression) -> exp.Expression:
+    return exp.Cast(this=e, to=exp.DataType.build("DOUBLE"))
+
+
+def _spark_bin(value: exp.Expression, vg: ValueGrid, family: str | None) -> exp.Expression:
+    """:func:`bin_expression` on Spark (see there)."""
+    g = vg.grid
+    last = exp.Literal.number(g.size - 1)
+    offset: exp.Expression
+    if vg.value_kind in _EPOCH_KINDS:
+        assert vg.origin is not None
+        lo = _time_literal(vg.origin)
+        if vg.value_kind == "date":
+            hi = _time_literal(vg.origin + dt.timedelta(days=int(g.upper)))
+            offset = _double(exp.Anonymous(this="DATEDIFF", expressions=[value.copy(), lo.copy()]))
+        else:
+            hi = _time_literal(vg.origin + dt.timedelta(seconds=int(g.upper)))
+            micros = exp.Sub(this=exp.Anonymous(this="UNIX_MICROS", expressions=[value.copy()]),
+                             expression=exp.Anonymous(this="UNIX_MICROS", expressions=[lo.copy()]))
+            offset = exp.Div(this=_double(micros), expression=_double(exp.Literal.number(1_000_000)))
+    else:
+        lo, hi = _dec(g.lower), _dec(g.upper)
+        if family == "int":
+            exact = exp.Cast(this=value.copy(), to=exp.DataType.build("DECIMAL(38, 0)"))
+            offset = _double(exp.Sub(this=exact, expression=lo.copy()))
+        elif family == "float":
+            offset = exp.paren(exp.Sub(this=_double(value.copy()), expression=_double(lo.copy())), copy=False)
+        else:
+            offset = _double(exp.Sub(this=value.copy(), expression=lo.copy()))
+    scaled = exp.Add(this=exp.Div(this=offset, expression=_double(_dec(g.step))), expression=_double(exp.Literal.number("0.5")))
     index = exp.Cast(this=exp.Floor(this=scaled), to=exp.DataType.build("BIGINT"))
     inside = exp.Least(this=index, expressions=[last.copy()], ignore_nulls=True)
     return exp.Case(

@@ -41,8 +41,15 @@ from sqlglot.errors import SqlglotError
 from dpsql.rewriter.emit import RewriteInvariantError
 from dpsql.rewriter.functions import SCALAR_FUNCTIONS
 
-#: functions the rewriter writes by name on Spark (tie-break hash, rounding casts, date differences)
-SPARK_NAMED_FUNCTIONS = frozenset({"MD5", "CONCAT_WS", "CHR", "BROUND", "DATEDIFF"})
+#: functions the rewriter writes by name on Spark (tie-break hash, rounding casts, date differences,
+#: the histogram bins of quantiles: timestamp offsets)
+SPARK_NAMED_FUNCTIONS = frozenset({"MD5", "CONCAT_WS", "CHR", "BROUND", "DATEDIFF", "UNIX_MICROS"})
+
+#: nodes only dpsql's own SQL contains — the quantile histogram's bin index (FLOOR of a DOUBLE, a
+#: saturating BIGINT on Spark) and group ranking (DENSE_RANK) — allowed here although an analyst's
+#: FLOOR stays refused on Spark by the rewriter's allowlist (its BIGINT result differs from
+#: PostgreSQL's DOUBLE)
+_EMITTED_ONLY: tuple[type[exp.Expression], ...] = (exp.Floor, exp.DenseRank, exp.UnixMicros)
 
 _EXACT = exp.DataType.build("DECIMAL(38, 0)")
 
@@ -118,6 +125,8 @@ def verify(sql: str, views: Collection[str]) -> str:
             if node.name.upper() not in SPARK_NAMED_FUNCTIONS:
                 raise RewriteInvariantError(f"internal error: the Spark SQL calls {node.name.lower()}(), which dpsql does not emit; "
                                             "the query was refused")
+            continue
+        if isinstance(node, _EMITTED_ONLY):
             continue
         rule = SCALAR_FUNCTIONS.get(type(node))
         if rule is not None:

@@ -12,10 +12,18 @@ tag (``addTag`` is per thread, so the statement runs on a worker thread of the b
 * the SQL is first checked by :func:`dpsql.rewriter.spark.verify` — only the backend's views, only
   functions dpsql emits (no ``reflect``, ``java_method``, UDFs or file relations) — then sent;
 * Spark has no server-side statement timeout: at the deadline the backend calls
-  ``interruptTag(tag)`` (a cancel does the same at once), repeated every 0.25 s until the job has
-  returned (an interrupt that arrives before the server has registered the job stops nothing), and
-  the caller gets 57014 whether or not the job has stopped yet (it waits at most
-  :func:`~dpsql.proxy.backends.postgres.stop_wait`);
+  ``interruptTag(tag)`` (a cancel does the same at once), repeated every 0.25 s until the statement
+  has returned *and* the server lists no operation under the tag any more (an interrupt that
+  arrives before the server has registered the job stops nothing; ``interruptTag`` answers with
+  the operations it interrupted), and the caller gets 57014 whether or not the job has stopped yet
+  (it waits at most :func:`~dpsql.proxy.backends.postgres.stop_wait`);
+* an interrupt cancels the job in Spark's scheduler at once, but Spark stops a *task* only at its
+  next kill check, made when an operator pulls from its input (per scan batch, per shuffle row) —
+  not inside a nested-loop join's inner loop or while an aggregate emits its buffered rows. A
+  bounded dpsql query does linear work per input row, so its tasks stop within one batch; a task
+  that does not (a cross join with a large public table) runs on until it finishes on a local
+  server. On a cluster set ``spark.task.reaper.enabled=true`` and ``spark.task.reaper.killTimeout``
+  so that executors whose killed tasks do not stop are replaced (README: Spark);
 * results come back as Arrow: DECIMAL sums as exact :class:`decimal.Decimal`, types mapped to
   PostgreSQL's (:mod:`~dpsql.proxy.backends.spark_types`).
 
@@ -222,9 +230,13 @@ class SparkBackend(Backend):
         columns = [column_values(table.column(i), t) for i, t in enumerate(types)]
         return ResultSet(columns=tuple(table.schema.names), types=types, rows=list(zip(*columns, strict=True)))
 
-    def _interrupt(self, tag: str) -> None:
-        with contextlib.suppress(Exception):
-            self._spark.interruptTag(tag)
+    def _interrupt(self, tag: str) -> list[str] | None:
+        """Interrupt the operations under ``tag``; the ids the server interrupted, None on an error."""
+        try:
+            ids = self._spark.interruptTag(tag)
+        except Exception:
+            return None
+        return [str(i) for i in ids or ()]
 
 
 class SparkBackendSession(BackendSession):
@@ -303,15 +315,20 @@ class SparkBackendSession(BackendSession):
             threading.Thread(target=self._keep_interrupting, args=(tag, fut), daemon=True, name="dpsql-spark-interrupt").start()
 
     def _keep_interrupting(self, tag: str, fut: concurrent.futures.Future[ResultSet]) -> None:
+        """Repeat the interrupt until the statement has returned and the server interrupted nothing
+        more under the tag (the operation is gone there), for at most ``_INTERRUPT_FOR`` s."""
         deadline = time.monotonic() + _INTERRUPT_FOR
         while time.monotonic() < deadline:
-            try:
+            with contextlib.suppress(BaseException):
                 fut.result(_INTERRUPT_EVERY)
+            if self._backend._closed:
                 return
-            except concurrent.futures.TimeoutError:
-                self._backend._interrupt(tag)
-            except BaseException:
+            ids = self._backend._interrupt(tag)
+            if fut.done() and ids == []:
                 return
+            if not fut.done():
+                continue
+            time.sleep(_INTERRUPT_EVERY)
 
     def cancel(self) -> None:
         """Interrupt the running statement (reported as canceled by user request); thread-safe."""

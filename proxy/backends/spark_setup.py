@@ -42,7 +42,7 @@ REQUIRED = {
 
 #: the aggregate and structural functions the bounded SQL calls besides the scalar allowlist
 _EMITTED = {"count", "sum", "avg", "min", "max", "least", "greatest", "coalesce", "nullif", "row_number", "round", "md5",
-            "concat_ws", "chr", "bround", "datediff", "try_cast", "cast"}
+            "concat_ws", "chr", "bround", "datediff", "try_cast", "cast", "floor", "dense_rank", "unix_micros"}
 
 
 def pinned(policy: Policy) -> dict[str, str]:

@@ -146,7 +146,7 @@ def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
     vg = value_grid(spec, b)
     key = f"{spec.input.sql()}|{vg!r}"
     total = totalize(spec.input, b.dialect, b.families)
-    h = b.histogram(key, bin_expression(total, vg), vg.grid.size)
+    h = b.histogram(key, bin_expression(total, vg, b.dialect, type_family(spec.input, b.families)), vg.grid.size)
     target = "quantile" if kind in ("cont", "disc") else kind
     label = pretty(spec.input)
     r = b.max_rows

@@ -70,7 +70,7 @@ def spark(tmp_path_factory: pytest.TempPathFactory) -> Iterator[SparkEnv]:
     generate(hospital, patients=PATIENTS, visits=VISITS)
     export_parquet(hospital / "hospital.duckdb", hospital, TABLES)
     port = int(os.environ["DPSQL_SPARK_PORT"]) if os.environ.get("DPSQL_SPARK_PORT") else None
-    server = sparkserver.start_server(home, port=port)
+    server = sparkserver.start_server(home, port=port, ui=True)  # the UI: test_cancel reads the running tasks
     try:
         env = SparkEnv(server, hospital)
         with env.client() as s:

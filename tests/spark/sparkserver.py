@@ -12,11 +12,18 @@ Where Spark comes from, first match:
 
 The client side (the dpsql process) needs only ``pyspark-client`` (``pip install 'dpsql[spark]'``).
 The server is started with the lock-down dpsql requires (``spark.sql.runSQLOnFiles=false``).
+With ``ui=True`` its web UI listens on another loopback port, and :meth:`Server.running_tasks`
+reads the driver's thread dump from the UI's REST API: the tasks still executing on the (local)
+executor, which is how the cancel tests check that an interrupted job is really gone (the job
+and stage lists empty at once on a cancel, while the task threads stop only at their next kill
+check).
 """
 
 from __future__ import annotations
 
 import contextlib
+import json
+import math
 import os
 import shutil
 import signal
@@ -25,6 +32,7 @@ import subprocess
 import sys
 import tempfile
 import time
+import urllib.request
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -79,10 +87,63 @@ class Server:
     port: int
     directory: Path
     log: Path
+    ui_port: int | None = None
 
     @property
     def url(self) -> str:
         return f"sc://127.0.0.1:{self.port}"
+
+    def _rest(self, path: str) -> object:
+        if self.ui_port is None:
+            raise RuntimeError("the server was started without its UI (start_server(ui=True))")
+        base = f"http://127.0.0.1:{self.ui_port}/api/v1/applications"
+        with urllib.request.urlopen(base, timeout=10) as r:
+            app = json.load(r)[0]["id"]
+        with urllib.request.urlopen(f"{base}/{app}/{path}", timeout=10) as r:
+            return json.load(r)
+
+    def running_tasks(self) -> list[str]:
+        """Names of the executor threads running a task now (``Executor task launch worker for task
+        …``, RUNNABLE), from the driver's thread dump; local mode runs the executor in the driver."""
+        threads = self._rest("executors/driver/threads")
+        assert isinstance(threads, list)
+        return [str(t["threadName"]) for t in threads
+                if str(t.get("threadName", "")).startswith("Executor task launch worker for task")
+                and t.get("threadState") == "RUNNABLE"]
+
+    def running_jobs(self) -> int:
+        """How many Spark jobs the scheduler lists as running."""
+        jobs = self._rest("jobs?status=running")
+        assert isinstance(jobs, list)
+        return len(jobs)
+
+    def cpu_seconds(self) -> float:
+        """CPU time (user + system, s) used so far by the server's processes (Linux ``/proc``)."""
+        total = 0
+        for entry in os.listdir("/proc"):
+            if not entry.isdigit():
+                continue
+            with contextlib.suppress(OSError, IndexError, ValueError):
+                fields = Path(f"/proc/{entry}/stat").read_text().rsplit(")", 1)[1].split()
+                if int(fields[2]) == self.process.pid:  # the process group start_new_session made
+                    total += int(fields[11]) + int(fields[12])
+        return total / os.sysconf("SC_CLK_TCK")
+
+    def wait_idle(self, within: float, *, busy_cpu: float = 0.5) -> float:
+        """Wait (at most ``within`` s) until no task runs and the server used less than ``busy_cpu``
+        CPU-seconds over the last second; return the seconds waited. Raises AssertionError naming
+        the tasks still running when the bound passes."""
+        t0 = time.monotonic()
+        tasks: list[str] = []
+        used = math.inf
+        while time.monotonic() - t0 < within:
+            c0 = self.cpu_seconds()
+            time.sleep(1.0)
+            used = self.cpu_seconds() - c0
+            tasks = self.running_tasks()
+            if not tasks and self.running_jobs() == 0 and used < busy_cpu:
+                return time.monotonic() - t0
+        raise AssertionError(f"the Spark server is still busy {within:g} s later: {used:.2f} CPU-s/s, running tasks {tasks}")
 
     def stop(self) -> None:
         """Stop the server (its process group: spark-submit and the JVM) and remove its directory."""
@@ -99,17 +160,21 @@ class Server:
 
 
 def start_server(home: Path, *, port: int | None = None, shuffle_partitions: int = 4, cores: int = 2,
-                 memory: str = "1g", extra_conf: dict[str, str] | None = None, timeout: float = 180.0) -> Server:
+                 memory: str = "1g", extra_conf: dict[str, str] | None = None, timeout: float = 180.0,
+                 ui: bool = False) -> Server:
     """Start a Spark Connect server on ``127.0.0.1:port`` (a free port when None) and wait until it
-    accepts connections. Raises RuntimeError (with the end of its log) when it does not start."""
+    accepts connections; with ``ui`` its web UI on another free loopback port (for
+    :meth:`Server.running_tasks`). Raises RuntimeError (with the end of its log) when it does not start."""
     port = port or free_port()
+    ui_port = free_port() if ui else None
     directory = Path(tempfile.mkdtemp(prefix="dpsql-spark-"))
     log = directory / "server.log"
     conf = {
         "spark.connect.grpc.binding.address": "127.0.0.1",
         "spark.connect.grpc.binding.port": str(port),
         "spark.sql.runSQLOnFiles": "false",
-        "spark.ui.enabled": "false",
+        "spark.ui.enabled": "true" if ui else "false",
+        **({"spark.ui.port": str(ui_port)} if ui else {}),
         "spark.sql.shuffle.partitions": str(shuffle_partitions),
         "spark.sql.warehouse.dir": str(directory / "warehouse"),
         "spark.driver.host": "127.0.0.1",
@@ -129,7 +194,7 @@ def start_server(home: Path, *, port: int | None = None, shuffle_partitions: int
     with log.open("wb") as out:
         proc = subprocess.Popen(cmd, cwd=directory, stdin=subprocess.DEVNULL, stdout=out, stderr=subprocess.STDOUT, env=env,
                                 start_new_session=True)
-    server = Server(proc, port, directory, log)
+    server = Server(proc, port, directory, log, ui_port)
     deadline = time.monotonic() + timeout
     while time.monotonic() < deadline:
         if proc.poll() is not None:

@@ -103,3 +103,26 @@ def test_every_replay_shape_passes_the_allowlist_check() -> None:
         if rw.plan is not None and rw.plan.public_keys_sql:
             verify(rw.plan.public_keys_sql, VIEWS)
     assert checked >= len(R.SHAPES) * 3 // 4, checked
+
+
+@pytest.mark.parametrize("sql", [
+    "SELECT MEDIAN(x), MIN(a), MAX(y) FROM t",
+    "SELECT g, PERCENTILE_CONT(0.9) WITHIN GROUP (ORDER BY x) FROM t GROUP BY g",
+    "SELECT h, PERCENTILE_DISC(0.25) WITHIN GROUP (ORDER BY a DESC), MAX(x * 2 + a) FROM t GROUP BY h",
+])
+def test_quantile_histograms_pass_the_allowlist_check(sql: str) -> None:
+    """Quantiles and MIN/MAX are answered on Spark: each histogram query passes verify, and its bin
+    index is FLOOR over DOUBLE arithmetic (Spark's FLOOR of a DOUBLE is a saturating BIGINT), with
+    integer offsets exact in DECIMAL(38, 0) — never FLOOR of a DECIMAL (whose cast could overflow)."""
+    rw = rewrite(sql, R.catalog(), dialect="spark")
+    assert rw.plan is not None and rw.plan.histograms
+    for h in rw.plan.histograms:
+        assert verify(h.sql, VIEWS) == h.sql
+        tree = sqlglot.parse_one(h.sql, read="spark")
+        floors = list(tree.find_all(exp.Floor))
+        assert floors
+        for f in floors:
+            add = f.this
+            assert isinstance(add, exp.Add) and isinstance(add.expression, exp.Cast) and add.expression.to.sql("spark") == "DOUBLE"
+            div = add.this
+            assert isinstance(div, exp.Div) and isinstance(div.expression, exp.Cast) and div.expression.to.sql("spark") == "DOUBLE"
