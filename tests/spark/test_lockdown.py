@@ -35,7 +35,7 @@ VIEWS = {"dpsql_6_public_visits"}
     "SELECT COUNT(*) FROM default.visits",
     "SELECT COUNT(*) FROM visits",
     "SELECT my_udf(age) FROM dpsql_6_public_visits",
-    "SELECT FLOOR(cost) FROM dpsql_6_public_visits",
+    "SELECT CEIL(cost) FROM dpsql_6_public_visits",  # FLOOR is emitted (quantile bins); CEIL never is
     "SELECT input_file_name() FROM dpsql_6_public_visits",
     "SELECT COUNT(*) FROM dpsql_6_public_visits; SELECT 1",
     "CREATE TABLE x AS SELECT 1",
