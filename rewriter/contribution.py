@@ -143,7 +143,12 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     rows = _rows_query(shape.select, ctx, b.row_cols, filters)
     key_names = [k.column for k in key_cols]
     capped = None
-    if tp.max_contributions is not None and not _one_row_per_unit(shape.select, ctx):
+    # The cap binds only when a unit's kept rows could exceed it: without GROUP BY a unit adds at
+    # most max_rows rows to its one group, so with max_rows ≤ k the cap changes no sensitivity
+    # (Δ₁ = min(L∞, k·c) = L∞) and is left out — it costs two window sorts over every row.
+    # (Per-unit sum bounds count all of a unit's rows, so there the cap keeps its meaning: k rows.)
+    cap_binds = bool(shape.keys) or tp.max_rows > (tp.max_contributions or 0) or bool(b.unit_bounds)
+    if tp.max_contributions is not None and cap_binds and not _one_row_per_unit(shape.select, ctx):
         capped = _capped_rows(ctx, b, rows, key_names, tp.max_contributions)
     per_unit, ranked = _per_unit_query(shape, ctx, b, key_names, "__dp_capped" if capped is not None else "__dp_rows")
     final = _final_query(b, key_names, rows, per_unit, ranked, tp.max_groups, capped)
