@@ -124,8 +124,7 @@ class Engine:
         self._validated: BoundedCache[tuple[str, str | None, str | None], bool] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._shapes: BoundedCache[str, str] = BoundedCache(_REWRITE_CACHE_SIZE)
         self._google: BoundedCache[str, GoogleDP | None] = BoundedCache(_REWRITE_CACHE_SIZE)
-        self._unions: BoundedCache[str, UnionQuery | None] = BoundedCache(_REWRITE_CACHE_SIZE)
-        self._staged: BoundedCache[str, Staged | None] = BoundedCache(_REWRITE_CACHE_SIZE)
+        self._multi: BoundedCache[str, tuple[UnionQuery | None, Staged | None]] = BoundedCache(_REWRITE_CACHE_SIZE)
         self.shield = shield if shield is not None else TimingShield(cap=policy.limits.statement_timeout)
 
     def session(self, user: str, client: ClientInfo | None = None) -> Session:
@@ -142,31 +141,28 @@ class Engine:
 
     def union(self, sql: str) -> UnionQuery | None:
         """``sql`` split into the branches of its top-level UNION/INTERSECT/EXCEPT (cached), or None."""
-        def split() -> UnionQuery | None:
-            if self.google(sql) is not None:
-                return None  # GoogleSQL options apply to one query: the rewrite refuses the set operation
-            limits = self.policy.limits
-            try:
-                tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
-            except DPSQLError:
-                return None  # the rewrite reports it
-            return unions.split(tree)
-
-        return self._unions.get_or_compute(sql, split)
+        return self._releases(sql)[0]
 
     def staged(self, sql: str) -> Staged | None:
         """``sql`` split into a staged release (a DP subquery choosing the keys of an outer DP query), cached."""
-        def split() -> Staged | None:
+        return self._releases(sql)[1]
+
+    def _releases(self, sql: str) -> tuple[UnionQuery | None, Staged | None]:
+        """The multi-release forms of ``sql`` (a set operation, a staged release), from one parse."""
+        def split() -> tuple[UnionQuery | None, Staged | None]:
             if self.google(sql) is not None:
-                return None
+                return None, None  # GoogleSQL options apply to one query: the rewrite refuses the rest
             limits = self.policy.limits
             try:
                 tree = parse_statement(sql, max_bytes=limits.max_statement_bytes, max_nodes=limits.max_ast_nodes)
             except DPSQLError:
-                return None  # the rewrite reports it
-            return stages.split(tree, lambda name: (t := self.catalog.table(name)) is not None and not t.policy.public)
+                return None, None  # the rewrite reports it
+            u = unions.split(tree)
+            if u is not None:
+                return u, None
+            return None, stages.split(tree, lambda name: (t := self.catalog.table(name)) is not None and not t.policy.public)
 
-        return self._staged.get_or_compute(sql, split)
+        return self._multi.get_or_compute(sql, split)
 
     def google(self, sql: str) -> GoogleDP | None:
         """GoogleSQL's DP syntax in ``sql`` read as plain SQL and options (cached), or None."""
@@ -533,10 +529,7 @@ class Session:
         public_keys1 = self._public_keys(rw1.plan)
         self._validate(rw1, rw1.plan)
         self._validate(rw2p, rw2p.plan)
-        accounting = self.engine.policy.privacy.accounting
-        cost = Cost(accounting, noise1.cost.amount + noise2p.cost.amount, noise1.cost.delta + noise2p.cost.delta)
-        conversion = [n.conversion_delta for n in (noise1, noise2p) if n.conversion_delta is not None]
-        guarantee = QueryGuarantee(eps * 2, delta * 2, sum(conversion, Fraction(0)) if conversion else None)
+        cost, guarantee = self._composed([noise1, noise2p], eps, delta)
         timing = _timing_text(rw1) + "\n" + _timing_text(rw2p)
         query_hash = hashlib.sha256(timing.encode()).hexdigest()[:32]
         self.trail.kind, self.trail.noise, self.trail.query_hash = "private", noise1, query_hash
@@ -578,6 +571,15 @@ class Session:
 
         return self._shielded(shape_of(timing), work)
 
+    def _composed(self, noises: list[NoisePlan], eps: Fraction, delta: Fraction) -> tuple[Cost, QueryGuarantee]:
+        """The one charge of several releases, each at (ε, δ) = (``eps``, ``delta``): the sum of their
+        costs, stated as (k·ε, k·δ) (basic composition; the ledger's own sum is tighter under zcdp)."""
+        cost = Cost(self.engine.policy.privacy.accounting, sum((n.cost.amount for n in noises), Fraction(0)),
+                    sum((n.cost.delta for n in noises), Fraction(0)))
+        conversion = [n.conversion_delta for n in noises if n.conversion_delta is not None]
+        k = len(noises)
+        return cost, QueryGuarantee(eps * k, delta * k, sum(conversion, Fraction(0)) if conversion else None)
+
     def _explain_union(self, u: UnionQuery) -> list[str]:
         from dpsql.proxy.explain import explain_rows
 
@@ -618,11 +620,7 @@ class Session:
         if not noises:
             self.trail.kind = "public"
             return combine(self.engine.post, post_sql, names, types, [answered[i] for i in range(len(rws))], notices=[])
-        accounting = self.engine.policy.privacy.accounting
-        cost = Cost(accounting, sum((n.cost.amount for n in noises.values()), Fraction(0)),
-                    sum((n.cost.delta for n in noises.values()), Fraction(0)))
-        conversion = [n.conversion_delta for n in noises.values() if n.conversion_delta is not None]
-        guarantee = QueryGuarantee(eps * len(noises), delta * len(noises), sum(conversion, Fraction(0)) if conversion else None)
+        cost, guarantee = self._composed(list(noises.values()), eps, delta)
         timing = "\n".join(_timing_text(rws[i]) for i in sorted(noises))
         query_hash = hashlib.sha256(timing.encode()).hexdigest()[:32]
         self.trail.kind, self.trail.noise, self.trail.query_hash = "private", next(iter(noises.values())), query_hash

@@ -56,14 +56,20 @@ def test_pgjdbc(compat_server: Running, jdbc_classes: Path) -> None:
     assert "after 1" in lines
 
 
-def test_node_postgres(compat_server: Running) -> None:
+def _node_package(module: str) -> tuple[str, Path]:
+    """node and tests/compat/node with ``module`` installed (npm install there when it is missing)."""
     node = need_tool("node")
     pkg = HERE / "node"
-    if not (pkg / "node_modules" / "pg").exists():
+    if not (pkg / "node_modules" / module).exists():
         npm = need_tool("npm")
         r = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=pkg, capture_output=True, text=True, timeout=300)
         if r.returncode != 0:
-            missing(f"node-postgres (npm install failed: {r.stderr[-300:]})")
+            missing(f"{module} (npm install failed: {r.stderr[-300:]})")
+    return node, pkg
+
+
+def test_node_postgres(compat_server: Running) -> None:
+    node, pkg = _node_package("pg")
     r = subprocess.run([node, str(pkg / "pgtest.js"), compat_server.host, str(compat_server.port), "alice", PASSWORDS["alice"],
                         DATABASE], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
@@ -76,13 +82,7 @@ def test_evidence_connector_sequence(compat_server: Running) -> None:
     read in batches): both answered, the cursor ends with an empty batch. Evidence itself
     (``evidence sources``) fetched its data this way from dpsql, then stalled in its own parquet
     step with no connection open (measured with @evidence-dev/evidence 40.1.8; not run here)."""
-    node = need_tool("node")
-    pkg = HERE / "node"
-    if not (pkg / "node_modules" / "pg-cursor").exists():
-        npm = need_tool("npm")
-        r = subprocess.run([npm, "install", "--no-audit", "--no-fund"], cwd=pkg, capture_output=True, text=True, timeout=300)
-        if r.returncode != 0:
-            missing(f"pg-cursor (npm install failed: {r.stderr[-300:]})")
+    node, pkg = _node_package("pg-cursor")
     r = subprocess.run([node, str(pkg / "evidence.js"), compat_server.host, str(compat_server.port), "alice",
                         PASSWORDS["alice"], DATABASE], capture_output=True, text=True, timeout=60)
     assert r.returncode == 0, r.stderr
