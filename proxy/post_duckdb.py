@@ -23,6 +23,8 @@ from dpsql.errors import (
     NumericValueOutOfRange,
 )
 from dpsql.proxy.backends.duckdb_types import pg_type_name
+from dpsql.rewriter.number_format import to_char_number
+from dpsql.rewriter.post_query import POST_TO_CHAR
 
 _CONFIG = {
     "threads": 1,
@@ -67,11 +69,21 @@ def postprocessing_error(e: duckdb.Error) -> DPSQLError:
     )
 
 
+def _to_char_number(value: str | None, pattern: str | None, source_type: str | None) -> str | None:
+    """PostgreSQL's to_char(number, pattern) over a released value (NULL in, NULL out)."""
+    if value is None or pattern is None:
+        return None
+    return to_char_number(value, pattern, source_type or "DECIMAL")
+
+
 class PostProcessor:
     """Runs post-processing SQL over rows given as typed column lists (``UNNEST`` of parameters)."""
 
     def __init__(self) -> None:
         self._con = duckdb.connect(":memory:", config=dict(_CONFIG))
+        self._con.create_function(
+            POST_TO_CHAR, _to_char_number, ["VARCHAR"] * 3, "VARCHAR", null_handling="special"
+        )
         self._con.execute("SET lock_configuration = true")
         self._local = threading.local()
         self._lock = threading.Lock()

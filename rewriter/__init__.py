@@ -145,6 +145,11 @@ def _qualify(st: RewriteState) -> None:
     if not st.refs.private:
         check_divisors(st.tree)
         public = physical_names(st.tree.copy(), st.dialect)
+        if st.dialect != "postgres" and public.find(exp.NumberToStr) is not None:
+            raise UnsupportedQuery(
+                "to_char() of a number over public tables or constants runs only on a PostgreSQL backend",
+                hint="format the number in the client; over a private table's aggregate, to_char(SUM(x), '999,999') works",
+            )
         st.result = Rewrite(
             sql=emit(postgres_to_char(public) if st.dialect == "postgres" else public, st.dialect),
             dialect=st.dialect,

@@ -71,7 +71,7 @@ def type_family(node: exp.Expression, columns: Families) -> str:
         return "date"
     if isinstance(node, exp.StrToTime | exp.UnixToTime):
         return "timestamp"
-    if isinstance(node, exp.TimeToStr):
+    if isinstance(node, exp.TimeToStr | exp.NumberToStr):
         return "text"
     if isinstance(node, exp.Anonymous) and str(node.name).lower() == "age":
         return "interval"

@@ -117,6 +117,9 @@ SCALAR_FUNCTIONS: dict[type[exp.Expression], FunctionRule] = {
     exp.StrToTime: _r("to_timestamp", "total", "total", ("this", "format")),
     exp.UnixToTime: _r("to_timestamp", "total", "total", ("this",)),
     exp.TimeToStr: _r("to_char", "guard", "guard", ("format",)),  # pattern checked by normalize: ≤ 64 bytes out
+    # to_char of a number: only over released values (post-processing; totalize refuses it on private
+    # rows), formatted by rewriter/number_format.py in the post-processor
+    exp.NumberToStr: _r("to_char", "total", "total", ("format",)),
 }
 
 # The aggregates the rewriter understands are the registry's: dpsql.rewriter.aggregates.SUPPORTED_AGGREGATES.

@@ -42,6 +42,7 @@ from dpsql.errors import (
     UndefinedFunction,
     UnsupportedQuery,
 )
+from dpsql.rewriter.number_format import is_number_pattern
 
 __all__ = ["DISPLAY_NAMES", "display_name", "normalize", "to_char_format", "to_char_pattern", "to_char_source"]
 
@@ -52,6 +53,7 @@ DISPLAY_NAMES: dict[type[exp.Expression], str] = {
     exp.StrToTime: "to_timestamp",
     exp.UnixToTime: "to_timestamp",
     exp.TimeToStr: "to_char",
+    exp.NumberToStr: "to_char",
     exp.WithinGroup: "WITHIN GROUP",
     exp.Any: "ANY",
     exp.Extract: "extract",
@@ -387,13 +389,23 @@ def postgres_to_char(tree: exp.Expression) -> exp.Expression:
         if isinstance(node, exp.TimeToStr):
             pattern = to_char_pattern(str(node.args["format"].this))
             return exp.Anonymous(this="TO_CHAR", expressions=[node.this, exp.Literal.string(pattern)])
+        if isinstance(node, exp.NumberToStr):
+            return exp.Anonymous(this="TO_CHAR", expressions=[node.this, node.args["format"]])
         return node
 
     return tree.transform(visit, copy=False)
 
 
 def _to_char(node: exp.TimeToStr) -> exp.Expression:
-    node.set("format", exp.Literal.string(to_char_format(to_char_source(node))))
+    pattern = to_char_source(node)
+    if is_number_pattern(pattern):  # to_char(number, '999,990.00'): over released values only (post_query)
+        return exp.NumberToStr(this=node.this, format=exp.Literal.string(pattern))
+    if re.fullmatch(r"(?i)[90,.GDSMIPRLVEFTHB ]*[90][90,.GDSMIPRLVEFTHB ]*", pattern):
+        raise UnsupportedQuery(
+            f"to_char() number pattern '{pattern}' is not supported",
+            hint="use FM, 9, 0, the separators , and G, and a decimal point . or D (e.g. 'FM999,999.00')",
+        )
+    node.set("format", exp.Literal.string(to_char_format(pattern)))
     return node
 
 

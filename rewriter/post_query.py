@@ -126,7 +126,31 @@ def build_post(shape: QueryShape, keys: tuple[KeyColumn, ...], releases: tuple[A
     check_divisors(q)
     if not shape.distinct:
         types += _add_half_widths(q, outputs, releases)
-    return Post(q.sql(dialect="duckdb", comments=False), tuple(types), (), outputs)
+    return Post(number_to_char_calls(q).sql(dialect="duckdb", comments=False), tuple(types), (), outputs)
+
+
+POST_TO_CHAR = "__dp_to_char_number"  # registered by the post-processor (proxy/post_duckdb.py)
+
+
+def number_to_char_calls(q: exp.Expression) -> exp.Expression:
+    """``to_char(x, pattern)`` of numbers as the post-processor's own function, which prints what
+    PostgreSQL prints (:mod:`dpsql.rewriter.number_format`): ``__dp_to_char_number(x::VARCHAR,
+    pattern, typeof(x))`` — the value's text keeps exact decimals, its type says how to round."""
+
+    def visit(node: exp.Expression) -> exp.Expression:
+        if isinstance(node, exp.NumberToStr):
+            value = node.this
+            return exp.Anonymous(
+                this=POST_TO_CHAR,
+                expressions=[
+                    exp.cast(value.copy(), "VARCHAR", dialect="duckdb"),
+                    node.args["format"],
+                    exp.Anonymous(this="typeof", expressions=[value.copy()]),
+                ],
+            )
+        return node
+
+    return q.transform(visit)
 
 
 _INTERVAL = re.compile(INTERVAL_COLUMN)
@@ -221,6 +245,8 @@ def _conform_integers(q: exp.Select, outputs: tuple[OutputColumn, ...], known: d
 
 def _projection_type(p: exp.Expression, known: dict[str, str]) -> str:
     inner = p.this if isinstance(p, exp.Alias) else p
+    if isinstance(inner, exp.NumberToStr):
+        return "text"
     if isinstance(inner, exp.Column) and inner.name in known:
         return known[inner.name]
     if isinstance(inner, exp.Sub) and all(

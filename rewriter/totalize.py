@@ -69,6 +69,11 @@ _PG_NAMES = {"int": "integer", "float": "double precision", "numeric": "numeric"
              "timestamp": "timestamp", "interval": "interval", "bool": "boolean"}
 
 
+def _pretty(node: exp.Expression) -> str:
+    """``node`` as PostgreSQL SQL without identifier quotes (for messages)."""
+    return node.sql("postgres", identify=False, normalize=False).replace('"', "")
+
+
 def totalize(node: exp.Expression, dialect: str, columns: Families) -> exp.Expression:
     """A copy of the row-level expression ``node`` that raises no error, and takes no engine slow
     path, on any row in ``dialect``. Assumes :func:`dpsql.rewriter.typecheck.check_types` accepted
@@ -92,6 +97,14 @@ def _walk(node: exp.Expression, cols: Families, dialect: str) -> exp.Expression:
 
 
 def _rule(n: exp.Expression, fam: str, opfam: Mapping[str, str], cols: Families, dialect: str) -> exp.Expression:
+    if isinstance(n, exp.NumberToStr):
+        # a formatting call per private row serves no DP statistic (its text would become a group
+        # key); over a released value it is post-processing (rewriter/number_format.py)
+        raise UnsupportedQuery(
+            f"to_char() of a number is supported only over aggregates, not on the rows of a private table "
+            f"(to_char({_pretty(n.this)}, '{n.args['format'].this}'))",
+            hint="apply it to the aggregate, e.g. to_char(SUM(x), 'FM999,999'), or group by ROUND(x) or width_bucket",
+        )
     if isinstance(n, exp.Cast | exp.TryCast):
         return _cast(n, opfam.get("this", "unknown"), dialect)
     if isinstance(n, _ARITH):
