@@ -82,10 +82,14 @@ def type_family(node: exp.Expression, columns: Families) -> str:
     if isinstance(node, exp.Sqrt | exp.Ln | exp.Log | exp.Exp | exp.Pow | exp.Pi):
         return "float"
     if isinstance(node, exp.Coalesce | exp.Greatest | exp.Least):
-        fams = {type_family(a, columns) for a in [node.this, *node.expressions]} - {"unknown", "literal"}
+        fams = {type_family(a, columns) for a in [node.this, *node.expressions]} - {"unknown"}
+        if fams == {"literal"}:
+            return "text"  # PostgreSQL resolves arguments that are all unknown-type literals to text
+        fams -= {"literal"}
         return widen(*fams) if fams and fams <= NUMERIC_FAMILIES else (fams.pop() if len(fams) == 1 else "unknown")
     if isinstance(node, exp.Nullif):
-        return type_family(node.this, columns)
+        fam = type_family(node.this, columns)
+        return "text" if fam == "literal" else fam
     if isinstance(node, exp.Case):
         fams = {type_family(i.args["true"], columns) for i in node.args.get("ifs") or []}
         if node.args.get("default") is not None:

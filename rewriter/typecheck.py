@@ -22,7 +22,7 @@ from __future__ import annotations
 
 from sqlglot import exp
 
-from dpsql.errors import DatatypeMismatch, InvalidEscapeSequence, UndefinedFunction, UnsupportedQuery
+from dpsql.errors import DatatypeMismatch, InvalidEscapeSequence, InvalidTextRepresentation, UndefinedFunction, UnsupportedQuery
 from dpsql.rewriter.families import Families, type_family, widen
 
 _NUMERIC = {"int", "float", "numeric"}
@@ -153,11 +153,28 @@ def _boolean(node: exp.Expression | None, families: Families, where: str) -> Non
     if node is None:
         return
     fam = type_family(node, families)
+    if fam == "literal" and isinstance(node, exp.Literal):
+        node.replace(exp.Boolean(this=_boolean_literal(node.name)))
+        return
     if fam not in ("bool", "unknown"):
         raise DatatypeMismatch(
             f"argument of {where} must be type boolean, not type {_PG_NAMES.get(fam, fam)}",
             hint="compare the column with a value, e.g. col = 'x'",
         )
+
+
+def _boolean_literal(text: str) -> bool:
+    """A string literal where a boolean is required, read as PostgreSQL's boolin reads it (true,
+    yes, on, 1 and their unique prefixes, any case); anything else is 22P02, as in PostgreSQL."""
+    word = text.strip().lower()
+    for value, spellings in ((True, ("true", "yes")), (False, ("false", "no"))):
+        if word and any(s.startswith(word) for s in spellings):
+            return value
+    if word in ("on", "1"):
+        return True
+    if word in ("of", "off", "0"):
+        return False
+    raise InvalidTextRepresentation(f'invalid input syntax for type boolean: "{text[:60]}"')
 
 
 def _check_node(node: exp.Expression, families: Families) -> None:

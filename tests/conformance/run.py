@@ -284,11 +284,18 @@ ZETASQL_REASONS = {
     "differential_privacy_approx_bounds_on_no_data_returns_null":
         "GoogleSQL returns NULL for COUNT(*) of a public group without rows (its approximate bounds find no "
         "data); dpsql returns a noisy count (here at ε = 1)",
+    "differential_privacy_avg_int64_implicit_bounds_multi_user_with_report_proto":
+        "GoogleSQL clamps to implicit bounds it estimates from the data ([0.5, 4], its bounding_report says), which "
+        "moves the mean to 1.633; dpsql's bounds are declared ([-5, 5]: nothing clamped), so it reports the mean, 2",
+    "differential_privacy_avg_int64_implicit_bounds_multi_user_with_report_json":
+        "as …_with_report_proto: GoogleSQL's data-estimated bounds [0.5, 4] clamp the values; dpsql reports the mean, 2",
     "differential_privacy_basic_var_pop_explicit_bounds_all_nulls":
         "GoogleSQL's VAR_POP of no values is the variance of {lower, upper}; dpsql's differs",
     "differential_privacy_basic_stddev_pop_explicit_bounds_all_nulls":
         "GoogleSQL's STDDEV_POP of no values is that of {lower, upper}; dpsql's differs",
 }
+IMPLICIT_BOUNDS_ERROR = ("GoogleSQL estimates implicit bounds from the data and fails on zero rows; dpsql's bounds are "
+                         "declared in the policy (never estimated from data), so the empty input has an answer")
 PER_GROUP_REASON = ("GoogleSQL's contribution_bounds_per_group clamp each unit's per-group total; without "
                     "unit_lower/unit_upper in the policy, dpsql clamps each row to them (up to max_rows rows)")
 
@@ -362,19 +369,56 @@ def zetasql_statements(case: dict[str, Any]) -> list[str]:
     return [*out, case["sql"]]
 
 
+def googlesql_statement(case: dict[str, Any]) -> str:
+    """A report case's own GoogleSQL text, sent unchanged but for ε and δ, which are capped as for
+    the plain-SQL cases (the ledger's limits) and written into its OPTIONS."""
+    delta = min(case["delta"], MAX_DELTA) if 0 < case["delta"] <= 1 else case["delta"]
+    sql = re.sub(r"\bepsilon\s*=\s*[\d.e+-]+", f"epsilon={case['epsilon']:g}", case["googlesql"], count=1, flags=re.I)
+    return re.sub(r"\bdelta\s*=\s*[\d.e+-]+", f"delta={delta:g}", sql, count=1, flags=re.I)
+
+
+def report_values(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | str:
+    """Each row with its last cell, GoogleSQL's JSON report, replaced by the reported value — or
+    what is wrong with a report (not JSON, no value, an interval that misses the value, a
+    confidence level other than 0.95)."""
+    out = []
+    for row in rows:
+        try:
+            report = json.loads(row[-1])["result"]
+            value, ci = report["value"], report["noise_confidence_interval"]
+        except (TypeError, ValueError, KeyError) as e:
+            return f"not a GoogleSQL JSON report: {row[-1]!r} ({e})"
+        if value is not None and not ci["lower_bound"] <= value <= ci["upper_bound"]:
+            return f"the reported interval [{ci['lower_bound']}, {ci['upper_bound']}] misses the value {value}"
+        if ci["confidence_level"] != 0.95:
+            return f"confidence_level {ci['confidence_level']}, GoogleSQL's default is 0.95"
+        out.append((*row[:-1], value))
+    return out
+
+
 def classify_zetasql(case: dict[str, Any], engine: Any, user: str, notes: list[str]) -> Outcome:
-    """Run one translated ZetaSQL case on ``engine`` (built from its policy) and classify it."""
-    answer = run_statements(engine, user, zetasql_statements(case))
+    """Run one translated ZetaSQL case on ``engine`` (built from its policy) and classify it. A
+    report case (``googlesql``) is sent as GoogleSQL DP syntax; its JSON reports are checked and
+    their values compared."""
+    statements = [googlesql_statement(case)] if "googlesql" in case else zetasql_statements(case)
+    answer = run_statements(engine, user, statements)
     rows, refused = answer.rows, answer.refused
     if "expected_error" in case:
         if refused is not None and refused.sqlstate != "CRASH":
             return Outcome("PASS", refused.sqlstate, f"refused as GoogleSQL does: {refused.detail}")
         if refused is not None:
             return refused
-        return Outcome("WRONG", detail=f"answered {plain(rows or [])}; GoogleSQL refuses: {case['expected_error']}")
+        reason = ZETASQL_REASONS.get(case["name"]) or (IMPLICIT_BOUNDS_ERROR if "approximate bounds" in case["expected_error"] else None)
+        return Outcome("WRONG", detail=f"answered {plain(rows or [])}; GoogleSQL refuses: {case['expected_error']}"
+                       + (f" — {reason}" if reason else ""))
     if refused is not None:
         return refused
     assert rows is not None
+    if "googlesql" in case:
+        values = report_values(rows)
+        if isinstance(values, str):
+            return Outcome("WRONG", detail=values, rows=plain(rows))
+        rows = values
     if rows_match(case["expected_rows"], rows, case["ordered"], answer.slack):
         return Outcome("PASS", rows=plain(rows))
     reason = ZETASQL_REASONS.get(case["name"])

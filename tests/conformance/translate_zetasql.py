@@ -21,6 +21,9 @@ Rules (each applied by ``translate_case``; the README lists them with their just
   rows for SUM/AVG/COUNT: ``max_rows`` is 5, resp. 10 (more than any unit's rows here).
 - ``PERCENTILE_CONT(x, q)`` → ``PERCENTILE_CONT(q) WITHIN GROUP (ORDER BY x)``;
   ``APPROX_QUANTILES(x, n)[OFFSET(k)]`` → ``PERCENTILE_DISC(k/n) WITHIN GROUP (ORDER BY x)``.
+- A ``report_format`` case keeps its GoogleSQL text (``googlesql``; ``"PROTO"`` → ``'JSON'``), which
+  the runner sends as GoogleSQL DP syntax; its expected rows are the reported values (one per
+  report, led by the group key). A case reading a field of the report is not expressible.
 - ``UNNEST([1, 2, 3]) AS x`` → a public table ``unnest_x_1_2_3(x)`` with those rows.
 - Branches computed without DP (the reference values some cases compare against) are dropped: dpsql
   has no non-DP access to a private table; the expected rows keep the DP branches' values.
@@ -46,8 +49,9 @@ DOMAIN = (-5, 5)  # declared bounds standing in for GoogleSQL's implicit (data-e
 EPS_CAP = 1e6  # the largest per-query ε the ledger can record (run.py's policy allows it)
 SAMPLED = ("VAR_POP", "STDDEV_POP", "PERCENTILE_CONT", "APPROX_QUANTILES")
 
-NE_REPORT = ("report_format (GoogleSQL's value + noise confidence interval as PROTO/JSON) has no plain-SQL "
-             "form; needs the GoogleSQL DP syntax of issue 11 §6")
+NE_REPORT_FIELD = ("reads a field of GoogleSQL's report (`….value.noise_confidence_interval`, `dp_result[OFFSET(k)]` "
+                   "of a quantile report array): dpsql returns each report as one JSON text value, without field access")
+REPORT_FIELD = re.compile(r"\)\s*\.\s*(value|result)\b|\bdp_result\b", re.I)
 NE_OPTION_VALIDATION = ("tests GoogleSQL option validation; dpsql's ε/δ come from the session or the "
                         "policy's defaults, so there is no missing option to reject")
 
@@ -393,8 +397,10 @@ def translate_case(name: str, headers: dict[str, str], sql: str, expected: str,
     case: dict[str, Any] = {"name": name, "zetasql": sql, "zetasql_expected": expected}
     ov = OVERRIDES.get(name, {})
     if "report_format" in sql:
-        case["not_expressible"] = NE_REPORT
-        return case
+        if REPORT_FIELD.search(sql):
+            case["not_expressible"] = NE_REPORT_FIELD
+            return case
+        case["googlesql"] = re.sub(r"""report_format\s*=>\s*["']PROTO["']""", "report_format => 'JSON'", sql.strip().rstrip(";"))
     if "not_expressible" in ov:
         case["not_expressible"] = ov["not_expressible"]
         return case
@@ -427,6 +433,8 @@ def translate_case(name: str, headers: dict[str, str], sql: str, expected: str,
         case["notes"] = ov["notes"]
     if expected.startswith("ERROR"):
         case["expected_error"] = expected
+    elif "googlesql" in case:
+        case["expected_rows"], case["ordered"] = report_rows(expected)
     elif "expected_rows" in ov:
         case["expected_rows"] = [[resolve(c, tables) for c in row] for row in ov["expected_rows"]]
         case["ordered"] = ov.get("ordered", True)
@@ -435,6 +443,18 @@ def translate_case(name: str, headers: dict[str, str], sql: str, expected: str,
         p.header()
         case["expected_rows"], case["ordered"] = p.rows()
     return case
+
+
+def report_rows(expected: str) -> tuple[list[list[Any]], bool]:
+    """The released values of a report query's expected output (PROTO text or JSON), one row per
+    report, each led by its group key when the query groups: ``[[1, 3], [2, 3]]``."""
+    values = re.findall(r'"value":(-?[\d.e+-]+)|\bvalue \{\s*(?:int|float)_value: (-?[\d.e+-]+)', expected)
+    numbers = [float(a or b) for a, b in values]
+    cells: list[Any] = [int(v) if v.is_integer() else v for v in numbers]
+    keys = re.findall(r"\{\s*(-?\d+),\s*\{", expected)
+    if keys and len(keys) == len(cells):
+        return [[int(k), v] for k, v in zip(keys, cells, strict=True)], "unknown order" not in expected
+    return [[v] for v in cells], True
 
 
 def translate(text: str) -> dict[str, Any]:

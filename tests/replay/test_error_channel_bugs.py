@@ -83,6 +83,20 @@ def test_b1_text_in_boolean_context(sql: str) -> None:
     _assert_total(sql)
 
 
+@pytest.mark.parametrize("sql", [
+    "SELECT COUNT(*) FROM t WHERE COALESCE('h1', 'h1')",
+    "SELECT COUNT(*) FROM t WHERE uid = 4242 AND GREATEST('a', 'b')",
+    "SELECT COUNT(*) FROM t WHERE NULLIF('a', 'b')",
+    "SELECT COUNT(*) FROM t WHERE uid = 4242 AND 'h1'",
+    "SELECT COUNT(*) FILTER (WHERE COALESCE(h, 'x')) FROM t",
+])
+def test_b8_text_literals_in_boolean_context(sql: str) -> None:
+    """COALESCE/GREATEST/NULLIF of text literals are text in PostgreSQL (42804 in a WHERE); a bare
+    literal is read as a boolean at parse time (22P02 for 'h1'). DuckDB cast them per row: the
+    conversion error fired only when some row reached the condition."""
+    _assert_total(sql)
+
+
 @pytest.mark.parametrize("sql", ["SELECT COUNT(*) FROM t WHERE NULLIF(h, 0) IS NULL", "SELECT COUNT(*) FROM t WHERE NULLIF(a, h) IS NULL"])
 def test_b2_nullif_text_and_number(sql: str) -> None:
     """NULLIF(h, 0) makes DuckDB cast h to INTEGER per row ("Could not convert string 'abc'")."""
