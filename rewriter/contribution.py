@@ -174,6 +174,10 @@ def _capped_rows(
     the salt, as for ``max_groups``), then by an MD5 of the row's content (id, keys, grid inputs, the
     NULL-ness of counted inputs — every column the later layers read). Rows that tie are equal in
     all of those, so which of them is kept changes nothing downstream.
+
+    Only units with more than ``k`` rows are hashed and ranked (``__dp_unitrows`` counts each
+    unit's rows; a unit with ≤ k rows keeps them all whatever their order), so the two window
+    sorts run over the heavy units' rows instead of every row. The result is the same row set.
     """
     sep = exp.Literal.string("\x1f")
     names = [e.alias_or_name for e in rows.expressions]
@@ -192,9 +196,25 @@ def _capped_rows(
         partition_by=[exp.column("__dp_uid"), *(exp.column(k_) for k_ in key_names)],
         order=exp.Order(expressions=[exp.Ordered(this=row_hash.copy())]),
     )
-    numbered = exp.select(
-        exp.Star(), exp.alias_(row_hash, "__dp_rh", copy=False), exp.alias_(in_group, "__dp_rig", copy=False), copy=False
-    ).from_(exp.to_table("__dp_rows"), copy=False)
+    unit_rows = (
+        exp.select(exp.column("__dp_uid"), exp.alias_(exp.Count(this=exp.Star()), "__dp_un", copy=False), copy=False)
+        .from_(exp.to_table("__dp_rows"), copy=False)
+        .group_by(exp.column("__dp_uid"), copy=False)
+    )
+
+    def units_with(op: type[exp.LTE] | type[exp.GT]) -> exp.In:
+        units = exp.select(exp.column("__dp_uid"), copy=False).from_(exp.to_table("__dp_unitrows"), copy=False).where(
+            op(this=exp.column("__dp_un"), expression=exp.Literal.number(k)), copy=False
+        )
+        return exp.In(this=exp.column("__dp_uid"), query=exp.Subquery(this=units))
+
+    numbered = (
+        exp.select(
+            exp.Star(), exp.alias_(row_hash, "__dp_rh", copy=False), exp.alias_(in_group, "__dp_rig", copy=False), copy=False
+        )
+        .from_(exp.to_table("__dp_rows"), copy=False)
+        .where(units_with(exp.GT), copy=False)
+    )
     beyond = exp.Case(
         ifs=[exp.If(this=exp.GT(this=exp.column("__dp_rig"), expression=exp.Literal.number(b.max_rows)), true=exp.Literal.number(1))],
         default=exp.Literal.number(0),
@@ -207,13 +227,17 @@ def _capped_rows(
     ranked = exp.select(exp.Star(), exp.alias_(overall, "__dp_rn", copy=False), copy=False).from_(
         exp.to_table("__dp_numbered"), copy=False
     )
-    capped = exp.select(exp.Star(), copy=False).from_(exp.to_table("__dp_rowrank"), copy=False).where(
+    light = exp.select(*(exp.column(n) for n in names), copy=False).from_(exp.to_table("__dp_rows"), copy=False).where(
+        units_with(exp.LTE), copy=False
+    )
+    heavy = exp.select(*(exp.column(n) for n in names), copy=False).from_(exp.to_table("__dp_rowrank"), copy=False).where(
         exp.LTE(this=exp.column("__dp_rn"), expression=exp.Literal.number(k)), copy=False
     )
+    capped = exp.union(light, heavy, distinct=False, copy=False)
     ctx.notes.append(
         f"each unit keeps at most {k} row(s) across all groups (max_contributions), chosen by a hash of its own rows"
     )
-    return [("__dp_numbered", numbered), ("__dp_rowrank", ranked), ("__dp_capped", capped)]
+    return [("__dp_unitrows", unit_rows), ("__dp_numbered", numbered), ("__dp_rowrank", ranked), ("__dp_capped", capped)]
 
 
 def _histogram_queries(

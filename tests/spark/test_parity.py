@@ -209,3 +209,30 @@ def test_budget_runs_out_after_the_same_number_of_queries(spark: SparkEnv, tmp_p
         finally:
             engine.close()
     assert counts["duckdb"] == counts["spark"] > 0
+
+
+def test_l1_row_cap_keeps_the_same_rows_in_total(spark: SparkEnv, tmp_path: Path) -> None:
+    """``max_contributions = 3`` (the L1 row cap: only units with more than 3 rows are ranked) runs
+    on Spark and keeps Σ_units min(rows, 3) rows over all groups, as on DuckDB: with max_groups = 40
+    and max_rows = 5 nothing else binds, so the total is engine-independent even though which
+    rows a heavy unit keeps follows each engine's text rendering of its values."""
+    totals, paths = {}, {}
+    for kind in ("duckdb", "spark"):
+        path = paths[kind] = write_policy(tmp_path, f"l1-{kind}", spark, "duckdb" if kind == "duckdb" else "spark", max_groups=40,
+                            epsilon=1e6, delta=1e-3)
+        anchor = "max_rows = 5\n[tables.visits.columns]"
+        path.write_text(path.read_text().replace(anchor, anchor.replace("\n", "\nmax_contributions = 3\n", 1)))
+        policy = load_policy(path)
+        engine = Engine(policy, DuckDBBackend(policy) if kind == "duckdb" else SparkBackend(policy))
+        try:
+            cells, _ = _bounded(engine, "SELECT department, COUNT(*) FROM visits GROUP BY department")
+            assert "__dp_unitrows" in engine.rewrite("SELECT department, COUNT(*) FROM visits GROUP BY department").sql
+            totals[kind] = sum(v[0] for v in cells.values())
+        finally:
+            engine.close()
+    with DuckDBBackend(load_policy(paths["duckdb"])).session() as b:
+        (expected,) = b.execute(
+            "SELECT SUM(LEAST(n, 3)) FROM (SELECT patient_id, COUNT(*) AS n FROM visits WHERE patient_id IS NOT NULL "
+            "AND department IS NOT NULL GROUP BY patient_id)"
+        ).rows[0]
+    assert totals["duckdb"] == totals["spark"] == int(expected)
