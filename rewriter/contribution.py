@@ -177,9 +177,8 @@ def _capped_rows(
 
     Only units with more than ``k`` rows are hashed and ranked (``__dp_unitrows`` counts each
     unit's rows; a unit with ≤ k rows keeps them all whatever their order), so the two window
-    sorts run over the heavy units' rows instead of every row. The result is the same row set,
-    except for rows whose unit is NULL: ``NULL IN (…)`` is unknown, so they are dropped here (they
-    belong to no one; dropping rows never raises a unit's contribution).
+    sorts run over the heavy units' rows instead of every row; the result is the same row set.
+    (``__dp_rows`` already dropped rows whose unit is NULL, so the ``IN`` tests never meet one.)
     """
     sep = exp.Literal.string("\x1f")
     names = [e.alias_or_name for e in rows.expressions]
