@@ -77,9 +77,10 @@ class AccountingMode:
         ≤ l1 in total): ⌈Δ₂⌉ for the Gaussian, Δ₁ for the Laplace (``sensitivity_norms``)."""
         raise NotImplementedError
 
-    def norm_scale(self, norm: int, share: Fraction) -> float:
-        """The threshold noise scale whose map at d_in norm ``norm`` is ≤ ``share`` (before the
-        OpenDP rounding nudge the planner applies)."""
+    def norm_scale(self, l0: int, linf: int, norm: int, share: Fraction) -> float:
+        """The threshold noise scale whose map at d_in (l0, norm, linf) is ≤ ``share`` (before the
+        OpenDP rounding nudge the planner applies); OpenDP uses min(norm, linf·√l0) (ℓ2) or
+        min(norm, l0·linf) (ℓ1)."""
         raise NotImplementedError
 
     def error95(self, scale: float) -> int:
@@ -143,9 +144,9 @@ class _ZCDP(AccountingMode):
         root = math.isqrt(l2sq)
         return root if root * root == l2sq else root + 1
 
-    def norm_scale(self, norm: int, share: Fraction) -> float:
-        """σ with norm²/(2σ²) ≤ ρ share."""
-        return gaussian_sigma(1, norm, share)
+    def norm_scale(self, l0: int, linf: int, norm: int, share: Fraction) -> float:
+        """σ with min(norm², l0·linf²)/(2σ²) ≤ ρ share."""
+        return gaussian_sigma(l0, linf, share) if norm * norm >= l0 * linf * linf else gaussian_sigma(1, norm, share)
 
     def error95(self, scale: float) -> int:
         """The discrete Gaussian's 95% half-width."""
@@ -204,9 +205,9 @@ class _Basic(AccountingMode):
         """Δ₁ = min(l0·linf, l1)."""
         return sensitivity_norms(l0, linf, l1)[0]
 
-    def norm_scale(self, norm: int, share: Fraction) -> float:
-        """t with norm/t ≤ ε share."""
-        return laplace_scale(1, norm, share)
+    def norm_scale(self, l0: int, linf: int, norm: int, share: Fraction) -> float:
+        """t with min(norm, l0·linf)/t ≤ ε share."""
+        return laplace_scale(1, min(norm, l0 * linf), share)
 
     def error95(self, scale: float) -> int:
         """The discrete Laplace's 95% half-width."""

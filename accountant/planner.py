@@ -269,7 +269,7 @@ def _selection(
     """
     mode = accounting_mode(accounting)
     make: Callable[[float, int], ThresholdMechanism] = mode.threshold
-    scale = mode.selection_scale(l0, share) if lp is None else mode.norm_scale(lp, share)
+    scale = mode.selection_scale(l0, share) if lp is None else mode.norm_scale(l0, linf, lp, share)
     guess = _threshold_guess(mode, scale, l0, delta_sel, linf)
     for _ in range(64):
         mech = _threshold_for(make, scale, l0, delta_sel, guess, linf, lp)
@@ -447,6 +447,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
 
 def _prefer_own_count(own: SelectionNoise, units: SelectionNoise, additive: StatisticNoise) -> bool:
     """The rule between the constructions (module docstring, "Choosing the construction"): (b)
-    only when it lowers the COUNT's error AND needs no more rows than (a) needs units to release
-    a group with probability ≥ 97.5% (every COUNT(*) group has at least as many rows as units)."""
-    return own.error95 < additive.error95 and own.release_point <= units.release_point
+    only when it lowers the COUNT's noise scale (same noise family, so its variance and error)
+    AND needs no more rows than (a) needs units to release a group with probability ≥ 97.5%
+    (every COUNT(*) group has at least as many rows as units)."""
+    return own.scale < additive.scale and own.release_point <= units.release_point
