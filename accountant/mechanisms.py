@@ -21,8 +21,10 @@ change in ℓp norm (ℓ2 for the Gaussian's ``l02inf_distance``, ℓ1 for the L
 ``l01inf_distance``) is at most ``lp``, and each count changes by at most ``linf``. OpenDP
 tightens ``lp`` to ``min(lp, linf·√l0)`` (ℓ2) or ``min(lp, linf·l0)`` (ℓ1) and returns
 ``(ρ or ε, δ)`` with δ = 1 − (1 − P[noise > threshold − linf])^l0. Distinct-unit counts change by
-1 in each of at most L0 groups, so we always pass ``(L0, L0, 1)``: L0 is an upper bound on both
-norms and OpenDP applies the tight one.
+1 in each of at most L0 groups, so for them we pass ``(L0, L0, 1)``: L0 is an upper bound on both
+norms and OpenDP applies the tight one. A COUNT(*) thresholded on its own value (the planner's
+construction (b)) passes ``(L0, ‖Δ‖, L∞)`` with its own L∞ (max_rows, or the L1 cap when smaller)
+and norm; OpenDP requires τ − 1 ≥ L∞.
 
 **OpenDP 0.16 off-by-one (opendp/opendp#2922, open).** The threshold mechanisms *keep* a key when
 its noisy count is ≥ the threshold τ, but their privacy map computes δ from P[Z > τ − linf]
