@@ -324,7 +324,7 @@ def _own_count_candidate(plan: ReleasePlan, units: Statistic | None) -> Statisti
     if units is not None and any(units.column in a.stats for a in plan.aggregates):
         return None
     for s in plan.stats:
-        if s.counts_rows and s.kind == "count" and (units is None or s.column != units.column):
+        if s.counts_rows and s.kind == "count" and s.grid == 1 and (units is None or s.column != units.column):
             return s
     return None
 
