@@ -108,9 +108,14 @@ def test_demo_bounds_release_their_groups(
         try:
             cur = con.execute(rw.sql)
             names = [d[0] for d in cur.description]
-            exact = {r[0]: int(r[names.index(column)]) for r in cur.fetchall()}
+            result = cur.fetchall()
         finally:
             con.close()
+        exact = {r[0]: int(r[names.index(column)]) for r in result}
+        # the rule's premise: every group's bounded COUNT(*) is ≥ its distinct-unit count
+        (star_col,) = [st.column for st in rw.plan.stats if st.counts_rows]
+        units_col = rw.plan.units_column
+        assert all(r[names.index(star_col)] >= r[names.index(units_col)] >= 1 for r in result)
         sure = {key for key, v in exact.items() if v >= sel.threshold + tail * sel.scale}
         assert len(sure) >= 20, (len(sure), sel.threshold)
         released = {r[0] for r in session.execute(OWN).rows}
