@@ -24,6 +24,7 @@ from dpsql.accountant.calibration import (
     gaussian_sigma,
     laplace_scale,
     rho_for_epsilon,
+    sensitivity_norms,
 )
 from dpsql.accountant.mechanisms import (
     AdditiveMechanism,
@@ -69,6 +70,17 @@ class AccountingMode:
 
     def threshold(self, scale: float, threshold: int) -> ThresholdMechanism:
         """The mode's partition-selection measurement."""
+        raise NotImplementedError
+
+    def threshold_norm(self, l0: int, linf: int, l1: int | None) -> int:
+        """The integer d_in norm of a thresholded statistic (one unit: ≤ l0 cells, ≤ linf each,
+        ≤ l1 in total): ⌈Δ₂⌉ for the Gaussian, Δ₁ for the Laplace (``sensitivity_norms``)."""
+        raise NotImplementedError
+
+    def norm_scale(self, l0: int, linf: int, norm: int, share: Fraction) -> float:
+        """The threshold noise scale whose map at d_in (l0, norm, linf) is ≤ ``share`` (before the
+        OpenDP rounding nudge the planner applies); OpenDP uses min(norm, linf·√l0) (ℓ2) or
+        min(norm, l0·linf) (ℓ1)."""
         raise NotImplementedError
 
     def error95(self, scale: float) -> int:
@@ -126,6 +138,16 @@ class _ZCDP(AccountingMode):
         """OpenDP's Gaussian threshold mechanism."""
         return make_gaussian_threshold(scale, threshold)
 
+    def threshold_norm(self, l0: int, linf: int, l1: int | None) -> int:
+        """⌈√Δ₂²⌉ (OpenDP's ℓ2 d_in is an integer)."""
+        _, l2sq = sensitivity_norms(l0, linf, l1)
+        root = math.isqrt(l2sq)
+        return root if root * root == l2sq else root + 1
+
+    def norm_scale(self, l0: int, linf: int, norm: int, share: Fraction) -> float:
+        """σ with min(norm², l0·linf²)/(2σ²) ≤ ρ share."""
+        return gaussian_sigma(l0, linf, share) if norm * norm >= l0 * linf * linf else gaussian_sigma(1, norm, share)
+
     def error95(self, scale: float) -> int:
         """The discrete Gaussian's 95% half-width."""
         return discrete_gaussian_error(scale)
@@ -178,6 +200,14 @@ class _Basic(AccountingMode):
     def threshold(self, scale: float, threshold: int) -> ThresholdMechanism:
         """OpenDP's Laplace threshold mechanism."""
         return make_laplace_threshold(scale, threshold)
+
+    def threshold_norm(self, l0: int, linf: int, l1: int | None) -> int:
+        """Δ₁ = min(l0·linf, l1)."""
+        return sensitivity_norms(l0, linf, l1)[0]
+
+    def norm_scale(self, l0: int, linf: int, norm: int, share: Fraction) -> float:
+        """t with min(norm, l0·linf)/t ≤ ε share."""
+        return laplace_scale(1, min(norm, l0 * linf), share)
 
     def error95(self, scale: float) -> int:
         """The discrete Laplace's 95% half-width."""

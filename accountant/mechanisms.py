@@ -21,8 +21,10 @@ change in ℓp norm (ℓ2 for the Gaussian's ``l02inf_distance``, ℓ1 for the L
 ``l01inf_distance``) is at most ``lp``, and each count changes by at most ``linf``. OpenDP
 tightens ``lp`` to ``min(lp, linf·√l0)`` (ℓ2) or ``min(lp, linf·l0)`` (ℓ1) and returns
 ``(ρ or ε, δ)`` with δ = 1 − (1 − P[noise > threshold − linf])^l0. Distinct-unit counts change by
-1 in each of at most L0 groups, so we always pass ``(L0, L0, 1)``: L0 is an upper bound on both
-norms and OpenDP applies the tight one.
+1 in each of at most L0 groups, so for them we pass ``(L0, L0, 1)``: L0 is an upper bound on both
+norms and OpenDP applies the tight one. A COUNT(*) thresholded on its own value (the planner's
+construction (b)) passes ``(L0, ‖Δ‖, L∞)`` with its own L∞ (max_rows, or the L1 cap when smaller)
+and norm; OpenDP requires τ − 1 ≥ L∞.
 
 **OpenDP 0.16 off-by-one (opendp/opendp#2922, open).** The threshold mechanisms *keep* a key when
 its noisy count is ≥ the threshold τ, but their privacy map computes δ from P[Z > τ − linf]
@@ -154,16 +156,26 @@ class _Threshold(_Immutable):
     _meas: Any = field(repr=False, compare=False)  # releases noisy counts ≥ threshold
     _shadow: Any = field(repr=False, compare=False)  # same scale, threshold − 1: its map is our δ
 
-    def map(self, l0: int) -> tuple[Fraction, Fraction]:
-        """(ρ or ε, δ) for one unit in ≤ l0 groups, from OpenDP's map at d_in = (l0, l0, 1).
+    def map(self, l0: int, linf: int = 1, lp: int | None = None) -> tuple[Fraction, Fraction]:
+        """(ρ or ε, δ) for one unit in ≤ l0 groups changing each by ≤ ``linf`` and all of them by
+        ≤ ``lp`` in the mechanism's norm (ℓ2 Gaussian, ℓ1 Laplace), from OpenDP's map at
+        d_in = (l0, lp, linf); ``lp`` defaults to l0·linf (OpenDP tightens it to linf·√l0 or
+        l0·linf). Distinct-unit counts use the default (l0, l0, 1); a thresholded COUNT(*) passes
+        its own L∞ (max_rows, or the L1 cap when smaller) and norm.
 
         ρ/ε is OpenDP's, rounded up to the 1e-15 grid. δ is OpenDP's map at threshold − 1, which
         is the true δ of keeping noisy counts ≥ threshold (see the module docstring: #2922).
+        Raises ValueError for a bad d_in, or a threshold below linf + 1 (OpenDP refuses a
+        threshold under the L∞ sensitivity, and the shadow threshold is one lower).
         """
-        if isinstance(l0, bool) or not isinstance(l0, int) or l0 < 1:
-            raise ValueError("l0 must be a positive integer")
-        loss, _ = self._meas.map((l0, l0, 1))
-        shadow_loss, delta = self._shadow.map((l0, l0, 1))
+        for name, v in (("l0", l0), ("linf", linf), ("lp", l0 * linf if lp is None else lp)):
+            if isinstance(v, bool) or not isinstance(v, int) or v < 1:
+                raise ValueError(f"{name} must be a positive integer")
+        if self.threshold - 1 < linf:
+            raise ValueError("the threshold must exceed the L-infinity sensitivity")
+        d_in = (l0, l0 * linf if lp is None else lp, linf)
+        loss, _ = self._meas.map(d_in)
+        shadow_loss, delta = self._shadow.map(d_in)
         return ceil_to_grid(Fraction(max(loss, shadow_loss))), Fraction(delta)
 
     def release(self, counts: Mapping[int, int]) -> dict[int, int]:

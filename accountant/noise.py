@@ -121,7 +121,10 @@ def _noisy(
     selected: dict[int, int] | None = None
     if noise_plan.selection is not None:
         sel = noise_plan.selection
-        counts_src = units if units is not None else exact.get(noise_plan.units_column or "")
+        if sel.column is not None:  # construction (b): the COUNT(*) statistic's own exact values
+            counts_src = exact.get(sel.column)
+        else:
+            counts_src = units if units is not None else exact.get(noise_plan.units_column or "")
         if counts_src is None:
             raise ValueError("partition selection needs the distinct-unit counts")
         counts = {i: int(c) for i, c in enumerate(counts_src)}
@@ -229,7 +232,8 @@ def release(
 
     ``exact[column]`` holds the exact integer of each statistic for every group, in the bounded
     SQL's row order; ``units`` the exact distinct-unit count per group when the plan uses
-    partition selection (if omitted, ``exact[noise_plan.units_column]`` is used). Without
+    partition selection (if omitted, ``exact[noise_plan.units_column]`` is used; when the plan
+    thresholds a COUNT(*) statistic's own value, ``exact[selection.column]`` is). Without
     selection every group is kept. Call this only after the query's cost has been charged.
     With ``ahead`` (from :func:`draw_ahead` on the same plan) the draws made and padded while
     the SQL ran are added instead; ``exact`` must then hold exactly ``ahead.cells`` groups.

@@ -22,6 +22,38 @@ count of distinct units per kept group. A statistic of kind ``"units"`` named by
 ``plan.units_column`` (COUNT(DISTINCT unit)) is therefore not noised again: its released value is
 the selection's noisy count (post-processing), and the selection's share takes that statistic's
 weight. Its reported scale and error are the selection's.
+
+**Two constructions of partition selection.** (a) — the one above — thresholds a separate noisy
+distinct-unit count (L∞ = 1) and noises every statistic besides. (b) thresholds a released
+COUNT(*) statistic's *own* noisy value (OpenDP's way): that statistic's noise is the threshold
+mechanism's, calibrated to the statistic's own sensitivity — d_in = (L0', ‖Δ‖, L∞) with
+L∞ = min(max_rows, max_contributions), ‖Δ‖ = ⌈√Δ₂²⌉ (Gaussian) or Δ₁ (Laplace) from
+``sensitivity_norms`` — and it takes its own share plus the selection's; the other statistics
+keep exactly the shares they have under (a). τ is the smallest threshold whose OpenDP map (at
+τ − 1, opendp#2922) has δ ≤ δ_sel; the cost is still Σ of the maps, in both modes. A group that
+exists only because of one unit has COUNT(*) ≤ L∞ (the clamped partial), which is what the map
+assumes. Candidates: COUNT(*) statistics (``Statistic.counts_rows``) when COUNT(DISTINCT unit)
+is not itself released (else (a)'s threshold releases it for free and (b) would noise it again).
+COUNT(x), FILTERed counts and sums are never thresholded: they can be below a group's unit
+count (NULLs, the filter), so the comparison below would not hold for them.
+
+**Choosing the construction.** Thresholding rows instead of units raises τ by about the factor
+L∞ (a unit can add L∞ rows), so (b) can suppress groups that (a) releases — measured: with
+max_rows 40 at ε = 1, groups of ~130 rows were all lost. The planner is data-independent, so it
+compares the two in the unit (b) thresholds: every COUNT(*) group has at least as many rows as
+distinct units (each kept (unit, group) adds ≥ 1 row). With the release point
+R = τ + error95 (a group whose exact thresholded count is ≥ R is released with probability
+≥ 97.5%), (b) is chosen iff
+
+  (1) it lowers the COUNT's noise scale (same noise family, so its variance and 95% error), and
+  (2) R_b (rows) ≤ R_a (units),
+
+so no group that (a) releases reliably is lost to (b), whatever its rows per unit. Otherwise (a)
+is kept. In practice (b) wins under ``basic`` when the L1 cap k is below about 2·L0 (the unit
+threshold pays Δ₁ = L0 for the selection alone, COUNT(*) pays min(L0·L∞, k)), and in both modes
+when k = 1; under zcdp with L∞ ≫ 1 (a) stays (τ_b/τ_a ≈ L∞/√2). The choice, both release points
+and the construction not chosen (``NoisePlan.selection_alternative``, never charged or sampled)
+are shown by EXPLAIN.
 """
 
 from __future__ import annotations
@@ -96,7 +128,23 @@ class SelectionNoise:
     l0: int
     cost: Fraction  # ρ (zcdp) or ε (basic) of its map
     delta: Fraction  # δ of its map
-    error95: int  # of the noisy unit counts
+    error95: int  # of the noisy thresholded counts
+    # construction (b): the COUNT(*) statistic whose own exact values are thresholded (and whose
+    # released values are the noisy counts); None: (a), the distinct-unit count (units_column)
+    column: str | None = None
+    linf: int = 1  # d_in L∞ of the map: 1 for unit counts, min(max_rows, max_contributions) for (b)
+    lp: int | None = None  # d_in norm of the map (None: l0·linf, tightened by OpenDP)
+
+    @property
+    def construction(self) -> str:
+        """``"units"`` (a separate distinct-unit count is thresholded) or ``"count"`` (COUNT(*)'s own value)."""
+        return "units" if self.column is None else "count"
+
+    @property
+    def release_point(self) -> int:
+        """threshold + error95: a group whose exact thresholded count (units for (a), rows for
+        (b)) is at least this is released with probability ≥ 97.5% (P(Z ≥ −error95) ≥ 0.975)."""
+        return self.threshold + self.error95
 
     @property
     def mechanism(self) -> str:
@@ -133,6 +181,9 @@ class NoisePlan:
     conversion_delta: Fraction | None
     epsilon_bound: float
     quantiles: tuple[QuantileNoise, ...] = ()  # DP selections (quantiles, MIN/MAX), in plan order
+    # the partition-selection construction considered but not chosen (for EXPLAIN); never charged
+    # or sampled
+    selection_alternative: SelectionNoise | None = None
 
     def stat(self, column: str) -> StatisticNoise:
         """The noise of the statistic called ``column`` (KeyError if none)."""
@@ -172,30 +223,38 @@ def _positive_weight(s: Statistic | QuantileStatistic) -> int:
 
 
 def _threshold_for(
-    make: Callable[[float, int], ThresholdMechanism], scale: float, l0: int, delta_target: Fraction, guess: int = 2
+    make: Callable[[float, int], ThresholdMechanism],
+    scale: float,
+    l0: int,
+    delta_target: Fraction,
+    guess: int = 2,
+    linf: int = 1,
+    lp: int | None = None,
 ) -> ThresholdMechanism:
-    """The mechanism with the smallest integer threshold whose map δ ≤ delta_target.
+    """The mechanism with the smallest integer threshold whose map δ at d_in (l0, lp, linf) is
+    ≤ delta_target.
 
     The map's δ falls as the threshold rises, so the answer is found by galloping out from
     ``guess`` (any integer; a good one saves OpenDP map evaluations) to a bracket, then bisecting.
-    The result does not depend on the guess.
+    The result does not depend on the guess. Thresholds start at linf + 1 (the map is evaluated
+    at threshold − 1, which OpenDP requires to be ≥ linf).
     """
+    floor = linf + 1
 
     def ok(t: int) -> bool:
-        return make(scale, t).map(l0)[1] <= delta_target
+        return make(scale, t).map(l0, linf, lp)[1] <= delta_target
 
-    # Invariant: lo is 1 (thresholds start at 2: the map is evaluated at threshold − 1) or fails;
-    # hi passes.
-    g = min(max(2, int(guess)), _MAX_THRESHOLD)
+    # Invariant: lo is floor − 1 (below every threshold) or fails; hi passes.
+    g = min(max(floor, int(guess)), _MAX_THRESHOLD)
     step = 1
     if ok(g):
         hi = g
         lo = hi - step
-        while lo >= 2 and ok(lo):
+        while lo >= floor and ok(lo):
             hi = lo
             step *= 2
             lo = hi - step
-        lo = max(lo, 1)
+        lo = max(lo, floor - 1)
     else:
         lo = g
         hi = lo + step
@@ -214,32 +273,71 @@ def _threshold_for(
     return make(scale, hi)
 
 
-def _threshold_guess(mode: AccountingMode | Accounting, scale: float, l0: int, delta_target: Fraction) -> int:
+def _threshold_guess(
+    mode: AccountingMode | Accounting, scale: float, l0: int, delta_target: Fraction, linf: int = 1
+) -> int:
     """A rough threshold for the bracket search: the tail of one noise draw at δ/l0."""
     if isinstance(mode, str):
         mode = accounting_mode(mode)
     tail = math.log(max(l0, 1) / float(delta_target)) if delta_target > 0 else 50.0
     width = mode.tail_width(scale, tail)
-    return int(min(_MAX_THRESHOLD, 1 + l0 + width)) if math.isfinite(width) else 2
+    return int(min(_MAX_THRESHOLD, linf + l0 + width)) if math.isfinite(width) else linf + 1
 
 
 @functools.lru_cache(maxsize=1024)
-def _selection(accounting: Accounting, l0: int, share: Fraction, delta_sel: Fraction) -> SelectionNoise:
-    """Calibrate the threshold mechanism: scale from the ρ/ε share, threshold from δ_sel."""
+def _selection(
+    accounting: Accounting,
+    l0: int,
+    share: Fraction,
+    delta_sel: Fraction,
+    linf: int = 1,
+    lp: int | None = None,
+    column: str | None = None,
+) -> SelectionNoise:
+    """Calibrate the threshold mechanism: scale from the ρ/ε share, threshold from δ_sel.
+
+    Distinct-unit counts (``column`` None) use d_in (l0, l0, 1); a thresholded COUNT(*) passes its
+    own ``linf`` and norm ``lp`` (construction (b)). The returned cost is the map's, ≤ ``share``.
+    """
     mode = accounting_mode(accounting)
     make: Callable[[float, int], ThresholdMechanism] = mode.threshold
-    scale = mode.selection_scale(l0, share)
-    guess = _threshold_guess(mode, scale, l0, delta_sel)
+    scale = mode.selection_scale(l0, share) if lp is None else mode.norm_scale(l0, linf, lp, share)
+    guess = _threshold_guess(mode, scale, l0, delta_sel, linf)
     for _ in range(64):
-        mech = _threshold_for(make, scale, l0, delta_sel, guess)
+        mech = _threshold_for(make, scale, l0, delta_sel, guess, linf, lp)
         guess = mech.threshold
-        cost, delta = mech.map(l0)
+        cost, delta = mech.map(l0, linf, lp)
         if cost <= share:
             break
         scale = math.nextafter(scale, math.inf) * (1 + 1e-12)  # OpenDP's float map rounds outward
     else:  # pragma: no cover - OpenDP's map is within a few ulps of the exact one
         raise RuntimeError("could not calibrate partition selection")
-    return SelectionNoise(mech, l0, cost, delta, mode.error95(mech.scale))
+    return SelectionNoise(mech, l0, cost, delta, mode.error95(mech.scale), column, linf, lp)
+
+
+def _own_count_candidate(plan: ReleasePlan, units: Statistic | None) -> Statistic | None:
+    """The statistic construction (b) may threshold: the first COUNT(*) of kept rows
+    (``Statistic.counts_rows``), when the distinct-unit count is not itself released (then (a)'s
+    threshold already releases it and (b) would have to noise it again)."""
+    if not plan.partition_selection:
+        return None
+    if units is not None and any(units.column in a.stats for a in plan.aggregates):
+        return None
+    for s in plan.stats:
+        if s.counts_rows and s.kind == "count" and s.grid == 1 and (units is None or s.column != units.column):
+            return s
+    return None
+
+
+def _count_selection(
+    accounting: Accounting, mode: AccountingMode, c: Statistic, l0: int, k: int | None, share: Fraction, delta_sel: Fraction
+) -> SelectionNoise:
+    """Construction (b): the threshold mechanism on COUNT(*)'s own values. L∞ = max_rows, or the L1
+    cap when smaller; the norm from ``sensitivity_norms`` (l0 cells, that L∞, the L1 bound)."""
+    l1 = c.l1 if k is not None else None
+    linf = min(c.max_contribution, l1) if l1 is not None else c.max_contribution
+    lp = mode.threshold_norm(l0, linf, l1)
+    return _selection(accounting, l0, share, delta_sel, linf, lp, c.column)
 
 
 def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting: Accounting) -> NoisePlan:
@@ -278,8 +376,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         return NoisePlan(accounting, (), None, None, eps, dlt, Cost.zero(accounting), delta_conv, 0.0)
 
     try:
-        stats: list[StatisticNoise] = []
-        spent = Fraction(0)
+        additive: dict[str, StatisticNoise] = {}
         for s in own:
             share = budget * _positive_weight(s) / total_weight
             l1 = s.l1 if k is not None else None
@@ -287,19 +384,50 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
             cost = mech.map(l0_stats, s.max_contribution, l1)  # the charge is this measurement's own map
             if cost > share:  # pragma: no cover - guaranteed by gaussian_sigma / laplace_scale
                 raise RuntimeError("calibration produced a map above its share")
-            spent += cost
-            stats.append(
-                StatisticNoise(s.column, mech, mode.error95(mech.scale), s.grid, l0_stats, s.max_contribution, cost, l1=l1)
+            additive[s.column] = StatisticNoise(
+                s.column, mech, mode.error95(mech.scale), s.grid, l0_stats, s.max_contribution, cost, l1=l1
             )
 
         selection: SelectionNoise | None = None
-        sel_delta = Fraction(0)
+        alternative: SelectionNoise | None = None
         if selection_needed:
-            share = budget * sel_weight / total_weight
-            selection = _selection(accounting, l0_stats, share, delta_sel)
+            # (a): a separate threshold on the distinct-unit count, with its own share
+            selection = _selection(accounting, l0_stats, budget * sel_weight / total_weight, delta_sel)
+            cand = _own_count_candidate(plan, units)
+            if cand is not None:
+                # (b): COUNT(*)'s own value thresholded; it takes its share and the selection's
+                share = budget * (_positive_weight(cand) + sel_weight) / total_weight
+                try:
+                    own_count: SelectionNoise | None = _count_selection(
+                        accounting, mode, cand, l0_stats, k, share, delta_sel
+                    )
+                except (UnsupportedQuery, ScaleOutOfRange):  # (b) out of range: (a) stands
+                    own_count = None
+                if own_count is not None and _prefer_own_count(own_count, selection, additive[cand.column]):
+                    selection, alternative = own_count, selection
+                else:
+                    alternative = own_count
+
+        stats: list[StatisticNoise] = []
+        spent = Fraction(0)
+        for s in own:
+            if selection is not None and s.column == selection.column:
+                l1 = s.l1 if k is not None else None
+                stats.append(
+                    StatisticNoise(
+                        s.column, selection.measurement, selection.error95, s.grid, l0_stats, s.max_contribution,
+                        Fraction(0), from_selection=True, l1=l1,
+                    )
+                )
+                continue
+            stats.append(additive[s.column])
+            spent += additive[s.column].cost
+
+        sel_delta = Fraction(0)
+        if selection is not None:
             spent += selection.cost
             sel_delta = selection.delta
-            if units is not None:
+            if units is not None and selection.column is None:
                 stats.append(
                     StatisticNoise(
                         units.column,
@@ -345,4 +473,13 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         conversion_delta=delta_conv,
         epsilon_bound=bound,
         quantiles=tuple(quantiles),
+        selection_alternative=alternative,
     )
+
+
+def _prefer_own_count(own: SelectionNoise, units: SelectionNoise, additive: StatisticNoise) -> bool:
+    """The rule between the constructions (module docstring, "Choosing the construction"): (b)
+    only when it lowers the COUNT's noise scale (same noise family, so its variance and error)
+    AND needs no more rows than (a) needs units to release a group with probability ≥ 97.5%
+    (every COUNT(*) group has at least as many rows as units)."""
+    return own.scale < additive.scale and own.release_point <= units.release_point

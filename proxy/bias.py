@@ -10,6 +10,10 @@ group g, and C = max(2R, 100) a public clip):
 * K₁ = Σ_u min(Σ_g min(n_ug, R), C) — what is left after ``max_rows``;
 * K = Σ_u min(Σ_{G largest groups} min(n_ug, R), C) — after ``max_groups`` as well (the
   bounded SQL keeps each unit's groups with the most rows, as here);
+* with the L1 row cap k (``max_contributions``, when it applies to the query),
+  K_c = Σ_u min(Σ_{G largest groups} min(n_ug, R), k, C) — after the cap as well (the cap keeps
+  rows within ``max_rows`` first, in the unit's group order, so it removes what exceeds k of
+  them; reported as "rows dropped by max_contributions", (K − K_c)/A);
 * for each clamped column j, X_j = Σ_u min(#rows of u whose value lies outside the bounds, C).
 
 Each is one noisy sum with sensitivity C (:mod:`dpsql.proxy.measures`), released at
@@ -37,7 +41,7 @@ from dpsql.policy import Policy
 from dpsql.proxy.measures import Measure, calibrate_measures, sigma
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 
-_ROWS, _KEPT_ROWS, _KEPT = "__dp_a", "__dp_kr", "__dp_kg"
+_ROWS, _KEPT_ROWS, _KEPT, _CAPPED = "__dp_a", "__dp_kr", "__dp_kg", "__dp_kc"
 
 
 @dataclass(frozen=True)
@@ -65,6 +69,7 @@ class BiasPlan:
     grouped: bool
     clip: int
     clamps: tuple[Clamp, ...]
+    max_contributions: int | None = None  # the query's L1 row cap k, when it applies
 
 
 def build(rw: Rewrite, policy: Policy, epsilon: Fraction, delta: Fraction) -> BiasPlan:
@@ -114,24 +119,29 @@ def build(rw: Rewrite, policy: Policy, epsilon: Fraction, delta: Fraction) -> Bi
     kept = f"CASE WHEN __dp_rank <= {g} THEN LEAST(__dp_n, {r}) ELSE 0 END" if grouped else f"LEAST(__dp_n, {r})"
     ranked = (f"__dp_ranked AS (SELECT *, ROW_NUMBER() OVER (PARTITION BY __dp_uid ORDER BY LEAST(__dp_n, {r}) DESC) "
               f"AS __dp_rank FROM __dp_pairs)") if grouped else "__dp_ranked AS (SELECT * FROM __dp_pairs)"
-    sums = ", ".join(f"COALESCE(SUM({c}), 0) AS {c}" for c in [_ROWS, _KEPT_ROWS, _KEPT, *(c.column for c in clamps)])
+    cap = plan.max_contributions
+    capped = f", LEAST(SUM({kept}), {cap}, {clip}) AS {_CAPPED}" if cap is not None else ""
+    cells = [_ROWS, _KEPT_ROWS, _KEPT, *([_CAPPED] if cap is not None else []), *(c.column for c in clamps)]
+    sums = ", ".join(f"COALESCE(SUM({c}), 0) AS {c}" for c in cells)
     sql = (
         f"WITH __dp_rows AS ({rows_sql}), "
         f"__dp_pairs AS (SELECT __dp_uid{key_list}, COUNT(*) AS __dp_n{flags} FROM __dp_rows GROUP BY __dp_uid{key_list}), "
         f"{ranked}, "
         f"__dp_units AS (SELECT __dp_uid, LEAST(SUM(__dp_n), {clip}) AS {_ROWS}, "
-        f"LEAST(SUM(LEAST(__dp_n, {r})), {clip}) AS {_KEPT_ROWS}, LEAST(SUM({kept}), {clip}) AS {_KEPT}{unit_flags} "
+        f"LEAST(SUM(LEAST(__dp_n, {r})), {clip}) AS {_KEPT_ROWS}, LEAST(SUM({kept}), {clip}) AS {_KEPT}{capped}{unit_flags} "
         f"FROM __dp_ranked GROUP BY __dp_uid) "
         f"SELECT {sums} FROM __dp_units"
     )
     measures = [Measure(_ROWS, 1, clip, "rows read"), Measure(_KEPT_ROWS, 1, clip, "rows kept by max_rows")]
     if grouped:
         measures.append(Measure(_KEPT, 1, clip, "rows kept by max_rows and max_groups"))
+    if cap is not None:
+        measures.append(Measure(_CAPPED, 1, clip, "rows kept by max_rows, max_groups and max_contributions"))
     measures += [Measure(c.column, 1, clip, f"rows with {c.label} clamped") for c in clamps]
     accounting: Accounting = policy.privacy.accounting
     release_plan, noise = calibrate_measures(measures, epsilon, delta, accounting)
     return BiasPlan(sql, tuple(measures), noise, release_plan, tp.name, tp.privacy_unit or "unit", r, g, grouped, clip,
-                    tuple(clamps))
+                    tuple(clamps), cap)
 
 
 def clamp_of(node: exp.Expression) -> tuple[exp.Expression, exp.Expression, exp.Expression] | None:
@@ -178,6 +188,9 @@ def estimates(bp: BiasPlan, noisy: Mapping[str, Sequence[int]]) -> dict[str, Est
     out = {"max_rows": _ratio(a - v[_KEPT_ROWS], math.hypot(sa, sd[_KEPT_ROWS]), a, sa)}
     if bp.grouped:
         out["max_groups"] = _ratio(v[_KEPT_ROWS] - v[_KEPT], math.hypot(sd[_KEPT_ROWS], sd[_KEPT]), a, sa)
+    if bp.max_contributions is not None:
+        base = _KEPT if bp.grouped else _KEPT_ROWS
+        out["max_contributions"] = _ratio(v[base] - v[_CAPPED], math.hypot(sd[base], sd[_CAPPED]), a, sa)
     for c in bp.clamps:
         out[c.column] = _ratio(v[c.column], sd[c.column], a, sa)
     return out
@@ -193,6 +206,9 @@ def report(bp: BiasPlan, est: Mapping[str, Estimate]) -> list[str]:
     ]
     if bp.grouped:
         lines.append(f"  rows dropped by max_groups={bp.max_groups}: {_pct(est['max_groups'])}")
+    if bp.max_contributions is not None:
+        lines.append(f"  rows dropped by max_contributions={bp.max_contributions} (beyond those): "
+                     f"{_pct(est['max_contributions'])}")
     for c in bp.clamps:
         lines.append(f"  rows with {c.label} clamped to [{c.lower}, {c.upper}]: {_pct(est[c.column])}")
     lines.append(f"  (a {bp.unit} with more than {bp.clip} rows counts as {bp.clip}: with heavier users the drops are lower bounds)")

@@ -8,7 +8,7 @@ from __future__ import annotations
 from fractions import Fraction
 
 from dpsql.accountant.calibration import sensitivity_norms
-from dpsql.accountant.planner import NoisePlan, StatisticNoise
+from dpsql.accountant.planner import NoisePlan, SelectionNoise, StatisticNoise
 from dpsql.policy import Policy
 from dpsql.proxy.quantile_release import explain_lines, explain_quantile
 from dpsql.rewriter.plan import AggregateRelease, ReleasePlan, Rewrite, Statistic
@@ -57,10 +57,7 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         else:
             sel = noise.selection
             assert sel is not None
-            lines.append(
-                f"  groups: {labels} — DP partition selection ({sel.mechanism}, scale {_g(sel.scale)}): a group is released "
-                f"only if its noisy count of distinct units reaches {sel.threshold}"
-            )
+            lines += _selection_lines(labels, sel, noise.selection_alternative, plan)
     lines.append("  output columns:")
     stats = {s.column: s for s in noise.stats}
     sources = _output_sources(plan)
@@ -94,13 +91,49 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
     return lines
 
 
+def _selection_lines(labels: str, sel: SelectionNoise, alt: SelectionNoise | None, plan: ReleasePlan) -> list[str]:
+    """How the groups are selected: which construction the planner chose, its threshold, and the
+    other construction's release point when one was considered (planner docstring)."""
+    if sel.construction == "units":
+        lines = [
+            f"  groups: {labels} — DP partition selection ({sel.mechanism}, scale {_g(sel.scale)}): a group is released "
+            f"only if its noisy count of distinct units reaches {sel.threshold}"
+        ]
+        note = (f"  selection: a separate distinct-unit count (L∞ 1), with its own share of the budget; a group of "
+                f"≥ {sel.release_point} units is released with probability ≥ 97.5%")
+        if alt is not None:
+            note += (f"; thresholding {_label(plan, alt.column)}'s own value instead would need ≥ {alt.release_point} rows "
+                     f"(L∞ {alt.linf}), more than these {sel.release_point} units, so it was not chosen (it would drop "
+                     f"groups with few rows per unit)")
+        return [*lines, note]
+    label = _label(plan, sel.column)
+    note = (f"  selection: {label}'s own noisy value is thresholded (L∞ {sel.linf}; its noise is the threshold's, with the "
+            f"selection's share of the budget); a group of ≥ {sel.release_point} rows is released with probability ≥ 97.5%")
+    if alt is not None:
+        note += (f"; a separate distinct-unit threshold would need ≥ {alt.release_point} units and add noise to "
+                 f"{label}, so it was not chosen")
+    return [
+        f"  groups: {labels} — DP partition selection on the noisy {label} itself ({sel.mechanism}, scale {_g(sel.scale)}): "
+        f"a group is released only if its noisy {label} reaches {sel.threshold}",
+        note,
+    ]
+
+
+def _label(plan: ReleasePlan, column: str | None) -> str:
+    """The aggregate label of a statistic (e.g. ``COUNT(*)``), for EXPLAIN."""
+    for a in plan.aggregates:
+        if column in a.stats and a.kind == "count":
+            return a.label
+    return "COUNT(*)"
+
+
 def _sensitivity(s: Statistic, n: StatisticNoise, plan: ReleasePlan) -> str:
     """The sensitivity the statistic's noise was calibrated to: L∞ × L0, plus the L1 bound and the
     norm it gives when ``max_contributions`` tightens it."""
     text = f"{s.max_contribution} × {n.l0} group(s)"
     if n.l1 is not None and n.l1 < n.l0 * n.linf:
         l1, l2sq = sensitivity_norms(n.l0, n.linf, n.l1)
-        norm = f"L2 = √{l2sq}" if n.mechanism == "discrete_gaussian" else f"L1 = {l1}"
+        norm = f"L2 = √{l2sq}" if n.mechanism in ("discrete_gaussian", "gaussian_threshold") else f"L1 = {l1}"
         text += f", at most {n.l1} over all groups (max_contributions): {norm}"
     return text
 

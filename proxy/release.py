@@ -147,7 +147,8 @@ def _post_process(
     released_sorted = {c: [v[j] for j in order] for c, v in noisy.items()}
     notices: list[str] = []
     if len(kept_keys) > plan.max_released_groups:
-        by_size = sorted(range(len(kept_keys)), key=lambda j: -released_sorted[plan.units_column or stat_cols[0]][j])
+        size_col = (noise.selection.column if noise.selection is not None else None) or plan.units_column or stat_cols[0]
+        by_size = sorted(range(len(kept_keys)), key=lambda j: -released_sorted[size_col][j])
         keep = sorted(by_size[: plan.max_released_groups])
         kept_keys = [kept_keys[j] for j in keep]
         released_values = {c: [v[j] for j in keep] for c, v in released_sorted.items()}

@@ -39,6 +39,9 @@ class Statistic:
     # With ReleasePlan.max_contributions: the most one unit can change this statistic summed over
     # all groups (L1, integer units), from the row cap; None when no tighter than L0 × L∞.
     l1: int | None = None
+    # COUNT(*) of the kept rows: every (unit, group) the bounded SQL keeps adds ≥ 1, so the
+    # group's total is ≥ its distinct-unit count (a candidate for thresholding its own value).
+    counts_rows: bool = False
 
     @property
     def linf(self) -> int:

@@ -292,6 +292,7 @@ class Builder:
         weight: int = 1,
         total_shift: int = 0,
         l1: int | None = None,
+        counts_rows: bool = False,
     ) -> str:
         """The statistic for ``key``, added when new: ``partial`` per (unit, group), which must be
         clamped so one unit changes the group's released total by at most ``linf`` integer units.
@@ -302,13 +303,14 @@ class Builder:
         total. ``linf`` is then in the rounded units (a partial bound P gives ``P // 2^k + 1``).
 
         ``l1`` bounds the unit's change summed over all groups, in the same units, given the row
-        cap ``max_contributions``; it is recorded only when that cap is on.
+        cap ``max_contributions``; it is recorded only when that cap is on. ``counts_rows`` marks
+        COUNT(*) over the kept rows (≥ 1 per kept (unit, group), see ``Statistic.counts_rows``).
         """
         if key not in self._stat_index:
             name = f"__dp_s{len(self.stats)}"
             self.partials.append(exp.alias_(partial, f"__dp_p{len(self.stats)}", copy=False))
             l1 = max(1, l1) if l1 is not None and self.max_contributions is not None else None
-            self.stats.append(Statistic(name, kind, description, max(1, linf), grid, weight, l1))  # type: ignore[arg-type]
+            self.stats.append(Statistic(name, kind, description, max(1, linf), grid, weight, l1, counts_rows))  # type: ignore[arg-type]
             self.total_shifts.append(total_shift)
             self._stat_index[key] = name
         return self._stat_index[key]
@@ -358,7 +360,9 @@ class Builder:
         r = self.max_rows
         if node is None:
             partial = least(exp.Count(this=exp.Star()), exp.Literal.number(r))
-            return self.stat("count:*", "count", partial, r, f"COUNT(*): ≤ {r} rows per unit and group", l1=self.rows_l1(1))
+            return self.stat(
+                "count:*", "count", partial, r, f"COUNT(*): ≤ {r} rows per unit and group", l1=self.rows_l1(1), counts_rows=True
+            )
         found = self.has_stat(f"count:{node.sql()}")
         if found:
             return found

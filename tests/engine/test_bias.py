@@ -56,7 +56,8 @@ def _estimates(lines: list[str]) -> dict[str, tuple[float, float]]:
         m = _LINE.search(line)
         if m is None:
             continue
-        key = "max_rows" if "max_rows=" in line else "max_groups" if "max_groups=" in line else "clamped"
+        key = ("max_rows" if "max_rows=" in line else "max_groups" if "max_groups=" in line
+               else "max_contributions" if "max_contributions=" in line else "clamped")
         out[key] = (float(m.group(1)) / 100, float(m.group(2)) / 100)
     return out
 
@@ -83,6 +84,27 @@ def test_bias_estimate_on_a_known_drop_rate(make_harness: Callable[..., Harness]
     est = _estimates([row[0] for row in g.rows])
     assert _within(est["max_rows"], 0.0) and _within(est["max_groups"], 0.6), g.rows
     assert not _within(est["max_groups"], 0.4), g.rows  # negative control: max_groups = 3
+
+
+def test_bias_reports_rows_dropped_by_the_row_cap(make_harness: Callable[..., Harness], known: Path) -> None:
+    """max_contributions = 3: after max_rows (nothing) and max_groups = 2 (4 of 10 rows kept), the
+    cap keeps 3 rows of each unit: 10% more dropped. Same false-failure rate as above: 1.2e-7 per
+    estimate, 5 more estimates (≈ 6e-7 for this test); negative control: k = 2 (20%)."""
+    tables = TABLES.replace("max_rows = 5\n", "max_rows = 5\nmax_contributions = 3\n", 1)
+    h = make_harness(tables=tables, database=known)
+    s = h.engine.session("alice")
+    s.execute("SET dp.bias_epsilon = 1")
+    g = s.execute("EXPLAIN (BIAS) SELECT g, COUNT(*) FROM t GROUP BY g")
+    lines = [row[0] for row in g.rows]
+    est = _estimates(lines)
+    assert set(est) == {"max_rows", "max_groups", "max_contributions"}, lines
+    assert _within(est["max_rows"], 0.0) and _within(est["max_groups"], 0.6), lines
+    assert _within(est["max_contributions"], 0.1), lines
+    assert not _within(est["max_contributions"], 0.2), lines  # negative control: k = 2
+    # without GROUP BY: max_rows keeps 5 of 10 rows, the cap 3 of those (20% of the rows)
+    lines = [row[0] for row in s.execute("EXPLAIN (BIAS) SELECT COUNT(*) FROM t").rows]
+    est = _estimates(lines)
+    assert _within(est["max_rows"], 0.5) and _within(est["max_contributions"], 0.2), lines
 
 
 def test_bias_is_charged_before_any_row_is_read(make_harness: Callable[..., Harness], known: Path) -> None:
