@@ -61,7 +61,7 @@ from __future__ import annotations
 import functools
 import math
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from fractions import Fraction
 
 from dpsql.accountant.accounting import SELECTION_DELTA_SHARE, AccountingMode, accounting_mode
@@ -315,6 +315,17 @@ def _selection(
     return SelectionNoise(mech, l0, cost, delta, mode.error95(mech.scale), column, linf, lp)
 
 
+def _at_least(accounting: Accounting, sel: SelectionNoise, min_units: int) -> SelectionNoise:
+    """``sel`` with its threshold raised to ``min_units`` when that is higher (same scale). A higher
+    threshold releases a subset of the groups, so its map's δ is no larger; cost and δ are the new
+    mechanism's own map."""
+    if min_units <= sel.threshold:
+        return sel
+    mech = accounting_mode(accounting).threshold(sel.measurement.scale, min_units)
+    cost, delta = mech.map(sel.l0, sel.linf, sel.lp)
+    return replace(sel, measurement=mech, cost=cost, delta=delta)
+
+
 def _own_count_candidate(plan: ReleasePlan, units: Statistic | None) -> Statistic | None:
     """The statistic construction (b) may threshold: the first COUNT(*) of kept rows
     (``Statistic.counts_rows``), when the distinct-unit count is not itself released (then (a)'s
@@ -393,7 +404,10 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
         if selection_needed:
             # (a): a separate threshold on the distinct-unit count, with its own share
             selection = _selection(accounting, l0_stats, budget * sel_weight / total_weight, delta_sel)
-            cand = _own_count_candidate(plan, units)
+            # min_privacy_units_per_group counts units: it needs (a), with its threshold raised to m
+            cand = _own_count_candidate(plan, units) if plan.min_units is None else None
+            if plan.min_units is not None:
+                selection = _at_least(accounting, selection, plan.min_units)
             if cand is not None:
                 # (b): COUNT(*)'s own value thresholded; it takes its share and the selection's
                 share = budget * (_positive_weight(cand) + sel_weight) / total_weight

@@ -21,7 +21,7 @@ import threading
 import time
 import uuid
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from typing import TYPE_CHECKING, Any
 
@@ -180,6 +180,13 @@ class Engine:
                     "group_selection_strategy = PUBLIC_GROUPS, but a group key has no public value set",
                     hint="declare the key's values in the policy or join a public table, or leave the option out",
                 )
+            if g.min_units is not None:
+                if not rw.plan.partition_selection:
+                    raise UnsupportedQuery(
+                        "min_privacy_units_per_group applies to groups found by partition selection, and this query has none",
+                        hint="leave the option out: without GROUP BY, or with public group keys, every group is released",
+                    )
+                rw = replace(rw, plan=replace(rw.plan, min_units=g.min_units))
         return rw
 
     def calibrate(self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction) -> NoisePlan:

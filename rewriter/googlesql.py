@@ -20,8 +20,11 @@ never looser contribution bounds than declared:
 - ``privacy_unit_column`` must name the policy's privacy unit of the query's private tables (42501);
 - ``group_selection_strategy = PUBLIC_GROUPS`` refuses the query unless every group key is public
   (declared values or a public table), so no partition selection runs;
-- ``min_privacy_units_per_group`` is refused (0A000): dpsql's partition selection sets its own
-  threshold from ε and δ, and a different one would need its own calibration;
+- ``min_privacy_units_per_group = m`` keeps a group only when its *noisy* distinct-unit count is
+  ≥ max(τ, m), τ being the threshold dpsql derives from ε and δ (GoogleSQL also filters on the
+  exact count; dpsql never reads an exact count into a release decision). Raising a threshold
+  only drops groups, so the map's δ can only fall. It needs partition selection: with public group
+  keys or without GROUP BY it is refused (0A000);
 - per aggregate, ``contribution_bounds_per_row => (lo, hi)`` clamps the aggregate's input to
   ``[lo, hi]`` (the analyst's clamp ``LEAST(GREATEST(x, lo), hi)``, whose interval the rewriter
   intersects with the declared bounds, so it can only tighten them);
@@ -84,6 +87,7 @@ class GoogleDP:
     max_contributions: int | None = None  # max_rows_contributed: the L1 row cap for this statement
     privacy_unit_column: str | None = None
     public_groups: bool = False
+    min_units: int | None = None  # min_privacy_units_per_group: the selection threshold is at least this
     report: bool = False  # some aggregate asked report_format => 'JSON'
     unit_bounds: dict[str, tuple[Fraction, Fraction]] = field(default_factory=dict)  # SUM/AVG per-group bounds by column
     notes: tuple[str, ...] = field(default=())
@@ -300,11 +304,12 @@ def _apply_options(g: GoogleDP, options: dict[str, str]) -> GoogleDP:
             )
         g = replace(g, public_groups=strategy == "PUBLIC_GROUPS")
     if "min_privacy_units_per_group" in options:
-        raise UnsupportedQuery(
-            "min_privacy_units_per_group is not supported",
-            hint="dpsql's partition selection derives its threshold from epsilon and delta; declare the group values in the "
-            "policy (or join a public table) to release every group",
-        )
+        g = replace(g, min_units=_count("min_privacy_units_per_group", options["min_privacy_units_per_group"]))
+        if g.min_units is not None and g.public_groups:
+            raise InvalidParameterValue(
+                "min_privacy_units_per_group must not be given with group_selection_strategy = PUBLIC_GROUPS",
+                hint="public groups are all released; a unit threshold applies only to groups found by partition selection",
+            )
     return g
 
 

@@ -136,6 +136,9 @@ class ReleasePlan:
     # The L1 row cap: each unit keeps at most this many rows across all groups before its partials
     # (so it touches ≤ min(max_groups, k) groups and each statistic's Statistic.l1 holds); None = off.
     max_contributions: int | None = None
+    # GoogleSQL's min_privacy_units_per_group: partition selection keeps a group only when its noisy
+    # distinct-unit count is ≥ max(τ, min_units) (a higher threshold: never a higher δ); None = τ alone
+    min_units: int | None = None
 
     @property
     def partition_selection(self) -> bool:

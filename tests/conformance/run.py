@@ -254,8 +254,9 @@ ZETASQL_REASONS = {
     "differential_privacy_delta_eliminates_row_for_avg":
         "as delta_eliminates_row: dpsql releases a scalar aggregate's row at any δ",
     "differential_privacy_min_privacy_units_per_group_is_one":
-        "no min_privacy_units_per_group: dpsql's partition-selection threshold comes from δ alone, so groups of "
-        "one unit are never released (GoogleSQL releases them at min_privacy_units_per_group = 1, ε = 1e20)",
+        "min_privacy_units_per_group raises dpsql's partition-selection threshold, never lowers it: the threshold "
+        "from δ (3 units at ε = 1e6) still holds back groups of one or two units (GoogleSQL releases them at "
+        "min_privacy_units_per_group = 1, ε = 1e20)",
     "differential_privacy_verify_non_randomness_of_percentile_cont_implicit_bounds":
         "GoogleSQL's DP percentile at huge ε returns an input value (−1.5, like PERCENTILE_DISC); dpsql's "
         "PERCENTILE_CONT interpolates (exact −0.8) and its DP quantile picks a grid candidate anywhere between "
@@ -270,8 +271,8 @@ ZETASQL_REASONS = {
         "PERCENTILE_DISC should return an input value (2.5); dpsql returns a grid candidate between the "
         "order statistics around the rank",
     "differential_privacy_min_privacy_units_per_group_is_2":
-        "no min_privacy_units_per_group: dpsql's partition-selection threshold is 3 units even at ε = 1e6 "
-        "(σ = 0.002, max_groups = 10), so the NULL group of 2 units is held back",
+        "min_privacy_units_per_group raises dpsql's threshold, never lowers it: the threshold from δ is 3 units "
+        "even at ε = 1e6 (σ = 0.002, max_groups = 10), so the NULL group of 2 units is held back",
     "differential_privacy_min_privacy_units_per_group_is_3":
         "no min_privacy_units_per_group: dpsql's threshold (from δ) releases groups of ≥ 3 units at huge ε",
     "differential_privacy_min_privacy_units_per_group_and_explicit_laplace_thresholding":
@@ -373,7 +374,8 @@ def googlesql_statement(case: dict[str, Any]) -> str:
     """A report case's own GoogleSQL text, sent unchanged but for ε and δ, which are capped as for
     the plain-SQL cases (the ledger's limits) and written into its OPTIONS."""
     delta = min(case["delta"], MAX_DELTA) if 0 < case["delta"] <= 1 else case["delta"]
-    sql = re.sub(r"\bepsilon\s*=\s*[\d.e+-]+", f"epsilon={case['epsilon']:g}", case["googlesql"], count=1, flags=re.I)
+    text = case.get("googlesql") or case["zetasql"].strip().rstrip(";")
+    sql = re.sub(r"\bepsilon\s*=\s*[\d.e+-]+", f"epsilon={case['epsilon']:g}", text, count=1, flags=re.I)
     return re.sub(r"\bdelta\s*=\s*[\d.e+-]+", f"delta={delta:g}", sql, count=1, flags=re.I)
 
 
@@ -396,11 +398,17 @@ def report_values(rows: list[tuple[Any, ...]]) -> list[tuple[Any, ...]] | str:
     return out
 
 
+def _needs_googlesql(case: dict[str, Any]) -> bool:
+    """A case whose options have no plain-SQL form (min_privacy_units_per_group) is sent as its own
+    GoogleSQL text."""
+    return str(case.get("options", {}).get("min_privacy_units_per_group", "NULL")).upper() != "NULL"
+
+
 def classify_zetasql(case: dict[str, Any], engine: Any, user: str, notes: list[str]) -> Outcome:
     """Run one translated ZetaSQL case on ``engine`` (built from its policy) and classify it. A
     report case (``googlesql``) is sent as GoogleSQL DP syntax; its JSON reports are checked and
     their values compared."""
-    statements = [googlesql_statement(case)] if "googlesql" in case else zetasql_statements(case)
+    statements = [googlesql_statement(case)] if "googlesql" in case or _needs_googlesql(case) else zetasql_statements(case)
     answer = run_statements(engine, user, statements)
     rows, refused = answer.rows, answer.refused
     if "expected_error" in case:

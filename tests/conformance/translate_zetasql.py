@@ -60,9 +60,6 @@ NE_OPTION_VALIDATION = ("tests GoogleSQL option validation; dpsql's ε/δ come f
 OVERRIDES: dict[str, dict[str, Any]] = {
     "differential_privacy_basic_delta_not_set": {"not_expressible": NE_OPTION_VALIDATION},
     "differential_privacy_basic_epsilon_not_set": {"not_expressible": NE_OPTION_VALIDATION},
-    "differential_privacy_public_groups_and_min_privacy_units_per_group_set": {
-        "not_expressible": "tests the rejection of two GoogleSQL options together (min_privacy_units_per_group, "
-                           "PUBLIC_GROUPS); dpsql has neither option"},
     "differential_privacy_max_groups_contributed_group_by_2": {
         "sql": "SELECT SUM(count_star) FROM (SELECT x, COUNT(*) AS count_star FROM TestTableWithUid "
                "CROSS JOIN unnest_x_1_2_3 GROUP BY x) AS dp",

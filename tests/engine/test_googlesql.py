@@ -52,6 +52,7 @@ def test_tighter_bounds_lower_the_sensitivity(make_harness: Callable[..., Harnes
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (privacy_unit_column = visit_id) COUNT(*) FROM visits", "42501"),
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (group_selection_strategy = PUBLIC_GROUPS) diagnosis, COUNT(*) "
          "FROM visits GROUP BY diagnosis", "0A000"),
+        ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (min_privacy_units_per_group = 3) COUNT(*) FROM visits", "0A000"),
     ],
 )
 def test_options_beyond_the_policy_are_refused_for_free(make_harness: Callable[..., Harness], sql: str, sqlstate: str) -> None:
@@ -100,3 +101,22 @@ def test_per_group_sum_bounds_tighten_the_policy_and_never_loosen_it(make_harnes
             session.execute(bad)
         assert err.value.sqlstate in ("22023", "42501"), err.value
     assert _spent(session) == before
+
+
+def test_min_privacy_units_per_group_raises_the_unit_threshold(make_harness: Callable[..., Harness]) -> None:
+    """min_privacy_units_per_group = m: construction (a) (units thresholded) at max(τ, m), same noise scale;
+    δ of the raised threshold's own map is no larger; a group released has a noisy unit count ≥ m."""
+    h = make_harness()
+    session = h.engine.session("alice")
+    sql = "diagnosis, COUNT(*) AS n, COUNT(DISTINCT patient_id) AS u FROM visits GROUP BY diagnosis"
+    _, base = session.plan("SELECT " + sql)
+    assert base is not None and base.selection is not None
+    m = base.selection.threshold + 40
+    _, raised = session.plan(f"SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (min_privacy_units_per_group = {m}) " + sql)
+    assert raised is not None and raised.selection is not None
+    assert raised.selection.construction == "units" and raised.selection.threshold == m
+    assert raised.selection.scale == base.selection.scale and raised.cost.delta <= base.cost.delta
+    _, low = session.plan("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (min_privacy_units_per_group = 1) " + sql)
+    assert low is not None and low.selection is not None and low.selection.threshold == base.selection.threshold
+    result = session.execute(f"SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (min_privacy_units_per_group = {m}) " + sql)
+    assert all(row[2] >= m for row in result.rows)  # u is the selection's own noisy unit count

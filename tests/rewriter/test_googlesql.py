@@ -51,6 +51,13 @@ def test_named_arguments() -> None:
     assert g.max_rows == 2
 
 
+def test_min_privacy_units_per_group_is_read() -> None:
+    g = translate("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=5) k, COUNT(*) FROM t GROUP BY k")
+    assert g is not None and g.min_units == 5 and g.sql == "SELECT k, COUNT(*) FROM t GROUP BY k"
+    g = translate("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=NULL) COUNT(*) FROM t")
+    assert g is not None and g.min_units is None
+
+
 def test_json_report_is_post_processing_of_the_value_and_its_interval() -> None:
     g = translate("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(epsilon=1) SUM(x, report_format => 'JSON') AS r FROM t")
     assert g is not None and g.report and g.confidence == Fraction(95, 100)
@@ -66,9 +73,11 @@ def test_json_report_is_post_processing_of_the_value_and_its_interval() -> None:
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(epsilon=1, max_groups_contributed=0) COUNT(*) FROM t", "22023", "positive integer"),
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(epsilon 1) COUNT(*) FROM t", "42601", "expected epsilon = value"),
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(epsilon=1 COUNT(*) FROM t", "42601", "syntax error"),
-        ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=5) COUNT(*) FROM t", "0A000",
-         "min_privacy_units_per_group"),
+        ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=0) COUNT(*) FROM t", "22023",
+         "min_privacy_units_per_group must be a positive integer"),
         ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(group_selection_strategy=MAGIC) COUNT(*) FROM t", "22023", "MAGIC"),
+        ("SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS(min_privacy_units_per_group=2, group_selection_strategy=PUBLIC_GROUPS) "
+         "COUNT(*) FROM t", "22023", "must not be given with group_selection_strategy = PUBLIC_GROUPS"),
         ("SELECT MEDIAN(x, contribution_bounds_per_group => (0, 10)) FROM t", "0A000", "contribution_bounds_per_group on MEDIAN"),
         ("SELECT SUM(x + 1, contribution_bounds_per_group => (0, 10)) FROM t", "0A000", "needs a bare column"),
         ("SELECT SUM(x, contribution_bounds_per_group => (0, 10)), AVG(x, contribution_bounds_per_group => (0, 5)) FROM t",
