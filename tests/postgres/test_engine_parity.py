@@ -100,7 +100,7 @@ REFUSED = [
     "SELECT SUM(visit_id) FROM visits",
     "SELECT COUNT(*) FROM nosuchtable",
     "SELECT COUNT(*) FROM visits WHERE",
-    "SELECT COUNT(*) FROM visits WHERE age > (SELECT 1)",
+    "SELECT COUNT(*) FROM visits WHERE age > (SELECT AVG(age) FROM visits)",
     "SELECT SUM(cost) OVER () FROM visits",
     "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id",
     "SELECT COUNT(*) FROM visits v JOIN patients p ON v.age = p.birth_year",  # private join on another column than the unit
