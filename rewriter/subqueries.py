@@ -208,6 +208,8 @@ def _check(
         if info is None:
             raise _refuse(f"{_what(kind)} may read only the policy's tables", "read base tables in the subquery's FROM")
         tables.append((t, info))
+    if kind == "exists" and not body.expressions:
+        body.set("expressions", [exp.Literal.number(1)])  # PostgreSQL's EXISTS (SELECT FROM …); DuckDB needs a column
     if kind in ("in", "scalar") and len(body.expressions) != 1:
         raise _refuse(f"{_what(kind)} must select exactly one column", "select one column in the subquery")
     _rename_aliases(body, [t for t, _ in tables], taken, index)
