@@ -239,11 +239,11 @@ def _rename_aliases(body: exp.Select, tables: list[exp.Table], taken: set[str], 
         taken.add(new)
         if new != alias:
             renames[alias] = new
-            t.set("alias", exp.TableAlias(this=exp.to_identifier(new)))
+            t.set("alias", exp.TableAlias(this=exp.to_identifier(new, quoted=True)))
     if renames:
         for col in body.find_all(exp.Column):
             if col.table in renames:
-                col.set("table", exp.to_identifier(renames[col.table]))
+                col.set("table", exp.to_identifier(renames[col.table], quoted=True))
 
 
 def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:

@@ -15,7 +15,7 @@ from engine_lib import Harness
 from dpsql.errors import DPSQLError
 
 sys.path.insert(0, str(Path(__file__).parents[1] / "embed"))
-from embedlib import zero_noise  # noqa: E402
+from embedlib import zero_noise
 
 MAX_ROWS = 5  # HOSPITAL_TABLES: visits max_rows
 
