@@ -77,6 +77,16 @@ QUERIES: dict[str, str] = {
     "private_self_join": (
         "SELECT a.sex, COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id AND a.visit_date < b.visit_date GROUP BY 1"
     ),
+    # subqueries in WHERE (rewriter/subqueries.py): a public filter with NOT IN and a scalar, a semi-join on the unit
+    "public_subquery_filters": (
+        "SELECT sex, COUNT(*), SUM(cost) FROM visits v WHERE department NOT IN (SELECT name FROM departments WHERE floor > 2) "
+        "AND age > (SELECT MIN(floor) FROM departments) AND EXISTS (SELECT FROM departments d WHERE d.department_id = "
+        "v.department_id AND d.building <> 'C') GROUP BY sex"
+    ),
+    "semi_join_on_unit": (
+        "SELECT sex, COUNT(*), AVG(age) FROM visits v WHERE patient_id IN (SELECT patient_id FROM patients WHERE birth_year < 1960) "
+        "AND NOT EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id AND p.region = 'north') GROUP BY sex"
+    ),
 }
 
 # Queries whose units may touch more groups than max_groups = 3: each engine keeps a different
