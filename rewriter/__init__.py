@@ -68,7 +68,7 @@ from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post_query import Post, _pg_type, build_post
 from dpsql.rewriter.rowcost import check_row_cost
-from dpsql.rewriter.subqueries import Subquery, check_sql, extract, restore
+from dpsql.rewriter.subqueries import Subquery, check_sql, exists_columns, extract, restore
 from dpsql.rewriter.totalize import totalize
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
 from dpsql.schema import Catalog, TableInfo
@@ -150,7 +150,7 @@ def _qualify(st: RewriteState) -> None:
     st.tree = qualify_names(st.tree, st.catalog)
     if not st.refs.private:
         check_divisors(st.tree)
-        public = physical_names(st.tree.copy(), st.dialect)
+        public = physical_names(exists_columns(st.tree.copy()), st.dialect)
         if st.dialect != "postgres" and public.find(exp.NumberToStr) is not None:
             raise UnsupportedQuery(
                 "to_char() of a number over public tables or constants runs only on a PostgreSQL backend",

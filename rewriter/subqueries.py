@@ -52,7 +52,7 @@ from dpsql.rewriter.families import Families, type_family
 from dpsql.rewriter.subquery_ref import is_ref, make_ref, ref_index
 from dpsql.schema import Catalog, TableInfo
 
-__all__ = ["Subquery", "check_counts", "check_sql", "extract", "restore"]
+__all__ = ["Subquery", "check_counts", "check_sql", "exists_columns", "extract", "restore"]
 
 _AGGS_ONE_ROW = (exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max)
 
@@ -86,6 +86,16 @@ def _sql(node: exp.Expression) -> str:
 
 def _refuse(message: str, hint: str) -> UnsupportedQuery:
     return UnsupportedQuery(message, hint=hint)
+
+
+def exists_columns(tree: exp.Expression) -> exp.Expression:
+    """``tree`` (in place) with every ``EXISTS (SELECT FROM …)`` — PostgreSQL allows an empty select
+    list — selecting ``1`` instead: the same truth value, and DuckDB and Spark parse it."""
+    for node in list(tree.find_all(exp.Exists)):
+        body = node.this
+        if isinstance(body, exp.Select) and not body.expressions:
+            body.set("expressions", [exp.Literal.number(1)])
+    return tree
 
 
 def _subquery_kind(node: exp.Expression) -> tuple[str, exp.Select] | None:
@@ -209,7 +219,7 @@ def _check(
             raise _refuse(f"{_what(kind)} may read only the policy's tables", "read base tables in the subquery's FROM")
         tables.append((t, info))
     if kind == "exists" and not body.expressions:
-        body.set("expressions", [exp.Literal.number(1)])  # PostgreSQL's EXISTS (SELECT FROM …); DuckDB needs a column
+        body.set("expressions", [exp.Literal.number(1)])  # EXISTS (SELECT FROM …): see exists_columns
     if kind in ("in", "scalar") and len(body.expressions) != 1:
         raise _refuse(f"{_what(kind)} must select exactly one column", "select one column in the subquery")
     _rename_aliases(body, [t for t, _ in tables], taken, index)

@@ -170,3 +170,13 @@ def test_constants_in_a_body_are_checked_before_the_charge(catalog: Catalog) -> 
 def test_clashing_aliases_are_renamed(catalog: Catalog) -> None:
     rw = rewrite("SELECT COUNT(*) FROM visits v WHERE v.patient_id IN (SELECT v.patient_id FROM patients v)", catalog)
     assert '"v_sq0"' in rw.sql or "v_sq0" in rw.sql
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "spark"])
+def test_public_exists_with_an_empty_select_list_is_emitted_with_a_column(catalog: Catalog, dialect: str) -> None:
+    """PostgreSQL's ``EXISTS (SELECT FROM …)`` (clients probe tables this way) over public tables:
+    DuckDB and Spark do not parse an empty select list, so it selects 1 (the same truth value)."""
+    rw = rewrite("SELECT EXISTS (SELECT FROM departments WHERE floor > 2)", catalog, dialect=dialect)
+    assert rw.public_only and "SELECT 1" in rw.sql
+    if dialect == "duckdb":
+        _validate(rw.sql)
