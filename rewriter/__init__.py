@@ -174,6 +174,13 @@ def _flatten(st: RewriteState) -> None:
     st.relations = _relations(st.tree, st.catalog)
     private = {a: t for a, t in st.relations.items() if not t.policy.public}
     if not private:
+        if any(isinstance(n, exp.Exists) or (isinstance(n, exp.Subquery) and not isinstance(n.parent, exp.From | exp.Join))
+               for n in st.tree.walk()):
+            raise UnsupportedQuery(
+                f"a subquery reads the private table {', '.join(sorted(private_names))} to filter rows of public tables only: "
+                "its answer would depend on individual private rows",
+                hint="read the private table in FROM and aggregate it, e.g. SELECT COUNT(*) FROM private p JOIN public_t t ON …",
+            )
         raise UnsupportedQuery(
             "this query reads a private table through a construct dpsql cannot bound",
             hint="read private tables in FROM/JOIN, joined with each other only on the privacy unit",

@@ -29,7 +29,8 @@ bounded SQL (made total for the engine).
 >>> from sqlglot import parse_one
 >>> from dpsql.policy import policy_from_dict
 >>> from dpsql.schema import build_catalog
->>> policy = policy_from_dict({"tables": {"v": {"privacy_unit": "u", "columns": {"d": {}}}, "dep": {"public": True}}})
+>>> policy = policy_from_dict({"server": {"auth": "trust"}, "budget": {"epsilon": 1, "delta": 1e-6}, "users": {"a": {}},
+...                            "tables": {"v": {"privacy_unit": "u", "columns": {"d": {}}}, "dep": {"public": True}}})
 >>> cat = build_catalog(policy, {"public.v": [("u", "int8"), ("d", "text")], "public.dep": [("name", "text")]})
 >>> q = parse_one("SELECT COUNT(*) FROM public.v AS v WHERE v.d IN (SELECT dep.name AS name FROM public.dep AS dep)")
 >>> tree, subs = extract(q, cat, {"v": cat.table("public.v")}, {"v.d": "text"})
@@ -149,17 +150,31 @@ def extract(
         kind, body = _subquery_kind(node)  # type: ignore[misc]
         clause = _clause(node, select)
         if clause != "where":
-            where = {"expressions": "the select list", "group": "GROUP BY", "having": "HAVING", "order": "ORDER BY",
-                     "joins": "JOIN … ON"}.get(clause, clause)
-            raise _refuse(f"{_what(kind)} in {where} is not supported: subqueries may filter rows in WHERE only",
-                          "move the condition into WHERE")
+            where = {
+                "expressions": "the select list",
+                "group": "GROUP BY",
+                "having": "HAVING",
+                "order": "ORDER BY",
+                "joins": "JOIN … ON",
+            }.get(clause, clause)
+            raise _refuse(
+                f"{_what(kind)} in {where} is not supported: subqueries may filter rows in WHERE only", "move the condition into WHERE"
+            )
         if any(_subquery_kind(n) is not None for n in body.walk() if n is not body) or any(
             isinstance(s.this, exp.Subquery) for s in _sources(body)
         ):
             raise _refuse(f"nested subqueries inside {_what(kind)} are not supported", "write the inner query over base tables")
         index = len(subs)
-        sub = _check(kind, body.copy(), index, catalog=catalog, outer=outer, families=families, taken=taken,
-                     operand=node.parent if kind == "in" else None)
+        sub = _check(
+            kind,
+            body.copy(),
+            index,
+            catalog=catalog,
+            outer=outer,
+            families=families,
+            taken=taken,
+            operand=node.parent if kind == "in" else None,
+        )
         subs.append(sub)
         columns = [c for c in sub.body.find_all(exp.Column) if c.table in outer]
         family = "bool" if kind == "exists" else _value_family(sub.body, families)
@@ -227,8 +242,10 @@ def _check(
     families.update(column_families({t.alias_or_name: info for t, info in tables}))
     for col in body.find_all(exp.Column):
         if col.table not in aliases and col.table not in outer:
-            raise _refuse(f"{_what(kind)} reads {_sql(col)}, which is neither its own table's nor the outer "
-                          "query's table's column", "refer to the tables of the subquery or of the outer FROM")
+            raise _refuse(
+                f"{_what(kind)} reads {_sql(col)}, which is neither its own table's nor the outer query's table's column",
+                "refer to the tables of the subquery or of the outer FROM",
+            )
     correlated = any(c.table in outer for c in body.find_all(exp.Column))
     if any(not info.policy.public for _, info in tables):
         return _check_private(kind, body, tables, outer, operand, correlated)
@@ -278,23 +295,31 @@ def _check_public(kind: str, body: exp.Select, outer: Mapping[str, TableInfo], c
     for arg in ("group", "order", "limit", "offset", "distinct"):
         part = body.args.get(arg)
         if part is not None and _reads_outer(part, outer):
-            raise _refuse(f"{_what(kind)} reads the outer query's columns in {arg.upper()}",
-                          "compare the outer columns with the subquery's in its WHERE")
+            raise _refuse(
+                f"{_what(kind)} reads the outer query's columns in {arg.upper()}",
+                "compare the outer columns with the subquery's in its WHERE",
+            )
     for proj in body.expressions:
         value = proj.this if isinstance(proj, exp.Alias) else proj
         if _reads_outer(value, outer):
-            raise _refuse(f"{_what(kind)} selects the outer query's column {_sql(value)}",
-                          "compare the outer columns with the subquery's in its WHERE")
+            raise _refuse(
+                f"{_what(kind)} selects the outer query's column {_sql(value)}",
+                "compare the outer columns with the subquery's in its WHERE",
+            )
         aggs = list(value.find_all(exp.AggFunc))
         if aggs and not (isinstance(value, _AGGS_ONE_ROW) and len(aggs) == 1):
-            raise _refuse(f"{_sql(value)} inside {_what(kind)}: only a column, a row expression or one "
-                          "COUNT/SUM/AVG/MIN/MAX of one is supported", "compute arithmetic over the aggregate outside")
+            raise _refuse(
+                f"{_sql(value)} inside {_what(kind)}: only a column, a row expression or one COUNT/SUM/AVG/MIN/MAX of one is supported",
+                "compute arithmetic over the aggregate outside",
+            )
     if correlated and kind == "scalar":
         value = body.expressions[0]
         value = value.this if isinstance(value, exp.Alias) else value
         if not isinstance(value, _AGGS_ONE_ROW) or body.args.get("group") is not None or body.args.get("limit") is not None:
-            raise _refuse("a correlated scalar subquery must be one COUNT/SUM/AVG/MIN/MAX without GROUP BY (exactly one "
-                          "row for every outer row)", "write e.g. (SELECT MAX(d.floor) FROM departments d WHERE d.name = v.department)")
+            raise _refuse(
+                "a correlated scalar subquery must be one COUNT/SUM/AVG/MIN/MAX without GROUP BY (exactly one row for every outer row)",
+                "write e.g. (SELECT MAX(d.floor) FROM departments d WHERE d.name = v.department)",
+            )
 
 
 def _check_private(
@@ -308,11 +333,15 @@ def _check_private(
     """A body over a private table: a semi-join on the privacy unit (module docstring), else 0A000."""
     names = ", ".join(t.name for t, info in tables if not info.policy.public)
     units = {a: info.policy.privacy_unit or "" for a, info in outer.items() if not info.policy.public}
-    hint = ("filter on the privacy unit: WHERE v.unit IN (SELECT p.unit FROM private p WHERE …) or "
-            "EXISTS (SELECT 1 FROM private p WHERE p.unit = v.unit AND …)")
+    hint = (
+        "filter on the privacy unit: WHERE v.unit IN (SELECT p.unit FROM private p WHERE …) or "
+        "EXISTS (SELECT 1 FROM private p WHERE p.unit = v.unit AND …)"
+    )
     if kind == "scalar":
-        raise _refuse(f"a scalar subquery over the private table {names} is not supported: its value would be computed "
-                      "from private rows", "aggregate the private table in the outer query (or join it on the privacy unit)")
+        raise _refuse(
+            f"a scalar subquery over the private table {names} is not supported: its value would be computed from private rows",
+            "aggregate the private table in the outer query (or join it on the privacy unit)",
+        )
     if len(tables) != 1:
         raise _refuse(f"{_what(kind)} over the private table {names} may read that one table only (no joins)", hint)
     table = tables[0][0]
@@ -320,11 +349,20 @@ def _check_private(
     unit = tables[0][1].policy.privacy_unit
     if not unit:
         raise _refuse(f"{_what(kind)} over the private table {names}: the table has no privacy unit", hint)
-    for arg, what in (("group", "GROUP BY"), ("having", "HAVING"), ("distinct", "DISTINCT"), ("order", "ORDER BY"),
-                      ("limit", "LIMIT"), ("offset", "OFFSET")):
+    for arg, what in (
+        ("group", "GROUP BY"),
+        ("having", "HAVING"),
+        ("distinct", "DISTINCT"),
+        ("order", "ORDER BY"),
+        ("limit", "LIMIT"),
+        ("offset", "OFFSET"),
+    ):
         if body.args.get(arg) is not None:
-            raise _refuse(f"{what} inside {_what(kind)} over the private table {names} is not supported "
-                          "(an aggregated subquery with ORDER BY … LIMIT n is a staged release)", hint)
+            raise _refuse(
+                f"{what} inside {_what(kind)} over the private table {names} is not supported "
+                "(an aggregated subquery with ORDER BY … LIMIT n is a staged release)",
+                hint,
+            )
     if body.find(exp.AggFunc) is not None:
         raise _refuse(f"an aggregate inside {_what(kind)} over the private table {names} is not supported", hint)
     outer_private = set(units)
@@ -335,25 +373,36 @@ def _check_private(
         proj = body.expressions[0]
         value = proj.this if isinstance(proj, exp.Alias) else proj
         if correlated:
-            raise _refuse(f"IN (subquery) over the private table {names} reads the outer query's columns: only "
-                          "an uncorrelated semi-join on the privacy unit is supported", hint)
+            raise _refuse(
+                f"IN (subquery) over the private table {names} reads the outer query's columns: only "
+                "an uncorrelated semi-join on the privacy unit is supported",
+                hint,
+            )
         if not (isinstance(value, exp.Column) and value.table == alias and value.name == unit):
-            raise _refuse(f"IN (subquery) over the private table {names} must select its privacy unit {unit}, not "
-                          f"{_sql(value)}", hint)
+            raise _refuse(f"IN (subquery) over the private table {names} must select its privacy unit {unit}, not {_sql(value)}", hint)
         if not (isinstance(target, exp.Column) and target.table in outer_private and target.name == units.get(target.table)):
-            raise _refuse(f"IN (subquery) over the private table {names} must be compared with the outer private table's "
-                          f"privacy unit, not {_sql(target)}", hint)
+            raise _refuse(
+                f"IN (subquery) over the private table {names} must be compared with the outer private table's "
+                f"privacy unit, not {_sql(target)}",
+                hint,
+            )
     else:
         links = 0
         for cond in _conjuncts(where.this if where is not None else None):
             if _unit_link(cond, alias, unit, outer_private, units):
                 links += 1
             elif _reads_outer(cond, outer):
-                raise _refuse(f"EXISTS (subquery) over the private table {names} is correlated by "
-                              f"{_sql(cond)}: only the privacy unit may link it to the outer query", hint)
+                raise _refuse(
+                    f"EXISTS (subquery) over the private table {names} is correlated by "
+                    f"{_sql(cond)}: only the privacy unit may link it to the outer query",
+                    hint,
+                )
         if links == 0:
-            raise _refuse(f"EXISTS (subquery) over the private table {names} must be correlated on the privacy unit "
-                          f"({alias}.{unit} = <outer table>.{unit})", hint)
+            raise _refuse(
+                f"EXISTS (subquery) over the private table {names} must be correlated on the privacy unit "
+                f"({alias}.{unit} = <outer table>.{unit})",
+                hint,
+            )
         for proj in body.expressions:
             if _reads_outer(proj, outer):
                 raise _refuse(f"EXISTS (subquery) over the private table {names} selects an outer column", hint)
@@ -369,15 +418,19 @@ def _unit_link(cond: exp.Expression, alias: str, unit: str, outer_private: set[s
         return False
     a, b = cond.this, cond.expression
     for x, y in ((a, b), (b, a)):
-        if (isinstance(x, exp.Column) and isinstance(y, exp.Column) and x.table == alias and x.name == unit
-                and y.table in outer_private and y.name == units.get(y.table)):
+        if (
+            isinstance(x, exp.Column)
+            and isinstance(y, exp.Column)
+            and x.table == alias
+            and x.name == unit
+            and y.table in outer_private
+            and y.name == units.get(y.table)
+        ):
             return True
     return False
 
 
-def restore(
-    tree: exp.Expression, subs: list[Subquery], total: Callable[[exp.Expression], exp.Expression] | None = None
-) -> exp.Expression:
+def restore(tree: exp.Expression, subs: list[Subquery], total: Callable[[exp.Expression], exp.Expression] | None = None) -> exp.Expression:
     """``tree`` (modified in place) with every subquery reference replaced by its body; with
     ``total`` (``totalize`` for the engine) applied to the body's row-level parts: WHERE, ON, GROUP BY,
     ORDER BY, the projections and the arguments of their aggregates."""
@@ -436,8 +489,9 @@ def check_sql(subs: list[Subquery], total: Callable[[exp.Expression], exp.Expres
         if not sub.needs_check:
             continue
         body = _totalized(sub.body.copy(), total) if total is not None else sub.body.copy()
-        inner = exp.select(exp.Count(this=exp.Star())).from_(exp.Subquery(this=body, alias=exp.TableAlias(
-            this=exp.to_identifier("__dp_sq"))))
+        inner = exp.select(exp.Count(this=exp.Star())).from_(
+            exp.Subquery(this=body, alias=exp.TableAlias(this=exp.to_identifier("__dp_sq")))
+        )
         counts.append(exp.alias_(exp.Subquery(this=inner), f"__dp_n{i}"))
     return exp.select(*counts) if counts else None
 
@@ -447,5 +501,7 @@ def check_counts(rows: Sequence[Sequence[object]]) -> None:
     only; the engine calls this before the charge)."""
     for row in rows:
         if any(n is not None and int(n) > 1 for n in row):  # type: ignore[call-overload]
-            raise CardinalityViolation("more than one row returned by a subquery used as an expression",
-                                       hint="make the subquery return one row (an aggregate, or a unique key); no budget was spent")
+            raise CardinalityViolation(
+                "more than one row returned by a subquery used as an expression",
+                hint="make the subquery return one row (an aggregate, or a unique key); no budget was spent",
+            )

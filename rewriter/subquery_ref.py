@@ -10,7 +10,7 @@ them) and the type family of its value (so ``typecheck`` compares the operands o
 >>> from sqlglot import exp
 >>> ref = make_ref(0, [exp.column("d", table="v")], "text")
 >>> ref.sql(), ref_family(ref), ref_index(ref)
-('__dp_subquery(0, v.d)', 'text', 0)
+('__DP_SUBQUERY(0, v.d)', 'text', 0)
 """
 
 from __future__ import annotations

@@ -44,32 +44,52 @@ PRIVATE = [
 REFUSED = [
     # private rows aggregated, or linked on anything but the unit
     ("SELECT COUNT(*) FROM visits WHERE age > (SELECT AVG(age) FROM visits)", "scalar subquery over the private table visits"),
-    ("SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id "
-     "AND p.birth_year < v.age)", "correlated by p.birth_year < v.age"),
-    ("SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.birth_year = v.age)",
-     "correlated by p.birth_year = v.age"),
-    ("SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.birth_year > 1950)",
-     "must be correlated on the privacy unit"),
-    ("SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id OR p.birth_year > 1)",
-     "correlated by"),
+    (
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id AND p.birth_year < v.age)",
+        "correlated by p.birth_year < v.age",
+    ),
+    (
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.birth_year = v.age)",
+        "correlated by p.birth_year = v.age",
+    ),
+    (
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.birth_year > 1950)",
+        "must be correlated on the privacy unit",
+    ),
+    (
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id OR p.birth_year > 1)",
+        "correlated by",
+    ),
     ("SELECT COUNT(*) FROM visits WHERE age IN (SELECT birth_year FROM patients)", "must select its privacy unit patient_id"),
-    ("SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT patient_id FROM patients)",
-     "compared with the outer private table's privacy unit, not visits.department_id"),
-    ("SELECT COUNT(*) FROM visits WHERE patient_id IN (SELECT patient_id FROM patients GROUP BY patient_id HAVING COUNT(*) > 1)",
-     "GROUP BY inside IN (subquery) over the private table patients"),
+    (
+        "SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT patient_id FROM patients)",
+        "compared with the outer private table's privacy unit, not visits.department_id",
+    ),
+    (
+        "SELECT COUNT(*) FROM visits WHERE patient_id IN (SELECT patient_id FROM patients GROUP BY patient_id HAVING COUNT(*) > 1)",
+        "GROUP BY inside IN (subquery) over the private table patients",
+    ),
     ("SELECT COUNT(*) FROM visits WHERE patient_id IN (SELECT DISTINCT patient_id FROM patients)", "DISTINCT inside IN (subquery)"),
-    ("SELECT COUNT(*) FROM visits WHERE patient_id IN (SELECT p.patient_id FROM patients p JOIN visits w USING (patient_id))",
-     "may read that one table only"),
-    ("SELECT COUNT(*) FROM visits v WHERE v.patient_id IN (SELECT p.patient_id FROM patients p WHERE p.birth_year = v.age)",
-     "reads the outer query's columns"),
+    (
+        "SELECT COUNT(*) FROM visits WHERE patient_id IN (SELECT p.patient_id FROM patients p JOIN visits w USING (patient_id))",
+        "may read that one table only",
+    ),
+    (
+        "SELECT COUNT(*) FROM visits v WHERE v.patient_id IN (SELECT p.patient_id FROM patients p WHERE p.birth_year = v.age)",
+        "reads the outer query's columns",
+    ),
+    (
+        "SELECT COUNT(*) FROM departments WHERE department_id IN (SELECT department_id FROM visits)",
+        "a subquery reads the private table visits to filter rows of public tables only",
+    ),
     # positions and shapes
     ("SELECT (SELECT COUNT(*) FROM departments) FROM visits", "0A000"),
-    ("SELECT department, COUNT(*) FROM visits GROUP BY department HAVING COUNT(*) > (SELECT MAX(floor) FROM departments)",
-     "in HAVING"),
-    ("SELECT COUNT(*) FROM visits WHERE age IN (SELECT floor FROM departments WHERE department_id IN (SELECT 1))",
-     "nested subqueries"),
-    ("SELECT COUNT(*) FROM visits v WHERE v.age > (SELECT d.floor FROM departments d WHERE d.department_id = v.department_id)",
-     "a correlated scalar subquery must be one COUNT/SUM/AVG/MIN/MAX"),
+    ("SELECT department, COUNT(*) FROM visits GROUP BY department HAVING COUNT(*) > (SELECT MAX(floor) FROM departments)", "in HAVING"),
+    ("SELECT COUNT(*) FROM visits WHERE age IN (SELECT floor FROM departments WHERE department_id IN (SELECT 1))", "nested subqueries"),
+    (
+        "SELECT COUNT(*) FROM visits v WHERE v.age > (SELECT d.floor FROM departments d WHERE d.department_id = v.department_id)",
+        "a correlated scalar subquery must be one COUNT/SUM/AVG/MIN/MAX",
+    ),
     ("SELECT COUNT(*) FROM visits WHERE age > (SELECT MAX(floor) + 1 FROM departments)", "only a column, a row expression or one"),
     ("SELECT COUNT(*) FROM visits v WHERE age IN (SELECT v.age FROM departments d)", "selects the outer query's column v.age"),
     ("SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id, floor FROM departments)", "exactly one column"),
@@ -85,8 +105,10 @@ TYPE_ERRORS = [
 def _validate(sql: str) -> None:
     """The emitted SQL binds on an empty DuckDB with the schema (no data)."""
     con = duckdb.connect()
-    con.execute("CREATE TABLE visits (visit_id BIGINT, patient_id BIGINT, age INTEGER, cost DOUBLE, department TEXT, "
-                "diagnosis TEXT, visit_date DATE, department_id INTEGER, note TEXT, secret TEXT)")
+    con.execute(
+        "CREATE TABLE visits (visit_id BIGINT, patient_id BIGINT, age INTEGER, cost DOUBLE, department TEXT, "
+        "diagnosis TEXT, visit_date DATE, department_id INTEGER, note TEXT, secret TEXT)"
+    )
     con.execute("CREATE TABLE patients (patient_id BIGINT, region TEXT, birth_year INTEGER)")
     con.execute("CREATE TABLE departments (department_id INTEGER, name TEXT, floor INTEGER)")
     con.execute(sql).fetchall()
@@ -147,23 +169,29 @@ def test_uncorrelated_scalar_is_counted_before_the_charge(catalog: Catalog) -> N
     rw = rewrite("SELECT COUNT(*) FROM visits WHERE age > (SELECT MAX(floor) FROM departments)", catalog)
     assert rw.plan is not None and rw.plan.subquery_check_sql is not None
     assert "COUNT(*)" in rw.plan.subquery_check_sql and "visits" not in rw.plan.subquery_check_sql
-    correlated = rewrite("SELECT COUNT(*) FROM visits v WHERE v.age > (SELECT MAX(d.floor) FROM departments d "
-                         "WHERE d.department_id = v.department_id)", catalog)
+    correlated = rewrite(
+        "SELECT COUNT(*) FROM visits v WHERE v.age > (SELECT MAX(d.floor) FROM departments d WHERE d.department_id = v.department_id)",
+        catalog,
+    )
     assert correlated.plan is not None and correlated.plan.subquery_check_sql is None  # an ungrouped aggregate: one row
 
 
 def test_subquery_bodies_are_made_total(catalog: Catalog) -> None:
     """A public body's row expressions get the outer query's totalize (no error can depend on which
     rows the engine evaluates): the division by floor is guarded like one over a private column."""
-    rw = rewrite("SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM departments d WHERE d.department_id = v.department_id "
-                 "AND 10 / d.floor > 2)", catalog)
+    rw = rewrite(
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM departments d WHERE d.department_id = v.department_id "
+        "AND 10 / d.floor > 2)",
+        catalog,
+    )
     body = next(e for e in sqlglot.parse_one(rw.sql, read="duckdb").find_all(exp.Exists))
     assert "NULLIF" in body.sql().upper() or "CASE" in body.sql().upper()
 
 
 def test_constants_in_a_body_are_checked_before_the_charge(catalog: Catalog) -> None:
-    rw = rewrite("SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id FROM departments "
-                 "WHERE floor > CAST('3' AS INT))", catalog)
+    rw = rewrite(
+        "SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id FROM departments WHERE floor > CAST('3' AS INT))", catalog
+    )
     assert rw.plan is not None and rw.plan.constants_sql is not None and "'3'" in rw.plan.constants_sql
 
 
