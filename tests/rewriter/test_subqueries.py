@@ -208,3 +208,29 @@ def test_public_exists_with_an_empty_select_list_is_emitted_with_a_column(catalo
     assert rw.public_only and "SELECT 1" in rw.sql
     if dialect == "duckdb":
         _validate(rw.sql)
+
+
+def _bounded_total(sql: str, departments: list[tuple[int, str | None, int]]) -> int:
+    """The exact bounded COUNT of ``sql`` (DuckDB) over 4 patients × 2 visits and ``departments``."""
+    con = duckdb.connect()
+    con.execute(
+        "CREATE TABLE visits AS SELECT i AS visit_id, i % 4 AS patient_id, 30 AS age, 1.0 AS cost, "
+        "CASE WHEN i % 2 = 0 THEN 'oncology' ELSE 'cardiology' END AS department, 'x' AS diagnosis, DATE '2024-01-01' AS visit_date, "
+        "1 AS department_id, '' AS note, '' AS secret FROM range(8) t(i)"
+    )
+    con.execute("CREATE TABLE patients (patient_id BIGINT, region TEXT, birth_year INTEGER)")
+    con.execute("CREATE TABLE departments (department_id INTEGER, name TEXT, floor INTEGER)")
+    con.executemany("INSERT INTO departments VALUES (?, ?, ?)", departments)
+    (total,) = con.execute(sql).fetchone()
+    con.close()
+    return int(total)
+
+
+def test_not_in_keeps_postgresql_null_semantics(catalog: Catalog) -> None:
+    """``x NOT IN (SELECT …)`` is never true when the list holds a NULL (PostgreSQL, and DuckDB's
+    engine, which runs it as written); ``NOT EXISTS`` is."""
+    rw = rewrite("SELECT COUNT(*) FROM visits WHERE department NOT IN (SELECT name FROM departments)", catalog)
+    assert _bounded_total(rw.sql, [(1, "oncology", 1)]) == 4  # the 4 cardiology visits
+    assert _bounded_total(rw.sql, [(1, "oncology", 1), (2, None, 1)]) == 0
+    anti = rewrite("SELECT COUNT(*) FROM visits v WHERE NOT EXISTS (SELECT 1 FROM departments d WHERE d.name = v.department)", catalog)
+    assert _bounded_total(anti.sql, [(1, "oncology", 1), (2, None, 1)]) == 4
