@@ -210,6 +210,7 @@ def _subqueries(st: RewriteState) -> None:
     for sub in st.subqueries:  # the bodies get the outer query's row-level checks (passes 7 and 8)
         check_types(sub.body, families)
         check_row_cost(sub.body, families)
+        st.notes.append(sub.note())
     st.families = families
 
 

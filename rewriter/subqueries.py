@@ -70,6 +70,16 @@ class Subquery:
     correlated: bool
     tables: list[str] = field(default_factory=list)
 
+    def note(self) -> str:
+        """One line for the plan's description (EXPLAIN)."""
+        what = {"in": "IN (subquery)", "exists": "EXISTS (subquery)", "scalar": "scalar subquery"}[self.kind]
+        if self.private:
+            return (f"{what} over {', '.join(self.tables)}: a semi-join on the privacy unit (a unit's rows pass by its own "
+                    "rows only), bounded after the filter")
+        if self.needs_check:
+            return f"{what} over public tables: a row filter; its row count is checked before the charge"
+        return f"{what} over public tables: a row filter"
+
     @property
     def needs_check(self) -> bool:
         """An uncorrelated scalar subquery: its row count is checked before the charge."""
