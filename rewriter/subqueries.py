@@ -16,7 +16,9 @@ checks each one and admits two kinds (docs/sql.md "Subqueries", docs/privacy.md 
   filter of a row of unit ``u`` then depends only on ``u``'s rows of ``p``: a neighbour that removes
   ``u`` from every table changes only ``u``'s rows of the filtered relation, which pass 10 bounds
   after the filter as usual. Rows of ``p`` with a NULL unit belong to nobody and are dropped (as by
-  every other bound); no fan-out happens (a row passes at most once).
+  every other bound); no fan-out happens (a row passes at most once). The condition must be a
+  top-level AND conjunct of WHERE, and ``IN`` is written as the ``EXISTS`` it equals, so engines plan
+  a hash semi-/anti-join (PostgreSQL runs a sublink under OR once per outer row, scanning ``p``).
 
 Everything else reading a private table in a subquery (correlation on a non-unit column, an
 aggregate or scalar value of private rows, joins, DISTINCT/LIMIT …) is refused with 0A000 naming the
@@ -175,6 +177,7 @@ def extract(
         ):
             raise _refuse(f"nested subqueries inside {_what(kind)} are not supported", "write the inner query over base tables")
         index = len(subs)
+        predicate = node.parent if kind == "in" else node
         sub = _check(
             kind,
             body.copy(),
@@ -183,20 +186,37 @@ def extract(
             outer=outer,
             families=families,
             taken=taken,
-            operand=node.parent if kind == "in" else None,
+            operand=predicate if kind == "in" else None,
+            top_level=_top_level_conjunct(predicate, select),
         )
         subs.append(sub)
         columns = [c for c in sub.body.find_all(exp.Column) if c.table in outer]
-        family = "bool" if kind == "exists" else _value_family(sub.body, families)
+        family = "bool" if sub.kind == "exists" else _value_family(sub.body, families)
         ref = make_ref(index, _unique(columns), family)
-        if kind == "in":
-            parent = node.parent
+        if sub.kind != kind:  # a private IN written as the EXISTS it equals (_as_exists)
+            assert isinstance(predicate, exp.In)
+            negated = predicate.parent
+            if isinstance(negated, exp.Not):  # NOT IN: two conjuncts, so that engines plan an anti-join
+                target = predicate.this.copy()
+                negated.replace(exp.paren(exp.and_(target.is_(exp.null()).not_(), exp.Not(this=ref)), copy=False))
+            else:
+                predicate.replace(ref)
+        elif kind == "in":
             node.pop()
-            parent.set("query", None)
-            parent.set("expressions", [ref])
+            predicate.set("query", None)
+            predicate.set("expressions", [ref])
         else:
             node.replace(ref)
     return select, subs
+
+
+def _top_level_conjunct(predicate: exp.Expression, select: exp.Select) -> bool:
+    """True when ``predicate`` (possibly under one NOT) is a top-level AND conjunct of ``select``'s WHERE."""
+    node = predicate.parent if isinstance(predicate.parent, exp.Not) else predicate
+    p = node.parent
+    while isinstance(p, exp.And | exp.Paren):
+        p = p.parent
+    return isinstance(p, exp.Where) and p.parent is select
 
 
 def _unique(columns: list[exp.Column]) -> list[exp.Expression]:
@@ -235,6 +255,7 @@ def _check(
     families: dict[str, str],
     taken: set[str],
     operand: exp.Expression | None,
+    top_level: bool,
 ) -> Subquery:
     tables: list[tuple[exp.Table, TableInfo]] = []
     for src in _sources(body):
@@ -258,7 +279,7 @@ def _check(
             )
     correlated = any(c.table in outer for c in body.find_all(exp.Column))
     if any(not info.policy.public for _, info in tables):
-        return _check_private(kind, body, tables, outer, operand, correlated)
+        return _check_private(kind, body, tables, outer, operand, correlated, top_level)
     _check_public(kind, body, outer, correlated)
     return Subquery(kind, body, private=False, correlated=correlated)
 
@@ -339,6 +360,7 @@ def _check_private(
     outer: Mapping[str, TableInfo],
     operand: exp.Expression | None,
     correlated: bool,
+    top_level: bool,
 ) -> Subquery:
     """A body over a private table: a semi-join on the privacy unit (module docstring), else 0A000."""
     names = ", ".join(t.name for t, info in tables if not info.policy.public)
@@ -375,6 +397,11 @@ def _check_private(
             )
     if body.find(exp.AggFunc) is not None:
         raise _refuse(f"an aggregate inside {_what(kind)} over the private table {names} is not supported", hint)
+    if not top_level:
+        raise _refuse(f"{_what(kind)} over the private table {names} must be a condition of its own in WHERE, joined to "
+                      "the others by AND (a semi-join): under OR, CASE or inside an expression the engine would evaluate "
+                      "it row by row, at a cost that grows with the private table",
+                      "write WHERE … AND v.unit IN (SELECT …), or split the query")
     outer_private = set(units)
     where = body.args.get("where")
     if kind == "in":
@@ -419,7 +446,25 @@ def _check_private(
     # rows with a NULL unit belong to no unit: dropped, as by every bound
     not_null = exp.column(unit, table=alias, quoted=True).is_(exp.null()).not_()
     body.set("where", exp.Where(this=exp.and_(where.this, not_null) if where is not None else not_null))
-    return Subquery(kind, body, private=True, correlated=correlated, tables=[f"{table.db or 'public'}.{table.name}"])
+    name = f"{table.db or 'public'}.{table.name}"
+    if kind == "in":
+        assert operand is not None
+        return Subquery("exists", _as_exists(body, alias, unit, operand.this), private=True, correlated=True, tables=[name])
+    return Subquery(kind, body, private=True, correlated=correlated, tables=[name])
+
+
+def _as_exists(body: exp.Select, alias: str, unit: str, target: exp.Expression) -> exp.Select:
+    """``target IN (SELECT p.unit FROM p WHERE c)`` as ``EXISTS (SELECT 1 FROM p WHERE p.unit =
+    target AND c)`` — the same truth value for a non-NULL target (the body has no NULL unit), and
+    engines plan it as a hash semi-/anti-join (PostgreSQL runs ``NOT IN (subquery)`` row by row
+    when it cannot hash it). ``extract`` writes ``NOT IN`` as ``target IS NOT NULL AND NOT EXISTS …``:
+    a NULL target never passes (PostgreSQL would pass it when the list is empty — a fact about
+    other units' rows)."""
+    out = body.copy()
+    out.set("expressions", [exp.Literal.number(1)])
+    link = exp.EQ(this=exp.column(unit, table=alias, quoted=True), expression=target.copy())
+    out.set("where", exp.Where(this=exp.and_(link, out.args["where"].this)))
+    return out
 
 
 def _unit_link(cond: exp.Expression, alias: str, unit: str, outer_private: set[str], units: Mapping[str, str]) -> bool:

@@ -35,6 +35,10 @@ CASES = [
         "EXISTS (SELECT 1 FROM departments d WHERE d.department_id = v.department_id AND d.building = 'B')",
     ),
     (
+        "SELECT COUNT(*) FROM visits WHERE patient_id NOT IN (SELECT patient_id FROM patients WHERE region = 'north')",
+        "v.patient_id NOT IN (SELECT patient_id FROM patients WHERE region = 'north')",
+    ),
+    (
         "SELECT COUNT(*) FROM visits v WHERE NOT EXISTS (SELECT FROM departments d WHERE d.department_id = v.department_id "
         "AND d.floor > 3)",
         "NOT EXISTS (SELECT 1 FROM departments d WHERE d.department_id = v.department_id AND d.floor > 3)",

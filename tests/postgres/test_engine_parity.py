@@ -425,3 +425,17 @@ def test_postgres_error_text_never_reaches_the_client(recording: Callable[..., A
     assert "-secret\"" not in text and "J06" not in text and "invalid input" not in text
     assert [k for k, _ in events].count("charge") == 1
     assert {s.scope: s.spent_rho for s in session.budget()}["user"] > 0
+
+
+@pytest.mark.parametrize("sql", [
+    QUERIES["semi_join_on_unit"],
+    "SELECT COUNT(*) FROM visits WHERE patient_id NOT IN (SELECT patient_id FROM patients WHERE region = 'north')",
+])
+def test_private_subqueries_are_planned_as_semi_and_anti_joins(engines: dict[str, dict[str, Engine]], pg: PgEnv,
+                                                               sql: str) -> None:
+    """A semi-join on the unit reaches PostgreSQL as top-level EXISTS/NOT EXISTS conjuncts, which its
+    planner turns into semi-/anti-joins (hash or merge): no SubPlan re-run per outer row, whose cost
+    would grow with the private table (docs/privacy.md §2, "Subqueries")."""
+    rw = engines["hospital"]["postgres"].rewrite(sql)
+    plan = "\n".join(r[0] for r in pg.sql(f"EXPLAIN {rw.sql}"))
+    assert ("Semi Join" in plan or "Anti Join" in plan) and "SubPlan" not in plan, plan

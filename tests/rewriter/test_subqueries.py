@@ -93,6 +93,11 @@ REFUSED = [
     ("SELECT COUNT(*) FROM visits WHERE age > (SELECT MAX(floor) + 1 FROM departments)", "only a column, a row expression or one"),
     ("SELECT COUNT(*) FROM visits v WHERE age IN (SELECT v.age FROM departments d)", "selects the outer query's column v.age"),
     ("SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id, floor FROM departments)", "exactly one column"),
+    # a private subquery under OR / CASE would run row by row (its cost growing with the private table)
+    ("SELECT COUNT(*) FROM visits WHERE patient_id IN (SELECT patient_id FROM patients) OR age > 3",
+     "must be a condition of its own in WHERE, joined to the others by AND"),
+    ("SELECT COUNT(*) FROM visits v WHERE CASE WHEN EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id) "
+     "THEN 1 ELSE 0 END = 1", "must be a condition of its own in WHERE"),
 ]
 
 TYPE_ERRORS = [
