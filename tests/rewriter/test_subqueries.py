@@ -239,3 +239,15 @@ def test_not_in_keeps_postgresql_null_semantics(catalog: Catalog) -> None:
     assert _bounded_total(rw.sql, [(1, "oncology", 1), (2, None, 1)]) == 0
     anti = rewrite("SELECT COUNT(*) FROM visits v WHERE NOT EXISTS (SELECT 1 FROM departments d WHERE d.name = v.department)", catalog)
     assert _bounded_total(anti.sql, [(1, "oncology", 1), (2, None, 1)]) == 4
+
+
+@pytest.mark.parametrize("dialect", ["duckdb", "postgres"])
+def test_quantile_histograms_carry_the_filters(catalog: Catalog, dialect: str) -> None:
+    """MIN/MAX/quantiles run their own bounded histogram queries: the subquery filters are in them too."""
+    rw = rewrite("SELECT MAX(cost) FROM visits v WHERE department IN (SELECT name FROM departments) "
+                 "AND EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id)", catalog, dialect=dialect)
+    assert rw.plan is not None and rw.plan.histograms
+    for h in rw.plan.histograms:
+        assert "__dp_subquery" not in h.sql.lower() and "EXISTS" in h.sql and "departments" in h.sql
+        if dialect == "duckdb":
+            _validate(h.sql)
