@@ -42,6 +42,12 @@ class PrivacyViolation(InsufficientPrivilege):
     sqlstate = "42501"
 
 
+class CardinalityViolation(DPSQLError):
+    """A scalar subquery returned more than one row (21000, PostgreSQL's message)."""
+
+    sqlstate = "21000"
+
+
 class UnsupportedQuery(DPSQLError):
     """The SQL is valid but outside the subset dpsql can rewrite (0A000)."""
 

@@ -50,6 +50,7 @@ from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import ReleasePlan, Rewrite
 from dpsql.rewriter.post_query import NOISY_TABLE
 from dpsql.rewriter.stages import Staged
+from dpsql.rewriter.subqueries import check_counts
 from dpsql.rewriter.unions import UnionQuery
 from dpsql.schema import Catalog, build_catalog
 
@@ -737,7 +738,12 @@ class Session:
     def _validate(self, rw: Rewrite, plan: ReleasePlan) -> None:
         """Checks that read no data, run before the charge so a query that could only fail is free:
         the bounded SQL binds on the engine, the query's constants evaluate, and the
-        post-processing query binds over an empty noisy table. A pass is cached by the engine."""
+        post-processing query binds over an empty noisy table. A pass is cached by the engine.
+        The row counts of uncorrelated scalar subqueries read public tables only, which may change:
+        they are checked on every execution (21000 before the charge, as PostgreSQL would fail)."""
+        if plan.subquery_check_sql is not None:
+            limits = self.engine.policy.limits
+            check_counts(self.backend.execute(plan.subquery_check_sql, timeout=limits.statement_timeout).rows)
         if self.engine.validated(rw):
             return
         self.engine.backend.validate(rw.sql)

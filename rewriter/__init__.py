@@ -16,6 +16,9 @@ one used by DEVELOPERS.md and by every pass module's docstring:
 5. ``qualify`` — :mod:`~dpsql.rewriter.bind`: sqlglot ``qualify`` against the visible schema
    (a query over public tables only is emitted as is after this pass);
 6. ``flatten`` — :mod:`~dpsql.rewriter.flatten`: merge row-level subqueries/CTEs;
+6b. ``subqueries`` — :mod:`~dpsql.rewriter.subqueries`: subqueries in WHERE (IN, EXISTS, scalar) over
+   public tables are row filters, over a private table semi-joins on the privacy unit; each is
+   replaced by a typed reference that pass 10 puts back;
 7. ``typecheck`` — :mod:`~dpsql.rewriter.typecheck`: no run-time casts of private text;
 8. ``rowcost`` — :mod:`~dpsql.rewriter.rowcost`: bounded per-row cost;
 9. ``analyze`` — :mod:`~dpsql.rewriter.analyze`: private relation, keys, aggregates;
@@ -65,6 +68,8 @@ from dpsql.rewriter.parse import parse_statement
 from dpsql.rewriter.plan import Histogram, OutputColumn, ReleasePlan, Rewrite
 from dpsql.rewriter.post_query import Post, _pg_type, build_post
 from dpsql.rewriter.rowcost import check_row_cost
+from dpsql.rewriter.subqueries import Subquery, check_sql, exists_columns, extract, restore
+from dpsql.rewriter.totalize import totalize
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
 from dpsql.schema import Catalog, TableInfo
 
@@ -97,6 +102,7 @@ class RewriteState:
     result: Rewrite | None = None  # set by the pass that finishes the rewrite
     sides: list[PrivateSide] = field(default_factory=list)  # private tables in join order (rewriter.joins)
     private: dict[str, TableInfo] = field(default_factory=dict)  # alias → private table, join order
+    subqueries: list[Subquery] = field(default_factory=list)  # expression subqueries (rewriter.subqueries)
 
     @property
     def limits(self):  # type: ignore[no-untyped-def]
@@ -144,7 +150,7 @@ def _qualify(st: RewriteState) -> None:
     st.tree = qualify_names(st.tree, st.catalog)
     if not st.refs.private:
         check_divisors(st.tree)
-        public = physical_names(st.tree.copy(), st.dialect)
+        public = physical_names(exists_columns(st.tree.copy()), st.dialect)
         if st.dialect != "postgres" and public.find(exp.NumberToStr) is not None:
             raise UnsupportedQuery(
                 "to_char() of a number over public tables or constants runs only on a PostgreSQL backend",
@@ -168,6 +174,13 @@ def _flatten(st: RewriteState) -> None:
     st.relations = _relations(st.tree, st.catalog)
     private = {a: t for a, t in st.relations.items() if not t.policy.public}
     if not private:
+        if any(isinstance(n, exp.Exists) or (isinstance(n, exp.Subquery) and not isinstance(n.parent, exp.From | exp.Join))
+               for n in st.tree.walk()):
+            raise UnsupportedQuery(
+                f"a subquery reads the private table {', '.join(sorted(private_names))} to filter rows of public tables only: "
+                "its answer would depend on individual private rows",
+                hint="read the private table in FROM and aggregate it, e.g. SELECT COUNT(*) FROM private p JOIN public_t t ON …",
+            )
         raise UnsupportedQuery(
             "this query reads a private table through a construct dpsql cannot bound",
             hint="read private tables in FROM/JOIN, joined with each other only on the privacy unit",
@@ -190,6 +203,17 @@ def _flatten(st: RewriteState) -> None:
     st.families = column_families(st.relations)
 
 
+def _subqueries(st: RewriteState) -> None:
+    assert isinstance(st.tree, exp.Select)
+    families = dict(st.families)
+    st.tree, st.subqueries = extract(st.tree, st.catalog, st.relations, families)
+    for sub in st.subqueries:  # the bodies get the outer query's row-level checks (passes 7 and 8)
+        check_types(sub.body, families)
+        check_row_cost(sub.body, families)
+        st.notes.append(sub.note())
+    st.families = families
+
+
 def _typecheck(st: RewriteState) -> None:
     check_types(st.tree, st.families)
 
@@ -197,6 +221,8 @@ def _typecheck(st: RewriteState) -> None:
 def _rowcost(st: RewriteState) -> None:
     check_row_cost(st.tree, st.families)
     st.constants = [c.copy() for c in constant_subexpressions(st.tree)]
+    for sub in st.subqueries:
+        st.constants.extend(c.copy() for c in constant_subexpressions(sub.body))
 
 
 def _analyze(st: RewriteState) -> None:
@@ -250,6 +276,14 @@ def _contribution(st: RewriteState) -> None:
             "(its own policy) before the join, and the joined rows are bounded per unit after it"
         )
     st.bounded = build_bounded(st.shape, st.ctx)
+    if st.subqueries:  # the checked bodies back in place of their references, made total for the engine
+        dialect, families = st.dialect, st.families
+
+        def total(node: exp.Expression) -> exp.Expression:
+            return totalize(node, dialect, families)
+
+        restore(st.bounded.query, st.subqueries, total)
+        st.bounded.histograms = tuple((restore(q, st.subqueries, total), k) for q, k in st.bounded.histograms)
     st.tree = st.bounded.query
 
 
@@ -279,7 +313,8 @@ def _emit(st: RewriteState) -> None:
         post_types=post.types,
         output_map=post.output_map,
         max_released_groups=st.limits.max_released_groups,
-        tables=tuple(dict.fromkeys(t.policy.qualified for t in st.private.values())) or (st.info.policy.qualified,),
+        tables=tuple(dict.fromkeys([*(t.policy.qualified for t in st.private.values()),
+                                    *(name for sub in st.subqueries for name in sub.tables)])) or (st.info.policy.qualified,),
         description=tuple(notes),
         constants_sql=emit(exp.select(*st.constants), dialect) if st.constants else None,
         quantiles=bounded.quantiles,
@@ -287,10 +322,18 @@ def _emit(st: RewriteState) -> None:
         private_join=len(st.sides) > 1,
         histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
         max_contributions=bounded.max_contributions,
+        subquery_check_sql=_subquery_check(st),
     )
     query = _lowered(bounded.query, dialect)
     sql = emit(physical_names(query, dialect), dialect)
     st.result = Rewrite(sql=sql, dialect=dialect, plan=plan, outputs=post.outputs)
+
+
+def _subquery_check(st: RewriteState) -> str | None:
+    """The pre-charge row count of the uncorrelated scalar subqueries (public tables only)."""
+    dialect, families = st.dialect, st.families
+    check = check_sql(st.subqueries, lambda node: totalize(node, dialect, families))
+    return emit(physical_names(check, dialect), dialect) if check is not None else None
 
 
 def _lowered(query: exp.Expression, dialect: str) -> exp.Expression:
@@ -309,6 +352,7 @@ RULES: tuple[tuple[str, Pass], ...] = (
     ("allowlist", _allowlist),
     ("qualify", _qualify),
     ("flatten", _flatten),
+    ("subqueries", _subqueries),
     ("typecheck", _typecheck),
     ("rowcost", _rowcost),
     ("analyze", _analyze),
@@ -352,7 +396,7 @@ def rewrite_until(sql: str | exp.Expression, catalog: Catalog, pass_name: str, *
     if pass_name == "emit" or (st.result is not None and st.result.public_only):
         assert st.result is not None
         return st.result.sql
-    return st.tree.sql(dialect)
+    return restore(st.tree.copy(), st.subqueries).sql(dialect)  # subquery references shown as their bodies
 
 
 def _is_private(catalog: Catalog, name: str) -> bool:

@@ -2,8 +2,10 @@
 
 Every node of the parsed tree must be of an allowed type; a function must be in
 :data:`~dpsql.rewriter.functions.SCALAR_FUNCTIONS` or be a supported aggregate. Constructs that let
-one row see other rows (window functions, subqueries in expressions, EXISTS, recursive CTEs, set
-operations, sampling, table functions) are refused here, before anything else looks at the query.
+one row see other rows (window functions, recursive CTEs, set operations, sampling, table functions)
+are refused here, before anything else looks at the query. Subqueries in expressions (``IN (SELECT
+…)``, ``EXISTS``, scalar subqueries) pass this pass; pass 6b (:mod:`~dpsql.rewriter.subqueries`)
+admits them only over public tables or as semi-joins on the privacy unit.
 
 >>> from dpsql.rewriter.parse import parse_statement
 >>> check_allowed(parse_statement("SELECT COUNT(*) FROM visits WHERE age BETWEEN 20 AND 30")).sql()
@@ -96,13 +98,13 @@ _OPERATORS: tuple[type[exp.Expression], ...] = (
     exp.Cast,
     exp.TryCast,
     exp.Escape,
+    exp.Exists,  # its body is checked by pass 6b (rewriter.subqueries)
 )
 
 _ALLOWED = _STRUCTURE + _OPERATORS + tuple(SCALAR_FUNCTIONS) + SUPPORTED_AGGREGATES
 
 _UNSUPPORTED: dict[type[exp.Expression], tuple[str, str]] = {
     exp.Window: ("window functions are not supported", "aggregate with GROUP BY instead"),
-    exp.Exists: ("EXISTS is not supported", "join with a public table, or filter on row values"),
     exp.Union: ("UNION is not supported", "run the queries separately"),
     exp.Intersect: ("INTERSECT is not supported", "run the queries separately"),
     exp.Except: ("EXCEPT is not supported", "run the queries separately"),
@@ -131,10 +133,11 @@ _RAW_ACCESS: dict[type[exp.Expression], str] = {
 def check_allowed(tree: exp.Expression, *, private: bool = True) -> exp.Expression:
     """Return ``tree`` unchanged if every node is allowed; raise the matching SQLSTATE error otherwise.
 
-    Guarantees (``private=True``, any query reading a private table): no window, subquery-in-expression,
-    EXISTS, recursion, set operation, table function, sampling, unknown function or non-literal pattern
-    survives this pass. A query over public tables only (``private=False``) may use any aggregate,
-    window, subquery or set operation, but still no table function, unknown function or write.
+    Guarantees (``private=True``, any query reading a private table): no window, recursion, set
+    operation, table function, sampling, unknown function or non-literal pattern survives this
+    pass; subqueries outside FROM/WITH only as expression subqueries, for pass 6b to check. A
+    query over public tables only (``private=False``) may use any aggregate, window, subquery or
+    set operation, but still no table function, unknown function or write.
     """
     with_ = tree.args.get("with_")
     if isinstance(with_, exp.With) and with_.args.get("recursive"):
@@ -197,11 +200,9 @@ def _check_node(node: exp.Expression) -> None:
             raise UnsupportedQuery(msg, hint=hint)
     if isinstance(node, exp.Table):
         _check_table(node)
-    elif isinstance(node, exp.In) and node.args.get("query") is not None:
-        raise UnsupportedQuery("IN (subquery) is not supported", hint="use IN with a list of literal values, or a JOIN")
-    elif isinstance(node, exp.Select | exp.Subquery) and not _in_from_position(node):
+    elif isinstance(node, exp.Select | exp.Subquery) and not _in_from_position(node) and not _expression_subquery(node):
         raise UnsupportedQuery(
-            "subqueries are only supported in FROM and WITH", hint="move the subquery into FROM (a derived table) or a CTE"
+            "subqueries are only supported in FROM, WITH and WHERE", hint="move the subquery into FROM (a derived table) or a CTE"
         )
     elif isinstance(node, exp.Like | exp.ILike):
         pattern = node.expression
@@ -211,7 +212,7 @@ def _check_node(node: exp.Expression) -> None:
             raise UnsupportedQuery("LIKE needs a literal pattern", hint="write the pattern as a string literal")
     elif isinstance(node, exp.Select) and node.args.get("distinct") is not None and node.args["distinct"].args.get("on"):
         raise PrivacyViolation("DISTINCT ON picks individual rows", hint="use GROUP BY with aggregates")
-    elif isinstance(node, exp.Select) and node.parent is not None:
+    elif isinstance(node, exp.Select) and node.parent is not None and not _in_expression_subquery(node):
         _check_inner_select(node)
     for name, reason in RAW_VALUE_AGGREGATES.items():
         if isinstance(node, name) and not isinstance(node, SUPPORTED_AGGREGATES):
@@ -292,6 +293,27 @@ def _in_from_position(node: exp.Expression) -> bool:
         return _in_from_position(parent) if isinstance(parent, exp.Subquery) else True
     if isinstance(node, exp.Subquery):
         return isinstance(parent, exp.From | exp.Join) or (isinstance(parent, exp.Subquery) and _in_from_position(parent))
+    return False
+
+
+def _expression_subquery(node: exp.Expression) -> bool:
+    """True for the SELECT (or its parenthesis) of ``x IN (SELECT …)``, ``EXISTS (SELECT …)`` or a
+    scalar subquery used as a value: pass 6b decides whether it is allowed."""
+    if isinstance(node, exp.Select) and isinstance(node.parent, exp.Subquery):
+        return _expression_subquery(node.parent)
+    parent = node.parent
+    if isinstance(node, exp.Select):
+        return isinstance(parent, exp.Exists)
+    return parent is not None and not isinstance(parent, exp.From | exp.Join | exp.Subquery | exp.CTE | exp.With)
+
+
+def _in_expression_subquery(node: exp.Expression) -> bool:
+    """True when ``node`` lies inside an expression subquery (:func:`_expression_subquery`); pass 6b
+    checks those bodies (DISTINCT/ORDER BY/LIMIT are harmless over public rows, refused over private ones)."""
+    while node.parent is not None:
+        if isinstance(node, exp.Select | exp.Subquery) and _expression_subquery(node):
+            return True
+        node = node.parent
     return False
 
 

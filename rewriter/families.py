@@ -17,6 +17,8 @@ from collections.abc import Mapping
 
 from sqlglot import exp
 
+from dpsql.rewriter.subquery_ref import ref_family
+
 Families = Mapping[str, str]  # "alias.column" -> family (int, float, numeric, text, bool, date, timestamp …)
 
 NUMERIC_FAMILIES = frozenset({"int", "float", "numeric"})
@@ -73,6 +75,8 @@ def type_family(node: exp.Expression, columns: Families) -> str:
         return "timestamp"
     if isinstance(node, exp.TimeToStr | exp.NumberToStr):
         return "text"
+    if isinstance(node, exp.Anonymous) and (family := ref_family(node)) is not None:
+        return family  # a subquery's value (rewriter.subqueries)
     if isinstance(node, exp.Anonymous) and str(node.name).lower() == "age":
         return "interval"
     if isinstance(node, exp.CurrentTimestamp):

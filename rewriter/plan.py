@@ -129,6 +129,9 @@ class ReleasePlan:
     tables: tuple[str, ...] = ()  # private tables read (for audit)
     description: tuple[str, ...] = ()  # human-readable notes for EXPLAIN (bounds, grids, key handling)
     constants_sql: str | None = None  # SELECT of the query's constant casts: evaluated before the charge
+    # SELECT of the row counts of the uncorrelated scalar subqueries (public tables only), run before
+    # the charge on every execution: a count above 1 is 21000 (rewriter.subqueries.check_sql)
+    subquery_check_sql: str | None = None
     quantiles: tuple[QuantileStatistic, ...] = ()  # DP selections, released per kept group
     histograms: tuple[Histogram, ...] = ()  # their bounded histogram queries (run after the bounded SQL)
     max_rows: int = 0  # rows one unit adds to a group (0: the first table's max_rows)

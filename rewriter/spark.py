@@ -97,6 +97,7 @@ _STRUCTURE: tuple[type[exp.Expression], ...] = (
     exp.NullSafeNEQ, exp.Is, exp.In, exp.Between, exp.Like, exp.ILike, exp.Add, exp.Sub, exp.Mul, exp.Div, exp.IntDiv,
     exp.Mod, exp.Case, exp.If, exp.Cast, exp.TryCast, exp.Escape, exp.Count, exp.Sum, exp.Avg, exp.Min, exp.Max,
     exp.Variance, exp.VariancePop, exp.Stddev, exp.StddevPop, exp.StddevSamp, exp.Anonymous,
+    exp.Exists,  # subqueries in WHERE (rewriter/subqueries.py)
     # how sqlglot reads back what the Spark dialect writes by name (SPARK_NAMED_FUNCTIONS)
     exp.ConcatWs, exp.Chr, exp.DateDiff, exp.TsOrDsToDate, exp.Values,
 )  # fmt: skip

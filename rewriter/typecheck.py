@@ -24,6 +24,7 @@ from sqlglot import exp
 
 from dpsql.errors import DatatypeMismatch, InvalidEscapeSequence, InvalidTextRepresentation, UndefinedFunction, UnsupportedQuery
 from dpsql.rewriter.families import Families, type_family, widen
+from dpsql.rewriter.subquery_ref import is_ref
 
 _NUMERIC = {"int", "float", "numeric"}
 _TEMPORAL = {"date", "timestamp"}
@@ -139,7 +140,7 @@ def _is_constant(node: exp.Expression) -> bool:
     if isinstance(node, exp.Column | exp.AggFunc | exp.Select | exp.Star | exp.Ordered | exp.Order | exp.Group | exp.Where
                   | exp.Having | exp.Limit | exp.Offset | exp.Alias | exp.Filter | exp.Distinct | exp.Lock | exp.Into):
         return False
-    return node.find(exp.Column, exp.AggFunc, exp.Select, exp.Star) is None
+    return node.find(exp.Column, exp.AggFunc, exp.Select, exp.Star) is None and not any(is_ref(n) for n in node.walk())
 
 
 def _inert(node: exp.Expression) -> bool:

@@ -54,6 +54,7 @@ from dpsql.proxy.post_duckdb import PostProcessor
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Deadline, TimingShield, shape_of
 from dpsql.rewriter import DIALECTS, rewrite
+from dpsql.rewriter.subqueries import check_counts
 from dpsql.schema import Catalog, build_catalog
 
 #: runs one SQL statement on the caller's engine and returns (column names, rows)
@@ -327,6 +328,12 @@ class EmbedSession:
                     "a constant in the query cannot be evaluated (for example an invalid date literal or an out-of-range cast)",
                     hint="fix the literal; no budget was spent",
                 ) from None
+        if prepared.subquery_check_sql is not None:
+            try:
+                counts = list(run(prepared.subquery_check_sql)[1])
+            except Exception:
+                raise ExecutionFailed("counting the rows of a scalar subquery failed", hint="no budget was spent") from None
+            check_counts(counts)
         keys = None
         if prepared.public_keys_sql is not None:
             try:

@@ -77,6 +77,14 @@ class PreparedQuery:
         return plan.constants_sql if plan is not None else None
 
     @property
+    def subquery_check_sql(self) -> str | None:
+        """A SELECT of the row counts of the query's uncorrelated scalar subqueries (public tables
+        only); run it before the charge and pass its rows to
+        :func:`dpsql.rewriter.subqueries.check_counts` (21000 when one returns more than one row)."""
+        plan = self.rewrite.plan
+        return plan.subquery_check_sql if plan is not None else None
+
+    @property
     def expected_columns(self) -> tuple[str, ...]:
         """The bounded SQL's result columns, in order: the group keys, then the statistics."""
         plan = self.rewrite.plan

@@ -390,3 +390,46 @@ def test_private_join_on_another_column_is_refused(client: Client) -> None:
     assert diag.sqlstate == "0A000"
     assert "v.age = p.birth_year" in diag.message_primary and "privacy unit" in diag.message_primary
     assert client.budget("session") == (0.0, 0.0)
+
+
+# ----------------------------------------------------------------------------------------- subqueries in WHERE
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        # Metabase: a custom question's filter, fully qualified and quoted
+        'SELECT "public"."visits"."department" AS "department", COUNT(*) AS "count" FROM "public"."visits" '
+        'WHERE "public"."visits"."department_id" IN (SELECT "public"."departments"."department_id" FROM "public"."departments" '
+        'WHERE "public"."departments"."floor" > 2) GROUP BY "public"."visits"."department" ORDER BY "public"."visits"."department" ASC',
+        # Superset: a virtual dataset's WHERE with a correlated EXISTS over a dimension
+        "SELECT department AS department, AVG(cost) AS \"AVG(cost)\" FROM public.visits AS v WHERE NOT EXISTS "
+        "(SELECT 1 FROM public.departments AS d WHERE d.department_id = v.department_id AND d.building = 'C') "
+        "GROUP BY department LIMIT 10000",
+        # a semi-join on the privacy unit
+        "SELECT department, COUNT(*) FROM visits WHERE patient_id IN (SELECT patient_id FROM patients WHERE birth_year < 1960) "
+        "GROUP BY department",
+    ],
+)
+def test_subqueries_in_where_are_answered(client: Client, sql: str) -> None:
+    rows = client.run(sql)
+    assert rows and all(r[0] in DEPARTMENTS for r in rows)
+    assert client.budget("session")[0] > 0
+
+
+def test_scalar_subquery_of_two_rows_is_21000_and_free(client: Client) -> None:
+    diag = client.error("SELECT COUNT(*) FROM visits WHERE department_id = (SELECT department_id FROM departments WHERE floor > 1)")
+    assert diag.sqlstate == "21000"
+    assert diag.message_primary == "more than one row returned by a subquery used as an expression"
+    assert client.budget("session") == (0.0, 0.0)
+
+
+def test_private_scalar_subquery_is_refused_naming_it(client: Client) -> None:
+    diag = client.error("SELECT COUNT(*) FROM visits WHERE age > (SELECT AVG(age) FROM visits)")
+    assert diag.sqlstate == "0A000" and "scalar subquery over the private table visits" in diag.message_primary
+    assert client.budget("session") == (0.0, 0.0)
+
+
+def test_exists_with_empty_select_list_over_a_public_table(client: Client) -> None:
+    assert client.run("SELECT EXISTS (SELECT FROM public.departments WHERE floor > 2)") == [(True,)]
+    assert client.run("SELECT EXISTS (SELECT FROM departments WHERE floor > 99)") == [(False,)]

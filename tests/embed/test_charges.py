@@ -17,7 +17,14 @@ from embedlib import session_runner
 
 from dpsql.accountant.sqlite_ledger import SqliteLedger
 from dpsql.embed import EmbedSession, Pipeline, dbapi_runner
-from dpsql.errors import BudgetExhausted, DataException, ExecutionFailed, InvalidParameterValue, UnsupportedQuery
+from dpsql.errors import (
+    BudgetExhausted,
+    CardinalityViolation,
+    DataException,
+    ExecutionFailed,
+    InvalidParameterValue,
+    UnsupportedQuery,
+)
 from dpsql.policy import load_policy
 from dpsql.proxy.backends.duckdb import DuckDBBackend
 from dpsql.proxy.timing import TimingShield
@@ -227,3 +234,16 @@ def test_dbapi_runner_over_duckdb(tmp_path: Path, hospital: Path, write_policy: 
     finally:
         con.close()
     assert [row[0] for row in r.rows] == ["F", "M"] and r.cost is not None
+
+
+def test_scalar_subquery_of_two_rows_is_21000_before_the_charge(setup: tuple[Pipeline, Any], policy_path: Path) -> None:
+    """``execute`` runs ``subquery_check_sql`` (public tables only) before the charge, as the engine does."""
+    pipe, run = setup
+    s = pipe.session("alice")
+    two = "SELECT COUNT(*) FROM visits WHERE department_id = (SELECT department_id FROM departments WHERE floor > 1)"
+    assert s.prepare(two).subquery_check_sql is not None
+    with pytest.raises(CardinalityViolation, match="more than one row returned by a subquery used as an expression"):
+        s.execute(two, run)
+    assert _ledger_charges(policy_path) == 0
+    r = s.execute("SELECT COUNT(*) FROM visits WHERE department_id = (SELECT MAX(department_id) FROM departments)", run)
+    assert r.cost is not None and _ledger_charges(policy_path) == 1

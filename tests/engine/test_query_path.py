@@ -97,7 +97,7 @@ REFUSED = [
     ("SELECT SUM(visit_id) FROM visits", "42703"),
     ("SELECT COUNT(*) FROM nosuchtable", "42P01"),
     ("SELECT COUNT(*) FROM visits WHERE", "42601"),
-    ("SELECT COUNT(*) FROM visits WHERE age > (SELECT 1)", "0A000"),
+    ("SELECT COUNT(*) FROM visits WHERE age > (SELECT AVG(age) FROM visits)", "0A000"),
     ("SELECT SUM(cost) OVER () FROM visits", "0A000"),
     ("SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id", "42501"),
 ]

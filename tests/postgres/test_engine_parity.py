@@ -77,6 +77,16 @@ QUERIES: dict[str, str] = {
     "private_self_join": (
         "SELECT a.sex, COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id AND a.visit_date < b.visit_date GROUP BY 1"
     ),
+    # subqueries in WHERE (rewriter/subqueries.py): a public filter with NOT IN and a scalar, a semi-join on the unit
+    "public_subquery_filters": (
+        "SELECT sex, COUNT(*), SUM(cost) FROM visits v WHERE department NOT IN (SELECT name FROM departments WHERE floor > 2) "
+        "AND age > (SELECT MIN(floor) FROM departments) AND EXISTS (SELECT FROM departments d WHERE d.department_id = "
+        "v.department_id AND d.building <> 'C') GROUP BY sex"
+    ),
+    "semi_join_on_unit": (
+        "SELECT sex, COUNT(*), AVG(age) FROM visits v WHERE patient_id IN (SELECT patient_id FROM patients WHERE birth_year < 1960) "
+        "AND NOT EXISTS (SELECT 1 FROM patients p WHERE p.patient_id = v.patient_id AND p.region = 'north') GROUP BY sex"
+    ),
 }
 
 # Queries whose units may touch more groups than max_groups = 3: each engine keeps a different
@@ -100,7 +110,7 @@ REFUSED = [
     "SELECT SUM(visit_id) FROM visits",
     "SELECT COUNT(*) FROM nosuchtable",
     "SELECT COUNT(*) FROM visits WHERE",
-    "SELECT COUNT(*) FROM visits WHERE age > (SELECT 1)",
+    "SELECT COUNT(*) FROM visits WHERE age > (SELECT AVG(age) FROM visits)",
     "SELECT SUM(cost) OVER () FROM visits",
     "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id",
     "SELECT COUNT(*) FROM visits v JOIN patients p ON v.age = p.birth_year",  # private join on another column than the unit
@@ -415,3 +425,17 @@ def test_postgres_error_text_never_reaches_the_client(recording: Callable[..., A
     assert "-secret\"" not in text and "J06" not in text and "invalid input" not in text
     assert [k for k, _ in events].count("charge") == 1
     assert {s.scope: s.spent_rho for s in session.budget()}["user"] > 0
+
+
+@pytest.mark.parametrize("sql", [
+    QUERIES["semi_join_on_unit"],
+    "SELECT COUNT(*) FROM visits WHERE patient_id NOT IN (SELECT patient_id FROM patients WHERE region = 'north')",
+])
+def test_private_subqueries_are_planned_as_semi_and_anti_joins(engines: dict[str, dict[str, Engine]], pg: PgEnv,
+                                                               sql: str) -> None:
+    """A semi-join on the unit reaches PostgreSQL as top-level EXISTS/NOT EXISTS conjuncts, which its
+    planner turns into semi-/anti-joins (hash or merge): no SubPlan re-run per outer row, whose cost
+    would grow with the private table (docs/privacy.md §2, "Subqueries")."""
+    rw = engines["hospital"]["postgres"].rewrite(sql)
+    plan = "\n".join(r[0] for r in pg.sql(f"EXPLAIN {rw.sql}"))
+    assert ("Semi Join" in plan or "Anti Join" in plan) and "SubPlan" not in plan, plan

@@ -193,6 +193,22 @@ EXTRA_SHAPES: dict[str, str] = {
     "stddev_by_private_key": "SELECT h, STDDEV(x), VAR_SAMP(y) FROM t GROUP BY h",
 }
 
+# Subqueries in WHERE (rewriter/subqueries.py): semi-/anti-joins on the unit over a private table
+# (their bounded SQL reads two private relations, so the replay runs them directly per variant) and
+# filters over the public table p (lifted like any shape).
+SUBQUERY_SHAPES: dict[str, str] = {
+    "semi_in_unit": "SELECT t.g, COUNT(*), SUM(t.x) FROM t WHERE t.uid IN (SELECT e.uid FROM e WHERE e.v > 0) GROUP BY t.g",
+    "anti_not_in_unit": "SELECT COUNT(*), AVG(t.a) FROM t WHERE t.uid NOT IN (SELECT e.uid FROM e WHERE e.c = 'x')",
+    "semi_exists_unit": "SELECT t.h, COUNT(*) FROM t WHERE EXISTS (SELECT 1 FROM e WHERE e.uid = t.uid AND e.w = 2) GROUP BY t.h",
+    "anti_not_exists_unit": (
+        "SELECT e.c, COUNT(*), SUM(e.v) FROM e WHERE NOT EXISTS (SELECT 1 FROM t WHERE t.uid = e.uid AND t.x > 10) GROUP BY e.c"
+    ),
+    "self_semi_join": "SELECT COUNT(*), SUM(x) FROM t WHERE uid IN (SELECT uid FROM t WHERE a > 5)",
+    "public_in": "SELECT g, COUNT(*), SUM(a) FROM t WHERE k IN (SELECT k FROM p WHERE name <> 'n1') GROUP BY g",
+    "public_not_exists_correlated": "SELECT COUNT(*), SUM(y) FROM t WHERE NOT EXISTS (SELECT 1 FROM p WHERE p.k = t.k AND p.k > 2)",
+    "public_scalar": "SELECT g, COUNT(*) FROM t WHERE k > (SELECT MIN(k) FROM p) GROUP BY g",
+}
+
 # Queries whose bounded SQL must equal another's, up to the per-query hash salt (post-processing
 # clauses never reach the engine).
 POST_PROCESSING_TWINS: dict[str, str] = {
