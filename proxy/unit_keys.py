@@ -30,8 +30,13 @@ def duplicate_key_sql(table: str, column: str, policy: Policy, dialect: str) -> 
     col = exp.column(column, table="t", quoted=True)
     inner = (
         exp.select(col.copy())
-        .from_(exp.Table(this=exp.to_identifier(tp.table, quoted=True), db=exp.to_identifier(tp.schema, quoted=True),
-                         alias=exp.TableAlias(this=exp.to_identifier("t"))))
+        .from_(
+            exp.Table(
+                this=exp.to_identifier(tp.table, quoted=True),
+                db=exp.to_identifier(tp.schema, quoted=True),
+                alias=exp.TableAlias(this=exp.to_identifier("t")),
+            )
+        )
         .where(col.copy().is_(exp.null()).not_())
         .group_by(col.copy())
         .having(exp.GT(this=exp.Count(this=exp.Star()), expression=exp.Literal.number(1)))
@@ -53,9 +58,12 @@ def check_unit_keys(policy: Policy, backend: Backend) -> None:
             result = session.execute(duplicate_key_sql(table, column, policy, backend.dialect))
             if result.rows:
                 name = policy.tables[table].name
-                raise PolicyError(str(policy.file), f"tables.{name}.columns.{column}.unique",
-                                  f"{name}.{column} is referenced by a key path but some of its values appear on more than "
-                                  "one row in the data, so a row reached through it could belong to several units; "
-                                  "make the column unique (a primary key or UNIQUE constraint) or change the key path")
+                raise PolicyError(
+                    str(policy.file),
+                    f"tables.{name}.columns.{column}.unique",
+                    f"{name}.{column} is referenced by a key path but some of its values appear on more than "
+                    "one row in the data, so a row reached through it could belong to several units; "
+                    "make the column unique (a primary key or UNIQUE constraint) or change the key path",
+                )
     finally:
         session.close()

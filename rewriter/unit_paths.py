@@ -134,17 +134,22 @@ def expand(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
 
 
 def _table(tp: TablePolicy, alias: str) -> exp.Table:
-    return exp.Table(this=exp.to_identifier(tp.table, quoted=True), db=exp.to_identifier(tp.schema, quoted=True),
-                     alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)))
+    return exp.Table(
+        this=exp.to_identifier(tp.table, quoted=True),
+        db=exp.to_identifier(tp.schema, quoted=True),
+        alias=exp.TableAlias(this=exp.to_identifier(alias, quoted=True)),
+    )
 
 
 def _path_join(info: TableInfo, catalog: Catalog) -> exp.Select:
     tp = info.policy
     k = "__dp_k"
     last = f"__dp_r{len(tp.unit_path)}"
-    select = exp.select(*[exp.column(c.name, table=k, quoted=True) for c in info.columns], copy=False).select(
-        exp.alias_(exp.column(tp.unit_root or "", table=last, quoted=True), KEYED_UNIT, quoted=True, copy=False), copy=False
-    ).from_(_table(tp, k), copy=False)
+    select = (
+        exp.select(*[exp.column(c.name, table=k, quoted=True) for c in info.columns], copy=False)
+        .select(exp.alias_(exp.column(tp.unit_root or "", table=last, quoted=True), KEYED_UNIT, quoted=True, copy=False), copy=False)
+        .from_(_table(tp, k), copy=False)
+    )
     prev = k
     for i, step in enumerate(tp.unit_path, 1):
         ref = catalog.table(step.table)

@@ -76,34 +76,74 @@ REF = "tables.prescriptions.privacy_unit.references"
     ("tables", "key", "problem"),
     [
         ({"prescriptions": {"privacy_unit": {"via": "visit_id"}}}, "tables.prescriptions.privacy_unit.references", "is required"),
-        ({"prescriptions": {"privacy_unit": {"references": "visits.visit_id"}}}, "tables.prescriptions.privacy_unit.via",
-         "is required"),
+        ({"prescriptions": {"privacy_unit": {"references": "visits.visit_id"}}}, "tables.prescriptions.privacy_unit.via", "is required"),
         ({"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits"}}}, REF, 'must be "table.column"'),
-        ({"prescriptions": {"privacy_unit": {"via": "visit id", "references": "visits.visit_id"}}},
-         "tables.prescriptions.privacy_unit.via", "is not a column name"),
-        ({"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.visit_id", "to": 1}}},
-         "tables.prescriptions.privacy_unit.to", "unknown key"),
-        ({"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "clinics.visit_id"}}}, REF,
-         "table clinics is not in the policy"),
+        (
+            {"prescriptions": {"privacy_unit": {"via": "visit id", "references": "visits.visit_id"}}},
+            "tables.prescriptions.privacy_unit.via",
+            "is not a column name",
+        ),
+        (
+            {"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.visit_id", "to": 1}}},
+            "tables.prescriptions.privacy_unit.to",
+            "unknown key",
+        ),
+        (
+            {"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "clinics.visit_id"}}},
+            REF,
+            "table clinics is not in the policy",
+        ),
         ({"prescriptions": {"privacy_unit": {"via": "ward", "references": "wards.ward"}}}, REF, "wards is a public table"),
-        ({"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.ref"}}}, REF,
-         "column 'ref' is not declared in tables.visits.columns"),
-        ({"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.cost"}}}, REF,
-         "visits.cost is not declared unique: declare tables.visits.columns.cost = { unique = true }"),
-        ({"doses": {"privacy_unit": {"via": "rx_id", "references": "prescriptions.dose"}}},
-         "tables.doses.privacy_unit.references", "prescriptions.dose is not declared unique"),
+        (
+            {"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.ref"}}},
+            REF,
+            "column 'ref' is not declared in tables.visits.columns",
+        ),
+        (
+            {"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.cost"}}},
+            REF,
+            "visits.cost is not declared unique: declare tables.visits.columns.cost = { unique = true }",
+        ),
+        (
+            {"doses": {"privacy_unit": {"via": "rx_id", "references": "prescriptions.dose"}}},
+            "tables.doses.privacy_unit.references",
+            "prescriptions.dose is not declared unique",
+        ),
         # a cycle: visits → prescriptions → visits
-        ({"visits": {"privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"},
-                     "columns": {"visit_id": {"unique": True}}}, "doses": None}, "tables.visits.privacy_unit.references",
-         "the key path visits → prescriptions → visits is a cycle"),
-        ({"prescriptions": {"privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"},
-                            "columns": {"rx_id": {"unique": True}}}, "doses": None}, REF, "is a cycle"),
-        ({"prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.visit_id"},
-                            "columns": {"visit_id": {"lower": 0, "upper": 9}}}},
-         "tables.prescriptions.columns.visit_id.lower", "the key column of privacy_unit (via) cannot carry bounds or values"),
+        (
+            {
+                "visits": {
+                    "privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"},
+                    "columns": {"visit_id": {"unique": True}},
+                },
+                "doses": None,
+            },
+            "tables.visits.privacy_unit.references",
+            "the key path visits → prescriptions → visits is a cycle",
+        ),
+        (
+            {
+                "prescriptions": {
+                    "privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"},
+                    "columns": {"rx_id": {"unique": True}},
+                },
+                "doses": None,
+            },
+            REF,
+            "is a cycle",
+        ),
+        (
+            {
+                "prescriptions": {
+                    "privacy_unit": {"via": "visit_id", "references": "visits.visit_id"},
+                    "columns": {"visit_id": {"lower": 0, "upper": 9}},
+                }
+            },
+            "tables.prescriptions.columns.visit_id.lower",
+            "the key column of privacy_unit (via) cannot carry bounds or values",
+        ),
         ({"visits": {"privacy_unit": KEYED_UNIT}}, "tables.visits.privacy_unit", "is reserved"),
-        ({"visits": {"privacy_unit": "patient_id", "columns": {KEYED_UNIT: {}}}}, f"tables.visits.columns.{KEYED_UNIT}",
-         "is reserved"),
+        ({"visits": {"privacy_unit": "patient_id", "columns": {KEYED_UNIT: {}}}}, f"tables.visits.columns.{KEYED_UNIT}", "is reserved"),
     ],
 )
 def test_bad_key_paths_name_the_key(tables: dict[str, Any], key: str, problem: str) -> None:

@@ -99,6 +99,7 @@ def _write_data(path: Path, *, duplicate_visit: bool = False) -> None:
 
 def _insert(con: duckdb.DuckDBPyConnection, table: str, rows: list[tuple]) -> None:
     """One INSERT of literal rows (executemany is row by row in DuckDB)."""
+
     def lit(v: object) -> str:
         return "NULL" if v is None else f"'{v}'" if isinstance(v, str) else str(v)
 
@@ -134,9 +135,12 @@ def session(make_harness: Callable[..., Harness], keyed_db: Path):  # type: igno
 
 
 def test_counts_and_sums_equal_the_bounded_values(session, keyed_db: Path) -> None:  # type: ignore[no-untyped-def]
-    (n, total), = session.execute("SELECT COUNT(*), SUM(dose) FROM prescriptions").rows
-    (want_n, want_total), = _exact(keyed_db, f"SELECT SUM(LEAST(n, 3)), SUM(LEAST(GREATEST(s, 0), 30)) FROM "
-                                             f"(SELECT u, COUNT(*) AS n, SUM(LEAST(GREATEST(dose, 0), 10)) AS s FROM {RX} GROUP BY u)")
+    ((n, total),) = session.execute("SELECT COUNT(*), SUM(dose) FROM prescriptions").rows
+    ((want_n, want_total),) = _exact(
+        keyed_db,
+        f"SELECT SUM(LEAST(n, 3)), SUM(LEAST(GREATEST(s, 0), 30)) FROM "
+        f"(SELECT u, COUNT(*) AS n, SUM(LEAST(GREATEST(dose, 0), 10)) AS s FROM {RX} GROUP BY u)",
+    )
     assert n == want_n and abs(total - want_total) < 0.05
     assert want_n < _exact(keyed_db, "SELECT COUNT(*) FROM prescriptions")[0][0] - 400  # the heavy patient is capped
 
@@ -144,8 +148,11 @@ def test_counts_and_sums_equal_the_bounded_values(session, keyed_db: Path) -> No
 def test_grouped_by_a_declared_key(session, keyed_db: Path) -> None:  # type: ignore[no-untyped-def]
     rows = session.execute("SELECT drug, COUNT(*), SUM(dose) FROM prescriptions GROUP BY drug ORDER BY drug").rows
     # every patient has ≤ 6 prescriptions over ≤ 2 drugs except the heavy one (one drug): max_groups never binds
-    want = _exact(keyed_db, f"SELECT drug, SUM(LEAST(n, 3)), SUM(LEAST(GREATEST(s, 0), 30)) FROM (SELECT u, drug, COUNT(*) AS n, "
-                            f"SUM(LEAST(GREATEST(dose, 0), 10)) AS s FROM {RX} GROUP BY u, drug) GROUP BY drug ORDER BY drug")
+    want = _exact(
+        keyed_db,
+        f"SELECT drug, SUM(LEAST(n, 3)), SUM(LEAST(GREATEST(s, 0), 30)) FROM (SELECT u, drug, COUNT(*) AS n, "
+        f"SUM(LEAST(GREATEST(dose, 0), 10)) AS s FROM {RX} GROUP BY u, drug) GROUP BY drug ORDER BY drug",
+    )
     assert _exact(keyed_db, f"SELECT MAX(k) FROM (SELECT u, COUNT(DISTINCT drug) AS k FROM {RX} GROUP BY u)")[0][0] <= 2
     assert [r[0] for r in rows] == [w[0] for w in want]
     for got, exp_ in zip(rows, want, strict=True):
@@ -153,24 +160,31 @@ def test_grouped_by_a_declared_key(session, keyed_db: Path) -> None:  # type: ig
 
 
 def test_two_step_path(session, keyed_db: Path) -> None:  # type: ignore[no-untyped-def]
-    (n, total), = session.execute("SELECT COUNT(*), SUM(amount) FROM doses").rows
-    (want_n, want_total), = _exact(keyed_db, f"SELECT SUM(LEAST(n, 4)), SUM(LEAST(s, 8)) FROM "
-                                             f"(SELECT u, COUNT(*) AS n, SUM(LEAST(amount, 2)) AS s FROM {DOSES} GROUP BY u)")
+    ((n, total),) = session.execute("SELECT COUNT(*), SUM(amount) FROM doses").rows
+    ((want_n, want_total),) = _exact(
+        keyed_db,
+        f"SELECT SUM(LEAST(n, 4)), SUM(LEAST(s, 8)) FROM (SELECT u, COUNT(*) AS n, SUM(LEAST(amount, 2)) AS s FROM {DOSES} GROUP BY u)",
+    )
     assert n == want_n and abs(total - want_total) < 0.05
 
 
 def test_explicit_join_with_the_referenced_table(session, keyed_db: Path) -> None:  # type: ignore[no-untyped-def]
-    sql = ("SELECT v.department, COUNT(*), SUM(p.dose) FROM prescriptions p JOIN visits v ON p.visit_id = v.visit_id "
-           "GROUP BY v.department ORDER BY v.department")
+    sql = (
+        "SELECT v.department, COUNT(*), SUM(p.dose) FROM prescriptions p JOIN visits v ON p.visit_id = v.visit_id "
+        "GROUP BY v.department ORDER BY v.department"
+    )
     rows = session.execute(sql).rows
     # joined constants: max_rows max(3, 5) = 5, max_groups 2. Light patients: ≤ 6 prescriptions and ≤ 4
     # visits, so the per-side caps (6 and 10 rows per unit) keep all their rows. The heavy patient:
     # all 10 visits kept, 6 of its 500 prescriptions kept before the join → 6 joined rows → 5.
-    want = _exact(keyed_db, f"SELECT department, SUM(LEAST(n, 5)), SUM(LEAST(GREATEST(s, 0), 50)) FROM "
-                            f"(SELECT u, department, CASE WHEN u = {HEAVY} THEN 6 ELSE COUNT(*) END AS n, "
-                            f"CASE WHEN u = {HEAVY} THEN 42 ELSE SUM(LEAST(GREATEST(dose, 0), 10)) END AS s "
-                            f"FROM {RX} r JOIN visits v USING (visit_id) GROUP BY u, department) "
-                            "GROUP BY department ORDER BY department")
+    want = _exact(
+        keyed_db,
+        f"SELECT department, SUM(LEAST(n, 5)), SUM(LEAST(GREATEST(s, 0), 50)) FROM "
+        f"(SELECT u, department, CASE WHEN u = {HEAVY} THEN 6 ELSE COUNT(*) END AS n, "
+        f"CASE WHEN u = {HEAVY} THEN 42 ELSE SUM(LEAST(GREATEST(dose, 0), 10)) END AS s "
+        f"FROM {RX} r JOIN visits v USING (visit_id) GROUP BY u, department) "
+        "GROUP BY department ORDER BY department",
+    )
     assert [r[0] for r in rows] == [w[0] for w in want]
     for got, exp_ in zip(rows, want, strict=True):
         assert got[1] == exp_[1] and abs(got[2] - exp_[2]) < 0.05

@@ -45,14 +45,15 @@ drug = { values = ["a", "b", "c"] }
 dose = { lower = 0, upper = 10 }
 """
 # a key path through a column that is not unique in the data (declared so: the start-up check finds it)
-NOT_UNIQUE = TABLES.replace('visit_id = { unique = true }', 'visit_id = { unique = true }\npatient_id = { unique = true }').replace(
+NOT_UNIQUE = TABLES.replace("visit_id = { unique = true }", "visit_id = { unique = true }\npatient_id = { unique = true }").replace(
     'privacy_unit = { via = "visit_id", references = "visits.visit_id" }',
-    'privacy_unit = { via = "visit_id", references = "visits.patient_id" }')
+    'privacy_unit = { via = "visit_id", references = "visits.patient_id" }',
+)
 
 QUERIES = {
     "alone_by_drug": "SELECT drug, COUNT(*), SUM(dose), AVG(dose) FROM prescriptions GROUP BY drug",
     "joined_by_department": "SELECT v.department, COUNT(*), SUM(p.dose) FROM prescriptions p JOIN visits v "
-                            "ON p.visit_id = v.visit_id GROUP BY v.department",
+    "ON p.visit_id = v.visit_id GROUP BY v.department",
 }
 
 
@@ -63,8 +64,9 @@ def _rows() -> dict[str, list[str]]:
     for pid in [*range(1, 120), None]:
         for _ in range(rng.randint(0, 4) if pid != 7 else 40):  # patient 7: 40 visits × 30 prescriptions
             vid += 1
-            visits.append(f"({vid}, {'NULL' if pid is None else pid}, '{rng.choice(['card', 'onc', 'surg', 'x'])}', "
-                          f"{rng.randint(-5, 120)})")
+            visits.append(
+                f"({vid}, {'NULL' if pid is None else pid}, '{rng.choice(['card', 'onc', 'surg', 'x'])}', {rng.randint(-5, 120)})"
+            )
             for _ in range(rng.randint(0, 3) if pid != 7 else 30):
                 rid += 1
                 rx.append(f"({rid}, {vid if rng.random() > 0.03 else 10**9}, '{rng.choice('abcz')}', {rng.randint(-2, 13)}.5)")
@@ -72,12 +74,27 @@ def _rows() -> dict[str, list[str]]:
 
 
 def _text(source: str, ledger: Path, tables: str) -> str:
-    return "\n".join([
-        "[source]", source, "[server]", 'auth = "trust"',
-        "[privacy]", 'accounting = "zcdp"', "max_epsilon_per_query = 2.0",
-        "[privacy.ledger]", f'path = "{ledger}"', "[budget]", "epsilon = 1000000.0", "delta = 1e-3",
-        "[users.alice]",
-    ]) + "\n" + tables
+    return (
+        "\n".join(
+            [
+                "[source]",
+                source,
+                "[server]",
+                'auth = "trust"',
+                "[privacy]",
+                'accounting = "zcdp"',
+                "max_epsilon_per_query = 2.0",
+                "[privacy.ledger]",
+                f'path = "{ledger}"',
+                "[budget]",
+                "epsilon = 1000000.0",
+                "delta = 1e-3",
+                "[users.alice]",
+            ]
+        )
+        + "\n"
+        + tables
+    )
 
 
 @pytest.fixture(scope="module")
@@ -92,9 +109,14 @@ def sources(pg: PgEnv, tmp_path_factory: pytest.TempPathFactory) -> dict[str, st
         con.execute(s)
     con.close()
     pg.sql("CREATE DATABASE keyed", database="postgres")
-    pg.sql("REVOKE CREATE ON SCHEMA public FROM PUBLIC", *DDL, *inserts,
-           "GRANT USAGE ON SCHEMA public TO reader", "GRANT SELECT ON public.visits, public.prescriptions TO reader",
-           database="keyed")
+    pg.sql(
+        "REVOKE CREATE ON SCHEMA public FROM PUBLIC",
+        *DDL,
+        *inserts,
+        "GRANT USAGE ON SCHEMA public TO reader",
+        "GRANT SELECT ON public.visits, public.prescriptions TO reader",
+        database="keyed",
+    )
     pg.sql("GRANT CONNECT ON DATABASE keyed TO reader", database="postgres")
     dsn = pg.cluster.dsn("reader", "keyed")
     return {"duckdb": f'duckdb = "{path}"', "postgres": f'postgres = "{dsn}"', "dir": str(tmp)}

@@ -43,26 +43,50 @@ POLICY: dict[str, Any] = {
     "users": {"a": {}},
     "tables": {
         "patients": {"privacy_unit": "patient_id", "columns": {"region": {"values": ["n", "s"]}}},
-        "visits": {"privacy_unit": "patient_id", "max_rows": 3, "max_groups": 2,
-                   "columns": {"visit_id": {"unique": True}, "department": {"values": ["card", "onc", "surg"]},
-                               "cost": {"lower": 0, "upper": 100}}},
-        "prescriptions": {"privacy_unit": {"via": "visit_id", "references": "visits.visit_id"}, "max_rows": 2, "max_groups": 2,
-                          "columns": {"rx_id": {"unique": True}, "drug": {"values": ["a", "b", "c"]}, "route": {},
-                                      "dose": {"lower": -2, "upper": 10}}},
-        "doses": {"privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"}, "max_rows": 3,
-                  "columns": {"amount": {"lower": 0, "upper": 5}}},
+        "visits": {
+            "privacy_unit": "patient_id",
+            "max_rows": 3,
+            "max_groups": 2,
+            "columns": {
+                "visit_id": {"unique": True},
+                "department": {"values": ["card", "onc", "surg"]},
+                "cost": {"lower": 0, "upper": 100},
+            },
+        },
+        "prescriptions": {
+            "privacy_unit": {"via": "visit_id", "references": "visits.visit_id"},
+            "max_rows": 2,
+            "max_groups": 2,
+            "columns": {"rx_id": {"unique": True}, "drug": {"values": ["a", "b", "c"]}, "route": {}, "dose": {"lower": -2, "upper": 10}},
+        },
+        "doses": {
+            "privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"},
+            "max_rows": 3,
+            "columns": {"amount": {"lower": 0, "upper": 5}},
+        },
     },
 }
 COLUMNS = {
     "patients": [("patient_id", "BIGINT", "int8"), ("region", "VARCHAR", "text")],
-    "visits": [("visit_id", "BIGINT", "int8"), ("patient_id", "BIGINT", "int8"), ("department", "VARCHAR", "text"),
-               ("cost", "DOUBLE", "float8")],
-    "prescriptions": [("rx_id", "BIGINT", "int8"), ("visit_id", "BIGINT", "int8"), ("drug", "VARCHAR", "text"),
-                      ("route", "VARCHAR", "text"), ("dose", "DOUBLE", "float8")],
+    "visits": [
+        ("visit_id", "BIGINT", "int8"),
+        ("patient_id", "BIGINT", "int8"),
+        ("department", "VARCHAR", "text"),
+        ("cost", "DOUBLE", "float8"),
+    ],
+    "prescriptions": [
+        ("rx_id", "BIGINT", "int8"),
+        ("visit_id", "BIGINT", "int8"),
+        ("drug", "VARCHAR", "text"),
+        ("route", "VARCHAR", "text"),
+        ("dose", "DOUBLE", "float8"),
+    ],
     "doses": [("rx_id", "BIGINT", "int8"), ("amount", "INTEGER", "int4")],
 }
-CATALOG = build_catalog(policy_from_dict(POLICY, "/nonexistent/keyed-replay.toml"),
-                        {f"public.{t}": [(c, pg) for c, _, pg in cols] for t, cols in COLUMNS.items()})
+CATALOG = build_catalog(
+    policy_from_dict(POLICY, "/nonexistent/keyed-replay.toml"),
+    {f"public.{t}": [(c, pg) for c, _, pg in cols] for t, cols in COLUMNS.items()},
+)
 
 SHAPES: dict[str, str] = {
     "rx_global": "SELECT COUNT(*), SUM(dose), AVG(dose) FROM prescriptions",
@@ -70,17 +94,17 @@ SHAPES: dict[str, str] = {
     "rx_private_keys": "SELECT route, COUNT(*), SUM(dose) FROM prescriptions GROUP BY route",
     "doses_two_step": "SELECT COUNT(*), SUM(amount) FROM doses WHERE amount > 0",
     "join_by_department": "SELECT v.department, COUNT(*), SUM(p.dose), SUM(v.cost) FROM prescriptions p "
-                          "JOIN visits v ON p.visit_id = v.visit_id GROUP BY v.department",
+    "JOIN visits v ON p.visit_id = v.visit_id GROUP BY v.department",
     "join_left_using": "SELECT p.drug, COUNT(*), SUM(v.cost) FROM visits v LEFT JOIN prescriptions p USING (visit_id) GROUP BY p.drug",
     "join_units": "SELECT p.drug, COUNT(DISTINCT v.patient_id) FROM visits v JOIN prescriptions p ON p.visit_id = v.visit_id "
-                  "GROUP BY p.drug",
+    "GROUP BY p.drug",
     "join_cte": "WITH w AS (SELECT visit_id, department FROM visits WHERE cost > 10) SELECT w.department, SUM(p.dose) "
-                "FROM prescriptions p JOIN w ON p.visit_id = w.visit_id GROUP BY w.department",
+    "FROM prescriptions p JOIN w ON p.visit_id = w.visit_id GROUP BY w.department",
     "join_path_to_patients": "SELECT pt.region, COUNT(*), SUM(d.amount) FROM doses d JOIN prescriptions p ON d.rx_id = p.rx_id "
-                             "JOIN visits v ON v.visit_id = p.visit_id JOIN patients pt ON pt.patient_id = v.patient_id "
-                             "GROUP BY pt.region",
+    "JOIN visits v ON v.visit_id = p.visit_id JOIN patients pt ON pt.patient_id = v.patient_id "
+    "GROUP BY pt.region",
     "self_join_on_key": "SELECT a.drug, COUNT(*), SUM(b.dose) FROM prescriptions a JOIN prescriptions b ON a.visit_id = b.visit_id "
-                        "GROUP BY a.drug",
+    "GROUP BY a.drug",
 }
 
 
@@ -93,8 +117,10 @@ class KDB:
 
     def units(self) -> list[int]:
         """The units, heaviest first (rows reached through the keys, then id)."""
-        weight = {u: len(self.reached(u)[1]["prescriptions"]) + len(self.reached(u)[1]["visits"])
-                  for u in {r[0] for r in self.rows["patients"]} | {r[1] for r in self.rows["visits"] if r[1] is not None}}
+        weight = {
+            u: len(self.reached(u)[1]["prescriptions"]) + len(self.reached(u)[1]["visits"])
+            for u in {r[0] for r in self.rows["patients"]} | {r[1] for r in self.rows["visits"] if r[1] is not None}
+        }
         return sorted(weight, key=lambda u: (-weight[u], u))
 
     def reached(self, u: int) -> tuple[dict[str, list[tuple[Any, ...]]], dict[str, list[tuple[Any, ...]]]]:
@@ -134,8 +160,9 @@ def generated(seed: int, patients: int) -> KDB:
     for pid in pids:
         for _ in range(rng.randint(0, 5)):
             vid += 1
-            db.rows["visits"].append((vid, pid, pick((None, "x"), rng.choice(["card", "onc", "surg"])),
-                                      pick(COST_SPECIAL, float(rng.randint(0, 120)))))
+            db.rows["visits"].append(
+                (vid, pid, pick((None, "x"), rng.choice(["card", "onc", "surg"])), pick(COST_SPECIAL, float(rng.randint(0, 120))))
+            )
     for v in [*range(1, vid + 1), 10**9]:  # 10**9: no such visit
         for _ in range(rng.randint(0, 4)):
             rid += 1
@@ -213,8 +240,10 @@ class Stack:
 def _shapes(policy: dict[str, Any] | None = None) -> dict[str, Rewrite]:
     catalog = CATALOG
     if policy is not None:
-        catalog = build_catalog(policy_from_dict(policy, "/nonexistent/keyed-replay.toml"),
-                                {f"public.{t}": [(c, pg) for c, _, pg in cols] for t, cols in COLUMNS.items()})
+        catalog = build_catalog(
+            policy_from_dict(policy, "/nonexistent/keyed-replay.toml"),
+            {f"public.{t}": [(c, pg) for c, _, pg in cols] for t, cols in COLUMNS.items()},
+        )
     return {n: rewrite(sql, catalog) for n, sql in SHAPES.items()}
 
 

@@ -66,8 +66,9 @@ def test_key_path_joins_are_accepted(keyed_catalog: Catalog, sql: str) -> None:
 
 
 def test_an_explicit_key_path_join_is_a_private_join_capped_per_side(keyed_catalog: Catalog) -> None:
-    rw = rewrite("SELECT v.department, COUNT(*) FROM prescriptions p JOIN visits v ON p.visit_id = v.visit_id "
-                 "GROUP BY v.department", keyed_catalog)
+    rw = rewrite(
+        "SELECT v.department, COUNT(*) FROM prescriptions p JOIN visits v ON p.visit_id = v.visit_id GROUP BY v.department", keyed_catalog
+    )
     assert rw.plan is not None and rw.plan.private_join
     # the joined relation's constants: the larger of the two tables' (prescriptions 4 rows, visits 3)
     assert rw.plan.stats[0].max_contribution == 4 and rw.plan.max_groups == 2
