@@ -124,7 +124,7 @@ class TablePolicy:
 
     @property
     def unit_label(self) -> str:
-        """The privacy unit for messages: the column, or ``patient_id (through visit_id → public.visits)``."""
+        """The privacy unit for messages: the column, or ``patient_id (through visit_id → public.visits.visit_id)``."""
         if not self.unit_path:
             return self.privacy_unit or "unit"
         path = " → ".join(f"{s.table}.{s.column}" for s in self.unit_path)

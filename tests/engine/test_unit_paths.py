@@ -209,3 +209,23 @@ def test_a_referenced_key_that_is_not_unique_stops_the_start(tmp_path: Path) -> 
         backend.close()
     assert e.value.key == "tables.visits.columns.visit_id.unique"
     assert "more than one row" in e.value.problem and "several units" in e.value.problem
+
+
+def test_dpsql_check_runs_the_key_check(tmp_path: Path, keyed_db: Path) -> None:
+    """`dpsql check`: the keyed tables are listed with their key path; a non-unique referenced key exits 2 naming it."""
+    import subprocess
+    import sys
+
+    def check(db: Path, name: str) -> subprocess.CompletedProcess[str]:
+        path = tmp_path / f"{name}.toml"
+        path.write_text(policy_text(db, tmp_path / f"{name}.sqlite", tables=TABLES))
+        cmd = [sys.executable, "-m", "dpsql.proxy.cli", "check", "--policy", str(path)]
+        return subprocess.run(cmd, capture_output=True, text=True, timeout=120)
+
+    good = check(keyed_db, "good")
+    assert good.returncode == 0, good.stderr
+    assert "public.prescriptions (private, unit patient_id (through visit_id → public.visits.visit_id))" in good.stdout
+    dup = tmp_path / "dup.duckdb"
+    _write_data(dup, duplicate_visit=True)
+    bad = check(dup, "bad")
+    assert bad.returncode == 2 and "tables.visits.columns.visit_id.unique" in bad.stderr, bad.stderr
