@@ -85,6 +85,21 @@ REFUSED = [
     ("SELECT COUNT(*) FROM prescriptions p JOIN visits v ON p.visit_id = v.visit_id OR p.dose > 1", "0A000"),
     ("SELECT COUNT(*) FROM prescriptions p, visits v WHERE p.visit_id = v.visit_id", "0A000"),
     ("SELECT COUNT(*) FROM prescriptions p JOIN visits v ON p.visit_id < v.visit_id", "0A000"),
+    # a CTE or subquery that renames another column to the key's name does not make it the key
+    (
+        "WITH v AS (SELECT patient_id AS visit_id, department FROM visits) SELECT COUNT(*) FROM prescriptions p "
+        "JOIN v ON p.visit_id = v.visit_id",
+        "0A000",
+    ),
+    (
+        "SELECT COUNT(*) FROM prescriptions p JOIN (SELECT patient_id AS visit_id FROM patients) s ON p.visit_id = s.visit_id",
+        "0A000",
+    ),
+    (
+        "WITH v AS (SELECT visit_id + 1 AS visit_id FROM visits) SELECT COUNT(*) FROM prescriptions p "
+        "JOIN v ON p.visit_id = v.visit_id",
+        "0A000",
+    ),
     # two keyed tables on different keys
     ("SELECT COUNT(*) FROM doses d JOIN prescriptions p ON d.rx_id = p.visit_id", "0A000"),
     ("SELECT COUNT(*) FROM doses d JOIN visits v ON d.rx_id = v.visit_id", "0A000"),
