@@ -13,7 +13,7 @@ import math
 import re
 import tomllib
 from collections.abc import Mapping
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from fractions import Fraction
 from pathlib import Path
 from typing import Any, Literal
@@ -23,6 +23,13 @@ from dpsql.errors import PolicyError
 Accounting = Literal["zcdp", "basic"]
 ScalarValue = str | int | float | bool
 TimeBound = _dt.date | _dt.datetime  # a datetime is a date subclass: check it first
+
+#: The reserved column under which a table whose rows belong to a unit through a key path
+#: (``privacy_unit = { via = …, references = … }``) carries its unit in the bounded SQL; never a
+#: physical or visible column (the rewriter joins it in, :mod:`dpsql.rewriter.unit_paths`).
+KEYED_UNIT = "__dp_unit"
+#: The most key steps from a keyed table to the table holding the unit column (a → b → c is 2).
+MAX_UNIT_PATH = 3
 
 _IDENT = re.compile(r"^[A-Za-z_][A-Za-z0-9_$]*$")
 _DURATION = re.compile(r"^\s*(\d+(?:\.\d+)?)\s*(ms|s|m|h|d|w)\s*$")
@@ -51,6 +58,7 @@ class ColumnPolicy:
     time_upper: TimeBound | None = None
     unit_lower: Fraction | None = None  # bounds on one unit's total in one group (SUM/AVG), GoogleSQL's
     unit_upper: Fraction | None = None  # contribution_bounds_per_group
+    unique: bool = False  # declared one row per value (a key path's referenced column; checked at start-up)
 
     @property
     def unit_bounded(self) -> bool:
@@ -71,6 +79,16 @@ class ColumnPolicy:
 
 
 @dataclass(frozen=True)
+class UnitStep:
+    """One step of a key path: the table's column ``via`` equals the unique column ``column`` of
+    the private table ``table`` (qualified ``schema.table``), whose row's unit the row takes."""
+
+    via: str
+    table: str
+    column: str
+
+
+@dataclass(frozen=True)
 class TablePolicy:
     """One table of the policy. Private tables have a privacy unit; public ones are queried as is."""
 
@@ -87,11 +105,30 @@ class TablePolicy:
     columns_declared: bool = True  # False for a public table whose columns are all exposed
     spark_table: str | None = None  # Spark source only: the catalog table ([catalog.]db.table) it reads
     spark_path: str | None = None  # Spark source only: a Parquet path or URI (s3a://…, hdfs://…) the cluster reads
+    # A keyed table (``privacy_unit = { via = "visit_id", references = "visits.visit_id" }``):
+    # ``privacy_unit`` is :data:`KEYED_UNIT`, ``unit_path`` the resolved steps to the table whose
+    # column ``unit_root`` is the unit; ``unit_reference`` the first step as written (via, table, column).
+    unit_path: tuple[UnitStep, ...] = ()
+    unit_root: str | None = None
+    unit_reference: tuple[str, str, str] | None = None
 
     @property
     def qualified(self) -> str:
         """``schema.table`` as shown to clients."""
         return f"{self.schema}.{self.table}"
+
+    @property
+    def keyed(self) -> bool:
+        """True when the table's rows belong to a unit through a key path (no unit column of its own)."""
+        return bool(self.unit_path)
+
+    @property
+    def unit_label(self) -> str:
+        """The privacy unit for messages: the column, or ``patient_id (through visit_id → public.visits.visit_id)``."""
+        if not self.unit_path:
+            return self.privacy_unit or "unit"
+        path = " → ".join(f"{s.table}.{s.column}" for s in self.unit_path)
+        return f"{self.unit_root} (through {self.unit_path[0].via} → {path})"
 
 
 @dataclass(frozen=True)
@@ -607,6 +644,7 @@ def policy_from_dict(data: Mapping[str, Any], file: str | Path = "<policy>") -> 
         tables[tp.qualified] = tp
     if not tables:
         raise root.fail("tables", "declare at least one table")
+    _resolve_unit_paths(str(fpath), tables)
 
     # [limits]
     limits = Limits()
@@ -747,7 +785,12 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
         raise PolicyError(tr.file, tr.prefix, "table names must be NAME or SCHEMA.NAME made of letters, digits and _")
     schema, table = (parts[0].lower(), parts[1].lower()) if len(parts) == 2 else ("public", parts[0].lower())
     public = tr.boolean("public", False)
-    unit = tr.string("privacy_unit")
+    reference: tuple[str, str, str] | None = None
+    if isinstance(tr.data.get("privacy_unit"), dict) and not public:
+        reference = _read_unit_reference(tr)
+        unit: str | None = KEYED_UNIT
+    else:
+        unit = tr.string("privacy_unit")
     file = tr.string("file")
     fpath = _resolve(base, file) if file else None
     if fpath is not None and fpath.suffix.lower() not in (".parquet", ".csv", ".tsv") and not str(fpath).endswith(
@@ -781,12 +824,17 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
             raise tr.fail("privacy_unit", "is required for a private table (or set public = true)")
         if not _IDENT.match(unit):
             raise tr.fail("privacy_unit", f"{unit!r} is not a column name")
+        if reference is None and unit.lower() == KEYED_UNIT:
+            raise tr.fail("privacy_unit", f"{KEYED_UNIT} is reserved for the unit of a keyed table")
+    via = reference[0] if reference is not None else None
     columns: dict[str, ColumnPolicy] = {}
     cols = tr.sub("columns")
     if cols is not None:
         for cname in list(cols.data):
             if not _IDENT.match(cname):
                 raise cols.fail(cname, "is not a valid column name")
+            if cname.lower() == KEYED_UNIT:
+                raise cols.fail(cname, f"{KEYED_UNIT} is reserved for the unit of a keyed table")
             cr = cols.sub(cname)
             assert cr is not None
             time_lower, time_upper = _read_time_bounds(cr)
@@ -811,18 +859,24 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
                 if len(set(values)) != len(values):
                     raise cr.fail("values", "lists a value twice")
                 vals = tuple(values)
+            unique = cr.boolean("unique", False)
             cr.finish()
             bounds_declared = lower is not None or time_lower is not None or unit_lower is not None
             if unit is not None and cname.lower() == unit.lower() and (bounds_declared or vals is not None):
                 raise cr.fail("values" if vals is not None else "lower", "the privacy unit cannot carry bounds or values")
+            if via is not None and cname.lower() == via and (bounds_declared or vals is not None):
+                raise cr.fail("values" if vals is not None else "lower",
+                              "the key column of privacy_unit (via) cannot carry bounds or values")
             if unit_lower is not None and public:
                 raise cr.fail("unit_lower", "applies only to private tables (a public table has no privacy unit)")
             columns[cname.lower()] = ColumnPolicy(
-                cname.lower(), lower, upper, vals, time_lower, time_upper, unit_lower, unit_upper
+                cname.lower(), lower, upper, vals, time_lower, time_upper, unit_lower, unit_upper, unique
             )
         cols.finish()
-    if unit is not None and unit.lower() not in columns:
+    if unit is not None and reference is None and unit.lower() not in columns:
         columns[unit.lower()] = ColumnPolicy(unit.lower())
+    if via is not None and via not in columns:
+        columns[via] = ColumnPolicy(via)
     tr.finish()
     return TablePolicy(
         name=name,
@@ -838,4 +892,66 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
         columns_declared=cols is not None or not public,
         spark_table=spark_table,
         spark_path=spark_path,
+        unit_reference=reference,
     )
+
+
+def _read_unit_reference(tr: _Reader) -> tuple[str, str, str]:
+    """``privacy_unit = { via = "visit_id", references = "visits.visit_id" }``: (via column,
+    referenced table as written, referenced column), all names lower-case."""
+    ur = tr.sub("privacy_unit")
+    assert ur is not None
+    via = ur.string("via")
+    ref = ur.string("references")
+    ur.finish()
+    if via is None:
+        raise ur.fail("via", "is required: the column of this table that holds the referenced key")
+    if ref is None:
+        raise ur.fail("references", 'is required: the referenced "table.column" (a unique column of a private table)')
+    if not _IDENT.match(via) or via.lower() == KEYED_UNIT:
+        raise ur.fail("via", f"{via!r} is not a column name")
+    parts = ref.split(".")
+    if len(parts) not in (2, 3) or not all(_IDENT.match(p) for p in parts):
+        raise ur.fail("references", f'must be "table.column" or "schema.table.column", got {ref!r}')
+    return via.lower(), ".".join(parts[:-1]).lower(), parts[-1].lower()
+
+
+def _resolve_unit_paths(file: str, tables: dict[str, TablePolicy]) -> None:
+    """Resolve every keyed table's key path in place (``unit_path``, ``unit_root``).
+
+    Each step must reference a private table of the policy by a column declared ``unique = true``;
+    a path may not return to a table it left (a cycle) nor take more than :data:`MAX_UNIT_PATH`
+    steps. PolicyError names the keyed table's ``privacy_unit.references`` key otherwise.
+    """
+    for qname, tp in list(tables.items()):
+        if tp.unit_reference is None:
+            continue
+        key = f"tables.{tp.name}.privacy_unit.references"
+        steps: list[UnitStep] = []
+        visited = [qname]
+        cur = tp
+        while cur.unit_reference is not None:
+            via, ref_name, column = cur.unit_reference
+            where = "" if cur is tp else f" (on the path through {cur.name})"
+            ref = tables.get(ref_name if "." in ref_name else f"public.{ref_name}")
+            if ref is None:
+                raise PolicyError(file, key, f"table {ref_name}{where} is not in the policy")
+            if ref.public:
+                raise PolicyError(file, key, f"{ref.name}{where} is a public table: a row can belong to a unit only through "
+                                  "a private table")
+            if ref.qualified in visited:
+                path = " → ".join([*(tables[v].name for v in visited), ref.name])
+                raise PolicyError(file, key, f"the key path {path} is a cycle: it must end at a table with a unit column")
+            cp = ref.columns.get(column)
+            if cp is None:
+                raise PolicyError(file, key, f"column {column!r}{where} is not declared in tables.{ref.name}.columns")
+            if not cp.unique:
+                raise PolicyError(file, key, f"{ref.name}.{column}{where} is not declared unique: declare "
+                                  f"tables.{ref.name}.columns.{column} = {{ unique = true }} (one row of {tp.name} "
+                                  "must belong to at most one unit; dpsql checks it in the data at start-up)")
+            steps.append(UnitStep(via, ref.qualified, column))
+            if len(steps) > MAX_UNIT_PATH:
+                raise PolicyError(file, key, f"the key path from {tp.name} takes more than {MAX_UNIT_PATH} steps")
+            visited.append(ref.qualified)
+            cur = ref
+        tables[qname] = replace(tp, unit_path=tuple(steps), unit_root=cur.privacy_unit)

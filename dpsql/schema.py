@@ -40,6 +40,7 @@ class TableInfo:
     policy: TablePolicy
     columns: tuple[ColumnInfo, ...]
     unit_unique: bool = False  # the engine enforces one row per privacy unit (PK/UNIQUE on it)
+    unit_column: ColumnInfo | None = None  # a keyed table's reserved unit column (never visible; joined in)
 
     def column(self, name: str) -> ColumnInfo | None:
         """The visible column called ``name`` (lower-case), or None."""
@@ -121,7 +122,9 @@ def build_catalog(
         types = {n.lower(): t for n, t in cols}
         for cname, cp in tp.columns.items():
             if cname not in types:
-                what = "privacy_unit" if cname == tp.privacy_unit else f"columns.{cname}"
+                what = ("privacy_unit" if cname == tp.privacy_unit else
+                        "privacy_unit.via" if tp.unit_reference is not None and cname == tp.unit_reference[0] else
+                        f"columns.{cname}")
                 raise PolicyError(fname, f"{key}.{what}", f"column {cname!r} is not in table {qname}")
             ptype = types[cname]
             if cp.bounded and ptype not in NUMERIC_TYPES:
@@ -142,5 +145,30 @@ def build_catalog(
         else:
             visible = tuple(ColumnInfo(n.lower(), t) for n, t in cols)
         unit_unique = bool(tp.privacy_unit) and tp.privacy_unit in (unique or {}).get(qname, frozenset())
-        tables[qname] = TableInfo(policy=tp, columns=visible, unit_unique=unit_unique)
+        unit_column = _keyed_unit_column(policy, tp, described) if tp.keyed else None
+        tables[qname] = TableInfo(policy=tp, columns=visible, unit_unique=unit_unique, unit_column=unit_column)
     return Catalog(policy=policy, tables=tables)
+
+
+def _family(pg_type: str) -> str:
+    return ("int" if pg_type in INTEGER_TYPES else "number" if pg_type in FLOAT_TYPES else
+            "text" if pg_type in TEXT_TYPES else pg_type)
+
+
+def _keyed_unit_column(policy: Policy, tp: TablePolicy, described: Mapping[str, Sequence[tuple[str, str]]]) -> ColumnInfo:
+    """The reserved unit column of keyed table ``tp`` with the type of the unit column its path ends
+    at; PolicyError when a step's key column and referenced column are of different kinds (an
+    equality join between them would not bind, or would compare by a cast)."""
+    from dpsql.policy import KEYED_UNIT
+
+    key = f"tables.{tp.name}.privacy_unit"
+    here = {n.lower(): t for n, t in described.get(tp.qualified, ())}
+    for step in tp.unit_path:
+        there = {n.lower(): t for n, t in described.get(step.table, ())}
+        a, b = here.get(step.via), there.get(step.column)
+        if a is not None and b is not None and _family(a) != _family(b):
+            raise PolicyError(str(policy.file), key, f"the key column {step.via} ({a}) and {step.table}.{step.column} ({b}) "
+                              "are of different types")
+        here = there
+    root = here.get(tp.unit_root or "", "text")
+    return ColumnInfo(KEYED_UNIT, root)

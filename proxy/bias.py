@@ -140,7 +140,7 @@ def build(rw: Rewrite, policy: Policy, epsilon: Fraction, delta: Fraction) -> Bi
     measures += [Measure(c.column, 1, clip, f"rows with {c.label} clamped") for c in clamps]
     accounting: Accounting = policy.privacy.accounting
     release_plan, noise = calibrate_measures(measures, epsilon, delta, accounting)
-    return BiasPlan(sql, tuple(measures), noise, release_plan, tp.name, tp.privacy_unit or "unit", r, g, grouped, clip,
+    return BiasPlan(sql, tuple(measures), noise, release_plan, tp.name, tp.unit_label, r, g, grouped, clip,
                     tuple(clamps), cap)
 
 

@@ -195,6 +195,7 @@ def cmd_check(args: argparse.Namespace) -> int:
     """``dpsql check``: validate the policy, and that it fits its data source when one is reachable."""
     from dpsql.api import open_backend
     from dpsql.policy import load_policy
+    from dpsql.proxy.unit_keys import check_unit_keys
     from dpsql.schema import build_catalog
 
     policy = load_policy(args.policy)
@@ -210,10 +211,11 @@ def cmd_check(args: argparse.Namespace) -> int:
         backend = open_backend(policy, duckdb=args.duckdb, postgres=args.postgres)
         try:
             catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
+            check_unit_keys(policy, backend)
         finally:
             backend.close()
         for t in catalog.tables.values():
-            kind = "public" if t.policy.public else f"private, unit {t.policy.privacy_unit}"
+            kind = "public" if t.policy.public else f"private, unit {t.policy.unit_label}"
             print(f"  {t.policy.qualified} ({kind}): {', '.join(c.name for c in t.columns)}")
     return EXIT_OK
 

@@ -43,6 +43,7 @@ from dpsql.proxy.replay import Replays, ReplayTicket, StoredAnswer
 from dpsql.proxy.settings import DPSettings
 from dpsql.proxy.timing import Canceled, Deadline, TimingShield, shape_of
 from dpsql.proxy.trail import ClientInfo, OperatorsTrail, Trail
+from dpsql.proxy.unit_keys import check_unit_keys
 from dpsql.rewriter import googlesql, rewrite, stages, unions
 from dpsql.rewriter.estimates import aggregate_values, output_rows
 from dpsql.rewriter.googlesql import GoogleDP
@@ -110,6 +111,7 @@ class Engine:
         self.policy = policy
         self.backend = backend
         self.catalog: Catalog = build_catalog(policy, backend.describe(), backend.unique_columns())
+        check_unit_keys(policy, backend)  # a key path's referenced column is unique in the data, or no start
         self.ledger = ledger if ledger is not None else open_ledger(policy)
         self.post = PostProcessor()
         self.admission = Admission(policy.limits.queries_per_minute, policy.limits.concurrent_queries_per_user)

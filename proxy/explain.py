@@ -38,7 +38,7 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
     tp = policy.table(plan.tables[0]) if plan.tables else None
     if tp is not None:
         lines.append(
-            f"  contribution bounds: each {tp.privacy_unit} adds at most {plan.max_rows or tp.max_rows} row(s) to a group"
+            f"  contribution bounds: each {tp.unit_label} adds at most {plan.max_rows or tp.max_rows} row(s) to a group"
             + (f" and touches at most {plan.max_groups} group(s)" if plan.keys else "")
             + (f"; at most {plan.max_contributions} row(s) in all across the groups (max_contributions)"
                if plan.max_contributions is not None else "")
@@ -47,7 +47,7 @@ def explain_rows(rw: Rewrite, noise: NoisePlan | None, policy: Policy) -> list[s
         for c in unit_bounded:
             assert c.unit_lower is not None and c.unit_upper is not None
             lines.append(
-                f"  per-unit bounds: SUM/AVG({c.name}) clamp each {tp.privacy_unit}'s total (AVG: mean) in a group to "
+                f"  per-unit bounds: SUM/AVG({c.name}) clamp each {tp.unit_label}'s total (AVG: mean) in a group to "
                 f"[{_g(c.unit_lower)}, {_g(c.unit_upper)}]"
             )
     if plan.keys:

@@ -273,7 +273,7 @@ def _table_report(policy: Policy, tt: TableTune, total: float, units: float, dro
     t = tt.table
     lines = [
         "",
-        f"# {t.name}: ≈ {total:,.0f} rows over ≈ {units:,.0f} units ({t.privacy_unit}), from the noisy histograms",
+        f"# {t.name}: ≈ {total:,.0f} rows over ≈ {units:,.0f} units ({t.unit_label}), from the noisy histograms",
         f"[tables.{t.name}]",
         f"max_rows = {tt.max_rows}  # was {t.max_rows}",
         f"max_groups = {tt.max_groups}  # was {t.max_groups}",

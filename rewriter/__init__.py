@@ -16,7 +16,11 @@ one used by DEVELOPERS.md and by every pass module's docstring:
 5. ``qualify`` — :mod:`~dpsql.rewriter.bind`: sqlglot ``qualify`` against the visible schema
    (a query over public tables only is emitted as is after this pass);
 6. ``flatten`` — :mod:`~dpsql.rewriter.flatten`: merge row-level subqueries/CTEs;
-6b. ``subqueries`` — :mod:`~dpsql.rewriter.subqueries`: subqueries in WHERE (IN, EXISTS, scalar) over
+6b. ``unit_paths`` — :mod:`~dpsql.rewriter.unit_paths`: a join along a declared key path gets the
+    unit equality its key implies; then :mod:`~dpsql.rewriter.joins` checks that private tables
+    join only on the privacy unit (a keyed table's references are lowered to the inner join along
+    its key path, carrying the unit as ``__dp_unit``, in pass 12);
+6c. ``subqueries`` — :mod:`~dpsql.rewriter.subqueries`: subqueries in WHERE (IN, EXISTS, scalar) over
    public tables are row filters, over a private table semi-joins on the privacy unit; each is
    replaced by a typed reference that pass 10 puts back;
 7. ``typecheck`` — :mod:`~dpsql.rewriter.typecheck`: no run-time casts of private text;
@@ -25,7 +29,9 @@ one used by DEVELOPERS.md and by every pass module's docstring:
 10. ``contribution`` — :mod:`~dpsql.rewriter.contribution` (with :mod:`~dpsql.rewriter.aggregates`,
     :mod:`~dpsql.rewriter.totalize` and :mod:`~dpsql.rewriter.bounds`): the bounded SQL;
 11. ``post`` — :mod:`~dpsql.rewriter.post_query`: the post-processing query over noisy values;
-12. ``emit`` — :mod:`~dpsql.rewriter.emit`: engine SQL that is a parse/generate fixed point.
+12. ``emit`` — :mod:`~dpsql.rewriter.emit`: keyed tables lowered to their key-path joins
+    (:func:`~dpsql.rewriter.unit_paths.expand`), physical names, engine SQL that is a
+    parse/generate fixed point.
 
 Golden before/after files for the passes that change the tree are in
 ``tests/rewriter/fixtures/<pass>.sql`` (run by ``tests/rewriter/test_fixtures.py`` through
@@ -71,6 +77,8 @@ from dpsql.rewriter.rowcost import check_row_cost
 from dpsql.rewriter.subqueries import Subquery, check_sql, exists_columns, extract, restore
 from dpsql.rewriter.totalize import totalize
 from dpsql.rewriter.typecheck import check_types, constant_subexpressions
+from dpsql.rewriter.unit_paths import expand as expand_unit_paths
+from dpsql.rewriter.unit_paths import join_key_paths
 from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["RULES", "ReleasePlan", "Rewrite", "RewriteState", "rewrite", "rewrite_until"]
@@ -185,8 +193,25 @@ def _flatten(st: RewriteState) -> None:
             "this query reads a private table through a construct dpsql cannot bound",
             hint="read private tables in FROM/JOIN, joined with each other only on the privacy unit",
         )
+
+
+def _unit_paths(st: RewriteState) -> None:
     assert isinstance(st.tree, exp.Select)
-    st.sides = private_join(st.tree, {a: t.policy.privacy_unit or "" for a, t in private.items()})
+    join_key_paths(st.tree, st.relations)
+    private = {a: t for a, t in st.relations.items() if not t.policy.public}
+    try:
+        st.sides = private_join(st.tree, {a: t.policy.privacy_unit or "" for a, t in private.items()})
+    except UnsupportedQuery as e:
+        keyed = [(a, t.policy) for a, t in private.items() if t.policy.keyed]
+        if not keyed:
+            raise
+        paths = "; ".join(f"{a}.{tp.unit_path[0].via} belongs to the {tp.unit_root} of its row of {tp.unit_path[0].table}"
+                          for a, tp in keyed)
+        raise UnsupportedQuery(
+            f"{e.message}; {paths}, so its key may join only that row",
+            hint="join a keyed table along its key path (e.g. ON p.visit_id = v.visit_id with the referenced table), "
+                 "other private tables on their privacy unit",
+        ) from None
     st.private = {s.alias: private[s.alias] for s in st.sides}
     st.alias = st.sides[0].alias
     st.info = joined_info(list(st.private.values()))
@@ -320,11 +345,12 @@ def _emit(st: RewriteState) -> None:
         quantiles=bounded.quantiles,
         max_rows=st.info.policy.max_rows,
         private_join=len(st.sides) > 1,
-        histograms=tuple(Histogram(emit(physical_names(_lowered(q, dialect), dialect), dialect), k) for q, k in bounded.histograms),
+        histograms=tuple(Histogram(emit(physical_names(_lowered(expand_unit_paths(q.copy(), st.catalog), dialect), dialect), dialect), k)
+                         for q, k in bounded.histograms),
         max_contributions=bounded.max_contributions,
         subquery_check_sql=_subquery_check(st),
     )
-    query = _lowered(bounded.query, dialect)
+    query = _lowered(expand_unit_paths(bounded.query.copy(), st.catalog), dialect)
     sql = emit(physical_names(query, dialect), dialect)
     st.result = Rewrite(sql=sql, dialect=dialect, plan=plan, outputs=post.outputs)
 
@@ -352,6 +378,7 @@ RULES: tuple[tuple[str, Pass], ...] = (
     ("allowlist", _allowlist),
     ("qualify", _qualify),
     ("flatten", _flatten),
+    ("unit_paths", _unit_paths),
     ("subqueries", _subqueries),
     ("typecheck", _typecheck),
     ("rowcost", _rowcost),

@@ -4,7 +4,7 @@ Every node of the parsed tree must be of an allowed type; a function must be in
 :data:`~dpsql.rewriter.functions.SCALAR_FUNCTIONS` or be a supported aggregate. Constructs that let
 one row see other rows (window functions, recursive CTEs, set operations, sampling, table functions)
 are refused here, before anything else looks at the query. Subqueries in expressions (``IN (SELECT
-…)``, ``EXISTS``, scalar subqueries) pass this pass; pass 6b (:mod:`~dpsql.rewriter.subqueries`)
+…)``, ``EXISTS``, scalar subqueries) pass this pass; pass 6c (:mod:`~dpsql.rewriter.subqueries`)
 admits them only over public tables or as semi-joins on the privacy unit.
 
 >>> from dpsql.rewriter.parse import parse_statement
@@ -98,7 +98,7 @@ _OPERATORS: tuple[type[exp.Expression], ...] = (
     exp.Cast,
     exp.TryCast,
     exp.Escape,
-    exp.Exists,  # its body is checked by pass 6b (rewriter.subqueries)
+    exp.Exists,  # its body is checked by pass 6c (rewriter.subqueries)
 )
 
 _ALLOWED = _STRUCTURE + _OPERATORS + tuple(SCALAR_FUNCTIONS) + SUPPORTED_AGGREGATES
@@ -135,7 +135,7 @@ def check_allowed(tree: exp.Expression, *, private: bool = True) -> exp.Expressi
 
     Guarantees (``private=True``, any query reading a private table): no window, recursion, set
     operation, table function, sampling, unknown function or non-literal pattern survives this
-    pass; subqueries outside FROM/WITH only as expression subqueries, for pass 6b to check. A
+    pass; subqueries outside FROM/WITH only as expression subqueries, for pass 6c to check. A
     query over public tables only (``private=False``) may use any aggregate, window, subquery or
     set operation, but still no table function, unknown function or write.
     """
@@ -298,7 +298,7 @@ def _in_from_position(node: exp.Expression) -> bool:
 
 def _expression_subquery(node: exp.Expression) -> bool:
     """True for the SELECT (or its parenthesis) of ``x IN (SELECT …)``, ``EXISTS (SELECT …)`` or a
-    scalar subquery used as a value: pass 6b decides whether it is allowed."""
+    scalar subquery used as a value: pass 6c decides whether it is allowed."""
     if isinstance(node, exp.Select) and isinstance(node.parent, exp.Subquery):
         return _expression_subquery(node.parent)
     parent = node.parent
@@ -308,7 +308,7 @@ def _expression_subquery(node: exp.Expression) -> bool:
 
 
 def _in_expression_subquery(node: exp.Expression) -> bool:
-    """True when ``node`` lies inside an expression subquery (:func:`_expression_subquery`); pass 6b
+    """True when ``node`` lies inside an expression subquery (:func:`_expression_subquery`); pass 6c
     checks those bodies (DISTINCT/ORDER BY/LIMIT are harmless over public rows, refused over private ones)."""
     while node.parent is not None:
         if isinstance(node, exp.Select | exp.Subquery) and _expression_subquery(node):

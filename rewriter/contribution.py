@@ -565,12 +565,13 @@ def make_salt(sql_text: str) -> str:
 
 
 def column_families(relations: Mapping[str, TableInfo]) -> dict[str, str]:
-    """``alias.column`` → type family for every column of the given relations."""
+    """``alias.column`` → type family for every column of the given relations (a keyed table's
+    reserved unit column included: :mod:`~dpsql.rewriter.unit_paths`)."""
     from dpsql.schema import FLOAT_TYPES, INTEGER_TYPES, TEXT_TYPES
 
     out: dict[str, str] = {}
     for alias, info in relations.items():
-        for c in info.columns:
+        for c in (*info.columns, *((info.unit_column,) if info.unit_column is not None else ())):
             t = c.pg_type
             fam = (
                 "int" if t in INTEGER_TYPES else

@@ -18,6 +18,8 @@ never looser contribution bounds than declared:
   row cap across all groups; the lower of it and the policy's applies, beside the policy's
   ``max_groups`` and ``max_rows``);
 - ``privacy_unit_column`` must name the policy's privacy unit of the query's private tables (42501);
+  on a table whose rows belong to a unit through a key path (``privacy_unit = { via = …,
+  references = … }``) any ``privacy_unit_column`` is refused (42501): the unit is the policy's;
 - ``group_selection_strategy = PUBLIC_GROUPS`` refuses the query unless every group key is public
   (declared values or a public table), so no partition selection runs;
 - ``min_privacy_units_per_group = m`` keeps a group only when its *noisy* distinct-unit count is
@@ -195,6 +197,12 @@ def check(catalog: Catalog, g: GoogleDP, private_tables: tuple[str, ...]) -> Non
                     hint="use bounds inside the policy's, or ask the privacy engineer to declare unit_lower/unit_upper",
                 )
         unit = tp.privacy_unit
+        if g.privacy_unit_column is not None and tp.keyed:
+            raise PrivacyViolation(
+                f"privacy_unit_column = {g.privacy_unit_column} names a column of {tp.name}, whose rows belong to a unit "
+                f"through a key path: its privacy unit is {tp.unit_label}, fixed by the policy",
+                hint="leave privacy_unit_column out: the policy's unit applies to every query over this table",
+            )
         if g.privacy_unit_column is not None and unit.lower() != g.privacy_unit_column.lower():
             raise PrivacyViolation(
                 f"privacy_unit_column = {g.privacy_unit_column}, but the privacy unit of {tp.name} is {unit}",

@@ -1,4 +1,4 @@
-"""Joins between private tables on the privacy unit (part of pass 6, ``flatten``, and pass 10).
+"""Joins between private tables on the privacy unit (part of pass 6b, ``unit_paths``, and pass 10).
 
 DESIGN §1: private tables join each other only on the privacy unit. :func:`private_join` checks
 that every private table after the first is joined (INNER, LEFT, RIGHT or FULL; ``ON`` or

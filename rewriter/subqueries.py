@@ -1,4 +1,4 @@
-"""Pass 6b (``subqueries``): subqueries in WHERE — filters over public tables, semi-joins on the privacy unit.
+"""Pass 6c (``subqueries``): subqueries in WHERE — filters over public tables, semi-joins on the privacy unit.
 
 After ``flatten`` the outer query reads base tables; its WHERE may still hold ``x [NOT] IN (SELECT
 …)``, ``[NOT] EXISTS (SELECT …)`` and scalar subqueries ``x > (SELECT MAX(y) FROM t)``. This pass

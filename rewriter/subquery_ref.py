@@ -1,6 +1,6 @@
-"""The stand-in for an expression subquery between pass 6b (``subqueries``) and pass 10 (``contribution``).
+"""The stand-in for an expression subquery between pass 6c (``subqueries``) and pass 10 (``contribution``).
 
-Pass 6b checks each ``IN (SELECT …)``, ``EXISTS (…)`` and scalar subquery and replaces it by a
+Pass 6c checks each ``IN (SELECT …)``, ``EXISTS (…)`` and scalar subquery and replaces it by a
 reference (an ``exp.Anonymous`` call ``__dp_subquery(i, <outer columns>)``; sqlglot's compiled
 node classes cannot be subclassed), so that passes 7–10 see only the outer query's row-level
 expressions: the reference carries the outer columns the body reads (so the private sides keep

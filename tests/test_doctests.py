@@ -32,7 +32,7 @@ def test_doctests(name: str) -> None:
 
 
 def test_rewriter_passes_have_examples() -> None:
-    for name in ("parse", "allowlist", "bind", "flatten", "analyze", "totalize", "bounds", "emit", "contribution"):
+    for name in ("parse", "allowlist", "bind", "flatten", "unit_paths", "analyze", "totalize", "bounds", "emit", "contribution"):
         module = importlib.import_module(f"dpsql.rewriter.{name}")
         tests = doctest.DocTestFinder().find(module)
         assert sum(len(t.examples) for t in tests) > 0, f"dpsql.rewriter.{name} has no doctest example"

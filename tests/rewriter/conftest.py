@@ -60,3 +60,40 @@ def policy() -> Policy:
 @pytest.fixture(scope="session")
 def catalog(policy: Policy) -> Catalog:
     return build_catalog(policy, DESCRIBED)
+
+
+# Issue 11 item 1: prescriptions belong to the patient of their visit (a key path), doses to the
+# patient of their prescription's visit (two steps); visits.visit_id and prescriptions.rx_id are
+# declared unique.
+KEYED_POLICY = {
+    **POLICY,
+    "tables": {
+        **POLICY["tables"],
+        "visits": {**POLICY["tables"]["visits"],
+                   "columns": {**POLICY["tables"]["visits"]["columns"], "visit_id": {"unique": True}}},
+        "prescriptions": {
+            "privacy_unit": {"via": "visit_id", "references": "visits.visit_id"},
+            "max_groups": 2,
+            "max_rows": 4,
+            "columns": {"rx_id": {"unique": True}, "drug": {"values": ["a", "b", "c"]}, "dose": {"lower": 0, "upper": 50},
+                        "route": {}},
+        },
+        "doses": {
+            "privacy_unit": {"via": "rx_id", "references": "prescriptions.rx_id"},
+            "max_rows": 5,
+            "columns": {"amount": {"lower": 0, "upper": 10}},
+        },
+    },
+}
+
+KEYED_DESCRIBED = {
+    **DESCRIBED,
+    "public.prescriptions": [("rx_id", "int8"), ("visit_id", "int8"), ("drug", "text"), ("dose", "float8"), ("route", "text"),
+                             ("prescriber", "text")],
+    "public.doses": [("rx_id", "int8"), ("amount", "int4"), ("given_at", "timestamp")],
+}
+
+
+@pytest.fixture(scope="session")
+def keyed_catalog() -> Catalog:
+    return build_catalog(policy_from_dict(KEYED_POLICY, "/tmp/keyed-policy.toml"), KEYED_DESCRIBED)

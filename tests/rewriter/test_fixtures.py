@@ -20,7 +20,7 @@ from dpsql.policy import policy_from_dict
 from dpsql.rewriter import RULES, rewrite_until
 from dpsql.schema import Catalog, build_catalog
 
-from .conftest import DESCRIBED, POLICY
+from .conftest import DESCRIBED, KEYED_DESCRIBED, KEYED_POLICY, POLICY
 
 FIXTURES = Path(__file__).parent / "fixtures"
 PASSES = dict(RULES)
@@ -42,6 +42,8 @@ BOUNDS_COLUMNS = [("u", "int8"), ("x", "int4"), ("y", "int4"), ("z", "int4"), ("
 def _catalog(name: str) -> Catalog:
     if name == "sum25":
         return build_catalog(policy_from_dict(SUM25), {"public.t": [("u", "int8"), ("x", "int4")]})
+    if name == "keyed":
+        return build_catalog(policy_from_dict(KEYED_POLICY, "/tmp/keyed-policy.toml"), KEYED_DESCRIBED)
     if name == "bounds":
         return build_catalog(policy_from_dict(BOUNDS), {"public.t": BOUNDS_COLUMNS})
     return build_catalog(policy_from_dict(POLICY, "/tmp/policy.toml"), DESCRIBED)
