@@ -379,6 +379,12 @@ def _check_private(
     table = tables[0][0]
     alias = table.alias_or_name
     unit = tables[0][1].policy.privacy_unit
+    if tables[0][1].policy.keyed:
+        raise _refuse(
+            f"{_what(kind)} over the keyed table {names} is not supported: its privacy unit "
+            f"{tables[0][1].policy.unit_label} is reached through a key, not a column of its own",
+            "join it along its key instead (e.g. JOIN … ON k.visit_id = v.visit_id)",
+        )
     if not unit:
         raise _refuse(f"{_what(kind)} over the private table {names}: the table has no privacy unit", hint)
     for arg, what in (

@@ -146,3 +146,17 @@ def test_googlesql_privacy_unit_column_on_a_keyed_table_is_refused(keyed_catalog
 def test_rewriting_a_keyed_query_is_pure(keyed_catalog: Catalog) -> None:
     sql = "SELECT v.department, SUM(p.dose) FROM prescriptions p JOIN visits v ON p.visit_id = v.visit_id GROUP BY v.department"
     assert _sql(keyed_catalog, sql) == _sql(keyed_catalog, sql)
+
+
+@pytest.mark.parametrize(
+    "sql",
+    [
+        "SELECT COUNT(*) FROM prescriptions WHERE drug IN (SELECT drug FROM prescriptions WHERE dose > 3)",
+        "SELECT COUNT(*) FROM visits v WHERE EXISTS (SELECT 1 FROM prescriptions p WHERE p.visit_id = v.visit_id)",
+    ],
+)
+def test_a_subquery_over_a_keyed_table_is_refused_naming_its_key_path(keyed_catalog: Catalog, sql: str) -> None:
+    with pytest.raises(DPSQLError) as err:
+        rewrite(sql, keyed_catalog)
+    assert err.value.sqlstate == "0A000" and "keyed table prescriptions" in err.value.message
+    assert "through visit_id" in err.value.message and "__dp_unit" not in err.value.message
