@@ -56,6 +56,11 @@ SHAPES: dict[str, str] = {
     "two_keys": "SELECT g, h, COUNT(*), SUM(x) FROM t GROUP BY g, h",
     "e_few_keys": "SELECT c, COUNT(*), SUM(v), AVG(v) FROM e GROUP BY c",
     "e_ranked": "SELECT w, SUM(v), COUNT(*) FROM e GROUP BY w",
+    # COUNT/SUM(DISTINCT) under the row cap: L1 = k values (k·c for the sum)
+    "distinct_global": "SELECT COUNT(DISTINCT h), SUM(DISTINCT a), COUNT(DISTINCT uid) FILTER (WHERE a > 3) FROM t",
+    "distinct_ranked": "SELECT g, COUNT(DISTINCT h), SUM(DISTINCT x), COUNT(*) FROM t GROUP BY g",
+    "distinct_private_keys": "SELECT h, COUNT(DISTINCT a), COUNT(DISTINCT uid) FILTER (WHERE y > 3) FROM t GROUP BY h",
+    "e_distinct": "SELECT w, COUNT(DISTINCT v), SUM(DISTINCT v) FROM e GROUP BY w",
 }
 
 
