@@ -14,8 +14,9 @@ A distinct count is not a sum of per-(unit, group) partials, so each distinct in
 4. ``__dp_dtot{j}``: per group, the number of those values (``__dp_dn``) and their sum
    (``__dp_ds``, for SUM(DISTINCT) over grid integers).
 
-The per-group totals are merged with the ordinary statistics (``__dp_main``) by a UNION ALL and
-one GROUP BY over the keys (NULL keys group together on every engine; no join on keys).
+The per-group totals are merged with the ordinary statistics (``__dp_main``) by a UNION ALL (0 in
+the other branches' columns) and one GROUP BY over the keys with a SUM per statistic (NULL keys
+group together on every engine; no join on keys, and the sums stay exact integers).
 
 **Sensitivity.** Removing a unit u changes no other unit's kept values or kept groups (both are
 functions of that unit's own rows and the salt). In a group g u did not keep, nothing changes. In
@@ -97,18 +98,25 @@ def _chain(
     return [(f"__dp_dvals{j}", dvals), (f"__dp_dpick{j}", pick), (f"__dp_dset{j}", dset), (f"__dp_dtot{j}", tot)]
 
 
+def _zero() -> exp.Expression:
+    """The placeholder of another branch's statistic: an integer 0, so that every engine unifies
+    the UNION's column types (PostgreSQL cannot match an untyped NULL in the first branch with
+    bigint) and the final SUM per group is the one branch's exact value."""
+    return exp.Literal.number(0)
+
+
 def merged(b: Builder, key_names: list[str], main: exp.Select | None) -> tuple[list[tuple[str, exp.Select]], exp.Select]:
     """``__dp_main`` (the ordinary statistics per group, when there are any) and each
-    ``__dp_dtot{j}`` as one ``__dp_merge`` UNION ALL, and the final SELECT: one row per group
-    with every statistic in ``b.stats`` order (a distinct statistic absent from a group is 0)
-    and the distinct-unit count."""
+    ``__dp_dtot{j}`` as one ``__dp_merge`` UNION ALL (each branch 0 in the others' columns),
+    and the final SELECT: one row per group, each statistic in ``b.stats`` order summed over the
+    branches (so a distinct statistic absent from a group is 0), then the distinct-unit count."""
     names = [s.column for s in b.stats] + ([b.units_column] if b.units_column else [])
     branches: list[exp.Select] = []
     if main is not None:
         branches.append(
             exp.select(
                 *(exp.column(k) for k in key_names),
-                *(exp.alias_(exp.null(), n, copy=False) if i in b.distinct_of else exp.column(n) for i, n in enumerate(names)),
+                *(exp.alias_(_zero(), n, copy=False) if i in b.distinct_of else exp.column(n) for i, n in enumerate(names)),
                 copy=False,
             ).from_(exp.to_table("__dp_main"), copy=False)
         )
@@ -119,7 +127,7 @@ def merged(b: Builder, key_names: list[str], main: exp.Select | None) -> tuple[l
             if src is not None and src[0] == j:
                 cols.append(exp.alias_(exp.column("__dp_dn" if src[1] == "n" else "__dp_ds"), n, copy=False))
             else:
-                cols.append(exp.alias_(exp.null(), n, copy=False))
+                cols.append(exp.alias_(_zero(), n, copy=False))
         branches.append(
             exp.select(*(exp.column(k) for k in key_names), *cols, copy=False).from_(exp.to_table(f"__dp_dtot{j}"), copy=False)
         )
@@ -127,11 +135,8 @@ def merged(b: Builder, key_names: list[str], main: exp.Select | None) -> tuple[l
     for br in branches[1:]:
         union = exp.union(union, br, distinct=False, copy=False)
     finals: list[exp.Expression] = [exp.column(k) for k in key_names]
-    for i, n in enumerate(names):
-        value: exp.Expression = exp.Max(this=exp.column(n))
-        if i in b.distinct_of:
-            value = coalesce0(value)
-        finals.append(exp.alias_(value, n, copy=False))
+    for n in names:
+        finals.append(exp.alias_(exp.Sum(this=exp.column(n)), n, copy=False))
     final = exp.select(*finals, copy=False).from_(exp.to_table("__dp_merge"), copy=False)
     if key_names:
         final = final.group_by(*(exp.column(k) for k in key_names), copy=False)
