@@ -105,7 +105,7 @@ def _zero() -> exp.Expression:
     return exp.Literal.number(0)
 
 
-def merged(b: Builder, key_names: list[str], main: exp.Select | None) -> tuple[list[tuple[str, exp.Select]], exp.Select]:
+def merged(b: Builder, key_names: list[str], main: exp.Select | None) -> tuple[list[tuple[str, exp.Query]], exp.Select]:
     """``__dp_main`` (the ordinary statistics per group, when there are any) and each
     ``__dp_dtot{j}`` as one ``__dp_merge`` UNION ALL (each branch 0 in the others' columns),
     and the final SELECT: one row per group, each statistic in ``b.stats`` order summed over the
@@ -140,5 +140,6 @@ def merged(b: Builder, key_names: list[str], main: exp.Select | None) -> tuple[l
     final = exp.select(*finals, copy=False).from_(exp.to_table("__dp_merge"), copy=False)
     if key_names:
         final = final.group_by(*(exp.column(k) for k in key_names), copy=False)
-    ctes = ([("__dp_main", main)] if main is not None else []) + [("__dp_merge", union)]  # type: ignore[list-item]
+    ctes: list[tuple[str, exp.Query]] = [("__dp_main", main)] if main is not None else []
+    ctes.append(("__dp_merge", union))
     return ctes, final
