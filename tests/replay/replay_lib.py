@@ -20,7 +20,9 @@ The pieces:
 databases × 30 shapes × up to 101 variants) would take an hour. :func:`lift` only *adds* the
 variant id ``__rep`` to what the bounded SQL already partitions by: the projection of each
 layer, every GROUP BY (a global aggregate gets ``GROUP BY __rep``), and every window's
-``PARTITION BY``; and it points the private tables at their stacks. Nothing the product wrote is
+``PARTITION BY``, each join between two lifted layers (``a.__dp_rep = b.__dp_rep`` in its ON),
+each ``x IN (SELECT … FROM lifted)`` (``(x, rep) IN (SELECT …, __dp_rep …)``: the row cap's unit
+lists), each branch of a lifted UNION ALL; and it points the private tables at their stacks. Nothing the product wrote is
 removed or reordered, so a bounding defect survives lifting. The lifting itself is checked in
 every batch against direct, unmodified execution of the bounded SQL on single variants
 (:func:`replay`'s ``verify`` argument).
@@ -448,10 +450,6 @@ def lift(sql: str) -> str:
     lifted: set[str] = set()
     bodies: list[tuple[str | None, exp.Select]] = []
     for cte in ctes:
-        if not isinstance(cte.this, exp.Select) and cte.alias_or_name != "__dp_merge":
-            # the row cap's UNION (light and heavy units) is not lifted: its IN (…) subqueries
-            # are not per variant; such SQL runs directly per variant
-            raise LiftError("a CTE is not a plain SELECT")
         bodies.append((cte.alias_or_name, _branches(cte.this)))
     bodies.append((None, [tree]))
     private_reads = 0
@@ -465,6 +463,7 @@ def lift(sql: str) -> str:
             if isinstance(rep, exp.Column) and rep.name == "__rep":
                 private_reads += 1
             _lift_select(body, rep)
+            _lift_in_subqueries(body, rep, lifted)
         if any_lifted and len(branches) > 1 and not all(
             any(isinstance(p, exp.Alias) and p.alias == "__dp_rep" for p in b.expressions) for b in branches
         ):
@@ -533,6 +532,25 @@ def _lift_select(body: exp.Select, rep: exp.Column) -> None:
             continue
         parts = list(window.args.get("partition_by") or [])
         window.set("partition_by", [*parts, rep.copy()])
+
+
+def _lift_in_subqueries(body: exp.Select, rep: exp.Column, lifted: set[str]) -> None:
+    """``x IN (SELECT y FROM lifted …)`` → ``(x, rep) IN (SELECT y, __dp_rep FROM lifted …)``: the
+    row cap's light/heavy unit lists are per variant (unit ids repeat across the stacked databases)."""
+    for node in list(body.find_all(exp.In)):
+        query = node.args.get("query")
+        if query is None or node.find_ancestor(exp.Select) is not body:
+            continue
+        sub = query.this if isinstance(query, exp.Subquery) else query
+        if not isinstance(sub, exp.Select):
+            raise LiftError("an IN subquery is not a plain SELECT")
+        src = sub.args.get("from_")
+        if src is None or not isinstance(src.this, exp.Table) or src.this.name not in lifted or sub.args.get("joins"):
+            if any(t.name in lifted or t.name in PRIVATE_TABLES for t in sub.find_all(exp.Table)):
+                raise LiftError("an IN subquery reads a private relation in a way the lifting does not know")
+            continue
+        sub.select(exp.column("__dp_rep"), copy=False)
+        node.set("this", exp.Tuple(expressions=[node.this.copy(), rep.copy()]))
 
 
 def _aggregate_outside_window(node: exp.Expression) -> bool:
