@@ -133,6 +133,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         },
         max_contributions=tp.max_contributions,
         max_groups=tp.max_groups,
+        distinct_limits={c.name: c.max_distinct for c in tp.columns.values() if c.max_distinct is not None},
     )
     filters: list[exp.Expression] = [unit.is_(exp.null()).not_()]
     key_cols = _key_columns(shape, ctx, b.row_cols, filters)

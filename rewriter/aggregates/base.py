@@ -304,6 +304,8 @@ class Builder:
     unit_bounds: dict[str, tuple[Fraction, Fraction]] = field(default_factory=dict)
     max_contributions: int | None = None  # the L1 row cap (rows per unit across all groups), when set
     max_groups: int = 1  # the table's max_groups (groups a unit may keep)
+    # per-column max_distinct (distinct values a unit keeps per group in COUNT/SUM(DISTINCT col)), by column name
+    distinct_limits: dict[str, int] = field(default_factory=dict)
     # COUNT/SUM(DISTINCT …) inputs, and per statistic index computed from one: (input index, "n" | "s")
     distinct_inputs: list[DistinctInput] = field(default_factory=list)
     distinct_of: dict[int, tuple[int, str]] = field(default_factory=dict)
@@ -335,6 +337,18 @@ class Builder:
             self._input_cols[key] = name
         return self._input_cols[key]
 
+    def distinct_limit(self, node: exp.Expression) -> tuple[int, str]:
+        """(k, where k comes from): the distinct values one unit keeps per group of ``node`` — the
+        column's ``max_distinct`` when ``node`` is a bare private column that declares it (or that
+        column under a FILTER), else ``max_rows``. A policy value, never a data value."""
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Case) and len(node.args.get("ifs") or []) == 1 and node.args.get("default") is None:
+            node = node.args["ifs"][0].args.get("true")
+        if isinstance(node, exp.Column) and node.table == self.alias and node.name in self.distinct_limits:
+            return self.distinct_limits[node.name], f"max_distinct of {node.name}"
+        return self.max_rows, "max_rows"
+
     def distinct_stat(
         self,
         column: str,
@@ -342,23 +356,26 @@ class Builder:
         linf: int,
         description: str,
         *,
+        per_unit: int | None = None,
         kind: str = "count",
         grid: Fraction = Fraction(1),
         l1: int | None = None,
     ) -> str:
-        """A statistic over the distinct values of ``column`` kept per (unit, group), ≤ ``max_rows``
-        per unit: their number (``measure`` "n") or their sum ("s", ``column`` then holds grid
-        integers). It has no per-unit partial; ``contribution`` computes it in its own CTEs. The
-        caller's ``linf`` must bound ``max_rows`` values' worth of change per group."""
-        key = f"distinct:{measure}:{column}"
+        """A statistic over the distinct values of ``column`` kept per (unit, group), ≤ ``per_unit``
+        (default ``max_rows``) per unit: their number (``measure`` "n") or their sum ("s",
+        ``column`` then holds grid integers). It has no per-unit partial; ``contribution``
+        computes it in its own CTEs. The caller's ``linf`` must bound ``per_unit`` values' worth of
+        change per group."""
+        k = per_unit if per_unit is not None else self.max_rows
+        key = f"distinct:{measure}:{column}:{k}"
         if key in self._stat_index:
             return self._stat_index[key]
-        j = next((i for i, d in enumerate(self.distinct_inputs) if d.column == column), None)
+        j = next((i for i, d in enumerate(self.distinct_inputs) if (d.column, d.per_unit) == (column, k)), None)
         if j is None:
             j = len(self.distinct_inputs)
-            self.distinct_inputs.append(DistinctInput(column, self.max_rows, measure == "s"))
+            self.distinct_inputs.append(DistinctInput(column, k, measure == "s"))
         elif measure == "s" and not self.distinct_inputs[j].with_sum:
-            self.distinct_inputs[j] = DistinctInput(column, self.max_rows, True)
+            self.distinct_inputs[j] = DistinctInput(column, k, True)
         name = f"__dp_s{len(self.stats)}"
         self.distinct_of[len(self.stats)] = (j, measure)
         l1 = max(1, l1) if l1 is not None and self.max_contributions is not None else None

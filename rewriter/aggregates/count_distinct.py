@@ -2,11 +2,12 @@
 
 Row-level input: ``x`` made total and canonical (``__dp_v{n}``; under FILTER ``CASE WHEN cond
 THEN x END``). Bounding (:mod:`~dpsql.rewriter.distinct_sql`): within each of its kept groups a
-unit keeps at most ``max_rows`` distinct non-NULL values of x, the first by MD5 of (unit id,
-value, salt) — a choice that depends on that unit's own rows only. The statistic is the number of
-distinct values kept by any unit; removing one unit removes at most its ``max_rows`` values from
-each of its ≤ ``max_groups`` groups (values other units kept stay), so L∞ = ``max_rows``, L0 =
-``max_groups``, and under ``max_contributions = k`` L1 = k (each kept value needs a kept row).
+unit keeps at most k distinct non-NULL values of x — k is the column's ``max_distinct`` when x is
+a bare column that declares it, else ``max_rows`` — the first by MD5 of (unit id, value, salt): a
+choice that depends on that unit's own rows only. The statistic is the number of distinct values
+kept by any unit; removing one unit removes at most its k values from each of its ≤
+``max_groups`` groups (values other units kept stay), so L∞ = k, L0 = ``max_groups``, and under
+``max_contributions = m`` L1 = m (each kept value needs a kept row).
 Post-processing: the noisy integer, floored at 0 (``int8``), through the count module.
 
 DuckDB's ``APPROX_COUNT_DISTINCT(x)`` is read as ``COUNT(DISTINCT x)`` (:func:`approx_distinct`,
@@ -77,9 +78,9 @@ def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
             hint="count the distinct values of a number, text, boolean, date or timestamp expression",
         )
     col = b.value_column(spec.input)
-    r = b.max_rows
-    desc = f"{spec.label}: ≤ {r} distinct value(s) per unit and group, chosen by a hash of the unit and the value"
-    s = b.distinct_stat(col, "n", r, desc, l1=b.rows_l1(1))
+    r, why = b.distinct_limit(spec.input)
+    desc = f"{spec.label}: ≤ {r} distinct value(s) per unit and group ({why}), chosen by a hash of the unit and the value"
+    s = b.distinct_stat(col, "n", r, desc, per_unit=r, l1=b.rows_l1(1))
     return AggregateRelease("count", spec.label, (s,), integer=True)
 
 

@@ -3,10 +3,11 @@
 Row-level input: x clamped to [L, U] and put on its grid (the same ``__dp_g`` column as SUM(x)),
 so the distinct values summed are the distinct *clamped grid* values (two values that clamp to
 the same bound, or fall on the same grid step, count once). Bounding
-(:mod:`~dpsql.rewriter.distinct_sql`): each unit keeps at most ``max_rows`` distinct values per
-kept group, chosen by MD5 of (unit id, value, salt); the statistic is the sum of the distinct
-values kept by any unit. Removing one unit removes at most ``max_rows`` values, each of magnitude
-≤ c = max(|L|, |U|), from each of its ≤ ``max_groups`` groups: L∞ = ``max_rows``·c grid units
+(:mod:`~dpsql.rewriter.distinct_sql`): each unit keeps at most k distinct values per kept group
+(k = the column's ``max_distinct``, else ``max_rows``), chosen by MD5 of (unit id, value, salt);
+the statistic is the sum of the distinct values kept by any unit. Removing one unit removes at
+most k values, each of magnitude ≤ c = max(|L|, |U|), from each of its ≤ ``max_groups`` groups:
+L∞ = k·c grid units
 (L1 = ``max_contributions``·c under the row cap). Per-unit bounds (``unit_lower``/``unit_upper``)
 do not apply: the rows need ``lower``/``upper``. Released like SUM (``int8`` on grid 1, else
 ``float8``) through the sum module.
@@ -45,12 +46,12 @@ def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
     g = b.grid_for(spec)
     col = b.input_column(spec.input, grid=g)
     c = max(abs(g.lo), abs(g.hi))
-    r = b.max_rows
+    r, why = b.distinct_limit(spec.input)
     desc = (
         f"SUM(DISTINCT {pretty(spec.input)}) clamped to [{fmt(g.lower)}, {fmt(g.upper)}] per row, grid {fmt(g.step)}: "
-        f"≤ {r} distinct value(s) per unit and group, chosen by a hash of the unit and the value"
+        f"≤ {r} distinct value(s) per unit and group ({why}), chosen by a hash of the unit and the value"
     )
-    s = b.distinct_stat(col, "s", r * c, desc, kind="sum", grid=g.step, l1=b.rows_l1(c))
+    s = b.distinct_stat(col, "s", r * c, desc, per_unit=r, kind="sum", grid=g.step, l1=b.rows_l1(c))
     return AggregateRelease("sum", spec.label, (s,), g.lower, g.upper, integer=g.integer_input and g.exponent == 0)
 
 

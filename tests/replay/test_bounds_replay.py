@@ -41,6 +41,7 @@ def _policy(with_cap: bool = True) -> dict[str, Any]:
     t["columns"]["x"] = {"lower": -5.0, "upper": 20.0, "unit_lower": -10.0, "unit_upper": 30.0}  # 0 inside
     t["columns"]["y"] = {"lower": 2.0, "upper": 5.0, "unit_lower": 2.5, "unit_upper": 8.0}  # 0 outside
     t["columns"]["k"] = {"unit_lower": 0, "unit_upper": 6}  # per-unit bounds only: rows clamped to [0, 6]
+    t["columns"]["h"] = {"max_distinct": 4}  # COUNT(DISTINCT h): ≤ 4 values per unit and group (max_rows is 3)
     e["columns"]["v"] = {"lower": -3, "upper": 7, "unit_lower": -4, "unit_upper": 9}
     return p
 

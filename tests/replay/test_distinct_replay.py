@@ -9,12 +9,17 @@ catches a missing per-unit value limit and a missing max_groups restriction.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 
 import replay_lib as R
 import sqlglot
 from sqlglot import exp
 from test_sensitivity_replay import _max_changes, _row
+
+from dpsql.policy import policy_from_dict
+from dpsql.rewriter import rewrite
+from dpsql.schema import build_catalog
 
 # Units 0–2: 6 distinct h values of their own in each of g = a, b, c (one row each), a spread over
 # 5–10 and x (unit's own) near the upper bound 20 on distinct grid steps; units 3–5 share h values with each other.
@@ -56,6 +61,25 @@ def test_shared_values_change_nothing_when_other_units_keep_them() -> None:
     rw = R.rewritten("SELECT g, COUNT(DISTINCT h) FROM t GROUP BY g")
     assert rw.plan is not None
     assert _max_changes(db, rw)[rw.plan.stats[0].column] == 0
+
+
+def _max_distinct_catalog(k: int) -> object:
+    p = copy.deepcopy(R.POLICY)
+    p["tables"]["t"]["columns"]["h"] = {"max_distinct": k}
+    return build_catalog(policy_from_dict(p, "/nonexistent/distinct-policy.toml"), R.DESCRIBED)
+
+
+def test_max_distinct_replaces_max_rows_and_is_reached() -> None:
+    """With ``max_distinct = 5`` on h (max_rows is 3) a unit with 6 values of its own removes 5;
+    COUNT(DISTINCT h) declares L∞ = 5 and the replay over the shapes holds."""
+    cat = _max_distinct_catalog(5)
+    rw = rewrite("SELECT g, COUNT(DISTINCT h), COUNT(DISTINCT a) FROM t GROUP BY g", cat)
+    assert rw.plan is not None
+    sh, sa = rw.plan.stats
+    assert (sh.max_contribution, sa.max_contribution) == (5, R.T_MAX_ROWS)
+    assert _max_changes(DB, rw)[sh.column] == 5
+    report = R.replay([DB, *R.poison_databases().values()], {"max_distinct": rw}, verify=(0,))
+    assert not report.problems, report.problems[:5]
 
 
 def _without(sql: str, what: str) -> str:

@@ -178,3 +178,45 @@ def test_sensitivities_do_not_depend_on_the_data_or_the_engine(catalog: Catalog)
     assert all(p is not None for p in plans)
     assert {tuple((s.max_contribution, s.grid) for s in p.stats) for p in plans if p} == {((R, Fraction(1)), (R * 100, Fraction(1)))}
     assert isinstance(UnsupportedQuery("x"), DPSQLError)
+
+
+def _with_column(name: str, spec: dict[str, object], table: str = "visits") -> dict[str, object]:
+    p = copy.deepcopy(POLICY)
+    p["tables"][table].setdefault("columns", {})[name] = spec
+    return p
+
+
+def test_max_distinct_bounds_count_and_sum_distinct_of_the_column() -> None:
+    """``max_distinct`` on a column replaces max_rows as the per-unit, per-group distinct-value bound
+    of COUNT/SUM(DISTINCT col) (FILTER allowed); other expressions keep max_rows."""
+    p = _with_column("visit_date", {"max_distinct": 12})
+    p["tables"]["visits"]["columns"]["age"] = {"lower": 0, "upper": 100, "max_distinct": 2}
+    cat = build_catalog(policy_from_dict(p, "/tmp/policy.toml"), DESCRIBED)
+    rw = rewrite(
+        "SELECT COUNT(DISTINCT visit_date), COUNT(DISTINCT visit_date) FILTER (WHERE age > 3), SUM(DISTINCT age), "
+        "COUNT(DISTINCT age + 1), COUNT(DISTINCT diagnosis) FROM visits",
+        cat,
+    )
+    assert rw.plan is not None
+    assert [s.max_contribution for s in rw.plan.stats] == [12, 12, 2 * 100, R, R]
+    assert "max_distinct of visit_date" in rw.plan.stats[0].description
+    assert "__dp_vr <= 12" in rw.sql and "__dp_vr <= 2" in rw.sql
+
+
+@pytest.mark.parametrize(
+    ("table", "column", "spec", "words"),
+    [
+        ("visits", "visit_date", {"max_distinct": 0}, "at least 1"),
+        ("visits", "visit_date", {"max_distinct": 2.5}, "must be an integer"),
+        ("visits", "visit_date", {"max_distinct": "5"}, "must be an integer"),
+        ("visits", "visit_date", {"max_distinct": 10**6}, "at most 10000"),
+        ("visits", "patient_id", {"max_distinct": 3}, "privacy unit"),
+        ("departments", "name", {"max_distinct": 3}, "only to private tables"),
+    ],
+)
+def test_max_distinct_is_validated(table: str, column: str, spec: dict[str, object], words: str) -> None:
+    from dpsql.errors import PolicyError
+
+    with pytest.raises(PolicyError) as e:
+        policy_from_dict(_with_column(column, spec, table), "/tmp/policy.toml")
+    assert "max_distinct" in str(e.value) and words in str(e.value), str(e.value)
