@@ -8,9 +8,10 @@ A distinct count is not a sum of per-(unit, group) partials, so each distinct in
    (``__dp_rows``, or ``__dp_capped`` under ``max_contributions``), NULL values dropped;
 2. ``__dp_dpick{j}``: each triple numbered within its (unit, group) by MD5 of (unit id, value text,
    salt) — a unit's order of its own values, independent of every other unit's rows;
-3. ``__dp_dset{j}``: the distinct (group, value) pairs over the triples numbered ≤ ``per_unit``
-   (``max_rows``) whose (unit, group) is one of the unit's ≤ ``max_groups`` kept groups (joined to
-   ``__dp_ranked`` on the unit and the keys, NULL-safe, when groups are ranked);
+3. ``__dp_dset{j}``: the distinct (group, value) pairs over the triples numbered ≤ k = ``per_unit``
+   (the column's ``max_distinct``, else ``max_rows``) whose (unit, group) is one of the unit's
+   ≤ ``max_groups`` kept groups (joined to ``__dp_ranked`` on the unit and the keys, NULL-safe,
+   when groups are ranked);
 4. ``__dp_dtot{j}``: per group, the number of those values (``__dp_dn``) and their sum
    (``__dp_ds``, for SUM(DISTINCT) over grid integers).
 
@@ -20,11 +21,11 @@ group together on every engine; no join on keys, and the sums stay exact integer
 
 **Sensitivity.** Removing a unit u changes no other unit's kept values or kept groups (both are
 functions of that unit's own rows and the salt). In a group g u did not keep, nothing changes. In
-a group it kept, the set of distinct kept values loses at most the ≤ ``max_rows`` values u kept and
-no other unit kept, and gains none: ``|Δ count| ≤ max_rows`` and ``|Δ sum| ≤ max_rows·max|v|``
-(v clamped on the grid). So L∞ = ``max_rows`` (× the largest grid magnitude for the sum) and L0 =
-``max_groups``; under ``max_contributions = k`` each kept value needs one of u's ≤ k kept rows, so
-the change summed over groups is ≤ k values (L1).
+a group it kept, the set of distinct kept values loses at most the ≤ k values u kept and no
+other unit kept, and gains none: ``|Δ count| ≤ k`` and ``|Δ sum| ≤ k·max|v|`` (v clamped on the
+grid). So L∞ = k (× the largest grid magnitude for the sum) and L0 =
+``max_groups``; under ``max_contributions = m`` each kept value needs one of u's ≤ m kept rows, so
+the change summed over groups is ≤ m values (L1).
 """
 
 from __future__ import annotations

@@ -70,7 +70,8 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None
 
 
 def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
-    """One distinct-count statistic: L∞ = ``max_rows`` per group, L1 = ``max_contributions``."""
+    """One distinct-count statistic: L∞ = k (the column's ``max_distinct``, else ``max_rows``) per group,
+    L1 = ``max_contributions``."""
     assert spec.input is not None
     if type_family(spec.input, b.families) == "unknown":
         raise UnsupportedQuery(

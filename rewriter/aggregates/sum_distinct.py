@@ -41,7 +41,8 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None
 
 
 def bound(spec: AggregateSpec, b: Builder) -> AggregateRelease:
-    """One statistic: the sum of distinct kept grid values, L∞ = ``max_rows · max(|L|, |U|)`` grid units."""
+    """One statistic: the sum of distinct kept grid values, L∞ = ``k · max(|L|, |U|)`` grid units (k: the
+    column's ``max_distinct``, else ``max_rows``)."""
     assert spec.input is not None
     g = b.grid_for(spec)
     col = b.input_column(spec.input, grid=g)
