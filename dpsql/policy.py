@@ -46,6 +46,9 @@ def parse_duration(text: str) -> float:
     return float(m.group(1)) * _DURATION_UNITS[m.group(2)]
 
 
+MAX_DISTINCT = 10_000  # largest per-column max_distinct: bounds the per-(unit, group) ranking and the sensitivity
+
+
 @dataclass(frozen=True)
 class ColumnPolicy:
     """What the policy says about one column: clamping bounds and/or a public set of values."""
@@ -59,6 +62,7 @@ class ColumnPolicy:
     unit_lower: Fraction | None = None  # bounds on one unit's total in one group (SUM/AVG), GoogleSQL's
     unit_upper: Fraction | None = None  # contribution_bounds_per_group
     unique: bool = False  # declared one row per value (a key path's referenced column; checked at start-up)
+    max_distinct: int | None = None  # distinct values one unit keeps per group in COUNT/SUM(DISTINCT col); default max_rows
 
     @property
     def unit_bounded(self) -> bool:
@@ -847,6 +851,9 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
             if lower is not None and upper is not None and max(abs(lower), abs(upper)) >= 2**62:
                 raise cr.fail("upper", "bounds must be below 2^62 in absolute value")
             unit_lower, unit_upper = _read_unit_bounds(cr, time_lower is not None)
+            max_distinct = cr.integer("max_distinct", 1, minimum=1) if cr.has("max_distinct") else None
+            if max_distinct is not None and max_distinct > MAX_DISTINCT:
+                raise cr.fail("max_distinct", f"must be at most {MAX_DISTINCT}, got {max_distinct}")
             values = cr.get("values")
             vals: tuple[ScalarValue, ...] | None = None
             if values is not None:
@@ -869,8 +876,13 @@ def _read_table(tr: _Reader, name: str, base: Path, *, spark: bool = False) -> T
                               "the key column of privacy_unit (via) cannot carry bounds or values")
             if unit_lower is not None and public:
                 raise cr.fail("unit_lower", "applies only to private tables (a public table has no privacy unit)")
+            if max_distinct is not None and public:
+                raise cr.fail("max_distinct", "applies only to private tables (a public table has no privacy unit)")
+            if max_distinct is not None and unit is not None and cname.lower() == unit.lower():
+                raise cr.fail("max_distinct", "the privacy unit has one value per unit: COUNT(DISTINCT unit) needs no bound")
             columns[cname.lower()] = ColumnPolicy(
-                cname.lower(), lower, upper, vals, time_lower, time_upper, unit_lower, unit_upper, unique
+                cname.lower(), lower, upper, vals, time_lower, time_upper, unit_lower, unit_upper, unique=unique,
+                max_distinct=max_distinct,
             )
         cols.finish()
     if unit is not None and reference is None and unit.lower() not in columns:

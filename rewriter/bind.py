@@ -230,6 +230,7 @@ _FUNC_NAMES: dict[type[exp.Expression], str] = {
     exp.Extract: "extract",
     exp.Substring: "substring",
     exp.StrPosition: "strpos",
+    exp.ApproxDistinct: "approx_count_distinct",  # DuckDB's name (sqlglot's node is APPROX_DISTINCT)
 }
 
 

@@ -25,12 +25,13 @@ from fractions import Fraction
 from sqlglot import exp
 
 from dpsql.errors import LimitExceeded
-from dpsql.rewriter import aggregates, guards
+from dpsql.rewriter import aggregates, distinct_sql
 from dpsql.rewriter.aggregates.base import (
     GRID_BITS,
     MAX_INPUT_BOUND,
     Builder,
     Grid,
+    canonical_value,
     coalesce0,
     decimal_literal,
     int_literal,
@@ -132,6 +133,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
         },
         max_contributions=tp.max_contributions,
         max_groups=tp.max_groups,
+        distinct_limits={c.name: c.max_distinct for c in tp.columns.values() if c.max_distinct is not None},
     )
     filters: list[exp.Expression] = [unit.is_(exp.null()).not_()]
     key_cols = _key_columns(shape, ctx, b.row_cols, filters)
@@ -151,7 +153,7 @@ def build_bounded(shape: QueryShape, ctx: BoundingContext) -> Bounded:
     if tp.max_contributions is not None and cap_binds and not _one_row_per_unit(shape.select, ctx):
         capped = _capped_rows(ctx, b, rows, key_names, tp.max_contributions)
     per_unit, ranked = _per_unit_query(shape, ctx, b, key_names, "__dp_capped" if capped is not None else "__dp_rows")
-    final = _final_query(b, key_names, rows, per_unit, ranked, tp.max_groups, capped)
+    final = _final_query(b, key_names, rows, per_unit, ranked, tp.max_groups, capped, ctx.salt)
     all_stats = list(b.stats)
     if b.units_column:
         all_stats.append(Statistic(b.units_column, "units", "distinct units per group", 1, Fraction(1), 1))
@@ -274,19 +276,7 @@ def _key_columns(
     key_cols: list[KeyColumn] = []
     for i, key in enumerate(shape.keys):
         name = f"__dp_k{i}"
-        total = totalize(key, ctx.dialect, ctx.families)
-        if ctx.dialect in ("duckdb", "spark") and not isinstance(key, exp.Column) and type_family(key, ctx.families) == "int":
-            total = guards.integer_cast(total, "int8")  # integer arithmetic ran in DOUBLE; NULL beyond BIGINT
-        elif type_family(key, ctx.families) == "float":
-            # -0.0 and 0.0 form one group, whose printed key would be whichever row came first —
-            # possibly another unit's. Adding +0.0 maps -0.0 to 0.0 (IEEE 754), so the key text
-            # no longer depends on other rows.
-            total = exp.Add(this=exp.paren(total, copy=False), expression=exp.Literal.number("0.0"))
-            if ctx.dialect == "duckdb":
-                # Likewise NaN and -NaN are one group in DuckDB but print as "nan" and "-nan"
-                # (PostgreSQL's NaN has no sign): map every NaN to the positive one.
-                nan = exp.Cast(this=exp.Literal.string("NaN"), to=exp.DataType.build("DOUBLE"))
-                total = exp.Case(ifs=[exp.If(this=exp.IsNan(this=total.copy()), true=nan)], default=total)
+        total = canonical_value(key, ctx.dialect, ctx.families)  # -0.0 → 0.0, one NaN, integer casts
         row_cols.append(exp.alias_(total, name, copy=False))
         src = ctx.key_sources[i]
         key_cols.append(
@@ -371,11 +361,15 @@ def _final_query(
     ranked: exp.Select | None,
     max_groups: int,
     capped: list[tuple[str, exp.Select]] | None = None,
+    salt: str = "",
 ) -> exp.Select:
-    """Layer 3: at most ``max_groups`` ranked groups per unit, then exact totals per group."""
+    """Layer 3: at most ``max_groups`` ranked groups per unit, then exact totals per group (with
+    the COUNT/SUM(DISTINCT) chains of :mod:`~dpsql.rewriter.distinct_sql` merged in)."""
     final_from = "__dp_ranked" if ranked is not None else "__dp_per_unit"
     finals: list[exp.Expression] = [exp.column(k) for k in key_names]
     for i, st in enumerate(b.stats):
+        if i in b.distinct_of:
+            continue
         total = coalesce0(exp.Sum(this=exp.column(f"__dp_p{i}")))
         shift = b.total_shifts[i]
         if shift:  # non-negative totals rounded once per group (see Builder.stat)
@@ -384,19 +378,33 @@ def _final_query(
         finals.append(exp.alias_(total, st.column, copy=False))
     if b.units_column:
         finals.append(exp.alias_(exp.Count(this=exp.Star()), b.units_column, copy=False))
-    if not finals:  # only DP selections (quantiles, MIN/MAX) and no group keys: nothing to read here
+    distinct = bool(b.distinct_inputs)
+    if not finals and not distinct:  # only DP selections (quantiles, MIN/MAX) and no group keys: nothing to read here
         return exp.select(exp.alias_(exp.Literal.number(1), "__dp_none", copy=False), copy=False)
-    final = exp.select(*finals, copy=False).from_(exp.to_table(final_from), copy=False)
-    if ranked is not None:
-        final = final.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)), copy=False)
-    if key_names:
-        final = final.group_by(*(exp.column(k) for k in key_names), copy=False)
+    main: exp.Select | None = None
+    if len(finals) > len(key_names) or not distinct:
+        main = exp.select(*finals, copy=False).from_(exp.to_table(final_from), copy=False)
+        if ranked is not None:
+            main = main.where(exp.LTE(this=exp.column("__dp_rank"), expression=exp.Literal.number(max_groups)), copy=False)
+        if key_names:
+            main = main.group_by(*(exp.column(k) for k in key_names), copy=False)
+    tail: list[tuple[str, exp.Query]] = []
+    if distinct:
+        source = "__dp_capped" if capped else "__dp_rows"
+        tail = list(distinct_sql.distinct_ctes(b, key_names, source, ranked is not None, max_groups, salt))
+        merge_ctes, final = distinct_sql.merged(b, key_names, main)
+        tail += merge_ctes
+    else:
+        assert main is not None
+        final = main
     final = final.with_("__dp_rows", as_=rows, copy=False)
     for name, cte in capped or ():
         final = final.with_(name, as_=cte, copy=False)
     final = final.with_("__dp_per_unit", as_=per_unit, copy=False)
     if ranked is not None:
         final = final.with_("__dp_ranked", as_=ranked, copy=False)
+    for name, cte in tail:
+        final = final.with_(name, as_=cte, copy=False)
     return final
 
 

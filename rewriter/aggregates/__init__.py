@@ -42,7 +42,7 @@ from types import ModuleType
 from sqlglot import exp
 
 from dpsql.errors import UnsupportedQuery
-from dpsql.rewriter.aggregates import avg, count, count_distinct_unit, quantile, variance
+from dpsql.rewriter.aggregates import avg, count, count_distinct, count_distinct_unit, quantile, sum_distinct, variance
 from dpsql.rewriter.aggregates import sum as sum_
 from dpsql.rewriter.aggregates.base import AggregateSpec, Builder, ClassifyContext, Value
 
@@ -62,7 +62,9 @@ __all__ = [
 # Order matters only among modules sharing a node type: the first whose classify answers wins.
 MODULES: tuple[ModuleType, ...] = (
     count_distinct_unit,
+    count_distinct,
     count,
+    sum_distinct,
     sum_,
     avg,
     variance,
@@ -113,6 +115,10 @@ def normalize_aliases(tree: exp.Expression) -> list[str]:
     'SELECT VAR_SAMP(x), STDDEV_POP(y), STDDEV(z) FROM t'
     """
     notes: list[str] = []
+    for node in list(tree.find_all(exp.ApproxDistinct)):
+        node.replace(count_distinct.approx_distinct(node))
+        if count_distinct.APPROX_NOTE not in notes:
+            notes.append(count_distinct.APPROX_NOTE)
     for node in list(tree.find_all(exp.ApproxQuantiles)):
         new_node = quantile.approx_quantiles_offset(node)
         target = node.parent if isinstance(node.parent, exp.Bracket) else node

@@ -41,8 +41,9 @@ RELEASE_KINDS = ("avg",)
 ALIASES: dict[str, tuple[type[exp.Expression], str]] = {}
 
 DISTINCT_HINT = (
-    "AVG(DISTINCT …) averages distinct values, which no per-person bound makes private; "
-    "use AVG(x) over rows, or average per-person values in a row-level subquery"
+    "AVG(DISTINCT …) is not released as one statistic; use AVG(x) over rows, "
+    "SUM(DISTINCT x) / COUNT(DISTINCT x) (each bounded and noised on its own), "
+    "or average per-person values in a row-level subquery"
 )
 
 

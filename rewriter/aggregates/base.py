@@ -19,6 +19,7 @@ from fractions import Fraction
 from sqlglot import exp
 
 from dpsql.errors import NumericValueOutOfRange, PrivacyViolation, UnsupportedQuery
+from dpsql.rewriter import guards
 from dpsql.rewriter.bounds import Bounds, interval
 from dpsql.rewriter.families import Families, type_family
 from dpsql.rewriter.plan import QuantileStatistic, Statistic
@@ -70,11 +71,15 @@ def check_row_level(node: exp.Expression) -> None:
 
 def numeric_argument(node: exp.Expression, ctx: ClassifyContext, *, distinct_hint: str = "remove DISTINCT") -> exp.Expression:
     """The row-level argument of a one-argument numeric aggregate (SUM, AVG, VAR …), checked:
-    present, not DISTINCT (0A000), no nested aggregate, not over the privacy unit (42501)."""
+    present, not DISTINCT (0A000, naming the aggregate as written), no nested aggregate, not over
+    the privacy unit (42501)."""
     name = node.sql_name()
     arg = node.this
     if isinstance(arg, exp.Distinct):
-        raise UnsupportedQuery(f"{name}(DISTINCT …) is not supported", hint=distinct_hint)
+        raise UnsupportedQuery(
+            f"{ctx.label} is not supported: DISTINCT is supported only in COUNT(DISTINCT x) and SUM(DISTINCT x)",
+            hint=distinct_hint,
+        )
     if arg is None:
         raise UnsupportedQuery(f"{name} needs an argument")
     check_row_level(arg)
@@ -219,6 +224,27 @@ def grid_expr(value: exp.Expression, g: Grid) -> exp.Expression:
     return exp.Cast(this=exp.Round(this=scaled), to=exp.DataType.build("BIGINT"))
 
 
+def canonical_value(node: exp.Expression, dialect: str, families: Families) -> exp.Expression:
+    """``node`` made total, in a form whose value (and text) depends on the row alone, for a value
+    that is compared for equality with other rows' values (a group key, a COUNT(DISTINCT) value).
+
+    Integer arithmetic that runs in DOUBLE (DuckDB, Spark) is cast back to BIGINT (NULL beyond
+    it); -0.0 becomes 0.0 (one group printed as whichever row came first — possibly another
+    unit's) and, on DuckDB, every NaN the positive one (NaN and -NaN are one group there but
+    print differently).
+    """
+    total = totalize(node, dialect, families)
+    fam = type_family(node, families)
+    if dialect in ("duckdb", "spark") and not isinstance(node, exp.Column) and fam == "int":
+        return guards.integer_cast(total, "int8")
+    if fam == "float":
+        total = exp.Add(this=exp.paren(total, copy=False), expression=exp.Literal.number("0.0"))
+        if dialect == "duckdb":
+            nan = exp.Cast(this=exp.Literal.string("NaN"), to=exp.DataType.build("DOUBLE"))
+            total = exp.Case(ifs=[exp.If(this=exp.IsNan(this=total.copy()), true=nan)], default=total)
+    return total
+
+
 def pretty(node: exp.Expression) -> str:
     """The expression as PostgreSQL SQL without identifier quotes (for EXPLAIN and error messages)."""
     return node.sql("postgres", identify=False, normalize=False).replace('"', "")
@@ -231,6 +257,21 @@ def fmt(v: Fraction) -> str:
     if v.numerator == 1 and v.denominator & (v.denominator - 1) == 0:
         return f"2^-{v.denominator.bit_length() - 1}"
     return f"{float(v):g}"
+
+
+@dataclass(frozen=True)
+class DistinctInput:
+    """A row-level value whose distinct values per group are released (COUNT/SUM(DISTINCT …)).
+
+    ``column`` is the ``__dp_rows`` column (NULL: no value). Each unit keeps at most ``per_unit``
+    distinct non-NULL values in each of its kept groups, the first by MD5 of (unit id, value,
+    salt); the group's statistic is the number (``n``) or the sum (``s``) of the distinct values
+    kept by any unit.
+    """
+
+    column: str
+    per_unit: int
+    with_sum: bool = False
 
 
 # --- the builder --------------------------------------------------------------------------------
@@ -263,6 +304,11 @@ class Builder:
     unit_bounds: dict[str, tuple[Fraction, Fraction]] = field(default_factory=dict)
     max_contributions: int | None = None  # the L1 row cap (rows per unit across all groups), when set
     max_groups: int = 1  # the table's max_groups (groups a unit may keep)
+    # per-column max_distinct (distinct values a unit keeps per group in COUNT/SUM(DISTINCT col)), by column name
+    distinct_limits: dict[str, int] = field(default_factory=dict)
+    # COUNT/SUM(DISTINCT …) inputs, and per statistic index computed from one: (input index, "n" | "s")
+    distinct_inputs: list[DistinctInput] = field(default_factory=list)
+    distinct_of: dict[int, tuple[int, str]] = field(default_factory=dict)
     _hist_index: dict[str, int] = field(default_factory=dict)
     _stat_index: dict[str, str] = field(default_factory=dict)
     _input_cols: dict[str, str] = field(default_factory=dict)
@@ -279,6 +325,64 @@ class Builder:
             self.row_cols.append(exp.alias_(value, name, copy=False))
             self._input_cols[key] = name
         return self._input_cols[key]
+
+    def value_column(self, node: exp.Expression) -> str:
+        """The ``__dp_rows`` column ``__dp_v{n}`` holding ``node``'s value per row, made total and
+        canonical (:func:`canonical_value`); the row cap hashes its full text, since its value
+        (not only its NULL-ness) is read downstream."""
+        key = "v:" + node.sql()
+        if key not in self._input_cols:
+            name = f"__dp_v{len(self._input_cols)}"
+            self.row_cols.append(exp.alias_(canonical_value(node, self.dialect, self.families), name, copy=False))
+            self._input_cols[key] = name
+        return self._input_cols[key]
+
+    def distinct_limit(self, node: exp.Expression) -> tuple[int, str]:
+        """(k, where k comes from): the distinct values one unit keeps per group of ``node`` — the
+        column's ``max_distinct`` when ``node`` is a bare private column that declares it (or that
+        column under a FILTER), else ``max_rows``. A policy value, never a data value."""
+        while isinstance(node, exp.Paren):
+            node = node.this
+        if isinstance(node, exp.Case) and len(node.args.get("ifs") or []) == 1 and node.args.get("default") is None:
+            node = node.args["ifs"][0].args.get("true")
+        if isinstance(node, exp.Column) and node.table == self.alias and node.name in self.distinct_limits:
+            return self.distinct_limits[node.name], f"max_distinct of {node.name}"
+        return self.max_rows, "max_rows"
+
+    def distinct_stat(
+        self,
+        column: str,
+        measure: str,
+        linf: int,
+        description: str,
+        *,
+        per_unit: int | None = None,
+        kind: str = "count",
+        grid: Fraction = Fraction(1),
+        l1: int | None = None,
+    ) -> str:
+        """A statistic over the distinct values of ``column`` kept per (unit, group), ≤ ``per_unit``
+        (default ``max_rows``) per unit: their number (``measure`` "n") or their sum ("s",
+        ``column`` then holds grid integers). It has no per-unit partial; ``contribution``
+        computes it in its own CTEs. The caller's ``linf`` must bound ``per_unit`` values' worth of
+        change per group."""
+        k = per_unit if per_unit is not None else self.max_rows
+        key = f"distinct:{measure}:{column}:{k}"
+        if key in self._stat_index:
+            return self._stat_index[key]
+        j = next((i for i, d in enumerate(self.distinct_inputs) if (d.column, d.per_unit) == (column, k)), None)
+        if j is None:
+            j = len(self.distinct_inputs)
+            self.distinct_inputs.append(DistinctInput(column, k, measure == "s"))
+        elif measure == "s" and not self.distinct_inputs[j].with_sum:
+            self.distinct_inputs[j] = DistinctInput(column, k, True)
+        name = f"__dp_s{len(self.stats)}"
+        self.distinct_of[len(self.stats)] = (j, measure)
+        l1 = max(1, l1) if l1 is not None and self.max_contributions is not None else None
+        self.stats.append(Statistic(name, kind, description, max(1, linf), grid, 1, l1))  # type: ignore[arg-type]
+        self.total_shifts.append(0)
+        self._stat_index[key] = name
+        return name
 
     def stat(
         self,

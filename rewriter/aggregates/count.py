@@ -33,10 +33,7 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None
         return AggregateSpec("count_col", exp.Case(ifs=[exp.If(this=cond, true=exp.Literal.number(1))]), ctx.label, node)
     arg = node.this
     if isinstance(arg, exp.Distinct):
-        raise UnsupportedQuery(
-            "COUNT(DISTINCT …) is supported only on the privacy unit, without FILTER",
-            hint=f"use COUNT(DISTINCT {ctx.unit})" if ctx.unit else None,
-        )
+        raise UnsupportedQuery(f"{ctx.label} is not supported", hint="COUNT(DISTINCT x) takes one expression")
     if arg is None or isinstance(arg, exp.Star | exp.Literal | exp.Boolean) or ctx.is_unit(arg):
         if ctx.condition is None:
             return AggregateSpec("count_star", None, ctx.label, node)

@@ -91,7 +91,10 @@ def classify(node: exp.Expression, ctx: ClassifyContext) -> AggregateSpec | None
     name = node.this.sql_name() if isinstance(node, exp.WithinGroup) else node.sql_name()
     arg = call.input
     if isinstance(arg, exp.Distinct):
-        raise UnsupportedQuery(f"{name}(DISTINCT …) is not supported", hint="remove DISTINCT")
+        raise UnsupportedQuery(
+            f"{name}(DISTINCT …) is not supported: DISTINCT is supported only in COUNT(DISTINCT x) and SUM(DISTINCT x)",
+            hint="remove DISTINCT",
+        )
     if arg is None:
         raise UnsupportedQuery(f"{name} needs an argument")
     check_row_level(arg)

@@ -24,6 +24,10 @@ QUERIES = {
     "unit_bounded_sum_avg": "SELECT sex, SUM(cost), AVG(cost), COUNT(*) FROM visits GROUP BY sex",
     "global": "SELECT COUNT(*), SUM(cost), AVG(cost), VAR_POP(age) FROM visits",
     "partition_selection": "SELECT diagnosis, COUNT(*), SUM(length_of_stay) FROM visits GROUP BY diagnosis",
+    "distinct_values": (  # the value order is the same MD5 over text casts on both engines
+        "SELECT department, COUNT(DISTINCT diagnosis), SUM(DISTINCT length_of_stay), "
+        "COUNT(DISTINCT patient_id) FILTER (WHERE age > 60) FROM visits GROUP BY department"
+    ),
 }
 
 

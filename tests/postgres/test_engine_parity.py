@@ -74,6 +74,12 @@ QUERIES: dict[str, str] = {
     ),
     "patients_years": "SELECT region, AVG(birth_year), SUM(birth_year - 1900) FROM patients GROUP BY region",
     "private_join_on_unit": "SELECT p.region, COUNT(*), SUM(v.length_of_stay) FROM visits v JOIN patients p USING (patient_id) GROUP BY 1",
+    # COUNT/SUM(DISTINCT x): the value order is MD5 over text casts on both engines (sex has 2 ≤ max_groups values: no ranking)
+    "count_distinct_values": (
+        "SELECT sex, COUNT(DISTINCT diagnosis), SUM(DISTINCT length_of_stay), COUNT(DISTINCT patient_id) FILTER (WHERE age > 60) "
+        "FROM visits GROUP BY sex"
+    ),
+    "count_distinct_global": "SELECT COUNT(DISTINCT visit_date), APPROX_COUNT_DISTINCT(diagnosis), SUM(DISTINCT age) FROM visits",
     "private_self_join": (
         "SELECT a.sex, COUNT(*) FROM visits a JOIN visits b ON a.patient_id = b.patient_id AND a.visit_date < b.visit_date GROUP BY 1"
     ),

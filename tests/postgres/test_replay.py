@@ -33,7 +33,8 @@ SHAPES = [
     "many_aggregates", "group_declared_values", "group_private", "group_private_units", "group_two_columns", "group_case",
     "group_date_trunc", "group_extract", "group_float_expression", "where_mixed", "where_intdiv_mod", "join_public_group",
     "join_public_where", "cte_row_level", "sum_arithmetic", "sum_clamped", "filter", "second_table_few_keys",
-    "second_table_int_values", "select_distinct",
+    "second_table_int_values", "select_distinct", "count_distinct_values", "count_distinct_ranked",
+    "count_distinct_private_keys",
 ]  # fmt: skip
 MAX_REMOVALS = 4
 

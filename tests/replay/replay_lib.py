@@ -20,7 +20,9 @@ The pieces:
 databases × 30 shapes × up to 101 variants) would take an hour. :func:`lift` only *adds* the
 variant id ``__rep`` to what the bounded SQL already partitions by: the projection of each
 layer, every GROUP BY (a global aggregate gets ``GROUP BY __rep``), and every window's
-``PARTITION BY``; and it points the private tables at their stacks. Nothing the product wrote is
+``PARTITION BY``, each join between two lifted layers (``a.__dp_rep = b.__dp_rep`` in its ON),
+each ``x IN (SELECT … FROM lifted)`` (``(x, rep) IN (SELECT …, __dp_rep …)``: the row cap's unit
+lists), each branch of a lifted UNION ALL; and it points the private tables at their stacks. Nothing the product wrote is
 removed or reordered, so a bounding defect survives lifting. The lifting itself is checked in
 every batch against direct, unmodified execution of the bounded SQL on single variants
 (:func:`replay`'s ``verify`` argument).
@@ -161,6 +163,14 @@ SHAPES: dict[str, str] = {
     "second_table_avg": "SELECT SUM(v), AVG(v) FROM e",
     "second_table_int_values": "SELECT w, COUNT(*), AVG(v) FROM e GROUP BY w",
     "select_distinct": "SELECT DISTINCT h FROM t",
+    # COUNT/SUM(DISTINCT x): ≤ max_rows distinct values per (unit, group), chosen by a hash of (unit, value)
+    "count_distinct_values": "SELECT COUNT(DISTINCT h), APPROX_COUNT_DISTINCT(d), SUM(DISTINCT a), COUNT(DISTINCT x) FROM t",
+    "count_distinct_ranked": (
+        "SELECT g, COUNT(DISTINCT h), SUM(DISTINCT y), COUNT(*), COUNT(DISTINCT uid) FILTER (WHERE a > 4) FROM t GROUP BY g"
+    ),
+    "count_distinct_private_keys": (
+        "SELECT h, COUNT(DISTINCT a), SUM(DISTINCT x) FILTER (WHERE a > 2), COUNT(DISTINCT uid) FROM t GROUP BY h"
+    ),
 }
 
 # More shapes (joins, mixed key sources, expressions), replayed on fewer generated databases.
@@ -191,6 +201,11 @@ EXTRA_SHAPES: dict[str, str] = {
     ),
     "ratio_of_aggregates": "SELECT g, SUM(x) / COUNT(*) AS ratio FROM t GROUP BY g",
     "stddev_by_private_key": "SELECT h, STDDEV(x), VAR_SAMP(y) FROM t GROUP BY h",
+    "count_distinct_few_keys": "SELECT c, COUNT(DISTINCT v), SUM(DISTINCT v) FILTER (WHERE w > 1) FROM e GROUP BY c",
+    "count_distinct_only_filters": (
+        "SELECT COUNT(DISTINCT uid) FILTER (WHERE g = 'a'), COUNT(DISTINCT h) FILTER (WHERE a > 3), COUNT(DISTINCT k % 3) FROM t"
+    ),
+    "count_distinct_join_public": "SELECT p.name, COUNT(DISTINCT t.h) FROM t JOIN p ON t.k = p.k GROUP BY p.name",
 }
 
 # Subqueries in WHERE (rewriter/subqueries.py): semi-/anti-joins on the unit over a private table
@@ -451,19 +466,25 @@ def lift(sql: str) -> str:
     lifted: set[str] = set()
     bodies: list[tuple[str | None, exp.Select]] = []
     for cte in ctes:
-        if not isinstance(cte.this, exp.Select):
-            raise LiftError("a CTE is not a plain SELECT")
-        bodies.append((cte.alias_or_name, cte.this))
-    bodies.append((None, tree))
+        bodies.append((cte.alias_or_name, _branches(cte.this)))
+    bodies.append((None, [tree]))
     private_reads = 0
-    for name, body in bodies:
-        rep = _lift_sources(body, lifted)
-        if rep is None:
-            continue
-        if isinstance(rep, exp.Column) and rep.name == "__rep":
-            private_reads += 1
-        _lift_select(body, rep)
-        if name is not None:
+    for name, branches in bodies:
+        any_lifted = False
+        for body in branches:
+            rep = _lift_sources(body, lifted)
+            if rep is None:
+                continue
+            any_lifted = True
+            if isinstance(rep, exp.Column) and rep.name == "__rep":
+                private_reads += 1
+            _lift_select(body, rep)
+            _lift_in_subqueries(body, rep, lifted)
+        if any_lifted and len(branches) > 1 and not all(
+            any(isinstance(p, exp.Alias) and p.alias == "__dp_rep" for p in b.expressions) for b in branches
+        ):
+            raise LiftError("a UNION mixes lifted and unlifted branches")
+        if name is not None and any_lifted:
             lifted.add(name)
     if private_reads != 1:
         raise LiftError(f"expected one read of a private table, found {private_reads}")
@@ -473,25 +494,44 @@ def lift(sql: str) -> str:
     return tree.sql("duckdb")
 
 
+def _branches(node: exp.Expression) -> list[exp.Select]:
+    """The SELECT branches of a CTE body: itself, or every branch of a UNION ALL."""
+    if isinstance(node, exp.Select):
+        return [node]
+    if isinstance(node, exp.Union) and not node.args.get("distinct"):
+        return _branches(node.this) + _branches(node.expression)
+    raise LiftError("a CTE is not a plain SELECT or UNION ALL")
+
+
 def _lift_sources(body: exp.Select, lifted: set[str]) -> exp.Column | None:
-    """Point a private table at its stack; return the expression of the layer's variant id."""
-    sources: list[exp.Expression] = []
+    """Point a private table at its stack; return the expression of the layer's variant id.
+
+    A layer joining two lifted CTEs (the COUNT(DISTINCT) chains join ``__dp_ranked``) gets
+    ``a.__dp_rep = b.__dp_rep`` added to the join's ON: only rows of one variant meet."""
+    sources: list[tuple[exp.Expression, exp.Join | None]] = []
     if body.args.get("from_") is not None:
-        sources.append(body.args["from_"].this)
-    sources += [j.this for j in body.args.get("joins") or []]
-    reps: list[exp.Column] = []
-    for src in sources:
+        sources.append((body.args["from_"].this, None))
+    sources += [(j.this, j) for j in body.args.get("joins") or []]
+    reps: list[tuple[exp.Column, exp.Join | None, bool]] = []
+    for src, join in sources:
         if isinstance(src, exp.Table):
             if src.args.get("db") is not None and src.db == "main" and src.name in PRIVATE_TABLES:
                 src.set("this", exp.to_identifier(PRIVATE_TABLES[src.name], quoted=True))
-                reps.append(exp.column("__rep", table=src.alias_or_name, quoted=True))
+                reps.append((exp.column("__rep", table=src.alias_or_name, quoted=True), join, True))
             elif src.args.get("db") is None and src.name in lifted:
-                reps.append(exp.column("__dp_rep", table=src.alias or None))
+                reps.append((exp.column("__dp_rep", table=src.alias or None), join, False))
         elif src.find(exp.Table) is not None and any(t.name in set(PRIVATE_TABLES) | lifted for t in src.find_all(exp.Table)):
             raise LiftError("a private relation is read through a subquery")
     if len(reps) > 1:
-        raise LiftError("a layer reads two private relations")
-    return reps[0] if reps else None
+        if any(private for _, _, private in reps) or any(r.table == "" for r, _, _ in reps):
+            raise LiftError("a layer reads two private relations")
+        first = reps[0][0]
+        for rep, join, _ in reps[1:]:
+            assert join is not None
+            same = exp.EQ(this=first.copy(), expression=rep.copy())
+            on = join.args.get("on")
+            join.set("on", exp.and_(on, same) if on is not None else same)
+    return reps[0][0] if reps else None
 
 
 def _lift_select(body: exp.Select, rep: exp.Column) -> None:
@@ -508,6 +548,25 @@ def _lift_select(body: exp.Select, rep: exp.Column) -> None:
             continue
         parts = list(window.args.get("partition_by") or [])
         window.set("partition_by", [*parts, rep.copy()])
+
+
+def _lift_in_subqueries(body: exp.Select, rep: exp.Column, lifted: set[str]) -> None:
+    """``x IN (SELECT y FROM lifted …)`` → ``(x, rep) IN (SELECT y, __dp_rep FROM lifted …)``: the
+    row cap's light/heavy unit lists are per variant (unit ids repeat across the stacked databases)."""
+    for node in list(body.find_all(exp.In)):
+        query = node.args.get("query")
+        if query is None or node.find_ancestor(exp.Select) is not body:
+            continue
+        sub = query.this if isinstance(query, exp.Subquery) else query
+        if not isinstance(sub, exp.Select):
+            raise LiftError("an IN subquery is not a plain SELECT")
+        src = sub.args.get("from_")
+        if src is None or not isinstance(src.this, exp.Table) or src.this.name not in lifted or sub.args.get("joins"):
+            if any(t.name in lifted or t.name in PRIVATE_TABLES for t in sub.find_all(exp.Table)):
+                raise LiftError("an IN subquery reads a private relation in a way the lifting does not know")
+            continue
+        sub.select(exp.column("__dp_rep"), copy=False)
+        node.set("this", exp.Tuple(expressions=[node.this.copy(), rep.copy()]))
 
 
 def _aggregate_outside_window(node: exp.Expression) -> bool:
@@ -803,7 +862,7 @@ def replay(
                     direct = run_direct(st, rw, rep, report.problems, f"{name}/{st.dbs[i].name}/rep{rep}/direct")
                     report.direct_checks += 1
                     if direct != results[rep]:
-                        diff = sorted(set(direct.items()) ^ set(results[rep].items()))[:4]
+                        diff = sorted(set(direct.items()) ^ set(results[rep].items()), key=repr)[:4]
                         report.problems.append(f"{name}/{st.dbs[i].name}: lifted and direct execution differ on rep {rep}: {diff}")
             for i, db in enumerate(st.dbs):
                 full = results[st.full[i]]

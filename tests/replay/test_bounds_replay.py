@@ -41,6 +41,7 @@ def _policy(with_cap: bool = True) -> dict[str, Any]:
     t["columns"]["x"] = {"lower": -5.0, "upper": 20.0, "unit_lower": -10.0, "unit_upper": 30.0}  # 0 inside
     t["columns"]["y"] = {"lower": 2.0, "upper": 5.0, "unit_lower": 2.5, "unit_upper": 8.0}  # 0 outside
     t["columns"]["k"] = {"unit_lower": 0, "unit_upper": 6}  # per-unit bounds only: rows clamped to [0, 6]
+    t["columns"]["h"] = {"max_distinct": 4}  # COUNT(DISTINCT h): ≤ 4 values per unit and group (max_rows is 3)
     e["columns"]["v"] = {"lower": -3, "upper": 7, "unit_lower": -4, "unit_upper": 9}
     return p
 
@@ -56,6 +57,11 @@ SHAPES: dict[str, str] = {
     "two_keys": "SELECT g, h, COUNT(*), SUM(x) FROM t GROUP BY g, h",
     "e_few_keys": "SELECT c, COUNT(*), SUM(v), AVG(v) FROM e GROUP BY c",
     "e_ranked": "SELECT w, SUM(v), COUNT(*) FROM e GROUP BY w",
+    # COUNT/SUM(DISTINCT) under the row cap: L1 = k values (k·c for the sum)
+    "distinct_global": "SELECT COUNT(DISTINCT h), SUM(DISTINCT a), COUNT(DISTINCT uid) FILTER (WHERE a > 3) FROM t",
+    "distinct_ranked": "SELECT g, COUNT(DISTINCT h), SUM(DISTINCT x), COUNT(*) FROM t GROUP BY g",
+    "distinct_private_keys": "SELECT h, COUNT(DISTINCT a), COUNT(DISTINCT uid) FILTER (WHERE y > 3) FROM t GROUP BY h",
+    "e_distinct": "SELECT w, COUNT(DISTINCT v), SUM(DISTINCT v) FROM e GROUP BY w",
 }
 
 

@@ -225,6 +225,10 @@ TEMPLATES = (
     Template("SELECT VAR_POP(LEAST(GREATEST({0}, -1), 1)), COUNT(DISTINCT uid) FROM t WHERE {1}", ("num", "bool")),
     Template("SELECT {0} AS k1, g, SUM(a) FROM t WHERE {1} GROUP BY 1, 2 HAVING COUNT(*) > 1 ORDER BY 3 LIMIT 5", ("any", "bool")),
     Template("SELECT {0} FROM t", ("any",)),  # raw private values: refused
+    # COUNT/SUM(DISTINCT): the value is hashed as text per (unit, group, value) — no cast may fail
+    Template("SELECT g, COUNT(DISTINCT {0}), SUM(DISTINCT LEAST(GREATEST({1}, -5), 5)) FROM t WHERE {2} GROUP BY g",
+             ("any", "num", "bool")),
+    Template("SELECT COUNT(DISTINCT {0}) FILTER (WHERE {1}), COUNT(DISTINCT uid) FILTER (WHERE {1}) FROM t", ("any", "bool")),
 )
 
 

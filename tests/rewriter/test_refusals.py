@@ -54,12 +54,15 @@ REFUSALS = [
     ("SELECT COUNT(*) FROM visits a JOIN visits b ON a.age = b.age", "0A000"),
     ("SELECT COUNT(*) FROM visits v JOIN patients p ON v.patient_id = p.patient_id OR v.age = p.birth_year", "0A000"),
     ("SELECT COUNT(*) FROM visits UNION SELECT COUNT(*) FROM visits", "0A000"),
-    ("SELECT COUNT(DISTINCT diagnosis) FROM visits", "0A000"),
+    ("SELECT COUNT(DISTINCT diagnosis, department) FROM visits", "0A000"),  # one expression only
     ("SELECT AVG(n) FROM (SELECT patient_id, COUNT(*) n FROM visits GROUP BY patient_id) s", "42501"),  # the release groups by the unit
     ("SELECT department, COUNT(*) FROM visits GROUP BY ROLLUP (department)", "0A000"),
     ("SELECT COUNT(*) FROM visits WHERE diagnosis ~ 'a.*'", "0A000"),
     ("SELECT COUNT(*) FROM visits WHERE diagnosis LIKE note", "0A000"),
-    ("SELECT SUM(DISTINCT age) FROM visits", "0A000"),
+    ("SELECT AVG(DISTINCT age) FROM visits", "0A000"),
+    ("SELECT SUM(DISTINCT cost) FROM visits GROUP BY patient_id", "42501"),
+    ("SELECT SUM(DISTINCT patient_id) FROM visits", "42501"),
+    ("SELECT SUM(DISTINCT department_id) FROM visits", "42501"),  # no declared bounds
     ("SELECT COUNT(*) FROM visits WHERE random() < 0.5", "0A000"),
     # syntax → 42601
     ("SELEC COUNT(*) FROM visits", "42601"),

@@ -30,7 +30,7 @@ from dpsql.rewriter.spark import verify, view_name  # noqa: E402
 pytestmark = pytest.mark.spark
 
 SHAPES = ("count_star", "sum_int", "sum_float", "avg", "var_pop", "group_declared_values", "group_private",
-          "group_private_units", "join_public_group", "filter", "second_table_avg")
+          "group_private_units", "join_public_group", "filter", "second_table_avg", "count_distinct_ranked")
 REMOVALS = 3  # units removed per database: the heaviest and two others
 
 
