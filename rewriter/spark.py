@@ -52,6 +52,7 @@ SPARK_NAMED_FUNCTIONS = frozenset({"MD5", "CONCAT_WS", "CHR", "BROUND", "DATEDIF
 _EMITTED_ONLY: tuple[type[exp.Expression], ...] = (exp.Floor, exp.DenseRank, exp.UnixMicros)
 
 _EXACT = exp.DataType.build("DECIMAL(38, 0)")
+_STRING = exp.DataType.build("STRING", dialect="spark")
 
 
 def view_name(schema: str, table: str) -> str:
@@ -78,6 +79,13 @@ def lower_bounded(tree: exp.Expression) -> exp.Expression:
         arg = node.this
         if not (isinstance(arg, exp.Cast) and arg.to == _EXACT):
             node.set("this", exp.Cast(this=arg, to=_EXACT.copy()))
+    for node in list(tree.find_all(exp.Concat)):
+        # PostgreSQL's concat() skips NULLs: sqlglot writes it for Spark as CONCAT(COALESCE(arg, ''), …), and under
+        # ANSI a non-text arg makes that COALESCE cast '' to the arg's type — an error exactly when the arg is NULL
+        # (a data-dependent error). Every non-literal argument is therefore made text first (total on Spark).
+        for arg in list(node.expressions):
+            if not (isinstance(arg, exp.Literal) and arg.is_string) and not (isinstance(arg, exp.Cast) and arg.to == _STRING):
+                arg.replace(exp.Cast(this=arg.copy(), to=_STRING.copy()))
     for node in list(tree.find_all(exp.TryCast)):
         node.set("safe", True)  # without it sqlglot writes a TryCast as CAST for Spark (which raises under ANSI)
     for node in list(tree.find_all(exp.Anonymous)):

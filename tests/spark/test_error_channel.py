@@ -49,6 +49,9 @@ pytestmark = pytest.mark.spark
 
 GENERATED = 30
 HAND_PICKED = [
+    # concat() of non-text columns: sqlglot's CONCAT(COALESCE(a, ''), …) cast '' to INT under ANSI when a is NULL
+    "SELECT CAST(concat(h, a) AS INT) AS k1, g, SUM(a) FROM t WHERE ((d >= d) OR (NOT FALSE)) GROUP BY 1, 2",
+    "SELECT COUNT(concat(a, x, d, k)) FROM t",
     "SELECT SUM(LEAST(GREATEST(a * 9223372036854775807, -5), 5)) FROM t",
     "SELECT COUNT(*) FROM t WHERE a / 0 > 1 OR k % 0 = 1 OR x / 0.0 > 1",
     "SELECT SUM(LEAST(GREATEST(CAST(x AS BIGINT), -5), 5)), COUNT(CAST(x * 1e300 AS BIGINT)) FROM t",
