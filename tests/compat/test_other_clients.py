@@ -80,8 +80,7 @@ def test_node_postgres(compat_server: Running) -> None:
 def test_evidence_connector_sequence(compat_server: Running) -> None:
     """Evidence's PostgreSQL source connector (row count over ``WITH root AS (…)``, then a pg-cursor
     read in batches): both answered, the cursor ends with an empty batch. Evidence itself
-    (``evidence sources``) fetched its data this way from dpsql, then stalled in its own parquet
-    step with no connection open (measured with @evidence-dev/evidence 40.1.8; not run here)."""
+    (``evidence sources``, @evidence-dev/evidence 39.1.13) runs in tests/compat/test_evidence.py."""
     node, pkg = _node_package("pg-cursor")
     r = subprocess.run([node, str(pkg / "evidence.js"), compat_server.host, str(compat_server.port), "alice",
                         PASSWORDS["alice"], DATABASE], capture_output=True, text=True, timeout=60)
