@@ -68,11 +68,14 @@ def extract(tree: exp.Expression, catalog: Catalog) -> PublicRelations:
         current = Catalog(policy=catalog.policy, tables=dict(tables))
         return name
 
+    # every CTE name of the statement: an unqualified name that is one is never read as a policy table
+    # (a CTE may shadow one); a public CTE's references become qualified placeholders before later bodies are checked
+    cte_names = [c.alias_or_name for c in tree.find_all(exp.CTE)]
     with_ = tree.args.get("with_")
     if isinstance(with_, exp.With) and not with_.args.get("recursive"):
         for cte in list(with_.expressions):
             body = cte.this
-            if not _public_body(body, current):
+            if cte_names.count(cte.alias_or_name) > 1 or not _public_body(body, current, set(cte_names)):
                 continue
             cols = [c.name for c in cte.args["alias"].columns] if cte.args.get("alias") is not None else []
             name = register(body.copy(), cols)
@@ -86,7 +89,7 @@ def extract(tree: exp.Expression, catalog: Catalog) -> PublicRelations:
         if not isinstance(sub.parent, exp.From | exp.Join) or not _attached(sub, tree):
             continue
         body = sub.this
-        if not _public_body(body, current):
+        if not _public_body(body, current, set(cte_names)):
             continue
         alias = sub.args.get("alias")
         cols = [c.name for c in alias.columns] if isinstance(alias, exp.TableAlias) else []
@@ -133,14 +136,17 @@ def _placeholder(name: str, alias: str) -> exp.Table:
                      alias=exp.TableAlias(this=exp.to_identifier(alias)))
 
 
-def _public_body(body: exp.Expression, catalog: Catalog) -> bool:
-    """True when ``body`` reads only public tables of ``catalog`` (placeholders included)."""
+def _public_body(body: exp.Expression, catalog: Catalog, cte_names: set[str]) -> bool:
+    """True when ``body`` reads only public tables of ``catalog`` (placeholders included), none of
+    them through an unqualified name that a CTE of the statement also has."""
     if not isinstance(body, exp.Select | exp.SetOperation | exp.Values) or body.find(exp.With) is not None:
         return False
     if body.find(exp.Lateral) is not None:
         return False
     for t in body.find_all(exp.Table):
         if not isinstance(t.this, exp.Identifier):
+            return False
+        if not t.args.get("db") and t.name in cte_names:
             return False
         info = catalog.table(f"{t.db}.{t.name}" if t.args.get("db") else t.name)
         if info is None or not info.policy.public:
