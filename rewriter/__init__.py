@@ -157,8 +157,9 @@ def _public_relations(st: RewriteState) -> None:
         return  # a query over public tables only is emitted as written after pass 5
     found = public_relations.extract(st.tree, st.catalog)
     st.tree, st.catalog, st.public_bodies = found.tree, found.catalog, found.bodies
-    for name in st.public_bodies:
-        st.notes.append(f"a derived table or CTE over public tables only is a public relation ({name})")
+    if st.public_bodies:
+        st.notes.append(f"{len(st.public_bodies)} derived table(s)/CTE(s) over public tables only: public relations, "
+                        "joined and grouped like public tables and evaluated before the charge")
 
 
 def _allowlist(st: RewriteState) -> None:

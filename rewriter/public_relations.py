@@ -107,8 +107,7 @@ def restore(tree: exp.Expression, bodies: Mapping[str, tuple[exp.Expression, tup
     for ref in list(tree.find_all(exp.Table)):
         if ref.name in bodies and ref.args.get("db") is not None and ref.db == "public":
             body, cols = bodies[ref.name]
-            alias = exp.TableAlias(this=exp.to_identifier(ref.alias_or_name),
-                                   columns=[exp.to_identifier(c) for c in cols] or None)
+            alias = exp.TableAlias(this=exp.to_identifier(ref.alias_or_name), columns=[exp.to_identifier(c) for c in cols] or None)
             sub = exp.Subquery(this=restore(body.copy(), bodies), alias=alias)  # a body may read an earlier one
             if ref is tree:
                 return sub
@@ -124,16 +123,13 @@ def check_sql(bodies: Mapping[str, tuple[exp.Expression, tuple[str, ...]]]) -> l
     for i, (body, cols) in enumerate(bodies.values()):
         alias = exp.TableAlias(this=exp.to_identifier("__dp_pb"), columns=[exp.to_identifier(c) for c in cols] or None)
         every = exp.select(exp.Star()).distinct().from_(exp.Subquery(this=body.copy(), alias=alias))
-        n = exp.select(exp.Least(this=exp.Count(this=exp.Star()), expressions=[exp.Literal.number(0)])).from_(
-            every.subquery("__dp_pd")
-        )
+        n = exp.select(exp.Least(this=exp.Count(this=exp.Star()), expressions=[exp.Literal.number(0)])).from_(every.subquery("__dp_pd"))
         out.append(exp.alias_(exp.Subquery(this=n), f"__dp_p{i}"))
     return out
 
 
 def _placeholder(name: str, alias: str) -> exp.Table:
-    return exp.Table(this=exp.to_identifier(name), db=exp.to_identifier("public"),
-                     alias=exp.TableAlias(this=exp.to_identifier(alias)))
+    return exp.Table(this=exp.to_identifier(name), db=exp.to_identifier("public"), alias=exp.TableAlias(this=exp.to_identifier(alias)))
 
 
 def _public_body(body: exp.Expression, catalog: Catalog, cte_names: set[str]) -> bool:
@@ -190,6 +186,7 @@ def _typed(body: exp.Expression, catalog: Catalog, name: str, columns: list[str]
                 hint=f"cast it, e.g. CAST(… AS BIGINT) AS {n}",
             )
         infos.append(ColumnInfo(n, _pg_type(dt)))
-    policy = TablePolicy(name=name, schema="public", table=name, public=True, privacy_unit=None, max_groups=1,
-                         max_rows=1, columns={}, columns_declared=False)
+    policy = TablePolicy(
+        name=name, schema="public", table=name, public=True, privacy_unit=None, max_groups=1, max_rows=1, columns={}, columns_declared=False
+    )
     return qualified, TableInfo(policy=policy, columns=tuple(infos))

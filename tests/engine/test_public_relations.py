@@ -30,14 +30,19 @@ public = true
 # group (a public row without private rows has no unit and counts nothing), plain COUNT(s.customer)
 QUERIES = [
     # the public-groups idiom (GoogleSQL's RIGHT JOIN on a SELECT DISTINCT of a public table)
-    ("SELECT region, COUNT(*) AS n FROM sales s RIGHT JOIN (SELECT DISTINCT store_id, region FROM stores) AS g "
-     "USING (store_id) GROUP BY region ORDER BY region",
-     "SELECT region, COUNT(s.customer) AS n FROM sales s RIGHT JOIN (SELECT DISTINCT store_id, region FROM stores) AS g "
-     "USING (store_id) GROUP BY region ORDER BY region"),
+    (
+        "SELECT region, COUNT(*) AS n FROM sales s RIGHT JOIN (SELECT DISTINCT store_id, region FROM stores) AS g "
+        "USING (store_id) GROUP BY region ORDER BY region",
+        "SELECT region, COUNT(s.customer) AS n FROM sales s RIGHT JOIN (SELECT DISTINCT store_id, region FROM stores) AS g "
+        "USING (store_id) GROUP BY region ORDER BY region",
+    ),
     # a public CTE with its own GROUP BY, joined on its key: its keys are public, released in full
-    ("WITH dims AS (SELECT region, MIN(store_id) AS store_id FROM stores GROUP BY region) "
-     "SELECT dims.region, SUM(s.amount) AS total FROM sales s JOIN dims ON s.store_id = dims.store_id "
-     "GROUP BY dims.region ORDER BY dims.region", None),
+    (
+        "WITH dims AS (SELECT region, MIN(store_id) AS store_id FROM stores GROUP BY region) "
+        "SELECT dims.region, SUM(s.amount) AS total FROM sales s JOIN dims ON s.store_id = dims.store_id "
+        "GROUP BY dims.region ORDER BY dims.region",
+        None,
+    ),
 ]
 EXPECTED_REGIONS = ["east", "north", "south", "west"]  # west has no sales at all
 
@@ -46,11 +51,12 @@ EXPECTED_REGIONS = ["east", "north", "south", "west"]  # west has no sales at al
 def db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     path = tmp_path_factory.mktemp("pubrel") / "pubrel.duckdb"
     con = duckdb.connect(str(path))
-    con.execute("CREATE TABLE stores AS SELECT * FROM (VALUES (1, 'north'), (2, 'north'), (3, 'south'), (4, 'east'), "
-                "(5, 'west')) t(store_id, region)")
+    con.execute(
+        "CREATE TABLE stores AS SELECT * FROM (VALUES (1, 'north'), (2, 'north'), (3, 'south'), (4, 'east'), "
+        "(5, 'west')) t(store_id, region)"
+    )
     # one row per customer (max_rows = 1): the bounded values are the plain ones
-    con.execute("CREATE TABLE sales AS SELECT i AS customer, 1 + i % 4 AS store_id, CAST(i % 7 AS DOUBLE) AS amount "
-                "FROM range(400) t(i)")
+    con.execute("CREATE TABLE sales AS SELECT i AS customer, 1 + i % 4 AS store_id, CAST(i % 7 AS DOUBLE) AS amount FROM range(400) t(i)")
     con.close()
     return path
 
@@ -76,8 +82,10 @@ def test_answer_is_duckdbs_at_huge_epsilon(make_harness: Callable[..., Harness],
 def test_public_body_error_before_the_charge(make_harness: Callable[..., Harness], db: Path) -> None:
     h = make_harness(database=db, tables=TABLES, max_epsilon=1e6, epsilon=5e6)
     session = h.engine.session("alice")
-    sql = ("SELECT g.r, COUNT(*) FROM sales s JOIN (SELECT store_id, CAST(region AS INTEGER) AS r FROM stores) g "
-           "ON s.store_id = g.store_id GROUP BY g.r")
+    sql = (
+        "SELECT g.r, COUNT(*) FROM sales s JOIN (SELECT store_id, CAST(region AS INTEGER) AS r FROM stores) g "
+        "ON s.store_id = g.store_id GROUP BY g.r"
+    )
     with pytest.raises(DPSQLError):
         session.execute(sql)
     assert not [e for e in h.recorder.events if e.kind == "charge"]  # nothing was spent

@@ -49,14 +49,25 @@ def test_private_right_join_public_binds_key_to_public_side(catalog: Catalog) ->
     ("sql", "sqlstate", "message"),
     [
         # a derived table that reads a private table: refused as before
-        ("SELECT COUNT(*) FROM visits v JOIN (SELECT DISTINCT department_id FROM visits) s ON v.department_id = s.department_id",
-         "0A000", "joining an aggregated subquery over a private table"),
+        (
+            "SELECT COUNT(*) FROM visits v JOIN (SELECT DISTINCT department_id FROM visits) s ON v.department_id = s.department_id",
+            "0A000",
+            "joining an aggregated subquery over a private table",
+        ),
         ("SELECT COUNT(*) FROM (SELECT DISTINCT patient_id FROM visits) s", "42501", "grouping by the privacy unit"),
-        ("SELECT COUNT(*) FROM visits v JOIN (SELECT DISTINCT v2.department_id FROM visits v2 JOIN departments d "
-         "ON v2.department_id = d.department_id) s ON v.department_id = s.department_id", "0A000", "aggregated subquery"),
+        (
+            "SELECT COUNT(*) FROM visits v JOIN (SELECT DISTINCT v2.department_id FROM visits v2 JOIN departments d "
+            "ON v2.department_id = d.department_id) s ON v.department_id = s.department_id",
+            "0A000",
+            "aggregated subquery",
+        ),
         # a CTE over a private table that shadows a public table's name is that CTE, never the public table
-        ("WITH departments AS (SELECT department_id FROM visits) SELECT COUNT(*) FROM visits v JOIN "
-         "(SELECT DISTINCT department_id FROM departments) g ON v.department_id = g.department_id", "0A000", "aggregated subquery"),
+        (
+            "WITH departments AS (SELECT department_id FROM visits) SELECT COUNT(*) FROM visits v JOIN "
+            "(SELECT DISTINCT department_id FROM departments) g ON v.department_id = g.department_id",
+            "0A000",
+            "aggregated subquery",
+        ),
         # a public body's own errors: raised before anything runs
         ("SELECT COUNT(*) FROM visits v JOIN (SELECT 1/0 AS k) d ON v.age = d.k", "22012", "division by zero"),
         ("SELECT COUNT(*) FROM visits v JOIN (SELECT nosuch FROM departments) d ON v.age = d.nosuch", "42703", "nosuch"),
@@ -76,6 +87,9 @@ def test_postgres_and_spark_emit(catalog: Catalog) -> None:
 
 
 def test_public_cte_in_a_where_subquery(catalog: Catalog) -> None:
-    r = rewrite("WITH d AS (SELECT DISTINCT department_id FROM departments WHERE floor > 1) "
-                "SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id FROM d)", catalog)
+    r = rewrite(
+        "WITH d AS (SELECT DISTINCT department_id FROM departments WHERE floor > 1) "
+        "SELECT COUNT(*) FROM visits WHERE department_id IN (SELECT department_id FROM d)",
+        catalog,
+    )
     assert r.plan is not None and _no_placeholder(r.sql) and "DISTINCT" in r.sql
