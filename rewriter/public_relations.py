@@ -59,10 +59,10 @@ def extract(tree: exp.Expression, catalog: Catalog) -> PublicRelations:
     bodies: Bodies = {}
     current = catalog  # the catalog with every placeholder registered so far (bodies may read earlier ones)
 
-    def register(body: exp.Expression, columns: list[str]) -> str:
+    def register(body: exp.Expression, columns: list[str], types: list[exp.DataType] | None = None) -> str:
         nonlocal current
         name = f"{PREFIX}{len(bodies)}"
-        qualified, info = _typed(body, current, name, columns)
+        qualified, info = _typed(body, current, name, columns, types)
         tables[f"public.{name}"] = info
         bodies[name] = (qualified, tuple(columns))
         current = Catalog(policy=catalog.policy, tables=dict(tables))
@@ -85,6 +85,22 @@ def extract(tree: exp.Expression, catalog: Catalog) -> PublicRelations:
             cte.pop()
         if not with_.expressions:
             tree.set("with_", None)
+    for values in list(tree.find_all(exp.Values)):  # (VALUES (1), (2)) AS g(k): a public relation of literals
+        if not isinstance(values.parent, exp.From | exp.Join) or not _attached(values, tree):
+            continue
+        alias = values.args.get("alias")
+        if not isinstance(alias, exp.TableAlias) or not alias.columns:
+            continue  # left for the allowlist (0A000)
+        cols = [c.name for c in alias.columns]
+        inner = exp.Values(
+            expressions=[e.copy() for e in values.expressions],
+            alias=exp.TableAlias(this=exp.to_identifier("__dp_v"), columns=[exp.to_identifier(c) for c in cols]),
+        )
+        body = exp.select(*[exp.column(c, table="__dp_v") for c in cols]).from_(inner)
+        if not _public_body(body, current, set(cte_names)):
+            continue
+        name = register(body, [], _values_types(values, cols))
+        values.replace(_placeholder(name, alias.name or name))
     for sub in list(tree.find_all(exp.Subquery)):
         if not isinstance(sub.parent, exp.From | exp.Join) or not _attached(sub, tree):
             continue
@@ -162,8 +178,36 @@ def _attached(node: exp.Expression, root: exp.Expression) -> bool:
     return _inside(node, root)
 
 
-def _typed(body: exp.Expression, catalog: Catalog, name: str, columns: list[str]) -> tuple[exp.Expression, TableInfo]:
-    """The qualified body and a public TableInfo with its output columns (names and types)."""
+def _values_types(values: exp.Values, cols: list[str]) -> list[exp.DataType]:
+    """Each column's type from its literals, which must agree on every row (else 0A000: cast them)."""
+    out: list[exp.DataType] = []
+    rows = [r.expressions if isinstance(r, exp.Tuple) else [r] for r in values.expressions]
+    for i, c in enumerate(cols):
+        kinds = set()
+        dt: exp.DataType | None = None
+        for r in rows:
+            if i >= len(r) or len(r) != len(cols):
+                raise UnsupportedQuery("VALUES lists must all have the same length", hint="give every row one value per column")
+            typed = annotate_types(exp.select(r[i].copy())).selects[0].type
+            if typed is None or typed.is_type(exp.DataType.Type.UNKNOWN, exp.DataType.Type.NULL):
+                kinds.add("unknown")
+            else:
+                kinds.add(typed.sql())
+                dt = typed
+        if len(kinds) != 1 or dt is None:
+            raise UnsupportedQuery(
+                f'the values of column "{c}" of a VALUES list are not all of one known type',
+                hint=f"cast them, e.g. (VALUES (CAST(1 AS BIGINT)), (CAST(2 AS BIGINT))) AS t({c})",
+            )
+        out.append(dt)
+    return out
+
+
+def _typed(
+    body: exp.Expression, catalog: Catalog, name: str, columns: list[str], types: list[exp.DataType] | None = None
+) -> tuple[exp.Expression, TableInfo]:
+    """The qualified body and a public TableInfo with its output columns (names and types; ``types``
+    overrides what sqlglot infers)."""
     check_allowed(body, private=False)
     qualified = qualify_names(body.copy(), catalog)
     check_divisors(qualified)
@@ -178,8 +222,8 @@ def _typed(body: exp.Expression, catalog: Catalog, name: str, columns: list[str]
             hint="name each column: (SELECT a AS x, b AS y FROM …) AS d, or d(x, y)",
         )
     infos = []
-    for n, s in zip(names, selects, strict=True):
-        dt = s.type
+    for i, (n, s) in enumerate(zip(names, selects, strict=True)):
+        dt = types[i] if types is not None else s.type
         if dt is None or dt.is_type(exp.DataType.Type.UNKNOWN, exp.DataType.Type.NULL):
             raise UnsupportedQuery(
                 f'cannot determine the type of column "{n}" of a derived table over public tables',

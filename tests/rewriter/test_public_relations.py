@@ -21,6 +21,7 @@ ACCEPTED = [
     "SELECT COUNT(*) FROM visits v JOIN (SELECT department_id, ROW_NUMBER() OVER (ORDER BY floor) AS r FROM departments "
     "ORDER BY floor LIMIT 3) d ON v.department_id = d.department_id",
     "SELECT g.k, COUNT(*) FROM visits v RIGHT JOIN (SELECT 1 AS k UNION ALL SELECT 2) AS g ON v.department_id = g.k GROUP BY g.k",
+    "SELECT g.k, COUNT(*) FROM visits v RIGHT JOIN (VALUES (1), (2)) AS g(k) ON v.department_id = g.k GROUP BY g.k",
 ]
 
 
@@ -67,6 +68,11 @@ def test_private_right_join_public_binds_key_to_public_side(catalog: Catalog) ->
             "(SELECT DISTINCT department_id FROM departments) g ON v.department_id = g.department_id",
             "0A000",
             "aggregated subquery",
+        ),
+        (
+            "SELECT g.k, COUNT(*) FROM visits v RIGHT JOIN (VALUES (1), (2.5)) AS g(k) ON v.age = g.k GROUP BY g.k",
+            "0A000",
+            "not all of one known type",
         ),
         # a public body's own errors: raised before anything runs
         ("SELECT COUNT(*) FROM visits v JOIN (SELECT 1/0 AS k) d ON v.age = d.k", "22012", "division by zero"),
