@@ -12,6 +12,8 @@ one used by DEVELOPERS.md and by every pass module's docstring:
    DP release (rewritten by the whole pipeline) and a post-processing query over the noisy rows;
 2. ``bind_tables`` — :mod:`~dpsql.rewriter.bind`: every table is in the policy;
 3. ``aliases`` — :mod:`~dpsql.rewriter.aggregates`: other dialects' aggregate names (VAR, STD …);
+3b. ``public_relations`` — :mod:`~dpsql.rewriter.public_relations`: a derived table or CTE over public
+    tables only becomes a public relation (a placeholder public table; its body is put back in pass 12);
 4. ``allowlist`` — :mod:`~dpsql.rewriter.allowlist`: default-deny node types and functions;
 5. ``qualify`` — :mod:`~dpsql.rewriter.bind`: sqlglot ``qualify`` against the visible schema
    (a query over public tables only is emitted as is after this pass);
@@ -50,7 +52,7 @@ from sqlglot.optimizer.annotate_types import annotate_types
 from sqlglot.schema import MappingSchema
 
 from dpsql.errors import UnsupportedQuery
-from dpsql.rewriter import aggregates
+from dpsql.rewriter import aggregates, public_relations
 from dpsql.rewriter import spark as spark_dialect
 from dpsql.rewriter.allowlist import check_allowed
 from dpsql.rewriter.analyze import QueryShape, analyze_shape
@@ -111,6 +113,7 @@ class RewriteState:
     sides: list[PrivateSide] = field(default_factory=list)  # private tables in join order (rewriter.joins)
     private: dict[str, TableInfo] = field(default_factory=dict)  # alias → private table, join order
     subqueries: list[Subquery] = field(default_factory=list)  # expression subqueries (rewriter.subqueries)
+    public_bodies: public_relations.Bodies = field(default_factory=dict)  # placeholder → public relation body
 
     @property
     def limits(self):  # type: ignore[no-untyped-def]
@@ -147,6 +150,16 @@ def _bind_tables(st: RewriteState) -> None:
 
 def _aliases(st: RewriteState) -> None:
     st.notes.extend(aggregates.normalize_aliases(st.tree))
+
+
+def _public_relations(st: RewriteState) -> None:
+    if not st.refs.private:
+        return  # a query over public tables only is emitted as written after pass 5
+    found = public_relations.extract(st.tree, st.catalog)
+    st.tree, st.catalog, st.public_bodies = found.tree, found.catalog, found.bodies
+    if st.public_bodies:
+        st.notes.append(f"{len(st.public_bodies)} derived table(s)/CTE(s) over public tables only: public relations, "
+                        "joined and grouped like public tables and evaluated before the charge")
 
 
 def _allowlist(st: RewriteState) -> None:
@@ -331,7 +344,8 @@ def _emit(st: RewriteState) -> None:
         outputs=post.outputs,
         keys_public=bounded.keys_public,
         public_keys_sql=(
-            emit(physical_names(bounded.public_keys_query, dialect), dialect) if bounded.public_keys_query is not None else None
+            emit(physical_names(_public(st, bounded.public_keys_query), dialect), dialect)
+            if bounded.public_keys_query is not None else None
         ),
         units_column=bounded.units_column,
         post_sql=post.sql,
@@ -345,12 +359,13 @@ def _emit(st: RewriteState) -> None:
         quantiles=bounded.quantiles,
         max_rows=st.info.policy.max_rows,
         private_join=len(st.sides) > 1,
-        histograms=tuple(Histogram(emit(physical_names(_lowered(expand_unit_paths(q.copy(), st.catalog), dialect), dialect), dialect), k)
+        histograms=tuple(Histogram(emit(physical_names(_public(st, _lowered(expand_unit_paths(q.copy(), st.catalog), dialect)),
+                                                       dialect), dialect), k)
                          for q, k in bounded.histograms),
         max_contributions=bounded.max_contributions,
         subquery_check_sql=_subquery_check(st),
     )
-    query = _lowered(expand_unit_paths(bounded.query.copy(), st.catalog), dialect)
+    query = _public(st, _lowered(expand_unit_paths(bounded.query.copy(), st.catalog), dialect))
     sql = emit(physical_names(query, dialect), dialect)
     st.result = Rewrite(sql=sql, dialect=dialect, plan=plan, outputs=post.outputs)
 
@@ -359,7 +374,15 @@ def _subquery_check(st: RewriteState) -> str | None:
     """The pre-charge row count of the uncorrelated scalar subqueries (public tables only)."""
     dialect, families = st.dialect, st.families
     check = check_sql(st.subqueries, lambda node: totalize(node, dialect, families))
-    return emit(physical_names(check, dialect), dialect) if check is not None else None
+    evaluated = public_relations.check_sql(st.public_bodies)  # every public body evaluates before the charge
+    if evaluated:
+        check = exp.select(*(check.expressions if check is not None else []), *evaluated)
+    return emit(physical_names(_public(st, check), dialect), dialect) if check is not None else None
+
+
+def _public(st: RewriteState, query: exp.Expression) -> exp.Expression:
+    """``query`` with the public relations' bodies back in place of their placeholders."""
+    return public_relations.restore(query, st.public_bodies)
 
 
 def _lowered(query: exp.Expression, dialect: str) -> exp.Expression:
@@ -375,6 +398,7 @@ RULES: tuple[tuple[str, Pass], ...] = (
     ("layers", _layers),
     ("bind_tables", _bind_tables),
     ("aliases", _aliases),
+    ("public_relations", _public_relations),
     ("allowlist", _allowlist),
     ("qualify", _qualify),
     ("flatten", _flatten),
@@ -423,7 +447,7 @@ def rewrite_until(sql: str | exp.Expression, catalog: Catalog, pass_name: str, *
     if pass_name == "emit" or (st.result is not None and st.result.public_only):
         assert st.result is not None
         return st.result.sql
-    return restore(st.tree.copy(), st.subqueries).sql(dialect)  # subquery references shown as their bodies
+    return restore(st.tree.copy(), st.subqueries).sql(dialect)  # subquery references shown as their bodies (placeholders kept)
 
 
 def _is_private(catalog: Catalog, name: str) -> bool:

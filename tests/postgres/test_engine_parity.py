@@ -46,6 +46,18 @@ QUERIES: dict[str, str] = {
         "SELECT d.building, SUM(v.length_of_stay) FROM visits v JOIN departments d ON v.department_id = d.department_id "
         "GROUP BY d.building"
     ),
+    # public relations: a derived table / CTE over the public departments, every key released (public groups)
+    "public_relation_groups": (
+        "SELECT g.building, COUNT(*), SUM(v.length_of_stay) FROM visits v RIGHT JOIN "
+        "(SELECT DISTINCT department_id, building FROM departments) AS g ON v.department_id = g.department_id GROUP BY g.building"
+    ),
+    "public_relation_cte": (
+        "WITH d AS (SELECT building, MIN(department_id) AS department_id FROM departments GROUP BY building) "
+        "SELECT d.building, COUNT(*) FROM visits v JOIN d ON v.department_id = d.department_id GROUP BY d.building"
+    ),
+    "public_relation_values": (
+        "SELECT g.k, COUNT(*) FROM visits v RIGHT JOIN (VALUES (1), (2), (99)) AS g(k) ON v.department_id = g.k GROUP BY g.k"
+    ),
     "having_order_limit": "SELECT region, COUNT(*) AS n FROM patients GROUP BY region HAVING COUNT(*) > 10 ORDER BY n DESC LIMIT 3",
     "date_trunc_key": "SELECT date_trunc('month', visit_date) AS m, COUNT(*), SUM(cost) FROM visits GROUP BY 1",
     "extract_key": "SELECT extract(year FROM visit_date) AS y, AVG(age), STDDEV(cost) FROM visits GROUP BY 1",

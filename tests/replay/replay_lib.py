@@ -206,6 +206,12 @@ EXTRA_SHAPES: dict[str, str] = {
         "SELECT COUNT(DISTINCT uid) FILTER (WHERE g = 'a'), COUNT(DISTINCT h) FILTER (WHERE a > 3), COUNT(DISTINCT k % 3) FROM t"
     ),
     "count_distinct_join_public": "SELECT p.name, COUNT(DISTINCT t.h) FROM t JOIN p ON t.k = p.k GROUP BY p.name",
+    # public relations (rewriter/public_relations.py): a derived table / CTE over p only, its keys released in full
+    "public_groups_right_join": "SELECT k, COUNT(*), SUM(t.a) FROM t RIGHT JOIN (SELECT DISTINCT k FROM p) AS q USING (k) GROUP BY k",
+    "public_cte_grouped_fanout": (
+        "WITH q AS (SELECT name, MIN(k) AS k FROM p GROUP BY name) "
+        "SELECT q.name, COUNT(*), AVG(t.x) FROM t JOIN q ON t.k >= q.k GROUP BY q.name"
+    ),
 }
 
 # Subqueries in WHERE (rewriter/subqueries.py): semi-/anti-joins on the unit over a private table
