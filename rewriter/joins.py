@@ -79,7 +79,7 @@ def private_join(select: exp.Select, units: Mapping[str, str]) -> list[PrivateSi
         if on is None:
             raise _refusal(sides, alias, "a join without ON or USING (CROSS JOIN or a comma)", units[alias])
         earlier = {s.alias: s.unit for s in sides}
-        if not any(_unit_equality(c, alias, units[alias], earlier) for c in _conjuncts(on)):
+        if not any(_unit_equality(c, alias, units[alias], earlier) for c in conjuncts(on)):
             raise _refusal(sides, alias, f"the join condition {on.sql('postgres').replace(chr(34), '')}", units[alias])
         sides.append(PrivateSide(alias, units[alias], kind))
     return sides
@@ -95,11 +95,14 @@ def _refusal(sides: list[PrivateSide], alias: str, construct: str, unit: str) ->
     )
 
 
-def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
+def conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
+    """The top-level AND conjuncts of a condition (parentheses looked through; none for None)."""
     while isinstance(node, exp.Paren):
         node = node.this
+    if node is None:
+        return []
     if isinstance(node, exp.And):
-        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
+        return [*conjuncts(node.this), *conjuncts(node.expression)]
     return [node]
 
 

@@ -52,6 +52,7 @@ from sqlglot import exp
 from dpsql.errors import CardinalityViolation, UnsupportedQuery
 from dpsql.rewriter.contribution import column_families
 from dpsql.rewriter.families import Families, type_family
+from dpsql.rewriter.joins import conjuncts
 from dpsql.rewriter.subquery_ref import is_ref, make_ref, ref_index
 from dpsql.schema import Catalog, TableInfo
 
@@ -304,14 +305,6 @@ def _rename_aliases(body: exp.Select, tables: list[exp.Table], taken: set[str], 
                 col.set("table", exp.to_identifier(renames[col.table], quoted=True))
 
 
-def _conjuncts(node: exp.Expression | None) -> list[exp.Expression]:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if node is None:
-        return []
-    if isinstance(node, exp.And):
-        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
-    return [node]
 
 
 def _reads_outer(node: exp.Expression, outer: Mapping[str, TableInfo]) -> bool:
@@ -431,7 +424,7 @@ def _check_private(
             )
     else:
         links = 0
-        for cond in _conjuncts(where.this if where is not None else None):
+        for cond in conjuncts(where.this if where is not None else None):
             if _unit_link(cond, alias, unit, outer_private, units):
                 links += 1
             elif _reads_outer(cond, outer):

@@ -54,6 +54,7 @@ from collections.abc import Mapping
 from sqlglot import exp
 
 from dpsql.policy import KEYED_UNIT, TablePolicy
+from dpsql.rewriter.joins import conjuncts
 from dpsql.schema import Catalog, TableInfo
 
 __all__ = ["expand", "join_key_paths"]
@@ -71,7 +72,7 @@ def join_key_paths(select: exp.Select, relations: Mapping[str, TableInfo]) -> ex
         if on is None:
             continue
         added: list[exp.Expression] = []
-        for cond in _conjuncts(on):
+        for cond in conjuncts(on):
             pair = _key_pair(cond, relations)
             if pair is None:
                 continue
@@ -80,7 +81,7 @@ def join_key_paths(select: exp.Select, relations: Mapping[str, TableInfo]) -> ex
                 this=exp.column(relations[a].policy.privacy_unit or "", table=a, quoted=True),
                 expression=exp.column(relations[b].policy.privacy_unit or "", table=b, quoted=True),
             )
-            if not any(c == unit_eq for c in [*_conjuncts(on), *added]):
+            if not any(c == unit_eq for c in [*conjuncts(on), *added]):
                 added.append(unit_eq)
         if added:
             join.set("on", exp.and_(on, *added, copy=False))
@@ -109,12 +110,6 @@ def _key_pair(cond: exp.Expression, relations: Mapping[str, TableInfo]) -> tuple
     return None
 
 
-def _conjuncts(node: exp.Expression) -> list[exp.Expression]:
-    while isinstance(node, exp.Paren):
-        node = node.this
-    if isinstance(node, exp.And):
-        return [*_conjuncts(node.this), *_conjuncts(node.expression)]
-    return [node]
 
 
 def expand(tree: exp.Expression, catalog: Catalog) -> exp.Expression:
