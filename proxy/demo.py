@@ -59,6 +59,14 @@ def run_demo(directory: Path, *, serve: bool = True, listen: str | None = None) 
     return _run_queries(policy_path)
 
 
+#: what the demo shows dpsql refusing (before any charge); tests/examples checks each is refused
+DEMO_REFUSALS = (
+    "SELECT * FROM visits",
+    "SELECT MAX(patient_id) FROM visits",
+    "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id",
+)
+
+
 def _run_queries(policy_path: Path) -> int:
     from dpsql.api import connect
     from dpsql.proxy.cli import print_result
@@ -80,7 +88,7 @@ def _run_queries(policy_path: Path) -> int:
                 print(f"NOTICE: {n}")
             print()
         print("-- What dpsql refuses:")
-        for sql in ("SELECT * FROM visits", "SELECT MAX(cost) FROM visits", "SELECT patient_id, COUNT(*) FROM visits GROUP BY patient_id"):
+        for sql in DEMO_REFUSALS:
             try:
                 conn.execute(sql)
                 print(f"{sql};  -- unexpectedly accepted")

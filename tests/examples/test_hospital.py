@@ -240,3 +240,18 @@ def test_benchmark_sizes(tmp_path: Path, rows: int) -> None:
     with DuckDBBackend(load_policy(policy)) as b, b.session() as s:
         assert s.execute("SELECT count(*) FROM visits").rows == [(rows,)]
         assert s.execute("SELECT count(*) FROM patients").rows == [(rows // 10,)]
+
+
+def test_the_demos_refusal_examples_are_refused_before_any_charge(demo: tuple[Path, float]) -> None:
+    """``dpsql demo`` shows these as refusals: each must be refused (42501/0A000), and free."""
+    from dpsql.api import connect
+    from dpsql.errors import DPSQLError
+    from dpsql.proxy.demo import DEMO_REFUSALS
+
+    with connect(demo[0], "alice") as conn:
+        before = conn.execute("SELECT epsilon_spent FROM dpsql.budget WHERE scope = 'user'").rows
+        for sql in DEMO_REFUSALS:
+            with pytest.raises(DPSQLError) as err:
+                conn.execute(sql)
+            assert err.value.sqlstate in ("42501", "0A000"), (sql, err.value.sqlstate)
+        assert conn.execute("SELECT epsilon_spent FROM dpsql.budget WHERE scope = 'user'").rows == before
