@@ -72,7 +72,7 @@ from dpsql.accountant.quantiles import QuantileNoise, plan_quantile
 from dpsql.errors import InvalidParameterValue, UnsupportedQuery
 from dpsql.rewriter.plan import QuantileStatistic, ReleasePlan, Statistic
 
-__all__ = ["SELECTION_DELTA_SHARE", "NoisePlan", "SelectionNoise", "StatisticNoise", "calibrate"]
+__all__ = ["SELECTION_DELTA_SHARE", "SELECTION_PREFERENCES", "NoisePlan", "SelectionNoise", "StatisticNoise", "calibrate"]
 _MAX_THRESHOLD = 2**62
 
 
@@ -351,14 +351,26 @@ def _count_selection(
     return _selection(accounting, l0, share, delta_sel, linf, lp, c.column)
 
 
-def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting: Accounting) -> NoisePlan:
+SELECTION_PREFERENCES = ("auto", "units", "count")
+
+
+def calibrate(
+    plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting: Accounting, preference: str = "auto"
+) -> NoisePlan:
     """Noise scales, thresholds and the exact cost that make this query alone (ε, δ)-DP.
+
+    ``preference`` (``dp.partition_selection``) picks the partition-selection construction:
+    ``"auto"`` by the rule above, ``"units"`` always (a), ``"count"`` (b) whenever the plan has a
+    candidate COUNT(*) and it calibrates (else (a)) — for analysts who know their groups are large.
+    Every choice is a valid construction with the same guarantee; only accuracy and suppression differ.
 
     Pure and deterministic. The cost is the sum of the mechanisms' own privacy maps applied to
     the plan's sensitivities (never the target), and is guaranteed ≤ the target: Σρ ≤ ρ_q under
     zcdp, Σε ≤ ε under basic, selection δ ≤ δ_sel. Raises InvalidParameterValue for a bad (ε, δ)
     and UnsupportedQuery when the needed noise is beyond the samplers' range.
     """
+    if preference not in SELECTION_PREFERENCES:
+        raise ValueError(f"preference must be one of {SELECTION_PREFERENCES}")
     eps, dlt = Fraction(epsilon), Fraction(delta)
     selection_needed = plan.partition_selection
     mode = accounting_mode(accounting)
@@ -405,7 +417,7 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
             # (a): a separate threshold on the distinct-unit count, with its own share
             selection = _selection(accounting, l0_stats, budget * sel_weight / total_weight, delta_sel)
             # min_privacy_units_per_group counts units: it needs (a), with its threshold raised to m
-            cand = _own_count_candidate(plan, units) if plan.min_units is None else None
+            cand = _own_count_candidate(plan, units) if plan.min_units is None and preference != "units" else None
             if plan.min_units is not None:
                 selection = _at_least(accounting, selection, plan.min_units)
             if cand is not None:
@@ -417,7 +429,9 @@ def calibrate(plan: ReleasePlan, epsilon: Fraction, delta: Fraction, accounting:
                     )
                 except (UnsupportedQuery, ScaleOutOfRange):  # (b) out of range: (a) stands
                     own_count = None
-                if own_count is not None and _prefer_own_count(own_count, selection, additive[cand.column]):
+                if own_count is not None and (
+                    preference == "count" or _prefer_own_count(own_count, selection, additive[cand.column])
+                ):
                     selection, alternative = own_count, selection
                 else:
                     alternative = own_count

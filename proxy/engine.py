@@ -192,10 +192,15 @@ class Engine:
                 rw = replace(rw, plan=replace(rw.plan, min_units=g.min_units))
         return rw
 
-    def calibrate(self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction) -> NoisePlan:
-        """The (cached) noise plan of ``sql``'s release plan at (ε, δ); pure, so safe to cache."""
+    def calibrate(
+        self, sql: str, plan: ReleasePlan, epsilon: Fraction, delta: Fraction, preference: str = "auto"
+    ) -> NoisePlan:
+        """The (cached) noise plan of ``sql``'s release plan at (ε, δ) and the partition-selection
+        ``preference`` (``dp.partition_selection``); pure, so safe to cache."""
         accounting = self.policy.privacy.accounting
-        return self._noise.get_or_compute((sql, epsilon, delta), lambda: calibrate(plan, epsilon, delta, accounting))
+        return self._noise.get_or_compute(
+            (sql, epsilon, delta, preference), lambda: calibrate(plan, epsilon, delta, accounting, preference)
+        )
 
     def shape(self, rw: Rewrite) -> str:
         """The (cached) timing shape of a rewrite: its bounded SQL with literals masked."""
@@ -306,7 +311,7 @@ class Session:
             return rw, None
         g = self.engine.google(sql)
         settings = self.settings.for_statement(g.epsilon, g.delta, g.confidence) if g is not None else self.settings
-        return rw, self.engine.calibrate(sql, rw.plan, settings.epsilon, settings.delta)
+        return rw, self.engine.calibrate(sql, rw.plan, settings.epsilon, settings.delta, settings.partition_selection)
 
     def limits(self) -> ScopeLimits:
         """The session, user and global filters that apply to this session's queries."""
@@ -478,7 +483,8 @@ class Session:
                                                                               or not rw.plan.keys_public)]
         k = max(1, len(charged))
         eps, delta = self.settings.epsilon / k, self.settings.delta / k
-        noises = {i: self.engine.calibrate(u.branches[i], rws[i].plan, eps, delta) for i in charged}  # type: ignore[arg-type]
+        noises = {i: self.engine.calibrate(u.branches[i], rws[i].plan, eps, delta, self.settings.partition_selection)
+                  for i in charged}  # type: ignore[arg-type]
         return rws, noises, eps, delta
 
     def explain(self, sql: str) -> list[str]:
@@ -508,14 +514,14 @@ class Session:
                 raise UnsupportedQuery(f'the subquery has no output column "{key}"', hint="its columns are " + ", ".join(names))
             positions.append(names.index(key))
         eps, delta = self.settings.epsilon / 2, self.settings.delta / 2
-        noise1 = self.engine.calibrate(st.stage1, rw1.plan, eps, delta)
+        noise1 = self.engine.calibrate(st.stage1, rw1.plan, eps, delta, self.settings.partition_selection)
         size = min(st.limit if st.limit is not None else rw1.plan.max_released_groups, rw1.plan.max_released_groups)
         stand_in = [tuple(_stand_in(rw1.plan.outputs[p].pg_type, i) for p in positions) for i in range(max(1, size))]
         sql2 = stages.stage2_sql(st, stand_in)
         rw2 = rewrite(sql2, stages.declared(self.engine.catalog, st, stand_in), dialect=self.engine.backend.dialect)
         if rw2.plan is None:
             raise UnsupportedQuery("the outer query of a staged release reads no private table")
-        noise2 = calibrate(rw2.plan, eps, delta, self.engine.policy.privacy.accounting)
+        noise2 = calibrate(rw2.plan, eps, delta, self.engine.policy.privacy.accounting, self.settings.partition_selection)
         return rw1, noise1, rw2, noise2, positions, eps, delta
 
     def _explain_staged(self, st: Staged) -> list[str]:
@@ -571,7 +577,7 @@ class Session:
             sql2 = stages.stage2_sql(st, keys)
             rw2 = rewrite(sql2, stages.declared(self.engine.catalog, st, keys), dialect=self.engine.backend.dialect)
             assert rw2.plan is not None
-            noise2 = calibrate(rw2.plan, eps, delta, accounting)
+            noise2 = calibrate(rw2.plan, eps, delta, accounting, self.settings.partition_selection)
             if noise2.cost.amount > noise2p.cost.amount or noise2.cost.delta > noise2p.cost.delta:
                 raise AssertionError("stage 2 would cost more than it was charged")  # cannot happen: fewer keys, same ε
             second = self._charged(rw2, rw2.plan, noise2, self._public_keys(rw2.plan))

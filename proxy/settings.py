@@ -6,7 +6,10 @@ policy's per-query range: ``[min_epsilon_per_query, max_epsilon_per_query]`` for
 pure-ε query). The floors keep probes from being nearly free (docs/privacy.md).
 ``dp.confidence`` (in (0, 1), default 0.95) is the level of ``DP_INTERVAL_LOW/HIGH``;
 ``dp.rounding`` (``auto`` | ``off``, default ``auto``) rounds floating results to the precision
-their noise supports. Both shape post-processing only and cost nothing. ``dp.bias_epsilon``
+their noise supports. Both shape post-processing only and cost nothing. ``dp.partition_selection``
+(``auto`` | ``units`` | ``count``, default ``auto``) picks how groups without declared values are
+selected (accountant/planner.py): by the planner's rule, always by a noisy unit count, or by COUNT(*)'s
+own noisy value when the query has one — the same guarantee either way. ``dp.bias_epsilon``
 (default 0.25, within the policy's per-query ε range) is the ε of ``EXPLAIN (BIAS)``, charged.
 ``SET dp.session_epsilon`` can only lower the session's cap, never raise it. Values are kept exactly (as fractions of their decimal text).
 """
@@ -23,10 +26,12 @@ from dpsql.policy import Policy
 if TYPE_CHECKING:
     from dpsql.proxy.release import ReleaseOptions
 
-NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting", "dp.confidence", "dp.rounding", "dp.bias_epsilon")
+NAMES = ("dp.epsilon", "dp.delta", "dp.session_epsilon", "dp.accounting", "dp.confidence", "dp.rounding", "dp.bias_epsilon",
+         "dp.partition_selection")
 DEFAULT_BIAS_EPSILON = Fraction(1, 4)
 DEFAULT_CONFIDENCE = Fraction(95, 100)
 ROUNDING_MODES = ("auto", "off")
+SELECTION_PREFERENCES = ("auto", "units", "count")  # accountant.planner.SELECTION_PREFERENCES
 
 
 def parse_number(name: str, text: str) -> Fraction:
@@ -50,15 +55,18 @@ class DPSettings:
         self.session_epsilon: Fraction | None = None
         self.confidence: Fraction = DEFAULT_CONFIDENCE
         self.rounding: str = "auto"
+        self.partition_selection: str = "auto"
         self.bias_epsilon: Fraction = min(max(DEFAULT_BIAS_EPSILON, policy.privacy.min_epsilon_per_query),
                                           policy.privacy.max_epsilon_per_query)
 
     def post_key(self) -> str:
-        """The post-processing settings as text for the replay key; "" at the defaults (so answers
-        stored before these settings existed still replay)."""
-        if self.confidence == DEFAULT_CONFIDENCE and self.rounding == "auto":
+        """The release-shaping settings as text for the replay key (post-processing, and the
+        partition-selection construction); "" at the defaults (so answers stored before these
+        settings existed still replay)."""
+        if self.confidence == DEFAULT_CONFIDENCE and self.rounding == "auto" and self.partition_selection == "auto":
             return ""
-        return f"confidence={self.confidence};rounding={self.rounding}"
+        key = f"confidence={self.confidence};rounding={self.rounding}"
+        return key if self.partition_selection == "auto" else f"{key};selection={self.partition_selection}"
 
     def release_options(self) -> ReleaseOptions:
         """The settings of the release step (:class:`~dpsql.proxy.release.ReleaseOptions`)."""
@@ -149,6 +157,14 @@ class DPSettings:
                     f'invalid value for parameter "dp.rounding": "{mode}"', hint="SET dp.rounding = 'auto' (or 'off')"
                 )
             self.rounding = mode
+        elif name == "dp.partition_selection":
+            mode = text.strip().strip("'\"").strip().lower()
+            if mode not in SELECTION_PREFERENCES:
+                raise InvalidParameterValue(
+                    f'invalid value for parameter "dp.partition_selection": "{mode}"',
+                    hint="SET dp.partition_selection = 'auto' (or 'units', 'count')",
+                )
+            self.partition_selection = mode
         elif name == "dp.accounting":
             raise CantChangeRuntimeParam('parameter "dp.accounting" cannot be changed', hint="it is set by the policy")
         else:
@@ -165,6 +181,8 @@ class DPSettings:
             self.confidence = DEFAULT_CONFIDENCE
         elif name == "dp.rounding":
             self.rounding = "auto"
+        elif name == "dp.partition_selection":
+            self.partition_selection = "auto"
         elif name == "dp.bias_epsilon":
             self.bias_epsilon = min(max(DEFAULT_BIAS_EPSILON, self.policy.privacy.min_epsilon_per_query),
                                     self.policy.privacy.max_epsilon_per_query)
@@ -189,6 +207,8 @@ class DPSettings:
             return name, _fmt(self.confidence)
         if name == "dp.rounding":
             return name, self.rounding
+        if name == "dp.partition_selection":
+            return name, self.partition_selection
         if name == "dp.bias_epsilon":
             return name, _fmt(self.bias_epsilon)
         raise UndefinedObject(f'unrecognized configuration parameter "{name}"')

@@ -262,3 +262,25 @@ def test_release_uses_the_count_column() -> None:
     assert out.kept == (1, 2)
     assert abs(out.values["a0"][0] - 1000) < 200 and abs(out.values["a0"][1] - 5000) < 200
 
+
+
+
+@pytest.mark.parametrize("accounting", ["zcdp", "basic"])
+def test_the_preference_forces_either_construction_with_the_same_guarantee(accounting: str) -> None:
+    """dp.partition_selection: 'units' never thresholds the COUNT, 'count' does whenever the plan has a
+    candidate (here against the rule, which keeps (a) for the demo bounds under zcdp); each charges
+    exactly its own maps, within the query's budget; an unknown preference is a programming error."""
+    plan = selection_plan((star(40, 60),), max_groups=48, k=60)
+    auto = calibrate(plan, EPS, DELTA, accounting)  # type: ignore[arg-type]
+    units = calibrate(plan, EPS, DELTA, accounting, "units")  # type: ignore[arg-type]
+    count = calibrate(plan, EPS, DELTA, accounting, "count")  # type: ignore[arg-type]
+    assert units.selection is not None and units.selection.construction == "units" and units.selection_alternative is None
+    assert count.selection is not None and count.selection.construction == "count"
+    assert count.stat("a0").from_selection and count.stat("a0").scale < units.stat("a0").scale
+    for n in (auto, units, count):
+        assert (n.cost.amount, n.cost.delta) == recomputed_cost(n)
+        assert n.cost.amount <= auto.cost.amount * (1 + Fraction(1, 100)) + Fraction(1, 10**12)
+    if accounting == "zcdp":
+        assert auto.selection is not None and auto.selection.construction == "units"
+    with pytest.raises(ValueError):
+        calibrate(plan, EPS, DELTA, accounting, "sometimes")  # type: ignore[arg-type]

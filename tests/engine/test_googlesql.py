@@ -120,3 +120,24 @@ def test_min_privacy_units_per_group_raises_the_unit_threshold(make_harness: Cal
     assert low is not None and low.selection is not None and low.selection.threshold == base.selection.threshold
     result = session.execute(f"SELECT WITH DIFFERENTIAL_PRIVACY OPTIONS (min_privacy_units_per_group = {m}) " + sql)
     assert all(row[2] >= m for row in result.rows)  # u is the selection's own noisy unit count
+
+
+def test_partition_selection_setting_picks_the_construction(make_harness: Callable[..., Harness]) -> None:
+    """SET dp.partition_selection: 'count' thresholds COUNT(*)'s own value, 'units' a separate unit count;
+    SHOW/RESET work, a bad value is 22023 and changes nothing, and EXPLAIN names the construction."""
+    h = make_harness()
+    session = h.engine.session("alice")
+    sql = "SELECT diagnosis, COUNT(*) FROM visits GROUP BY diagnosis"
+    session.execute("SET dp.partition_selection = 'count'")
+    assert session.execute("SHOW dp.partition_selection").rows == [("count",)]
+    _, count = session.plan(sql)
+    assert count is not None and count.selection is not None and count.selection.construction == "count"
+    assert any("own noisy value is thresholded" in line for line in session.explain(sql))
+    session.execute("SET dp.partition_selection = units")
+    _, units = session.plan(sql)
+    assert units is not None and units.selection is not None and units.selection.construction == "units"
+    with pytest.raises(DPSQLError) as err:
+        session.execute("SET dp.partition_selection = 'sometimes'")
+    assert err.value.sqlstate == "22023" and session.settings.partition_selection == "units"
+    session.execute("RESET dp.partition_selection")
+    assert session.execute("SHOW dp.partition_selection").rows == [("auto",)]
